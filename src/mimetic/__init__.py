@@ -1,0 +1,44 @@
+"""mimetic: turn your own writing into a small language model that writes in your voice.
+
+The Python API mirrors the pipeline, one function and one config object per stage::
+
+    import mimetic
+    ws = mimetic.Workspace.open("voices/me")
+    mimetic.ingest(["~/my-writing"], ws)                      # IngestConfig
+    mimetic.prepare(ws)                                       # PrepareConfig
+    result = mimetic.train(ws)                                # TrainConfig
+    mimetic.write(ws, "The morning after the storm")          # GenerateConfig
+    mimetic.compare(ws, mimetic.held_out_prompts(ws))
+
+Heavy libraries (torch, transformers) are imported only when a stage needs them.
+"""
+
+from .config import GenerateConfig, IngestConfig, PrepareConfig, TrainConfig, VoiceConfig, default_learning_rate
+from .errors import MimeticError, TrainingInterrupted
+from .generate import Voice, compare, held_out_prompts, read_prompts, write
+from .ingest import ingest
+from .prepare import prepare
+from .train import train
+from .workspace import Workspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GenerateConfig",
+    "IngestConfig",
+    "PrepareConfig",
+    "TrainConfig",
+    "VoiceConfig",
+    "default_learning_rate",
+    "MimeticError",
+    "TrainingInterrupted",
+    "Voice",
+    "Workspace",
+    "compare",
+    "held_out_prompts",
+    "ingest",
+    "prepare",
+    "read_prompts",
+    "train",
+    "write",
+]

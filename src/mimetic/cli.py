@@ -1,0 +1,359 @@
+"""The ``mimetic`` command: a thin layer over the Python API, one command per stage.
+
+Errors a writer can fix are printed as two lines (what happened, what to do) with no
+traceback; anything unexpected is summarised in one line and its traceback saved to
+``mimetic-error.log`` in the workspace.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import config as cfg
+from .errors import MimeticError, TrainingInterrupted
+from .workspace import Workspace
+
+app = typer.Typer(
+    help="Turn your own writing into a small language model that writes in your voice — privately, on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = typer.Option(
+    Path(os.environ.get("MIMETIC_WORKSPACE", "voice")), "--workspace", "-w", help="Folder that holds this voice."
+)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command, turning errors into short messages and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TrainingInterrupted as e:
+            err.print(f"[yellow]{e.message}[/]")
+            err.print(e.hint or "")
+            raise typer.Exit(130) from None
+        except MimeticError as e:
+            err.print(f"[bold red]Error:[/] {e.message}")
+            if e.hint:
+                err.print(f"[dim]→[/] {e.hint}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]Stopped.[/] Nothing was half-written; run the same command again to redo this step.")
+            raise typer.Exit(130) from None
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                err.print("[bold red]Error:[/] the disk is full. Free some space and run the same command again.")
+            else:
+                err.print(f"[bold red]Error:[/] {e.strerror or e}: {getattr(e, 'filename', '') or ''}")
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - last resort: never show a raw traceback
+            ws = kwargs.get("workspace")
+            log = Path(ws if ws else ".").expanduser() / "mimetic-error.log"
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(traceback.format_exc(), encoding="utf-8")
+                where = f" Details were saved to {log}."
+            except OSError:
+                where = ""
+            err.print(f"[bold red]Unexpected error:[/] {type(e).__name__}: {e}.{where}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _words(n: int) -> str:
+    return f"{n:,}"
+
+
+def _ingest_report(result: Any) -> None:
+    by_fmt: dict[str, list[int]] = {}
+    for f in result.kept:
+        by_fmt.setdefault(f.format, [0, 0])
+        by_fmt[f.format][0] += 1
+        by_fmt[f.format][1] += f.words
+    t = Table(title="Corpus", show_edge=False)
+    t.add_column("format")
+    t.add_column("files", justify="right")
+    t.add_column("words", justify="right")
+    for fmt, (n, w) in sorted(by_fmt.items()):
+        t.add_row(fmt, str(n), _words(w))
+    t.add_row("[bold]kept", f"[bold]{len(result.kept)}", f"[bold]{_words(result.words)}")
+    console.print(t)
+    if result.skipped:
+        s = Table(title=f"Skipped ({len(result.skipped)})", show_edge=False)
+        s.add_column("file", overflow="fold")
+        s.add_column("reason")
+        for f in result.skipped[:30]:
+            s.add_row(f.path, f.skipped or "")
+        if len(result.skipped) > 30:
+            s.add_row(f"… and {len(result.skipped) - 30} more", "see corpus/manifest.json")
+        console.print(s)
+
+
+@app.command()
+@_friendly
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders of your writing (.txt, .md)."),
+    workspace: Path = WorkspaceOpt,
+    min_words: Optional[int] = typer.Option(None, help="Skip documents shorter than this many words."),
+) -> None:
+    """Read and clean your writing into the voice's corpus (your files are never changed)."""
+    from .ingest import ingest as run
+
+    ws = Workspace.open(workspace)
+    vc = ws.load_config()
+    vc.ingest = cfg.replace(vc.ingest, min_words=min_words)
+    with console.status("Reading your writing…"):
+        result = run(paths, ws, vc.ingest)
+    ws.save_config(vc)
+    _ingest_report(result)
+    console.print(f"Cleaned documents and provenance: {ws.corpus_dir}")
+
+
+@app.command()
+@_friendly
+def prepare(
+    workspace: Path = WorkspaceOpt,
+    base_model: Optional[str] = typer.Option(None, help="Model whose tokenizer to use (default: the voice's)."),
+    format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
+    max_tokens: Optional[int] = typer.Option(None, help="Largest training example, in tokens (default 512)."),
+    held_out: Optional[float] = typer.Option(None, help="Share of documents held out (default 0.1)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the held-out split."),
+) -> None:
+    """Cut the corpus into training examples and a held-out split."""
+    from .prepare import prepare as run
+
+    ws = Workspace.open(workspace, create=False)
+    vc = ws.load_config()
+    pc = cfg.replace(vc.prepare, format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed)
+    with console.status("Preparing training examples…"):
+        r = run(ws, pc, base_model)
+    t = Table(title=f"Examples ({r.meta['config']['format']}, held-out split by {r.split_mode})", show_edge=False)
+    for col in ("split", "examples", "tokens"):
+        t.add_column(col, justify="right" if col != "split" else "left")
+    t.add_row("training", _words(r.train_examples), _words(r.train_tokens))
+    t.add_row("held out", _words(r.held_out_examples), _words(r.held_out_tokens))
+    console.print(t)
+
+
+def _train_summary(r: Any) -> None:
+    t = Table(title=f"Run {r.run_id}", show_edge=False, show_header=False)
+    t.add_column()
+    t.add_column(justify="right")
+    t.add_row("held-out NLL, base model", f"{r.base_nll:.3f} nats/token")
+    t.add_row("held-out NLL, your voice", f"{r.best_nll:.3f} (step {r.best_step})")
+    t.add_row("change", f"{-100 * r.nll_drop:+.1f}%")
+    t.add_row("stopped because", r.stopped_because)
+    t.add_row("steps", str(r.final_step))
+    t.add_row("training speed", f"{r.tokens_per_s:,.0f} tokens/s")
+    t.add_row("time", f"{r.elapsed_s / 60:.1f} min")
+    t.add_row("peak memory", f"{r.peak_rss_mb / 1024:.1f} GiB")
+    console.print(t)
+    console.print(f"Adapter: {r.run_dir / 'adapter'}   Loss plot: {r.run_dir / 'loss.png'}")
+
+
+@app.command()
+@_friendly
+def train(
+    workspace: Path = WorkspaceOpt,
+    resume: Optional[str] = typer.Option(None, help="Continue a stopped run: its id, or 'latest'."),
+    base_model: Optional[str] = typer.Option(None, help="Base model (must match prepare)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the training data (default 1)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+    time_budget: Optional[float] = typer.Option(None, help="Stop after this many minutes (evaluation included)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: size-aware rule)."),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default 16)."),
+    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default 32)."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per micro-batch (default 4)."),
+    grad_accum: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step (default 1)."),
+    eval_every: Optional[int] = typer.Option(None, help="Steps between held-out evaluations."),
+    patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping early."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
+    four_bit: bool = typer.Option(False, "--4bit", help="QLoRA: load the base model in 4-bit (CUDA only)."),
+) -> None:
+    """Fine-tune a LoRA adapter on your writing, watching held-out NLL."""
+    from .train import train as run
+
+    ws = Workspace.open(workspace, create=False)
+    vc = ws.load_config()
+    tc = cfg.replace(
+        vc.train, base_model=base_model, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget,
+        learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum,
+        eval_every=eval_every, patience=patience, device=device, load_in_4bit=four_bit or None,
+    )
+    if not resume:
+        vc.train = tc
+        ws.save_config(vc)
+    console.print("Measuring the base model on your held-out writing, then training (Ctrl-C saves and stops)…")
+    r = run(ws, tc, resume=(True if resume == "latest" else resume) or None)
+    _train_summary(r)
+
+
+def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
+    return cfg.replace(ws.load_config().generate, **overrides)
+
+
+@app.command()
+@_friendly
+def write(
+    prompt: str = typer.Argument("", help="The opening to continue (or, for a chat voice, the request)."),
+    workspace: Path = WorkspaceOpt,
+    continue_from: Optional[Path] = typer.Option(None, help="Continue the text of this file."),
+    run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy; higher = more surprising (default 0.8)."),
+    top_p: Optional[float] = typer.Option(None),
+    min_p: Optional[float] = typer.Option(None),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
+    seed: Optional[int] = typer.Option(None),
+    samples: Optional[int] = typer.Option(None, help="How many texts to write."),
+) -> None:
+    """Write in your voice, streamed to the terminal."""
+    from .generate import write as run
+
+    ws = Workspace.open(workspace, create=False)
+    gc = _gen_config(ws, temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens,
+                     seed=seed, num_samples=samples)
+    if prompt:
+        console.print(f"[dim]{escape(prompt)}[/]", end="")
+
+    def stream(text: str) -> None:
+        console.print(text, end="", highlight=False, markup=False)
+
+    run(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream)
+    console.print()
+
+
+@app.command()
+@_friendly
+def compare(
+    workspace: Path = WorkspaceOpt,
+    prompts: Optional[Path] = typer.Option(None, help="File of prompts, one per paragraph (default: 5 held-out openings)."),
+    run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
+    temperature: Optional[float] = typer.Option(None),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
+    seed: Optional[int] = typer.Option(None),
+) -> None:
+    """Base model and your voice on the same prompts, side by side (Markdown and HTML)."""
+    from .generate import compare as run_compare
+    from .generate import held_out_prompts, read_prompts
+
+    ws = Workspace.open(workspace, create=False)
+    gc = _gen_config(ws, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    plist = read_prompts(prompts) if prompts else held_out_prompts(ws)
+    result = _compare(ws, plist, gc, run, run_compare)
+    console.print(f"Side by side: {result.html}\nMarkdown: {result.markdown}")
+
+
+def _compare(ws: Workspace, prompts: list[str], gc: cfg.GenerateConfig, run: str | None, fn: Callable[..., Any]) -> Any:
+    from rich.columns import Columns
+    from rich.panel import Panel
+
+    def show(i: int, base: Any, tuned: Any) -> None:
+        console.rule(f"Prompt {i + 1}")
+        console.print(f"[dim]{escape(base.prompt)}[/]")
+        console.print(Columns([Panel(base.output.strip(), title="base model", width=60),
+                               Panel(tuned.output.strip(), title="your voice", width=60, border_style="green")]))
+
+    with console.status("Writing with the base model and with your voice…"):
+        return fn(ws, prompts, gc, run=run, on_pair=show)
+
+
+@app.command()
+@_friendly
+def voice(
+    corpus: list[Path] = typer.Argument(..., help="Folder(s) of your writing."),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Voice folder (default: voices/<folder name>)."),
+    base_model: str = typer.Option(cfg.EMBEDDED_MODEL, help="Base model: the embedded default, a folder, a .gguf or a hub id."),
+    time_budget: Optional[float] = typer.Option(15.0, help="Minutes of training at most (evaluation included)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over your writing (default 1)."),
+    format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
+) -> None:
+    """The main job: ingest → prepare → train → compare, in one go."""
+    from .generate import compare as run_compare
+    from .generate import held_out_prompts
+    from .ingest import ingest as run_ingest
+    from .prepare import prepare as run_prepare
+    from .train import train as run_train
+
+    started = time.perf_counter()
+    ws = Workspace.open(workspace or Path("voices") / corpus[0].expanduser().resolve().name)
+    vc = ws.load_config()
+    vc.prepare = cfg.replace(vc.prepare, format=format)
+    vc.train = cfg.replace(vc.train, base_model=base_model, time_budget_min=time_budget, epochs=epochs)
+    ws.save_config(vc)
+    console.rule(f"1/4 ingest → {ws.root}")
+    with console.status("Reading your writing…"):
+        result = run_ingest(corpus, ws, vc.ingest)
+    _ingest_report(result)
+    console.rule("2/4 prepare")
+    with console.status("Preparing training examples…"):
+        p = run_prepare(ws, vc.prepare, base_model)
+    console.print(
+        f"{p.train_examples:,} training examples ({p.train_tokens:,} tokens), {p.held_out_examples:,} held out "
+        f"({p.held_out_tokens:,} tokens, split by {p.split_mode})"
+    )
+    console.rule("3/4 train")
+    r = run_train(ws, vc.train)
+    _train_summary(r)
+    console.rule("4/4 compare")
+    c = _compare(ws, held_out_prompts(ws), vc.generate, r.run_id, run_compare)
+    console.print(f"Side by side: {c.html}")
+    console.print(f"[bold green]Done[/] in {(time.perf_counter() - started) / 60:.1f} min. Try: "
+                  f'mimetic write "Your opening words" --workspace {ws.root}')
+
+
+@app.command()
+@_friendly
+def runs(workspace: Path = WorkspaceOpt) -> None:
+    """List training runs with their held-out NLL."""
+    ws = Workspace.open(workspace, create=False)
+    t = Table(show_edge=False)
+    for col in ("run", "base NLL", "best NLL", "change", "steps", "stopped because"):
+        t.add_column(col)
+    for d in sorted(ws.runs_dir.glob("*/summary.json")):
+        s = json.loads(d.read_text())
+        t.add_row(s["run_id"], f"{s['base_nll']:.3f}", f"{s['best_nll']:.3f}", f"{-100 * s['held_out_nll_drop']:+.1f}%",
+                  str(s["final_step"]), s["stopped_because"])
+    console.print(t)
+
+
+@app.command()
+@_friendly
+def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How many generations.")) -> None:
+    """Show the latest generations from the voice's log (mimetic.db)."""
+    ws = Workspace.open(workspace, create=False)
+    for g in ws.generations(limit):
+        console.rule(f"#{g['id']} {g['created_at']} · {g['command']} · {json.loads(g['params']).get('model')}")
+        console.print(f"[dim]{escape(g['prompt'])}[/]{escape(g['output'])}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app(prog_name="mimetic")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

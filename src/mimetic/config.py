@@ -1,0 +1,234 @@
+"""One config object per pipeline stage, and the voice's ``mimetic.toml`` that holds them all.
+
+The dataclasses follow peft's style: plain fields with defaults, checked in ``__post_init__``.
+``VoiceConfig`` is what a workspace's ``mimetic.toml`` stores: the resolved configuration of
+every stage, so that a run can always be explained and repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MimeticError
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass
+class IngestConfig:
+    """How ``mimetic ingest`` reads and cleans a folder of writing.
+
+    Attributes:
+        min_words: documents with fewer words after cleaning are skipped (a title, a stub).
+        max_file_mb: files larger than this (MiB) are skipped with a reason, never half-read.
+        join_wrapped_lines: join hard-wrapped lines inside a paragraph into one line.
+        remove_blockquotes: drop Markdown ``>`` quotations (usually other people's words).
+    """
+
+    min_words: int = 20
+    max_file_mb: float = 64.0
+    join_wrapped_lines: bool = True
+    remove_blockquotes: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.min_words >= 0, "ingest.min_words must be 0 or more")
+        _check(self.max_file_mb > 0, "ingest.max_file_mb must be positive")
+
+
+@dataclass
+class PrepareConfig:
+    """How ``mimetic prepare`` turns the cleaned corpus into training examples.
+
+    Attributes:
+        format: ``"completion"`` (plain text, the model learns to continue your prose) or
+            ``"chat"`` (each chunk becomes an assistant reply through the model's chat template).
+        max_tokens: largest example, in tokens of the base model's tokenizer (default 512).
+        min_tokens: shorter chunks are merged with a neighbour or dropped.
+        held_out_fraction: share of documents (or of sections, for corpora with few documents)
+            kept out of training to measure held-out NLL. Default 0.1.
+        min_held_out_documents: below this many held-out documents the split is made by
+            contiguous sections of each document instead.
+        section_words: section size (words) for the section split.
+        seed: seed of the split; the same seed and corpus give the same split.
+        system_prompt: system prompt for the chat format (and for writing with a chat voice).
+    """
+
+    format: str = "completion"
+    max_tokens: int = 512
+    min_tokens: int = 16
+    held_out_fraction: float = 0.1
+    min_held_out_documents: int = 3
+    section_words: int = 2000
+    seed: int = 1234
+    system_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.format in ("completion", "chat"), "prepare.format must be 'completion' or 'chat'")
+        _check(32 <= self.max_tokens <= 32768, "prepare.max_tokens must be between 32 and 32768")
+        _check(0 < self.held_out_fraction < 0.5, "prepare.held_out_fraction must be in (0, 0.5)")
+        _check(self.section_words >= 100, "prepare.section_words must be at least 100")
+
+
+@dataclass
+class TrainConfig:
+    """LoRA fine-tuning settings for ``mimetic train``.
+
+    Defaults: LoRA rank 16, alpha 32, dropout 0.05 on all linear projections (the common
+    QLoRA-paper-style setting, Dettmers et al. 2023); AdamW; cosine schedule with 5% warmup.
+    ``learning_rate`` of ``None`` means the size-aware default of :func:`default_learning_rate`.
+
+    Stopping: ``epochs`` (may be fractional), ``max_steps`` and ``time_budget_min`` (minutes,
+    evaluation included): whichever comes first. The schedule is shrunk to fit a time budget.
+    Early stopping ends training after ``patience`` evaluations without an improvement of the
+    held-out NLL by ``min_delta`` nats; the best adapter is kept.
+    """
+
+    base_model: str = EMBEDDED_MODEL
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str = "all-linear"
+    learning_rate: float | None = None
+    lr_schedule: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int | None = None
+    time_budget_min: float | None = None
+    eval_every: int = 25
+    eval_batch_size: int = 8
+    patience: int = 3
+    min_delta: float = 0.002
+    checkpoint_every: int = 50
+    log_every: int = 5
+    seed: int = 1234
+    device: str = "auto"
+    precision: str = "auto"
+    load_in_4bit: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lora_r > 0 and self.lora_alpha > 0, "train.lora_r and train.lora_alpha must be positive")
+        _check(0 <= self.lora_dropout < 1, "train.lora_dropout must be in [0, 1)")
+        _check(self.lr_schedule in ("cosine", "linear", "constant"), "train.lr_schedule must be cosine, linear or constant")
+        _check(self.batch_size >= 1 and self.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1")
+        _check(self.epochs > 0, "train.epochs must be positive")
+        _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps must be at least 1")
+        _check(self.time_budget_min is None or self.time_budget_min > 0, "train.time_budget_min must be positive")
+        _check(self.eval_every >= 1 and self.checkpoint_every >= 1, "train.eval_every and train.checkpoint_every must be at least 1")
+        _check(self.device in ("auto", "cpu", "cuda", "mps"), "train.device must be auto, cpu, cuda or mps")
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16")
+        _check(self.learning_rate is None or self.learning_rate > 0, "train.learning_rate must be positive")
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling settings for ``mimetic write`` and ``mimetic compare``.
+
+    ``min_p`` follows Nguyen et al. 2024 ("Turning Up the Heat: Min-p Sampling"); 0 disables it.
+    ``temperature`` 0 means greedy decoding.
+    """
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repetition_penalty: float = 1.1
+    seed: int = 0
+    num_samples: int = 1
+    system_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens >= 1, "generate.max_new_tokens must be at least 1")
+        _check(self.temperature >= 0, "generate.temperature must be 0 or more")
+        _check(0 < self.top_p <= 1, "generate.top_p must be in (0, 1]")
+        _check(0 <= self.min_p < 1, "generate.min_p must be in [0, 1)")
+        _check(self.num_samples >= 1, "generate.num_samples must be at least 1")
+
+
+@dataclass
+class VoiceConfig:
+    """Everything in a workspace's ``mimetic.toml``: one table per stage."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as nested dicts, ``None`` values left out (TOML has no null)."""
+        return {
+            f.name: {k: v for k, v in dataclasses.asdict(getattr(self, f.name)).items() if v is not None}
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VoiceConfig":
+        """Build from nested dicts; unknown tables or keys raise :class:`MimeticError`."""
+        kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # type: ignore[misc]
+        parts = {}
+        for name, value in data.items():
+            if name not in kinds:
+                raise MimeticError(f"Unknown section [{name}] in mimetic.toml.", f"Valid sections: {', '.join(kinds)}.")
+            parts[name] = replace(kinds[name](), **value)
+        return cls(**parts)
+
+    @classmethod
+    def load(cls, path: Path) -> "VoiceConfig":
+        """Read a ``mimetic.toml``; a missing file gives the defaults."""
+        if not path.exists():
+            return cls()
+        try:
+            return cls.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as e:
+            raise MimeticError(f"{path} is not valid TOML: {e}", "Fix the file or delete it to get the defaults back.") from e
+
+    def dumps(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that ignores ``None`` values and names unknown keys clearly.
+
+    Raises:
+        MimeticError: a key is not a field of ``obj``'s config class.
+    """
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        section = type(obj).__name__.replace("Config", "").lower()
+        raise MimeticError(
+            f"Unknown setting(s) for {section}: {', '.join(unknown)}.",
+            f"Valid settings: {', '.join(sorted(names))}.",
+        )
+    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+
+
+def default_learning_rate(hidden_size: int) -> float:
+    """Size-aware LoRA learning rate: ``5e-5 · 10 · (2000 / hidden_size) ** 0.781``.
+
+    Source: the LoRA learning-rate rule of Thinking Machines' tinker-cookbook
+    (``hyperparam_utils.get_lr``; Schulman et al. 2025, "LoRA Without Regret": the best LoRA
+    learning rate is about 10× the full fine-tuning one, which scales with hidden size
+    with exponent 0.781 for Llama-family models). Used by one of the writers this project
+    grew from. For SmolLM2-135M (hidden size 576) it gives about 1.32e-3.
+
+    Args:
+        hidden_size: the model's hidden width (``config.hidden_size``).
+    """
+    if hidden_size <= 0:
+        raise ValueError("hidden_size must be positive")
+    return 5e-5 * 10 * (2000 / hidden_size) ** 0.781
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise MimeticError(message, "Fix it in mimetic.toml or on the command line.")

@@ -1,0 +1,303 @@
+"""Stage 2 — prepare: cut the cleaned corpus into training examples and a held-out split.
+
+* **Held-out split by document**: a seeded share of documents (default 10%) never enters
+  training; the held-out NLL measured on them is how mimetic knows the voice generalises
+  rather than memorises. With few documents (e.g. four novels) each document is cut into
+  contiguous sections of about ``section_words`` words and whole sections are held out
+  (about 10% of each document's sections), so no held-out text sits inside a training chunk.
+* **Token-aware chunks**: consecutive paragraphs are packed into chunks of at most
+  ``max_tokens`` tokens of the base model's tokenizer, cut at paragraph boundaries; a longer
+  paragraph is cut at sentence boundaries, and a longer sentence at token boundaries.
+* **Formats**: ``completion`` (the text itself; EOS only where a document really ends) or
+  ``chat`` (the chunk is the assistant's reply to a short request, through the model's chat
+  template; loss only on the reply).
+
+Examples are saved with HF datasets as Arrow in ``data/train`` and ``data/held_out``, with
+``data/meta.json`` describing the split.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .config import PrepareConfig
+from .errors import MimeticError
+from .ingest import count_words, load_corpus
+from .workspace import Workspace, atomic_dir, atomic_write_json
+
+MIN_CORPUS_WORDS = 2000
+_SENTENCE = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PrepareResult:
+    """Counts of what ``prepare`` wrote."""
+
+    split_mode: str
+    train_examples: int
+    held_out_examples: int
+    train_tokens: int
+    held_out_tokens: int
+    held_out_documents: list[str]
+    meta: dict[str, Any]
+
+
+def split_held_out(docs: list[dict[str, Any]], config: PrepareConfig) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split documents into training and held-out *units* (documents, or sections of them).
+
+    Returns ``(mode, train_units, held_out_units)``; each unit is a dict with ``doc_id``,
+    ``section`` (``None`` in document mode), ``title`` and ``paragraphs``. The split depends
+    only on the documents' ids and order, ``held_out_fraction`` and ``seed``.
+
+    Raises:
+        MimeticError: the corpus is too small to hold anything out.
+    """
+    words = sum(count_words(p) for d in docs for p in d["paragraphs"])
+    if words < MIN_CORPUS_WORDS:
+        raise MimeticError(
+            f"The corpus has {words:,} words; mimetic needs at least {MIN_CORPUS_WORDS:,} to keep a fair held-out "
+            "test set (20,000 or more gives a recognisable voice).",
+            "Add more of your writing to the folder and run ingest again.",
+        )
+    rng = random.Random(config.seed)
+    n_held = int(len(docs) * config.held_out_fraction)
+    if n_held >= config.min_held_out_documents:
+        order = sorted(range(len(docs)), key=lambda i: docs[i]["doc_id"])
+        held = set(rng.sample(order, n_held))
+        units = [{"doc_id": d["doc_id"], "section": None, "title": d.get("title"), "paragraphs": d["paragraphs"]} for d in docs]
+        return "documents", [u for i, u in enumerate(units) if i not in held], [u for i, u in enumerate(units) if i in held]
+
+    train, held_out = [], []
+    for d in sorted(docs, key=lambda d: d["doc_id"]):
+        sections: list[list[str]] = [[]]
+        n = 0
+        for p in d["paragraphs"]:
+            if n >= config.section_words and sections[-1]:
+                sections.append([])
+                n = 0
+            sections[-1].append(p)
+            n += count_words(p)
+        if len(sections) > 1 and n < config.section_words / 4:  # fold a short tail into its neighbour
+            sections[-2].extend(sections.pop())
+        k = len(sections)
+        n_out = max(1, round(k * config.held_out_fraction)) if k >= 2 else 0
+        held_idx = set(rng.sample(range(k), n_out))
+        for i, paras in enumerate(sections):
+            unit = {"doc_id": d["doc_id"], "section": i, "title": d.get("title"), "paragraphs": paras}
+            (held_out if i in held_idx else train).append(unit)
+    if not held_out or not train:
+        need = MIN_CORPUS_WORDS if len(docs) > 1 else 2 * config.section_words
+        raise MimeticError(
+            f"The corpus ({words:,} words in {len(docs)} document(s)) is too small to split into training and held-out parts.",
+            f"Add writing (at least {need:,} words in all), or lower prepare.section_words.",
+        )
+    return "sections", train, held_out
+
+
+def _pieces(paragraph: str, tokenizer: Any, max_tokens: int) -> list[str]:
+    """Cut a paragraph longer than ``max_tokens`` at sentences, then at token boundaries."""
+    out: list[str] = []
+    for sentence in _SENTENCE.split(paragraph):
+        ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_tokens:
+            out.append(sentence)
+        else:
+            out.extend(tokenizer.decode(ids[i : i + max_tokens]) for i in range(0, len(ids), max_tokens))
+    return out
+
+
+def chunk_paragraphs(paragraphs: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
+    """Pack consecutive paragraphs into chunks of at most ``max_tokens`` tokens.
+
+    Chunks end at paragraph boundaries; paragraphs (or sentences) that alone exceed the
+    limit are cut first (see module doc). Paragraphs inside a chunk are joined by a blank line.
+
+    Args:
+        paragraphs: the unit's paragraphs, in order.
+        tokenizer: a Hugging Face tokenizer.
+        max_tokens: the chunk size limit, counted without special tokens.
+
+    Returns:
+        The chunk texts, in order; each tokenizes to at most ``max_tokens`` tokens.
+    """
+    sep = len(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
+    lengths = [len(x) for x in tokenizer(paragraphs, add_special_tokens=False)["input_ids"]] if paragraphs else []
+    parts: list[tuple[str, int]] = []
+    for p, n in zip(paragraphs, lengths):
+        if n <= max_tokens:
+            parts.append((p, n))
+        else:
+            parts.extend((q, len(tokenizer(q, add_special_tokens=False)["input_ids"])) for q in _pieces(p, tokenizer, max_tokens))
+    def n_tokens(parts_: list[str]) -> int:
+        return len(tokenizer("\n\n".join(parts_), add_special_tokens=False)["input_ids"])
+
+    chunks: list[str] = []
+    cur: list[str] = []
+    cur_n = 0
+    i = 0
+    while i < len(parts):
+        p, n = parts[i]
+        if cur and cur_n + sep + n > max_tokens:
+            chunks.append("\n\n".join(cur))
+            cur, cur_n = [], 0
+        cur.append(p)
+        cur_n += n + (sep if len(cur) > 1 else 0)
+        i += 1
+        # The tokens of a join can differ from the sum of its parts: check, and if the chunk
+        # is over the limit, hand its last part back to start the next chunk.
+        if len(cur) > 1 and (i == len(parts) or cur_n + sep + parts[i][1] > max_tokens) and n_tokens(cur) > max_tokens:
+            cur.pop()
+            i -= 1
+            chunks.append("\n\n".join(cur))
+            cur, cur_n = [], 0
+    if cur:
+        chunks.append("\n\n".join(cur))
+    return chunks
+
+
+def _chat_request(unit: dict[str, Any]) -> str:
+    title = unit.get("title")
+    return f"Write a passage of “{title}” in my voice." if title else "Write a passage in my voice."
+
+
+def encode_example(text: str, tokenizer: Any, config: PrepareConfig, unit: dict[str, Any], ends_document: bool) -> dict[str, Any]:
+    """Tokenize one chunk in the configured format.
+
+    Returns a dict with ``input_ids`` and ``labels`` (``-100`` where no loss is taken: the
+    chat prompt). In completion format the EOS token is appended only if the chunk ends its
+    document, so the model does not learn to stop mid-text.
+    """
+    if config.format == "completion":
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if ends_document and tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+        return {"input_ids": ids, "labels": list(ids)}
+    messages = ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else []) + [
+        {"role": "user", "content": _chat_request(unit)}
+    ]
+    prompt = _template_ids(tokenizer, messages, add_generation_prompt=True)
+    full = _template_ids(tokenizer, messages + [{"role": "assistant", "content": text}], add_generation_prompt=False)
+    if full[: len(prompt)] != prompt:  # templates that rewrite earlier turns: mask nothing rather than guess
+        return {"input_ids": full, "labels": list(full)}
+    return {"input_ids": full, "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]}
+
+
+def _template_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise MimeticError(
+            "This base model has no chat template, so the chat format cannot be used.",
+            "Use --format completion, or an instruct/chat base model.",
+        )
+    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)
+
+
+def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_model: str | None = None) -> PrepareResult:
+    """Make ``data/train`` and ``data/held_out`` from the workspace's corpus.
+
+    Args:
+        workspace: a workspace that has been ingested.
+        config: prepare settings (default :class:`PrepareConfig`).
+        base_model: the model whose tokenizer counts tokens (default: the workspace's
+            ``train.base_model``). Training checks that it uses the same model.
+
+    Raises:
+        MimeticError: no corpus, corpus too small, model not found, no chat template.
+    """
+    from datasets import Dataset
+
+    from .models import load_tokenizer
+
+    vc = workspace.load_config()
+    config = config or vc.prepare
+    base_model = base_model or vc.train.base_model
+    docs = load_corpus(workspace)
+    mode, train_units, held_units = split_held_out(docs, config)
+    tokenizer = load_tokenizer(base_model)
+    budget = config.max_tokens
+    if config.format == "chat":
+        overhead = len(encode_example("", tokenizer, config, {"title": "x" * 40}, False)["input_ids"])
+        budget = config.max_tokens - overhead
+        if budget < 32:
+            raise MimeticError("prepare.max_tokens is too small for the chat template.", "Raise --max-tokens.")
+
+    last_unit = {}
+    for u in train_units + held_units:
+        key = u["doc_id"]
+        last_unit[key] = max(last_unit.get(key, -1), u["section"] if u["section"] is not None else 0)
+
+    def build(units: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        cols: dict[str, list[Any]] = {k: [] for k in ("text", "input_ids", "labels", "doc_id", "section", "n_tokens")}
+        for u in units:
+            chunks = chunk_paragraphs(u["paragraphs"], tokenizer, budget)
+            for j, text in enumerate(chunks):
+                ends = j == len(chunks) - 1 and (u["section"] is None or u["section"] == last_unit[u["doc_id"]])
+                ex = encode_example(text, tokenizer, config, u, ends)
+                if sum(1 for x in ex["labels"] if x != IGNORE_INDEX) < config.min_tokens:
+                    continue
+                cols["text"].append(text)
+                cols["input_ids"].append(ex["input_ids"])
+                cols["labels"].append(ex["labels"])
+                cols["doc_id"].append(u["doc_id"])
+                cols["section"].append(-1 if u["section"] is None else u["section"])
+                cols["n_tokens"].append(len(ex["input_ids"]))
+        return cols
+
+    train_cols, held_cols = build(train_units), build(held_units)
+    if not train_cols["text"] or not held_cols["text"]:
+        raise MimeticError("After chunking, the training or held-out set is empty.", "Add more writing, or lower --max-tokens.")
+    held_docs = sorted({u["doc_id"] for u in held_units}) if mode == "documents" else []
+    meta = {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "base_model": base_model,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "vocab_size": len(tokenizer),
+        "config": config.__dict__,
+        "split_mode": mode,
+        "held_out_documents": held_docs,
+        "held_out_sections": [[u["doc_id"], u["section"]] for u in held_units] if mode == "sections" else [],
+        "train": {"examples": len(train_cols["text"]), "tokens": sum(train_cols["n_tokens"])},
+        "held_out": {"examples": len(held_cols["text"]), "tokens": sum(held_cols["n_tokens"])},
+        "padding_share": _padding_share(train_cols["n_tokens"], config.max_tokens),
+    }
+    with atomic_dir(workspace.data_dir) as tmp:
+        Dataset.from_dict(train_cols).save_to_disk(str(tmp / "train"))
+        Dataset.from_dict(held_cols).save_to_disk(str(tmp / "held_out"))
+        atomic_write_json(tmp / "meta.json", meta)
+    vc.prepare = config
+    vc.train.base_model = base_model
+    workspace.save_config(vc)
+    return PrepareResult(
+        mode,
+        meta["train"]["examples"],
+        meta["held_out"]["examples"],
+        meta["train"]["tokens"],
+        meta["held_out"]["tokens"],
+        held_docs,
+        meta,
+    )
+
+
+def _padding_share(lengths: list[int], max_tokens: int) -> float:
+    """Share of positions that would be padding if every example were padded to ``max_tokens``."""
+    if not lengths:
+        return 0.0
+    return 1.0 - sum(lengths) / (len(lengths) * max(max_tokens, max(lengths)))
+
+
+def load_split(workspace: Workspace, split: str) -> Any:
+    """Load ``data/<split>`` (``train`` or ``held_out``) as a HF ``Dataset``."""
+    from datasets import load_from_disk
+
+    workspace.read_data_meta()
+    return load_from_disk(str(workspace.data_dir / split))
+
+
+__all__ = ["prepare", "PrepareResult", "split_held_out", "chunk_paragraphs", "encode_example", "load_split"]

@@ -1,0 +1,509 @@
+"""Stage 3 — train: LoRA fine-tuning with held-out NLL, early stopping, checkpoints and resume.
+
+A short, plain PyTorch loop (in the spirit of nanoGPT's ``train.py``) around PEFT's LoRA:
+
+* held-out NLL (nats per token, token-weighted) and perplexity ``exp(NLL)`` at step 0 (the
+  base model), every ``eval_every`` steps and at the end;
+* early stopping after ``patience`` evaluations without improvement; the adapter with the
+  best held-out NLL is kept in ``runs/<id>/adapter``;
+* a checkpoint (LoRA weights, AdamW and scheduler state, RNG states, data position) every
+  ``checkpoint_every`` steps and on Ctrl-C; ``resume=`` continues the run exactly;
+* ``metrics.jsonl`` (one JSON object per log line) and ``loss.png`` (train and held-out curves);
+* on CPUs with native bf16 the forward/backward runs under bf16 autocast with fp32 LoRA
+  weights (about 2.5× faster than fp32 on this project's 2-core test machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import resource
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import TrainConfig, VoiceConfig, default_learning_rate
+from .errors import MimeticError, TrainingInterrupted
+from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, check_free_disk
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a training run. NLL values are nats per token on the held-out split."""
+
+    run_id: str
+    run_dir: Path
+    base_nll: float
+    best_nll: float
+    best_step: int
+    final_step: int
+    stopped_because: str
+    tokens_per_s: float
+    train_tokens: int
+    elapsed_s: float
+    peak_rss_mb: float
+
+    @property
+    def nll_drop(self) -> float:
+        """Relative fall of held-out NLL from the base model: ``1 - best / base``."""
+        return 1.0 - self.best_nll / self.base_nll
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier at ``step``: linear warmup over ``warmup`` steps, then cosine or
+    linear decay to 0 at ``total`` (as transformers' ``get_cosine_schedule_with_warmup`` /
+    ``get_linear_schedule_with_warmup``), or constant."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-pad a list of examples into tensors ``input_ids``, ``attention_mask``, ``labels``
+    of shape ``(batch, longest)``; padded label positions are ``-100``."""
+    import torch
+
+    n = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)
+    for i, r in enumerate(rows):
+        k = len(r["input_ids"])
+        ids[i, :k] = torch.tensor(r["input_ids"])
+        mask[i, :k] = 1
+        labels[i, :k] = torch.tensor(r["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def token_nll_sum(model: Any, batch: dict[str, Any], device: str, autocast: Any) -> tuple[Any, int]:
+    """Sum of next-token NLL (nats) over the batch's labelled positions, and their count."""
+    import torch.nn.functional as F
+
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with autocast():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((labels != IGNORE_INDEX).sum())
+
+
+def evaluate_nll(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> float:
+    """Token-weighted held-out NLL (nats/token) of ``model`` on ``rows`` (a Dataset or list)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # similar lengths: less padding
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            batch = collate([rows[i] for i in order[start : start + batch_size]], pad_id)
+            s, c = token_nll_sum(model, batch, device, autocast)
+            total += float(s)
+            count += c
+    model.train(was_training)
+    return total / max(1, count)
+
+
+def _autocast_factory(device: str, precision: str) -> Callable[[], Any]:
+    import torch
+
+    if precision in ("bf16", "fp16") and device in ("cpu", "cuda", "mps"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device_type=device, dtype=dtype)
+    return contextlib.nullcontext
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _plot(metrics_path: Path, out: Path, title: str) -> None:
+    """Draw train loss and held-out NLL against step into ``out`` (PNG), atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
+    held = [(r["step"], r["held_out_nll"]) for r in rows if "held_out_nll" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="training loss", color="#8aa8c8", lw=1.2)
+    if held:
+        ax.plot(*zip(*held), label="held-out NLL", color="#c0392b", marker="o", lw=2)
+        best = min(held, key=lambda x: x[1])
+        ax.axhline(held[0][1], color="#999", ls="--", lw=1, label=f"base model {held[0][1]:.3f}")
+        ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(0, -16), ha="center", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL (nats / token)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to checkpoint and stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop:
+                raise KeyboardInterrupt
+            self.stop = True
+
+        with contextlib.suppress(ValueError):  # not in the main thread: no handler
+            self._old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(
+    workspace: Workspace,
+    config: TrainConfig | None = None,
+    *,
+    resume: str | bool | None = None,
+    progress: bool = True,
+    _interrupt_at_step: int | None = None,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``data/train``, measuring held-out NLL on ``data/held_out``.
+
+    Args:
+        workspace: a prepared workspace.
+        config: training settings (default: the workspace's ``[train]``). On resume the run's
+            saved config is used and this argument is ignored.
+        resume: ``True`` for the latest run, or a run id, to continue from its checkpoint.
+        progress: show a rich progress bar.
+        _interrupt_at_step: for tests: behave as if Ctrl-C arrived after this step.
+
+    Returns:
+        :class:`TrainResult` (held-out NLL of base and best adapter, steps, speed, memory).
+
+    Raises:
+        MimeticError: no data, data prepared for another model, no checkpoint to resume.
+        TrainingInterrupted: Ctrl-C; a checkpoint was written and the message says how to resume.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+    from .models import load_model, load_tokenizer, pick_device, pick_precision
+    from .prepare import load_split
+
+    meta = workspace.read_data_meta()
+    vc = workspace.load_config()
+    state: dict[str, Any] | None = None
+    if resume:
+        run_dir = workspace.run_dir(None if resume is True else str(resume))
+        ckpt = run_dir / "checkpoint"
+        if not (ckpt / "state.pt").exists():
+            raise MimeticError(f"Run {run_dir.name} has no checkpoint to resume from.", "Start a new run with: mimetic train")
+        config = VoiceConfig.load(run_dir / "config.toml").train
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        run_id = run_dir.name
+    else:
+        config = config or vc.train
+        run_id = workspace.new_run_id()
+        run_dir = workspace.runs_dir / run_id
+    if meta["base_model"] != config.base_model:
+        raise MimeticError(
+            f"The training data was prepared for {meta['base_model']!r}, not {config.base_model!r}.",
+            f"Run: mimetic prepare --base-model {config.base_model} --workspace {workspace.root}",
+        )
+
+    device = pick_device(config.device)
+    precision = pick_precision(device, config.precision)
+    autocast = _autocast_factory(device, precision)
+    _seed_all(config.seed)
+    tokenizer = load_tokenizer(config.base_model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train_rows = load_split(workspace, "train")
+    held_rows = load_split(workspace, "held_out")
+    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in train_rows]
+    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in held_rows]
+
+    model = load_model(config.base_model, device, precision, config.load_in_4bit)
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules if config.target_modules == "all-linear" else config.target_modules.split(","),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    model = get_peft_model(model, lora)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
+
+    steps_per_epoch = max(1, math.ceil(len(train_rows) / (config.batch_size * config.grad_accum)))
+    planned = math.ceil(config.epochs * steps_per_epoch)
+    if config.max_steps:
+        planned = min(planned, config.max_steps)
+    sched = {"total": planned, "warmup": int(round(config.warmup_ratio * planned))}
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, sched["warmup"], sched["total"], config.lr_schedule)
+    )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    trainable, total_params = model.get_nb_trainable_parameters()
+    if state is None:
+        cfg_copy = VoiceConfig(vc.ingest, vc.prepare, config, vc.generate)
+        atomic_write_text(run_dir / "config.toml", cfg_copy.dumps())
+        atomic_write_text(metrics_path, "")
+        st = {"step": 0, "best_nll": None, "base_nll": None, "best_step": 0, "bad_evals": 0, "tokens": 0, "elapsed": 0.0,
+              "time_planned": False}
+    else:
+        set_peft_model_state_dict(model, state["lora"])
+        optimizer.load_state_dict(state["optimizer"])
+        sched.update(state["sched"])
+        scheduler.load_state_dict(state["scheduler"])
+        st = state["trainer"]
+        # Drop metric lines written after the checkpoint (the interrupted tail), then continue.
+        lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
+        atomic_write_text(metrics_path, "".join(line + "\n" for line in lines if json.loads(line)["step"] <= st["step"]))
+        _set_rng_state(state["rng"])
+
+    def log(record: dict[str, Any]) -> None:
+        with open(metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save_adapter(dest: Path) -> None:
+        with atomic_dir(dest) as tmp:
+            model.save_pretrained(tmp)
+
+    def save_checkpoint() -> None:
+        check_free_disk(run_dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
+        from peft import get_peft_model_state_dict
+
+        blob = {
+            "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sched": dict(sched),
+            "rng": _rng_state(),
+            "trainer": dict(st),
+        }
+        with atomic_dir(run_dir / "checkpoint") as tmp:
+            torch.save(blob, tmp / "state.pt")
+
+    def run_eval(step: int) -> float:
+        t = time.perf_counter()
+        nll = evaluate_nll(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
+        log({"step": step, "held_out_nll": nll, "held_out_ppl": math.exp(nll), "eval_s": time.perf_counter() - t})
+        st["last_eval_s"], st["last_nll"] = time.perf_counter() - t, nll
+        if st["best_nll"] is None or nll < st["best_nll"] - config.min_delta:
+            st["best_nll"], st["best_step"], st["bad_evals"] = nll, step, 0
+            save_adapter(run_dir / "adapter")
+        else:
+            st["bad_evals"] += 1
+        return nll
+
+    model.train()
+    t_start = time.perf_counter() - st["elapsed"]
+    deadline = t_start + 60 * config.time_budget_min if config.time_budget_min else None
+    if st["base_nll"] is None:
+        st["base_nll"] = run_eval(0)
+        save_checkpoint()
+
+    stopped = "finished"
+    tokens_at_start, t_loop = st["tokens"], time.perf_counter()
+    bar = _Progress(progress, sched["total"], st)
+    with _StopFlag() as flag, bar:
+        while st["step"] < sched["total"]:
+            step = st["step"]
+            micro = step * config.grad_accum
+            loss_sum, count = 0.0, 0
+            batches = [collate(_batch_for(micro + k, train_rows, config), pad_id) for k in range(config.grad_accum)]
+            n_labelled = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+            for batch in batches:  # gradient accumulation, token-weighted across micro-batches
+                s, c = token_nll_sum(model, batch, device, autocast)
+                (s / n_labelled).backward()
+                loss_sum += float(s.detach())
+                count += c
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            st["step"] = step + 1
+            st["tokens"] += sum(int(b["attention_mask"].sum()) for b in batches)
+            st["elapsed"] = time.perf_counter() - t_start
+            speed = (st["tokens"] - tokens_at_start) / max(1e-9, time.perf_counter() - t_loop)
+            st["train_loss"] = loss_sum / max(1, count)
+            if st["step"] % config.log_every == 0 or st["step"] == 1:
+                log({"step": st["step"], "epoch": st["step"] / steps_per_epoch, "train_loss": st["train_loss"],
+                     "lr": scheduler.get_last_lr()[0], "tokens": st["tokens"], "tokens_per_s": speed, "elapsed_s": st["elapsed"]})
+            if deadline and not st["time_planned"] and st["step"] >= 5:
+                _fit_schedule_to_budget(st, sched, deadline, config)
+            bar.update(st, speed, sched["total"])
+            last = st["step"] >= sched["total"]
+            if st["step"] % config.eval_every == 0 and not last:
+                run_eval(st["step"])
+                if st["bad_evals"] >= config.patience:
+                    stopped = f"early stopping: held-out NLL did not improve for {config.patience} evaluations"
+                    break
+            if deadline and time.perf_counter() + st.get("last_eval_s", 0) > deadline:
+                stopped = f"time budget of {config.time_budget_min:g} min reached"
+                break
+            if flag.stop or _interrupt_at_step == st["step"]:
+                save_checkpoint()
+                _plot(metrics_path, run_dir / "loss.png", f"{run_id} (interrupted at step {st['step']})")
+                raise TrainingInterrupted(
+                    f"Training stopped at step {st['step']} of {sched['total']}; a checkpoint was saved.",
+                    f"Resume with: mimetic train --resume {run_id} --workspace {workspace.root}",
+                )
+            if st["step"] % config.checkpoint_every == 0:
+                save_checkpoint()
+        if not stopped.startswith("early"):
+            run_eval(st["step"])
+        save_checkpoint()
+
+    held = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+    _plot(metrics_path, run_dir / "loss.png", f"{run_id}: {config.base_model}, LoRA r={config.lora_r}")
+    wall = sum(r.get("eval_s", 0) for r in held)
+    result = TrainResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        base_nll=st["base_nll"],
+        best_nll=st["best_nll"],
+        best_step=st["best_step"],
+        final_step=st["step"],
+        stopped_because=stopped,
+        tokens_per_s=st["tokens"] / max(1e-9, st["elapsed"] - wall),
+        train_tokens=st["tokens"],
+        elapsed_s=st["elapsed"],
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
+    summary.update({
+        "held_out_nll_drop": result.nll_drop,
+        "base_ppl": math.exp(result.base_nll),
+        "best_ppl": math.exp(result.best_nll),
+        "learning_rate": lr,
+        "device": device,
+        "precision": precision,
+        "trainable_parameters": trainable,
+        "total_parameters": total_params,
+        "steps_per_epoch": steps_per_epoch,
+        "planned_steps": sched["total"],
+    })
+    atomic_write_json(run_dir / "summary.json", summary)
+    return result
+
+
+def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
+    """The examples of micro-batch ``micro_step``: a seeded permutation per epoch, so the data
+    position of any step can be recomputed on resume."""
+    import torch
+
+    per_epoch = max(1, math.ceil(len(rows) / config.batch_size))
+    epoch, index = divmod(micro_step, per_epoch)
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(rows), generator=g).tolist()
+    return [rows[i] for i in perm[index * config.batch_size : (index + 1) * config.batch_size]]
+
+
+def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline: float, config: TrainConfig) -> None:
+    """Shrink the planned number of steps so the learning-rate schedule ends within the time
+    budget, from the speed measured so far and the cost of the evaluations still to come."""
+    per_step = (st["elapsed"] - st.get("last_eval_s", 0.0)) / max(1, st["step"])
+    left = deadline - time.perf_counter()
+    eval_s = st.get("last_eval_s", 0.0)
+    fit = st["step"]
+    while fit < sched["total"]:
+        evals = (fit + 1) // config.eval_every - st["step"] // config.eval_every + 1
+        if (fit + 1 - st["step"]) * per_step + evals * eval_s > left:
+            break
+        fit += 1
+    sched["total"] = max(st["step"] + 1, fit)
+    st["time_planned"] = True
+
+
+class _Progress:
+    """A rich progress bar: step, train loss, held-out NLL, tokens/s, ETA."""
+
+    def __init__(self, enabled: bool, total: int, st: dict[str, Any]):
+        self.enabled = enabled
+        self._p: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._p = Progress(
+                TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            )
+            self._task = self._p.add_task("train", total=total, completed=st["step"], info="")
+
+    def __enter__(self) -> "_Progress":
+        if self._p:
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p:
+            self._p.__exit__(*exc)
+
+    def update(self, st: dict[str, Any], speed: float, total: int) -> None:
+        if self._p:
+            info = f"loss {st.get('train_loss', float('nan')):.3f} · held-out NLL {st.get('last_nll', float('nan')):.3f} · {speed:,.0f} tok/s"
+            self._p.update(self._task, completed=st["step"], total=total, info=info)

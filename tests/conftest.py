@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny random Llama model with the embedded model's real tokenizer.
+
+The tiny model (2 layers, hidden size 32) is built from a ``LlamaConfig`` and saved as a
+local model folder, so every stage runs for real (real tokenizer, real PEFT, real Arrow and
+SQLite files) in seconds and without any network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ.setdefault("MIMETIC_CACHE_DIR", str(tmp_path_factory.mktemp("mimetic-cache")))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(_cache: None):
+    from mimetic.models import load_tokenizer
+
+    return load_tokenizer("embedded")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> str:
+    """Path of a saved tiny random Llama model using the embedded model's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+PROSE = [
+    "The kettle had been singing for some minutes before I noticed it, and by then the kitchen was full of steam.",
+    "My grandmother kept her letters in a biscuit tin, tied with string, and she never once told us who wrote them.",
+    "We walked along the harbour wall while the boats knocked together, and nobody said what we were all thinking.",
+    "There is a particular silence that falls over a house after an argument, heavier than any ordinary quiet.",
+    "In the spring the river rose so high that the footbridge vanished, and we had to go the long way round.",
+    "I have always distrusted people who claim to enjoy mornings; they are hiding something, probably sleep.",
+]
+
+
+def make_corpus(root: Path, n_docs: int = 12, paragraphs: int = 12) -> Path:
+    """Write ``n_docs`` Markdown/text files of varied prose under ``root``; returns ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for d in range(n_docs):
+        paras = []
+        for p in range(paragraphs):
+            sentences = [PROSE[(d + p + k) % len(PROSE)] for k in range(3)]
+            paras.append(f"Entry {d}.{p}: " + " ".join(sentences))
+        if d % 2:
+            body = f"---\ntitle: Essay {d}\ndate: 2020-01-{d + 1:02d}\n---\n\n" + "\n\n".join(paras)
+            (root / f"essay-{d}.md").write_text(body, encoding="utf-8")
+        else:
+            (root / f"note-{d}.txt").write_text("\n\n".join(paras), encoding="utf-8")
+    return root

@@ -1,0 +1,100 @@
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_corpus
+from mimetic import MimeticError, TrainConfig, TrainingInterrupted, Workspace, default_learning_rate, ingest, prepare, train
+from mimetic.train import lr_lambda
+
+
+@pytest.fixture
+def ws(tmp_path, tiny_model):
+    ws = Workspace.open(tmp_path / "voice")
+    ingest([make_corpus(tmp_path / "writing", n_docs=30, paragraphs=8)], ws)
+    prepare(ws, base_model=tiny_model)
+    return ws
+
+
+def cfg(tiny_model, **kw):
+    base = dict(base_model=tiny_model, batch_size=2, eval_every=3, checkpoint_every=2, log_every=1, learning_rate=5e-3,
+                lora_r=4, lora_alpha=8, precision="fp32")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_default_learning_rate_rule():
+    assert default_learning_rate(2000) == pytest.approx(5e-4)
+    assert default_learning_rate(576) == pytest.approx(5e-4 * (2000 / 576) ** 0.781)
+
+
+def test_schedule_warmup_and_cosine():
+    assert lr_lambda(0, 4, 20, "cosine") == pytest.approx(0.25)
+    assert lr_lambda(4, 4, 20, "cosine") == pytest.approx(1.0)
+    assert lr_lambda(12, 4, 20, "cosine") == pytest.approx(0.5)
+    assert lr_lambda(20, 4, 20, "linear") == pytest.approx(0.0)
+
+
+def test_training_lowers_held_out_nll_and_writes_run_files(ws, tiny_model):
+    r = train(ws, cfg(tiny_model, max_steps=12, learning_rate=2e-2), progress=False)
+    assert r.best_nll < r.base_nll
+    rows = [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in rows if "held_out_nll" in x]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 12
+    assert evals[0]["held_out_ppl"] == pytest.approx(math.exp(evals[0]["held_out_nll"]))
+    assert any("train_loss" in x and "tokens_per_s" in x for x in rows)
+    assert (r.run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (r.run_dir / "adapter" / "adapter_model.safetensors").exists()
+    cfg_text = (r.run_dir / "config.toml").read_text()
+    assert "lora_r = 4" in cfg_text and tiny_model in cfg_text
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert summary["held_out_nll_drop"] == pytest.approx(r.nll_drop) and summary["trainable_parameters"] > 0
+
+
+def test_early_stopping_keeps_best_adapter(ws, tiny_model):
+    # A learning rate far too high makes held-out NLL worse: training must stop early.
+    r = train(ws, cfg(tiny_model, max_steps=60, learning_rate=3.0, eval_every=2, patience=2, max_grad_norm=0), progress=False)
+    assert r.stopped_because.startswith("early stopping")
+    assert r.final_step < 60
+    assert r.best_nll <= r.base_nll
+
+
+def _lora(path):
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(ws, tiny_model):
+    c = cfg(tiny_model, max_steps=7, lora_dropout=0.1)
+    full = train(ws, c, progress=False)
+    with pytest.raises(TrainingInterrupted, match="Resume with: mimetic train --resume"):
+        train(ws, c, progress=False, _interrupt_at_step=3)
+    stopped = sorted(p for p in ws.runs_dir.iterdir() if p.name != full.run_id)[-1].name
+    resumed = train(ws, resume=stopped, progress=False)
+    assert resumed.run_id == stopped and resumed.final_step == 7
+    a = torch.load(full.run_dir / "checkpoint" / "state.pt", weights_only=False)["lora"]
+    b = torch.load(resumed.run_dir / "checkpoint" / "state.pt", weights_only=False)["lora"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert resumed.best_nll == pytest.approx(full.best_nll, abs=1e-5)
+    steps = [json.loads(x)["step"] for x in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)  # no duplicated tail from the interrupted part
+
+
+def test_time_budget_stops_training(ws, tiny_model):
+    r = train(ws, cfg(tiny_model, epochs=200, time_budget_min=0.1), progress=False)
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert r.final_step < 200 * summary["steps_per_epoch"]  # the schedule was shrunk to the budget
+    assert r.elapsed_s < 0.1 * 60 + 10
+
+
+def test_data_for_another_model_is_refused(ws, tiny_model):
+    with pytest.raises(MimeticError, match="prepared for"):
+        train(ws, cfg(tiny_model, base_model="embedded", max_steps=1), progress=False)
+
+
+def test_resume_without_checkpoint(ws):
+    with pytest.raises(MimeticError, match="no training run"):
+        train(ws, resume=True, progress=False)
