@@ -229,7 +229,7 @@ def write(
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
 ) -> None:
     """Write in your voice, streamed to the terminal."""
-    from .generate import write as run
+    from .generate import write as run_write
 
     ws = Workspace.open(workspace, create=False)
     gc = _gen_config(ws, temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens,
@@ -240,7 +240,7 @@ def write(
     def stream(text: str) -> None:
         console.print(text, end="", highlight=False, markup=False)
 
-    run(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream)
+    run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream)
     console.print()
 
 
