@@ -350,7 +350,11 @@ def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How 
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for writers
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*")
     app(prog_name="mimetic")
 
 

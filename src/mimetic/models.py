@@ -18,6 +18,7 @@ else ``$XDG_CACHE_HOME/mimetic`` or ``~/.cache/mimetic``), so later loads take a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -131,9 +132,10 @@ def _convert_gguf(src: ModelSource) -> Path:
     folder, file = str(Path(src.location).parent), Path(src.location).name
     check_free_disk(cache_dir(), 6 * Path(src.location).stat().st_size, "the converted base model")
     try:
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        config = AutoConfig.from_pretrained(folder, gguf_file=file)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):  # transformers' own tqdm bar
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+            config = AutoConfig.from_pretrained(folder, gguf_file=file)
+            quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
     except (ValueError, KeyError, OSError) as e:
         raise MimeticError(
             f"transformers cannot read {src.location}: {e}",
