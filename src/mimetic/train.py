@@ -390,8 +390,13 @@ def train(
             st["elapsed"] = time.perf_counter() - t_start
             speed = (st["tokens"] - tokens_at_start) / max(1e-9, time.perf_counter() - t_loop)
             st["train_loss"] = loss_sum / max(1, count)
+            st["win_loss"] = st.get("win_loss", 0.0) + loss_sum
+            st["win_count"] = st.get("win_count", 0) + count
             if st["step"] % config.log_every == 0 or st["step"] == 1:
-                log({"step": st["step"], "epoch": st["step"] / steps_per_epoch, "train_loss": st["train_loss"],
+                # token-weighted mean over the steps since the last log line: a steadier curve
+                window_loss = st["win_loss"] / max(1, st["win_count"])
+                st["win_loss"], st["win_count"] = 0.0, 0
+                log({"step": st["step"], "epoch": st["step"] / steps_per_epoch, "train_loss": window_loss,
                      "lr": scheduler.get_last_lr()[0], "tokens": st["tokens"], "tokens_per_s": speed, "elapsed_s": st["elapsed"]})
             if deadline and not st["time_planned"] and st["step"] >= 5:
                 _fit_schedule_to_budget(st, sched, deadline, config)
