@@ -103,6 +103,7 @@ def test_ingest_provenance_skips_and_originals_untouched(tmp_path):
     ws = Workspace.open(tmp_path / "voice")
     result = ingest([src], ws)
     assert len(result.kept) == 4
+    assert "[ingest]" in ws.config_path.read_text()  # the resolved config is recorded
     reasons = {Path(f.path).name: f.skipped for f in result.skipped}
     assert reasons["empty.txt"] == "empty file"
     assert "not read by this version" in reasons["book.docx"]

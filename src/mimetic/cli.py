@@ -126,7 +126,6 @@ def ingest(
     vc.ingest = cfg.replace(vc.ingest, min_words=min_words)
     with console.status("Reading your writing…"):
         result = run(paths, ws, vc.ingest)
-    ws.save_config(vc)
     _ingest_report(result)
     console.print(f"Cleaned documents and provenance: {ws.corpus_dir}")
 

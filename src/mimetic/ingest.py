@@ -393,8 +393,9 @@ def _doc_id(path: Path, sha: str) -> str:
 def ingest(paths: Iterable[Path | str], workspace: Workspace, config: IngestConfig | None = None) -> IngestResult:
     """Read every supported file under ``paths`` into ``workspace.corpus_dir``.
 
-    The whole corpus directory is rebuilt and swapped in atomically. Exact duplicates
-    (same cleaned text) are skipped with the name of the file they repeat.
+    The whole corpus directory is rebuilt and swapped in atomically, and ``config`` is saved
+    in the workspace's ``mimetic.toml``. Exact duplicates (same cleaned text) are skipped
+    with the name of the file they repeat.
 
     Args:
         paths: files or folders of writing; folders are read recursively (hidden files and
@@ -450,6 +451,9 @@ def ingest(paths: Iterable[Path | str], workspace: Workspace, config: IngestConf
                 "files": [r.__dict__ for r in records],
             },
         )
+    vc = workspace.load_config()
+    vc.ingest = config
+    workspace.save_config(vc)
     return IngestResult(records, workspace.corpus_dir)
 
 
