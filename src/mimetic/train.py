@@ -297,7 +297,7 @@ def train(
     planned = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps:
         planned = min(planned, config.max_steps)
-    sched = {"total": planned, "warmup": int(round(config.warmup_ratio * planned))}
+    sched = {"total": planned, "planned": planned, "warmup": int(round(config.warmup_ratio * planned))}
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, sched["warmup"], sched["total"], config.lr_schedule)
@@ -311,7 +311,7 @@ def train(
         atomic_write_text(run_dir / "config.toml", cfg_copy.dumps())
         atomic_write_text(metrics_path, "")
         st = {"step": 0, "best_nll": None, "base_nll": None, "best_step": 0, "bad_evals": 0, "tokens": 0, "elapsed": 0.0,
-              "time_planned": False}
+              "eval_total_s": 0.0}
     else:
         set_peft_model_state_dict(model, state["lora"])
         optimizer.load_state_dict(state["optimizer"])
@@ -351,6 +351,7 @@ def train(
         nll = evaluate_nll(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
         log({"step": step, "held_out_nll": nll, "held_out_ppl": math.exp(nll), "eval_s": time.perf_counter() - t})
         st["last_eval_s"], st["last_nll"] = time.perf_counter() - t, nll
+        st["eval_total_s"] = st.get("eval_total_s", 0.0) + st["last_eval_s"]
         if st["best_nll"] is None or nll < st["best_nll"] - config.min_delta:
             st["best_nll"], st["best_step"], st["bad_evals"] = nll, step, 0
             save_adapter(run_dir / "adapter")
@@ -398,7 +399,7 @@ def train(
                 st["win_loss"], st["win_count"] = 0.0, 0
                 log({"step": st["step"], "epoch": st["step"] / steps_per_epoch, "train_loss": window_loss,
                      "lr": scheduler.get_last_lr()[0], "tokens": st["tokens"], "tokens_per_s": speed, "elapsed_s": st["elapsed"]})
-            if deadline and not st["time_planned"] and st["step"] >= 5:
+            if deadline and st["step"] == 5:
                 _fit_schedule_to_budget(st, sched, deadline, config)
             bar.update(st, speed, sched["total"])
             last = st["step"] >= sched["total"]
@@ -407,6 +408,8 @@ def train(
                 if st["bad_evals"] >= config.patience:
                     stopped = f"early stopping: held-out NLL did not improve for {config.patience} evaluations"
                     break
+                if deadline:  # re-plan with the speed measured so far
+                    _fit_schedule_to_budget(st, sched, deadline, config)
             if deadline and time.perf_counter() + st.get("last_eval_s", 0) > deadline:
                 stopped = f"time budget of {config.time_budget_min:g} min reached"
                 break
@@ -469,19 +472,23 @@ def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig)
 
 
 def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline: float, config: TrainConfig) -> None:
-    """Shrink the planned number of steps so the learning-rate schedule ends within the time
-    budget, from the speed measured so far and the cost of the evaluations still to come."""
-    per_step = (st["elapsed"] - st.get("last_eval_s", 0.0)) / max(1, st["step"])
+    """Set the number of steps so the learning-rate schedule ends within the time budget.
+
+    Uses the training time per step measured so far (evaluation time excluded) and the cost
+    of the last evaluation for each evaluation still to come; never plans beyond the steps
+    that ``epochs``/``max_steps`` allow. Called after a few steps and after every evaluation,
+    so a slow start (a busy machine) does not cut the run short.
+    """
+    per_step = max(1e-6, (st["elapsed"] - st.get("eval_total_s", 0.0)) / max(1, st["step"]))
     left = deadline - time.perf_counter()
     eval_s = st.get("last_eval_s", 0.0)
     fit = st["step"]
-    while fit < sched["total"]:
+    while fit < sched.get("planned", sched["total"]):
         evals = (fit + 1) // config.eval_every - st["step"] // config.eval_every + 1
         if (fit + 1 - st["step"]) * per_step + evals * eval_s > left:
             break
         fit += 1
     sched["total"] = max(st["step"] + 1, fit)
-    st["time_planned"] = True
 
 
 class _Progress:
