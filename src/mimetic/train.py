@@ -426,9 +426,7 @@ def train(
             run_eval(st["step"])
         save_checkpoint()
 
-    held = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
     _plot(metrics_path, run_dir / "loss.png", f"{run_id}: {config.base_model}, LoRA r={config.lora_r}")
-    wall = sum(r.get("eval_s", 0) for r in held)
     result = TrainResult(
         run_id=run_id,
         run_dir=run_dir,
@@ -437,7 +435,7 @@ def train(
         best_step=st["best_step"],
         final_step=st["step"],
         stopped_because=stopped,
-        tokens_per_s=st["tokens"] / max(1e-9, st["elapsed"] - wall),
+        tokens_per_s=st["tokens"] / max(1e-9, st["elapsed"] - st["eval_total_s"]),  # training time only
         train_tokens=st["tokens"],
         elapsed_s=st["elapsed"],
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
