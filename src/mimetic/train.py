@@ -311,7 +311,7 @@ def train(
         atomic_write_text(run_dir / "config.toml", cfg_copy.dumps())
         atomic_write_text(metrics_path, "")
         st = {"step": 0, "best_nll": None, "base_nll": None, "best_step": 0, "bad_evals": 0, "tokens": 0, "elapsed": 0.0,
-              "eval_total_s": 0.0}
+              "eval_total_s": 0.0, "win_loss": 0.0, "win_count": 0}
     else:
         set_peft_model_state_dict(model, state["lora"])
         optimizer.load_state_dict(state["optimizer"])
@@ -351,7 +351,7 @@ def train(
         nll = evaluate_nll(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
         log({"step": step, "held_out_nll": nll, "held_out_ppl": math.exp(nll), "eval_s": time.perf_counter() - t})
         st["last_eval_s"], st["last_nll"] = time.perf_counter() - t, nll
-        st["eval_total_s"] = st.get("eval_total_s", 0.0) + st["last_eval_s"]
+        st["eval_total_s"] += st["last_eval_s"]
         if st["best_nll"] is None or nll < st["best_nll"] - config.min_delta:
             st["best_nll"], st["best_step"], st["bad_evals"] = nll, step, 0
             save_adapter(run_dir / "adapter")
@@ -391,8 +391,8 @@ def train(
             st["elapsed"] = time.perf_counter() - t_start
             speed = (st["tokens"] - tokens_at_start) / max(1e-9, time.perf_counter() - t_loop)
             st["train_loss"] = loss_sum / max(1, count)
-            st["win_loss"] = st.get("win_loss", 0.0) + loss_sum
-            st["win_count"] = st.get("win_count", 0) + count
+            st["win_loss"] += loss_sum
+            st["win_count"] += count
             if st["step"] % config.log_every == 0 or st["step"] == 1:
                 # token-weighted mean over the steps since the last log line: a steadier curve
                 window_loss = st["win_loss"] / max(1, st["win_count"])
@@ -477,11 +477,11 @@ def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline:
     that ``epochs``/``max_steps`` allow. Called after a few steps and after every evaluation,
     so a slow start (a busy machine) does not cut the run short.
     """
-    per_step = max(1e-6, (st["elapsed"] - st.get("eval_total_s", 0.0)) / max(1, st["step"]))
+    per_step = max(1e-6, (st["elapsed"] - st["eval_total_s"]) / max(1, st["step"]))
     left = deadline - time.perf_counter()
     eval_s = st.get("last_eval_s", 0.0)
     fit = st["step"]
-    while fit < sched.get("planned", sched["total"]):
+    while fit < sched["planned"]:
         evals = (fit + 1) // config.eval_every - st["step"] // config.eval_every + 1
         if (fit + 1 - st["step"]) * per_step + evals * eval_s > left:
             break
