@@ -280,6 +280,37 @@ def _compare(ws: Workspace, prompts: list[str], gc: cfg.GenerateConfig, run: str
 
 @app.command()
 @_friendly
+def evaluate(
+    run: Optional[str] = typer.Argument(None, help="Run id (default: latest)."),
+    workspace: Path = WorkspaceOpt,
+    references: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of texts per reference author."),
+    prompts: Optional[Path] = typer.Option(None, help="Your own prompts (one per paragraph) for free generations."),
+    sample_words: Optional[int] = typer.Option(None, help="Words of samples per model (default 5,000)."),
+    metric: Optional[str] = typer.Option(None, help="cosine (default) or burrows."),
+    mfw: Optional[int] = typer.Option(None, help="Number of most-frequent words (default 300)."),
+) -> None:
+    """Measure the voice: held-out NLL, style (Delta), memorization and names, in one HTML report."""
+    from .evaluate import evaluate as run_evaluate
+    from .generate import read_prompts
+
+    ws = Workspace.open(workspace, create=False)
+    vc = ws.load_config()
+    ec = cfg.replace(vc.evaluate, sample_words=sample_words, metric=metric, n_mfw=mfw)
+    plist = read_prompts(prompts) if prompts else None
+    with console.status("Evaluating…") as s:
+        result = run_evaluate(ws, run, ec, references=references, prompts=plist, status=lambda m: s.update(f"Evaluating: {m}"))
+    _evaluation_summary(result)
+
+
+def _evaluation_summary(result: Any) -> None:
+    console.rule("How close is the voice?")
+    for line in result.summary():
+        console.print(f"• {escape(line)}", highlight=False)
+    console.print(f"Report: {result.report}\nAll numbers: {result.metrics_path}")
+
+
+@app.command()
+@_friendly
 def voice(
     corpus: list[Path] = typer.Argument(..., help="Folder(s) of your writing."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Voice folder (default: voices/<folder name>)."),

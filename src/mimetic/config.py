@@ -153,6 +153,50 @@ class GenerateConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Settings for ``mimetic evaluate``.
+
+    Samples: continuations of held-out passages from a ``prefix_tokens`` prefix, ``new_tokens``
+    new tokens each, from the base model and the voice with the same seeds, until each has
+    written ``sample_words`` words (5,000 words: enough for stable most-frequent-word
+    frequencies, Eder 2015, "Does size matter? Authorship attribution, small samples, big
+    problem", DSH 30(2)). Sampling uses the ``[generate]`` temperature, top-p and min-p.
+
+    Stylometry: ``n_mfw`` most-frequent words of the training text (300, the usual Delta
+    setting), profiles of ``set_words``-word sample sets, ``metric`` ``cosine`` (Cosine Delta,
+    the most robust variant in Evert et al. 2017) or ``burrows``.
+
+    Memorization: a sample is flagged at a verbatim overlap of ``flag_tokens`` tokens or a
+    13-gram share of ``flag_share_13gram``; extraction uses ``extraction_prefixes`` training
+    windows of 50-token prefix and 50-token greedy continuation (Carlini et al. 2023).
+
+    ``bootstrap`` resamples (over held-out documents) give the NLL 95% intervals;
+    ``max_held_out_tokens`` (0 = all) caps the NLL pass on very large held-out splits.
+    """
+
+    sample_words: int = 5000
+    prefix_tokens: int = 64
+    new_tokens: int = 256
+    batch_size: int = 8
+    n_mfw: int = 300
+    set_words: int = 1000
+    metric: str = "cosine"
+    flag_tokens: int = 50
+    flag_share_13gram: float = 0.1
+    extraction_prefixes: int = 32
+    bootstrap: int = 1000
+    max_held_out_tokens: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.sample_words >= 200, "evaluate.sample_words must be at least 200")
+        _check(self.prefix_tokens >= 8 and self.new_tokens >= 16, "evaluate.prefix_tokens ≥ 8 and new_tokens ≥ 16")
+        _check(self.metric in ("cosine", "burrows"), "evaluate.metric must be 'cosine' or 'burrows'")
+        _check(self.n_mfw >= 10 and self.set_words >= 100, "evaluate.n_mfw ≥ 10 and set_words ≥ 100")
+        _check(self.bootstrap >= 100, "evaluate.bootstrap must be at least 100")
+
+
+@dataclass
 class VoiceConfig:
     """Everything in a workspace's ``mimetic.toml``: one table per stage."""
 
@@ -160,6 +204,7 @@ class VoiceConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as nested dicts, ``None`` values left out (TOML has no null)."""

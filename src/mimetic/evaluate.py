@@ -1,0 +1,819 @@
+"""Stage 5 — evaluate: does the voice sound like the writer, and is it quoting them?
+
+``evaluate(workspace, run)`` measures a trained run against the base model and writes
+``runs/<id>/evaluation/report.html`` (self-contained, plots embedded) and ``metrics.json``:
+
+1. **Held-out NLL and perplexity**, base vs voice, token-weighted over the held-out split, with
+   95% intervals from a bootstrap over held-out documents (Efron & Tibshirani 1993; documents,
+   not tokens, are the independent units).
+2. **Samples**: continuations of held-out passages by the base model and the voice, same
+   prefixes, seeds and settings, next to what the writer actually wrote; plus free generations
+   from the writer's own prompts when given.
+3. **Stylometry** (:mod:`mimetic.stylometry`): Cosine and Burrows' Delta on the training
+   text's most-frequent words, sample sets ↔ held-out text, with the writer's own spread
+   (held-out ↔ training) as the floor; attribution of the voice's sample sets among the writer,
+   reference authors and the base model; readable style profiles.
+4. **Memorization** (:mod:`mimetic.memorization`): longest verbatim overlap of every sample with
+   the training text, 8-/13-gram shares, flagged samples quoted with their source, and
+   Carlini-style extraction from training prefixes.
+5. **Identity leakage**: the corpus's proper names that the samples use, ranked, next to their
+   counts in the corpus and in the base model's samples.
+
+Model work (NLL, sampling, extraction) is cached in ``evaluation/cache.json``, so re-running
+with other reference authors only redoes the analysis, which takes seconds
+(:func:`analyse`; see ``benchmarks/evaluate_speed.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import EvaluateConfig, GenerateConfig
+from .errors import MimeticError
+from .memorization import TrainingIndex, audit
+from .stylometry import (
+    ZScorer,
+    attribute,
+    chunk_tokens,
+    mean_delta,
+    most_frequent_words,
+    profile,
+    proper_names,
+    relative_frequencies,
+    words,
+)
+from .workspace import Workspace, atomic_write_json, atomic_write_text
+
+Status = Callable[[str], None]
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured and where it wrote it."""
+
+    metrics: dict[str, Any]
+    report: Path
+    metrics_path: Path
+
+    def summary(self) -> list[str]:
+        """The report's first screen as plain-language lines."""
+        return headline(self.metrics)
+
+
+# ----------------------------------------------------------------------------------------- NLL
+
+
+def per_example_nll(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Summed next-token NLL (nats) and labelled-token count of every row.
+
+    Returns two arrays of shape ``(len(rows),)`` in the rows' order.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .prepare import IGNORE_INDEX
+    from .train import collate
+
+    sums, counts = np.zeros(len(rows)), np.zeros(len(rows))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx], pad_id).items()}
+            with autocast():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+            loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+            for j, i in enumerate(idx):
+                sums[i] = float(loss[j].sum())
+                counts[i] = int((labels[j] != IGNORE_INDEX).sum())
+    return sums, counts
+
+
+def bootstrap_nll(
+    base: np.ndarray, tuned: np.ndarray, counts: np.ndarray, groups: Sequence[str], resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Token-weighted NLL of base and voice with percentile-bootstrap 95% intervals.
+
+    Args:
+        base, tuned: summed NLL per held-out example (nats), shape ``(n,)``.
+        counts: labelled tokens per example, shape ``(n,)``.
+        groups: the document of each example; whole documents are resampled (paired: base and
+            voice see the same resample), so correlated chunks of one document count once.
+        resamples: number of bootstrap resamples.
+
+    Returns:
+        ``{"base": {"nll", "ppl", "ci"}, "voice": {...}, "drop": {"value", "ci"}, "tokens",
+        "documents"}``; ``drop`` is the relative fall of NLL, ``1 - voice / base``.
+    """
+    keys = sorted(set(groups))
+    gi = np.array([keys.index(g) for g in groups])
+    b = np.bincount(gi, base, len(keys))
+    t = np.bincount(gi, tuned, len(keys))
+    c = np.bincount(gi, counts, len(keys))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(keys), size=(resamples, len(keys)))
+    w = np.stack([np.bincount(d, minlength=len(keys)) for d in draws])
+    bs, ts = (w @ b) / (w @ c), (w @ t) / (w @ c)
+
+    def ci(x: np.ndarray) -> list[float]:
+        return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
+
+    nb, nt = float(b.sum() / c.sum()), float(t.sum() / c.sum())
+    return {
+        "base": {"nll": nb, "ppl": math.exp(nb), "ci": ci(bs)},
+        "voice": {"nll": nt, "ppl": math.exp(nt), "ci": ci(ts)},
+        "drop": {"value": 1 - nt / nb, "ci": ci(1 - ts / bs)},
+        "tokens": int(c.sum()),
+        "documents": len(keys),
+        "resamples": resamples,
+    }
+
+
+# ------------------------------------------------------------------------------------ sampling
+
+
+def _generate_batch(voice: Any, prefixes: list[list[int]], gc: GenerateConfig, new_tokens: int, seed: int, greedy: bool = False) -> list[str]:
+    """Continue equal-length token prefixes in one batch; returns the decoded continuations."""
+    import contextlib
+
+    import torch
+
+    ids = torch.tensor(prefixes, device=voice.device)
+    torch.manual_seed(seed)
+    kw: dict[str, Any] = {"max_new_tokens": new_tokens, "pad_token_id": voice.tokenizer.pad_token_id}
+    if greedy or gc.temperature == 0:
+        kw["do_sample"] = False
+    else:
+        kw.update(do_sample=True, temperature=gc.temperature, top_p=gc.top_p, min_p=gc.min_p or None,
+                  repetition_penalty=gc.repetition_penalty)
+    autocast = torch.autocast(device_type=voice.device, dtype=torch.bfloat16) if voice.precision == "bf16" else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+    return [voice.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
+
+
+def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: int) -> list[dict[str, Any]]:
+    """``n`` held-out passages (evenly spread) cut into a ``prefix_tokens`` prefix and the writer's
+    real continuation."""
+    need = config.prefix_tokens + 32
+    cands = []
+    for i in range(len(rows)):
+        ids = tokenizer(rows[i]["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) >= need:
+            cands.append((rows[i]["doc_id"], ids))
+    if not cands:
+        raise MimeticError(
+            f"No held-out passage is longer than {need} tokens, so there is nothing to continue.",
+            "Use a smaller --prefix-tokens, or prepare with a larger --max-tokens.",
+        )
+    step = len(cands) / n
+    picks = [cands[int(k * step) % len(cands)] for k in range(n)]
+    out = []
+    for doc, ids in picks:
+        p = config.prefix_tokens
+        out.append({
+            "document": doc,
+            "prefix_ids": ids[:p],
+            "prefix": tokenizer.decode(ids[:p]),
+            "writer": tokenizer.decode(ids[p : p + config.new_tokens]),
+        })
+    return out
+
+
+def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: GenerateConfig, status: Status) -> list[dict[str, Any]]:
+    """Continuations of held-out passages by the base model and the voice, same seeds.
+
+    Generates batches of ``config.batch_size`` until each model has written
+    ``config.sample_words`` words. Returns one dict per passage: ``document``, ``prefix``,
+    ``writer`` (the real continuation), ``base``, ``voice``, ``seed``.
+    """
+    per_sample = max(20, int(config.new_tokens * 0.7))  # ~0.75 words per token in English prose
+    first = max(config.batch_size, math.ceil(config.sample_words / per_sample))
+    first = math.ceil(first / config.batch_size) * config.batch_size
+    prompts = _continuation_prompts(rows, voice.tokenizer, config, first * 2)
+    samples: list[dict[str, Any]] = []
+    b = 0
+    while True:
+        batch = prompts[b * config.batch_size : (b + 1) * config.batch_size]
+        if not batch:
+            break
+        seed = config.seed + b
+        prefixes = [p["prefix_ids"] for p in batch]
+        with voice.base():
+            base = _generate_batch(voice, prefixes, gc, config.new_tokens, seed)
+        tuned = _generate_batch(voice, prefixes, gc, config.new_tokens, seed)
+        for p, x, y in zip(batch, base, tuned):
+            samples.append({"document": p["document"], "prefix": p["prefix"], "writer": p["writer"], "base": x, "voice": y, "seed": seed})
+        b += 1
+        nb = sum(len(words(s["base"])) for s in samples)
+        nv = sum(len(words(s["voice"])) for s in samples)
+        status(f"samples: {len(samples)} passages, {nv:,} words from the voice, {nb:,} from the base model")
+        if min(nb, nv) >= config.sample_words:
+            break
+    return samples
+
+
+def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int = 50, target: int = 50) -> dict[str, Any]:
+    """Carlini-style extraction: ``prefix`` training tokens in, ``target`` greedy tokens out;
+    how often does the model reproduce the training text exactly?
+
+    Windows are drawn (seeded) from the labelled part of training examples. Returns, for
+    ``base`` and ``voice``: ``exact`` (share of windows reproduced token for token) and
+    ``mean_match`` (mean share of leading tokens reproduced), and ``windows``.
+    (Carlini et al. 2023, "Quantifying Memorization Across Neural Language Models", ICLR.)
+    """
+    import random
+
+    from .prepare import IGNORE_INDEX
+
+    rng = random.Random(config.seed)
+    cands = []
+    for i in range(len(rows)):
+        labels = rows[i]["labels"]
+        first = next((k for k, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
+        if len(labels) - first >= prefix + target:
+            cands.append((i, first))
+    if not cands:
+        return {"windows": 0}
+    picks = rng.sample(cands, min(config.extraction_prefixes, len(cands)))
+    windows = []
+    for i, first in picks:
+        ids = rows[i]["input_ids"]
+        s = rng.randint(first, len(ids) - prefix - target)
+        windows.append((ids[s : s + prefix], ids[s + prefix : s + prefix + target]))
+    result: dict[str, Any] = {"windows": len(windows), "prefix_tokens": prefix, "target_tokens": target}
+    for name in ("base", "voice"):
+        exact, match = 0, []
+        for k in range(0, len(windows), config.batch_size * 2):
+            chunk = windows[k : k + config.batch_size * 2]
+            import torch
+
+            ids = torch.tensor([w[0] for w in chunk], device=voice.device)
+            ctx = voice.base() if name == "base" else _nullcontext()
+            with ctx, torch.no_grad():
+                out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=target,
+                                           do_sample=False, pad_token_id=voice.tokenizer.pad_token_id)
+            for row, (_, want) in zip(out[:, prefix:].tolist(), chunk):
+                n = next((j for j, (a, b) in enumerate(zip(row, want)) if a != b), min(len(row), len(want)))
+                exact += n == len(want)
+                match.append(n / len(want))
+        result[name] = {"exact": exact / len(windows), "mean_match": float(np.mean(match))}
+    return result
+
+
+def _nullcontext() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------ analysis
+
+
+def _doc_texts(rows: Any) -> list[tuple[str, str]]:
+    """Training rows grouped back into documents (sections kept apart), in order."""
+    groups: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for r in rows:
+        groups[(r["doc_id"], r.get("section", -1))].append(r["text"])
+    return [(f"{d}" + (f" §{s}" if s >= 0 else ""), "\n\n".join(t)) for (d, s), t in groups.items()]
+
+
+def read_references(path: Path | None) -> dict[str, str]:
+    """Reference authors from ``path``: one sub-folder per author, ``.txt``/``.md`` files in it.
+
+    Raises:
+        MimeticError: the folder is missing or holds no author folder with text.
+    """
+    if path is None:
+        return {}
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise MimeticError(f"Reference folder {root} does not exist.", "Give a folder with one sub-folder of .txt files per author.")
+    refs = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        texts = [f.read_text(encoding="utf-8", errors="replace") for f in sorted(d.rglob("*")) if f.suffix.lower() in (".txt", ".md")]
+        if texts:
+            refs[d.name] = "\n\n".join(texts)
+    if not refs:
+        raise MimeticError(f"No author folders with .txt files in {root}.", "Put each reference author's texts in their own sub-folder.")
+    return refs
+
+
+def analyse(
+    training: Sequence[tuple[str, str]],
+    held_out: str,
+    samples: Sequence[dict[str, Any]],
+    config: EvaluateConfig,
+    references: dict[str, str] | None = None,
+    writer: str = "you",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model-free part of the evaluation: stylometry, memorization audit, identity leakage.
+
+    Args:
+        training: ``[(document id, text)]`` of the training split.
+        held_out: the held-out text.
+        samples: dicts with ``base`` and ``voice`` texts (and optionally ``writer``, ``prefix``).
+        config: evaluation settings.
+        references: ``{author: text}`` of reference authors for attribution.
+        writer: the label for the writer in tables and plots.
+
+    Returns:
+        ``(metrics, plot_data)``: JSON-ready numbers, and arrays for :func:`render_report`.
+    """
+    references = references or {}
+    train_text = "\n\n".join(t for _, t in training)
+    base_text = "\n\n".join(s["base"] for s in samples)
+    voice_text = "\n\n".join(s["voice"] for s in samples)
+    tw, hw, bw, vw = words(train_text), words(held_out), words(base_text), words(voice_text)
+    rw = {a: words(t) for a, t in references.items()}
+    mfw = most_frequent_words(tw, config.n_mfw)
+
+    def prof(t: Sequence[str]) -> np.ndarray:
+        return relative_frequencies(t, mfw)
+
+    def sets(t: Sequence[str]) -> list[np.ndarray]:
+        return [prof(c) for c in chunk_tokens(t, config.set_words)]
+
+    train_sets, held_sets, base_sets, voice_sets = sets(tw), sets(hw), sets(bw), sets(vw)
+    ref_sets = {a: sets(t) for a, t in rw.items()}
+    basis = train_sets + [x for s in ref_sets.values() for x in s]
+    if len(basis) < 3:
+        basis += held_sets + base_sets + voice_sets
+    if len(basis) < 2:
+        raise MimeticError("Too little text for stylometry.", f"Generate more sample words (now {len(vw):,}) or add writing.")
+    z = ZScorer.fit(np.stack(basis))
+    pt, ph = prof(tw), prof(hw)
+    distances = {}
+    for metric in ("cosine", "burrows"):
+        distances[metric] = {
+            "voice_to_held_out": mean_delta(voice_sets, ph, z, metric),
+            "base_to_held_out": mean_delta(base_sets, ph, z, metric),
+            "held_out_to_training": mean_delta(held_sets, pt, z, metric),
+            "voice_to_training": mean_delta(voice_sets, pt, z, metric),
+            "base_to_training": mean_delta(base_sets, pt, z, metric),
+        }
+    names = [writer] + sorted(references) + ["base model"]
+    cands = np.stack([pt] + [prof(rw[a]) for a in sorted(references)] + [prof(bw) if bw else np.zeros(len(mfw))])
+    attribution = {}
+    for label, group in (("voice", voice_sets), ("held_out", held_sets)):
+        if group:
+            nearest, _ = attribute(np.stack(group), cands, z, config.metric)
+            counts = Counter(names[k] for k in nearest)
+            attribution[label] = {"sets": len(group), "to": {n: counts.get(n, 0) for n in names}, "writer_share": counts.get(writer, 0) / len(group)}
+    profiles = {"training": profile(train_text), "held_out": profile(held_out), "base": profile(base_text), "voice": profile(voice_text)}
+
+    # memorization
+    index = TrainingIndex(training)
+    mem = {
+        "voice": audit(index, [s["voice"] for s in samples], config.flag_tokens, config.flag_share_13gram),
+        "base": audit(index, [s["base"] for s in samples], config.flag_tokens, config.flag_share_13gram),
+        "index_tokens": index.tokens,
+    }
+    if any("writer" in s for s in samples):
+        mem["writer"] = audit(index, [s.get("writer", "") for s in samples], config.flag_tokens, config.flag_share_13gram)
+
+    # identity leakage: names the corpus uses, found in samples
+    corpus_names = proper_names([t for _, t in training], min_count=3)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in corpus_names) + r")\b") if corpus_names else None
+
+    def name_counts(text: str) -> Counter:
+        return Counter(m.group(1).replace("’", "'") for m in pattern.finditer(text.replace("’", "'"))) if pattern else Counter()
+
+    vc, bc = name_counts(voice_text), name_counts(base_text)
+    wc = name_counts("\n\n".join(s.get("writer", "") for s in samples))
+    ranked = [{"name": n, "voice": c, "base": bc.get(n, 0), "writer": wc.get(n, 0), "corpus": corpus_names[n]} for n, c in vc.most_common(30)]
+    per_k = lambda c, n: 1000 * sum(c.values()) / max(1, n)  # noqa: E731
+    identity = {
+        "corpus_names": len(corpus_names),
+        "top_corpus_names": [{"name": n, "corpus": c} for n, c in corpus_names.most_common(15)],
+        "names_in_voice": ranked,
+        "per_1000_words": {"voice": per_k(vc, len(vw)), "base": per_k(bc, len(bw)), "writer": per_k(wc, len(words(" ".join(s.get("writer", "") for s in samples))))},
+        "distinct": {"voice": len(vc), "base": len(bc), "writer": len(wc)},
+    }
+
+    metrics = {
+        "words": {"training": len(tw), "held_out": len(hw), "base_samples": len(bw), "voice_samples": len(vw),
+                  **{f"reference:{a}": len(t) for a, t in rw.items()}},
+        "stylometry": {
+            "n_mfw": len(mfw), "set_words": config.set_words, "metric": config.metric, "mfw_head": mfw[:25],
+            "distances": distances, "attribution": attribution, "candidates": names,
+            "sets": {"training": len(train_sets), "held_out": len(held_sets), "base": len(base_sets), "voice": len(voice_sets)},
+        },
+        "profiles": profiles,
+        "memorization": mem,
+        "identity": identity,
+    }
+    # 2-D map of style: principal components of the z-scored MFW profiles
+    groups: list[tuple[str, list[np.ndarray]]] = [(f"{writer} (training)", train_sets[:: max(1, len(train_sets) // 80)]),
+                                                  (f"{writer} (held-out)", held_sets), ("base model", base_sets), ("voice", voice_sets)]
+    groups += [(a, s[:: max(1, len(s) // 40)]) for a, s in ref_sets.items()]
+    rows, labels = [], []
+    for g, s in groups:
+        rows += s
+        labels += [g] * len(s)
+    coords = np.zeros((0, 2))
+    if len(rows) >= 3:
+        m = z(np.stack(rows))
+        m = m - m.mean(axis=0)
+        u, sv, _ = np.linalg.svd(m, full_matrices=False)
+        coords = u[:, :2] * sv[:2]
+    plot_data = {"pca": (coords, labels), "sentence_lengths": {k: v["sentence_length"] for k, v in profiles.items()}}
+    return metrics, plot_data
+
+
+# ------------------------------------------------------------------------------------ orchestration
+
+
+def _cache_key(run_dir: Path, config: EvaluateConfig, gc: GenerateConfig, prompts: list[str]) -> str:
+    adapter = run_dir / "adapter" / "adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns if adapter.exists() else 0
+    keep = {k: v for k, v in asdict(config).items() if k not in ("n_mfw", "set_words", "metric", "flag_tokens", "flag_share_13gram", "bootstrap")}
+    blob = json.dumps([str(adapter), stamp, keep, asdict(gc), prompts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def evaluate(
+    workspace: Workspace,
+    run: str | None = None,
+    config: EvaluateConfig | None = None,
+    *,
+    references: Path | dict[str, str] | None = None,
+    prompts: list[str] | None = None,
+    status: Status | None = None,
+    voice: Any = None,
+) -> Evaluation:
+    """Evaluate a trained run; writes ``runs/<id>/evaluation/{report.html,metrics.json}``.
+
+    Args:
+        workspace: a workspace with a trained run.
+        run: run id (default: the latest).
+        config: evaluation settings (default: the workspace's ``[evaluate]``).
+        references: a folder with one sub-folder of texts per reference author (or a dict).
+        prompts: the writer's own prompts for free generations (shown in the report).
+        status: callback for progress lines.
+
+    Raises:
+        MimeticError: no trained run, no held-out data, unreadable references.
+    """
+    from .generate import Voice
+    from .prepare import load_split
+    from .train import _autocast_factory
+
+    status = status or (lambda s: None)
+    vc = workspace.load_config()
+    config = config or vc.evaluate
+    gc = vc.generate
+    refs = references if isinstance(references, dict) else read_references(references)
+    run_dir = workspace.run_dir(run)
+    out_dir = run_dir / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_rows, held_rows = load_split(workspace, "train"), load_split(workspace, "held_out")
+    prompts = prompts or []
+    key = _cache_key(run_dir, config, gc, prompts)
+    cache_path = out_dir / "cache.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    timings: dict[str, float] = {}
+    if cache.get("key") != key:
+        status("loading the base model and the voice")
+        voice = voice or Voice.load(workspace, run_dir.name)
+        autocast = _autocast_factory(voice.device, voice.precision)
+        pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+        rows = held_rows
+        if config.max_held_out_tokens:
+            keep, total = [], 0
+            for i in range(len(held_rows)):
+                if total >= config.max_held_out_tokens:
+                    break
+                keep.append(i)
+                total += held_rows[i]["n_tokens"]
+            rows = held_rows.select(keep)
+        t = time.perf_counter()
+        status(f"held-out NLL: {len(rows)} passages, base model")
+        with voice.base():
+            base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, autocast)
+        status(f"held-out NLL: {len(rows)} passages, voice")
+        tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, autocast)
+        timings["nll_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        samples = generate_samples(voice, held_rows, config, gc, status)
+        free = []
+        for i, p in enumerate(prompts):
+            ids = voice.encode_prompt(p, gc.system_prompt)[0].tolist()
+            with voice.base():
+                b = _generate_batch(voice, [ids], gc, config.new_tokens, config.seed + i)[0]
+            free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], gc, config.new_tokens, config.seed + i)[0]})
+        timings["generation_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        status("extraction test: greedy continuations of training prefixes")
+        extraction = extraction_test(voice, train_rows, config)
+        timings["extraction_s"] = time.perf_counter() - t
+        cache = {
+            "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),
+            "groups": [rows[i]["doc_id"] for i in range(len(rows))], "samples": samples, "free": free,
+            "extraction": extraction, "timings": timings, "base_model": voice.base_model, "device": voice.device,
+        }
+        atomic_write_json(cache_path, cache)
+    else:
+        status("reusing the samples and NLL from the last evaluation of this run")
+    nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
+                        cache["groups"], config.bootstrap, config.seed)
+    status("stylometry, memorization audit, names")
+    t = time.perf_counter()
+    training = _doc_texts(train_rows)
+    held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
+    metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
+    free = cache.get("free", [])
+    if free:
+        metrics["memorization"]["free_prompts"] = audit(TrainingIndex(training), [f["voice"] for f in free],
+                                                        config.flag_tokens, config.flag_share_13gram)
+    analysis_s = time.perf_counter() - t
+    metrics = {
+        "run": run_dir.name,
+        "base_model": cache.get("base_model"),
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": asdict(config),
+        "generate": asdict(gc),
+        "nll": nll,
+        **metrics,
+        "extraction": cache["extraction"],
+        "samples": len(cache["samples"]),
+        "timings": {**cache.get("timings", {}), "analysis_s": analysis_s},
+    }
+    metrics_path, report_path = out_dir / "metrics.json", out_dir / "report.html"
+    atomic_write_json(metrics_path, metrics)
+    curve = _read_curve(run_dir / "metrics.jsonl")
+    atomic_write_text(report_path, render_report(metrics, plots, cache["samples"], free, curve))
+    return Evaluation(metrics, report_path, metrics_path)
+
+
+def _read_curve(path: Path) -> list[tuple[int, float, str]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        if "held_out_nll" in r:
+            out.append((r["step"], r["held_out_nll"], "held"))
+        elif "train_loss" in r:
+            out.append((r["step"], r["train_loss"], "train"))
+    return out
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def headline(m: dict[str, Any]) -> list[str]:
+    """Four plain-language lines: fit, style, memorization, names."""
+    n, st, mem, idn = m["nll"], m["stylometry"], m["memorization"], m["identity"]
+    d = st["distances"][st["metric"]]
+    lines = [
+        f"Fit: on writing the voice never saw, perplexity fell from {n['base']['ppl']:.1f} (base model) to "
+        f"{n['voice']['ppl']:.1f}: held-out NLL {n['base']['nll']:.3f} → {n['voice']['nll']:.3f} nats/token, "
+        f"−{100 * n['drop']['value']:.1f}% (95% interval {100 * n['drop']['ci'][0]:.1f}–{100 * n['drop']['ci'][1]:.1f}%).",
+        f"Style: {_delta_name(st['metric'])} from your held-out writing — voice {d['voice_to_held_out']:.3f}, base model "
+        f"{d['base_to_held_out']:.3f}; your own writing varies by {d['held_out_to_training']:.3f} (lower is closer).",
+    ]
+    att = st["attribution"].get("voice")
+    if att:
+        lines.append(
+            f"Attribution: {att['to'][st['candidates'][0]]} of {att['sets']} sample sets from the voice read as yours "
+            f"(candidates: {', '.join(st['candidates'])})."
+        )
+    v = mem["voice"]
+    ex = m.get("extraction", {})
+    ex_line = f"; extraction: {100 * ex['voice']['exact']:.0f}% of {ex['windows']} training prefixes continued verbatim" if ex.get("windows") else ""
+    lines.append(
+        f"Memorization: longest verbatim overlap with your training text {v['longest_tokens']} tokens "
+        f"({v['longest_characters']} characters); {v['flagged']} of {len(v['samples'])} samples flagged{ex_line}."
+    )
+    top = ", ".join(f"{r['name']} ({r['voice']}×)" for r in idn["names_in_voice"][:5]) or "none"
+    lines.append(
+        f"Names: the voice used {idn['distinct']['voice']} names from your corpus ({top}); "
+        f"{idn['per_1000_words']['voice']:.1f} per 1,000 words vs {idn['per_1000_words']['writer']:.1f} in your own continuations."
+    )
+    return lines
+
+
+def _delta_name(metric: str) -> str:
+    return "Cosine Delta" if metric == "cosine" else "Burrows' Delta"
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+COLORS = {"voice": "#2e7d32", "base model": "#9e9e9e", "base": "#9e9e9e", "training": "#1565c0", "held_out": "#c0392b"}
+
+
+def _plots(m: dict[str, Any], plots: dict[str, Any], curve: list[tuple[int, float, str]]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        tr = [(s, v) for s, v, k in curve if k == "train"]
+        he = [(s, v) for s, v, k in curve if k == "held"]
+        if tr:
+            ax.plot(*zip(*tr), color="#8aa8c8", lw=1, label="training loss")
+        if he:
+            ax.plot(*zip(*he), color="#c0392b", marker="o", lw=2, label="held-out NLL")
+        ax.set_xlabel("step"), ax.set_ylabel("nats / token"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+        ax.set_title("Training run: loss and held-out NLL", fontsize=10)
+        out["curve"] = _png(fig)
+    sl = plots["sentence_lengths"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bins = sl["held_out"]["bins"]
+    x = np.arange(len(bins) - 1)
+    for j, (k, label) in enumerate((("held_out", "your held-out writing"), ("base", "base model"), ("voice", "voice"))):
+        h = np.array(sl[k]["histogram"], dtype=float)
+        ax.bar(x + (j - 1) * 0.27, h / max(1, h.sum()), width=0.27, label=label, color=COLORS[k])
+    ax.set_xticks(x, [f"{bins[i]}–{bins[i + 1]}" if bins[i + 1] < 10_000 else f"{bins[i]}+" for i in range(len(bins) - 1)], rotation=45, fontsize=7)
+    ax.set_xlabel("sentence length (words)"), ax.set_ylabel("share of sentences"), ax.legend(fontsize=8)
+    ax.set_title("Sentence lengths", fontsize=10)
+    out["sentences"] = _png(fig)
+    coords, labels = plots["pca"]
+    if len(coords):
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        palette = ["#1565c0", "#c0392b", "#9e9e9e", "#2e7d32", "#8e24aa", "#ef6c00", "#00838f", "#6d4c41", "#ad1457"]
+        for j, g in enumerate(dict.fromkeys(labels)):
+            idx = [i for i, lab in enumerate(labels) if lab == g]
+            ax.scatter(coords[idx, 0], coords[idx, 1], s=22 if g != "voice" else 40, label=g, color=palette[j % len(palette)],
+                       alpha=0.75, marker="o" if g not in ("voice", "base model") else "^")
+        ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
+        ax.set_title(f"Style map: {m['stylometry']['n_mfw']} most-frequent words, {m['stylometry']['set_words']}-word sets", fontsize=10)
+        out["pca"] = _png(fig)
+    d = m["stylometry"]["distances"][m["stylometry"]["metric"]]
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    bars = [("your writing: held-out ↔ training", d["held_out_to_training"], COLORS["training"]),
+            ("voice ↔ your held-out writing", d["voice_to_held_out"], COLORS["voice"]),
+            ("base model ↔ your held-out writing", d["base_to_held_out"], COLORS["base"])]
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.invert_yaxis(), ax.set_xlabel(f"{_delta_name(m['stylometry']['metric'])} (lower = closer)")
+    out["delta"] = _png(fig)
+    mem = m["memorization"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    mx = max([r["tokens"] for k in ("voice", "base", "writer") if k in mem for r in mem[k]["samples"]] + [10])
+    edges = np.arange(0, mx + 2)
+    for k, label in (("writer", "your own continuations"), ("base", "base model"), ("voice", "voice")):
+        if k in mem:
+            ax.hist([r["tokens"] for r in mem[k]["samples"]], bins=edges, alpha=0.55, label=label,
+                    color=COLORS.get(k, "#1565c0"))
+    ax.axvline(mem["voice"]["flag_tokens"], color="#c0392b", ls="--", lw=1, label="flag threshold")
+    ax.set_xlabel("longest verbatim overlap with the training text (tokens)"), ax.set_ylabel("samples"), ax.legend(fontsize=8)
+    out["memorization"] = _png(fig)
+    return out
+
+
+def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[str, Any]], free: list[dict[str, Any]],
+                  curve: list[tuple[int, float, str]]) -> str:
+    """The evaluation as one self-contained HTML page (plots inlined as PNG data URIs)."""
+    e = html.escape
+    img = _plots(m, plots, curve)
+    st, pr, mem, idn, n = m["stylometry"], m["profiles"], m["memorization"], m["identity"], m["nll"]
+
+    def fig(key: str, caption: str) -> str:
+        return f"<figure><img src='{img[key]}' alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>" if key in img else ""
+
+    head = "".join(f"<li>{e(line)}</li>" for line in headline(m))
+    dist = st["distances"]
+    dist_rows = "".join(
+        f"<tr><td>{e(label)}</td><td>{dist['cosine'][k]:.3f}</td><td>{dist['burrows'][k]:.3f}</td></tr>"
+        for k, label in (("held_out_to_training", "your held-out writing ↔ your training text (your own spread)"),
+                         ("voice_to_held_out", "voice samples ↔ your held-out writing"),
+                         ("base_to_held_out", "base-model samples ↔ your held-out writing"),
+                         ("voice_to_training", "voice samples ↔ your training text"),
+                         ("base_to_training", "base-model samples ↔ your training text"))
+    )
+    att_rows = ""
+    for k, a in st["attribution"].items():
+        cells = "".join(f"<td>{a['to'][c]}</td>" for c in st["candidates"])
+        att_rows += f"<tr><td>{'voice samples' if k == 'voice' else 'your held-out writing'} ({a['sets']} sets)</td>{cells}</tr>"
+    att_head = "".join(f"<th>{e(c)}</th>" for c in st["candidates"])
+
+    def prow(label: str, get: Callable[[dict[str, Any]], float], fmt: str = "{:.1f}") -> str:
+        return f"<tr><td>{e(label)}</td>" + "".join(f"<td>{fmt.format(get(pr[k]))}</td>" for k in ("training", "held_out", "base", "voice")) + "</tr>"
+
+    prof_rows = "".join([
+        prow("sentence length, mean (words)", lambda p: p["sentence_length"]["mean"]),
+        prow("sentence length, spread (sd)", lambda p: p["sentence_length"]["sd"]),
+        prow("word length (letters)", lambda p: p["word_length"], "{:.2f}"),
+        prow("lexical diversity (MTLD)", lambda p: p["mtld"]),
+        prow("dialogue share", lambda p: 100 * p["dialogue_share"], "{:.0f}%"),
+        *[prow(f"{name} per 1,000 words", (lambda k: lambda p: p["punctuation"][k])(name)) for name in
+          ("comma", "semicolon", "colon", "dash", "exclamation", "question", "parenthesis")],
+        *[prow(f"“{w}” per 1,000 words", (lambda w: lambda p: p["function_words"][w])(w)) for w in ("the", "and", "i", "of", "but")],
+    ])
+    flagged = [(k, r) for k in ("voice", "base") for r in mem[k]["samples"] if r["flagged"]]
+    longest = sorted(mem["voice"]["samples"], key=lambda r: -r["tokens"])[:3]
+    mem_rows = "".join(
+        f"<tr><td>{r['tokens']}</td><td>{r['characters']}</td><td>{e(str(r['document']))}</td><td class=q>{e(r['passage'])}</td></tr>"
+        for r in longest
+    )
+    ex = m.get("extraction", {})
+    ex_html = ""
+    if ex.get("windows"):
+        ex_html = (f"<p>Extraction test ({ex['windows']} windows of your training text, {ex['prefix_tokens']}-token prefix, "
+                   f"{ex['target_tokens']} greedy tokens): reproduced exactly — base model {100 * ex['base']['exact']:.0f}%, "
+                   f"voice {100 * ex['voice']['exact']:.0f}%; mean share of leading tokens reproduced — base "
+                   f"{100 * ex['base']['mean_match']:.0f}%, voice {100 * ex['voice']['mean_match']:.0f}%.</p>")
+    mem_table = "".join(
+        f"<tr><td>{label}</td><td>{mem[k]['longest_tokens']}</td><td>{100 * mem[k]['mean_share_8gram']:.2f}%</td>"
+        f"<td>{100 * mem[k]['mean_share_13gram']:.2f}%</td><td>{mem[k]['flagged']}</td></tr>"
+        for k, label in (("writer", "your own continuations (held-out)"), ("base", "base model"), ("voice", "voice")) if k in mem
+    )
+    name_rows = "".join(
+        f"<tr><td>{e(r['name'])}</td><td>{r['voice']}</td><td>{r['base']}</td><td>{r['writer']}</td><td>{r['corpus']}</td></tr>"
+        for r in idn["names_in_voice"][:20]
+    )
+    sample_html = "".join(
+        f"<section class=sample><p class=prefix>…{e(s['prefix'])}</p><div class=trio>"
+        f"<div><h4>You wrote</h4><p>{e(s.get('writer', ''))}</p></div>"
+        f"<div><h4>Base model</h4><p>{e(s['base'])}</p></div>"
+        f"<div class=v><h4>Voice</h4><p>{e(s['voice'])}</p></div></div><p class=meta>{e(str(s['document']))} · seed {s['seed']}</p></section>"
+        for s in samples[:6]
+    )
+    free_html = "".join(
+        f"<section class=sample><p class=prefix>{e(f['prompt'])}</p><div class=trio2><div><h4>Base model</h4><p>{e(f['base'])}</p></div>"
+        f"<div class=v><h4>Voice</h4><p>{e(f['voice'])}</p></div></div></section>" for f in free
+    )
+    flagged_html = "".join(
+        f"<li><b>{k}</b>: {r['tokens']} tokens from <i>{e(str(r['document']))}</i>: <span class=q>{e(r['passage'][:600])}</span></li>"
+        for k, r in flagged[:10]
+    ) or "<li>No sample reached the thresholds.</li>"
+    css = (
+        "body{font:16px/1.5 Georgia,serif;max-width:1150px;margin:1.5em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}"
+        ".head{background:#f3f7f3;border-left:5px solid #2e7d32;padding:.6em 1.2em;font-size:17px}.head li{margin:.35em 0}"
+        "table{border-collapse:collapse;margin:.6em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}"
+        "figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figure img{max-width:540px}figcaption{font-size:13px;color:#555}"
+        ".trio{display:grid;grid-template-columns:1fr 1fr 1fr;gap:1em}.trio2{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
+        ".trio div,.trio2 div{background:#f6f6f4;padding:0 .8em;border-radius:6px;font-size:14px}.v{background:#eef5ee!important}"
+        ".prefix{color:#555;font-style:italic}.meta{color:#888;font:12px monospace}.q{font-family:monospace;font-size:13px;white-space:pre-wrap}"
+        "h4{margin:.5em 0 .2em}p{white-space:pre-wrap}.small{font-size:13px;color:#666}"
+    )
+    return f"""<!doctype html><html lang=en><meta charset=utf-8><title>mimetic evaluation — run {e(m['run'])}</title><style>{css}</style>
+<h1>How close is the voice?</h1>
+<p class=small>Run {e(m['run'])} · base model {e(str(m['base_model']))} · evaluated {e(m['evaluated_at'])} ·
+{m['words']['voice_samples']:,} words of voice samples, {m['words']['base_samples']:,} of base-model samples, {m['words']['training']:,} training words</p>
+<ul class=head>{head}</ul>
+<h2>1. Fit: held-out NLL</h2>
+<p>Negative log-likelihood per token on your held-out writing ({n['tokens']:,} tokens from {n['documents']} documents or sections;
+95% intervals from {n['resamples']} bootstrap resamples of documents). Lower means the model predicts your unseen writing better.</p>
+<table><tr><th></th><th>NLL (nats/token)</th><th>95% interval</th><th>perplexity</th></tr>
+<tr><td>base model</td><td>{n['base']['nll']:.3f}</td><td>{n['base']['ci'][0]:.3f}–{n['base']['ci'][1]:.3f}</td><td>{n['base']['ppl']:.1f}</td></tr>
+<tr><td>voice</td><td>{n['voice']['nll']:.3f}</td><td>{n['voice']['ci'][0]:.3f}–{n['voice']['ci'][1]:.3f}</td><td>{n['voice']['ppl']:.1f}</td></tr></table>
+{fig('curve', 'Training loss and held-out NLL during the run. If the red line turns up, the voice started to overfit.')}
+<h2>2. Style</h2>
+<p>Delta compares how often each of the {st['n_mfw']} most frequent words of your training text is used, in standard units
+(Burrows 2002; Cosine Delta: Evert et al. 2017). Texts are compared in {st['set_words']:,}-word sets. The first row is the floor:
+how much your own writing differs from itself.</p>
+<table><tr><th>distance</th><th>Cosine Delta</th><th>Burrows' Delta</th></tr>{dist_rows}</table>
+{fig('delta', 'Distance to your held-out writing; your own spread is the floor.')}{fig('pca', 'Each dot is a text set; nearby dots use common words alike.')}
+<h3>Attribution</h3><p>Each sample set is given to the candidate whose word profile is nearest ({_delta_name(st['metric'])}).
+Your held-out writing is attributed too, as a check that the method can recognise you.</p>
+<table><tr><th>sets</th>{att_head}</tr>{att_rows}</table>
+<h3>Profiles</h3><table><tr><th></th><th>your training text</th><th>your held-out writing</th><th>base model</th><th>voice</th></tr>{prof_rows}</table>
+{fig('sentences', 'Sentence lengths: your writing, the base model and the voice.')}
+<h2>3. Memorization</h2>
+<p>For every sample, the longest passage that appears word for word in your training text, and the share of its 8- and 13-token
+runs found there. Your own held-out continuations are the baseline: everyone repeats short phrases. A sample is flagged at
+{mem['voice']['flag_tokens']} tokens or {100 * mem['voice']['flag_share_13gram']:.0f}% 13-gram overlap.</p>
+<table><tr><th>texts</th><th>longest overlap (tokens)</th><th>8-gram share</th><th>13-gram share</th><th>flagged</th></tr>{mem_table}</table>
+{fig('memorization', 'Longest verbatim overlap per sample.')}
+<h3>Longest overlaps in the voice's samples</h3><table><tr><th>tokens</th><th>characters</th><th>source</th><th>passage</th></tr>{mem_rows}</table>
+<h3>Flagged</h3><ul>{flagged_html}</ul>{ex_html}
+<h2>4. Names: identity leakage</h2>
+<p>Proper names from your corpus ({idn['corpus_names']} found) that the samples use. A small model that has read other people's
+names in your emails or chats may start to use them as its own: check this list.</p>
+<table><tr><th>name</th><th>voice</th><th>base model</th><th>your continuations</th><th>in your corpus</th></tr>{name_rows}</table>
+<h2>5. Samples</h2><p>The same opening from your held-out writing, continued by you, the base model and the voice (same seed).</p>
+{sample_html}{('<h3>Your prompts</h3>' + free_html) if free else ''}
+<p class=small>All numbers are in metrics.json next to this file. Made by mimetic, on your machine.</p></html>
+"""
+
+
+__all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test",
+           "read_references", "render_report", "headline"]

@@ -1,0 +1,196 @@
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+
+from conftest import SHARED, make_corpus
+from mimetic import EvaluateConfig, TrainConfig, Workspace, evaluate, ingest, prepare, train
+from mimetic.evaluate import analyse, bootstrap_nll
+from mimetic.memorization import TrainingIndex, audit
+from mimetic.stylometry import (
+    ZScorer,
+    burrows_delta,
+    cosine_delta,
+    leave_one_work_out,
+    mtld,
+    profile,
+    proper_names,
+    relative_frequencies,
+    words,
+)
+
+VOCAB = ["w" + "abcdefghijklmnopqrstuvwxyz"[i // 26] + "abcdefghijklmnopqrstuvwxyz"[i % 26] for i in range(400)]
+
+
+def fake_text(seed: int, n: int = 4000, tilt: int = 0) -> str:
+    """Zipf-like random words; ``tilt`` shifts which words an 'author' favours."""
+    rng = random.Random(seed)
+    weights = [1 / (1 + ((i + tilt) % len(VOCAB))) for i in range(len(VOCAB))]
+    return " ".join(rng.choices(VOCAB, weights, k=n))
+
+
+def test_burrows_delta_matches_faststylometry():
+    fs = pytest.importorskip("faststylometry")
+    from faststylometry.burrows_delta import calculate_burrows_delta
+
+    train, test = fs.Corpus(), fs.Corpus()
+    books = {"ann": [fake_text(1, tilt=0), fake_text(2, tilt=0)], "bob": [fake_text(3, tilt=3)], "cy": [fake_text(4, tilt=7)]}
+    for a, texts in books.items():
+        for k, t in enumerate(texts):
+            train.add_book(a, f"b{k}", t)
+    test.add_book("unknown", "x", fake_text(5, tilt=3))
+    test.add_book("other", "y", fake_text(6, tilt=1))
+    tokenise = lambda t: re.findall(r"\w+", t.lower())  # noqa: E731
+    train.tokenise(tokenise)
+    test.tokenise(tokenise)
+    theirs = calculate_burrows_delta(train, test, vocab_size=50, tok_match_pattern=r"^w[a-z]+$")
+
+    vocab = train.top_tokens
+    authors = sorted(books)
+    cand = np.stack([relative_frequencies([w for t in books[a] for w in tokenise(t)], vocab) for a in authors])
+    z = ZScorer.fit(cand)
+    for name, text in (("unknown - x", fake_text(5, tilt=3)), ("other - y", fake_text(6, tilt=1))):
+        ours = burrows_delta(z(relative_frequencies(tokenise(text), vocab)), z(cand))
+        np.testing.assert_allclose(ours, theirs[name].loc[authors].to_numpy(), atol=1e-6)
+    assert theirs["unknown - x"].idxmin() == "bob"
+
+
+def test_delta_properties():
+    a, b = np.array([1.0, -1.0, 2.0]), np.array([2.0, -2.0, 4.0])
+    assert cosine_delta(a, b) == pytest.approx(0.0)
+    assert cosine_delta(a, -a) == pytest.approx(2.0)
+    assert burrows_delta(a, b) == pytest.approx(np.mean([1, 1, 2]))
+    assert burrows_delta(a, np.stack([a, b])).shape == (2,)
+
+
+@pytest.mark.skipif(not (SHARED / "authors").exists(), reason="shared corpora not present")
+def test_cosine_delta_attributes_shared_authors():
+    works = {d.name: {f.stem: f.read_text(encoding="utf-8") for f in sorted(d.glob("*.txt"))}
+             for d in sorted((SHARED / "authors").iterdir()) if d.is_dir()}
+    r = leave_one_work_out(works, chunk_words=5000, n_mfw=300, metric="cosine")
+    assert r["chunks"] > 200
+    assert r["accuracy"] >= 0.9, r["per_author"]
+
+
+def test_profiles_and_mtld():
+    text = 'She said, "Come here." He did not; he ran! Why? Because the dog — a large one — barked.\n\nThen silence.'
+    p = profile(text)
+    assert p["sentences"] == 5 and p["words"] == len(words(text))
+    assert p["punctuation"]["semicolon"] > 0 and p["punctuation"]["dash"] > 0
+    assert 0 < p["dialogue_share"] < 0.3
+    assert mtld(["the"] * 200) == 2 < 20 < mtld(words(fake_text(0, 2000)))
+
+
+def test_proper_names_finds_people_not_sentence_starts():
+    text = ("Holmes looked up. I said to Holmes that Watson was late. The door opened and Watson came in. "
+            "The man said Mr Holmes was out. When it rained, Baker Street flooded. The the The.") * 3
+    names = proper_names([text])
+    assert {"Holmes", "Watson", "Baker", "Street"} <= set(names)
+    assert not {"The", "When", "I", "Mr"} & set(names)
+
+
+def test_bootstrap_interval_contains_estimate_and_is_paired():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(100, 500, 40).astype(float)
+    base = counts * 3.4 + rng.normal(0, 20, 40)
+    tuned = base * 0.9
+    r = bootstrap_nll(base, tuned, counts, [f"d{i // 2}" for i in range(40)], 500, 0)
+    assert r["documents"] == 20 and r["tokens"] == int(counts.sum())
+    for k in ("base", "voice"):
+        lo, hi = r[k]["ci"]
+        assert lo <= r[k]["nll"] <= hi
+    assert r["drop"]["value"] == pytest.approx(0.1) and r["drop"]["ci"][0] == pytest.approx(0.1)  # paired: exact ratio
+    assert bootstrap_nll(base, tuned, counts, [f"d{i // 2}" for i in range(40)], 500, 0) == r
+
+
+def _training_docs():
+    return [(f"doc{i}", fake_text(100 + i, 3000).replace("w1 ", "w1. ")) for i in range(5)]
+
+
+def test_memorization_finds_planted_passage_and_its_source():
+    docs = _training_docs()
+    index = TrainingIndex(docs)
+    src = docs[3][1]
+    start = src.index(" ", 5000) + 1
+    planted = src[start : start + 100].rsplit(" ", 1)[0]
+    assert len(planted) >= 90
+    sample = "zz " * 50 + planted + " zz" * 50
+    o = index.overlap(sample)
+    assert o.passage == planted and o.characters == len(planted) and o.document == "doc3"
+    assert o.tokens == len(re.findall(r"\w+|[^\w\s]", planted))
+    other = " ".join("x" + "abcdefgh"[i % 8] * (1 + i % 5) for i in range(500))
+    r = audit(index, [sample, other], flag_tokens=10)
+    assert r["samples"][0]["flagged"] and r["samples"][0]["share_13gram"] > 0
+    assert r["samples"][1]["tokens"] == 0 and r["samples"][1]["share_8gram"] == 0 and not r["samples"][1]["flagged"]
+
+
+@pytest.mark.skipif(not (SHARED / "authors").exists(), reason="shared corpora not present")
+def test_memorization_of_another_author_is_nil_and_planted_copies_are_found():
+    doyle = [(f.stem, f.read_text(encoding="utf-8")) for f in sorted((SHARED / "authors" / "doyle").glob("*.txt"))]
+    emma = (SHARED / "authors" / "austen" / "emma.txt").read_text(encoding="utf-8")
+    index = TrainingIndex(doyle)
+    samples = [emma[i * 1500 : (i + 1) * 1500] for i in range(20)]
+    r = audit(index, samples)
+    assert r["flagged"] == 0 and r["mean_share_13gram"] == 0
+    text = doyle[1][1]
+    k = text.index(" ", 20000) + 1
+    plant = text[k : k + 100]
+    r = audit(index, [samples[0][:700] + " " + plant + " " + samples[0][700:]], flag_tokens=15)
+    assert r["flagged"] == 1 and r["samples"][0]["characters"] >= 95 and r["samples"][0]["document"] == doyle[1][0]
+
+
+def test_analyse_without_a_model():
+    docs = _training_docs()
+    held = fake_text(7, 3000)
+    samples = [{"base": fake_text(50 + i, 300, tilt=9), "voice": fake_text(60 + i, 300), "writer": fake_text(70 + i, 300), "prefix": "p", "seed": i}
+               for i in range(8)]
+    metrics, plots = analyse(docs, held, samples, EvaluateConfig(set_words=500, n_mfw=100), {"other": fake_text(9, 6000, tilt=20)})
+    d = metrics["stylometry"]["distances"]["cosine"]
+    assert d["voice_to_held_out"] < d["base_to_held_out"]
+    assert metrics["stylometry"]["attribution"]["voice"]["writer_share"] >= 0.75
+    assert metrics["stylometry"]["candidates"] == ["you", "other", "base model"]
+    assert plots["pca"][0].shape[1] == 2
+    json.dumps(metrics)  # JSON-ready
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("eval")
+    ws = Workspace.open(root / "voice")
+    ingest([make_corpus(root / "writing", n_docs=30, paragraphs=8)], ws)
+    prepare(ws, base_model=tiny_model)
+    train(ws, TrainConfig(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32"),
+          progress=False)
+    return ws
+
+
+def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path):
+    refs = tmp_path / "refs"
+    (refs / "zipf").mkdir(parents=True)
+    (refs / "zipf" / "a.txt").write_text(fake_text(3, 3000))
+    cfg = EvaluateConfig(sample_words=200, prefix_tokens=16, new_tokens=24, batch_size=4, set_words=100, n_mfw=50,
+                         extraction_prefixes=4, bootstrap=200)
+    lines = []
+    ev = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], status=lines.append)
+    m = json.loads(ev.metrics_path.read_text())
+    assert m["nll"]["base"]["ci"][0] <= m["nll"]["base"]["nll"] <= m["nll"]["base"]["ci"][1]
+    assert m["words"]["voice_samples"] >= 200 and m["samples"] % 4 == 0
+    assert m["stylometry"]["candidates"] == ["you", "zipf", "base model"]
+    assert m["extraction"]["windows"] >= 1 and 0 <= m["extraction"]["voice"]["exact"] <= 1
+    assert "memorization" in m and "identity" in m
+    page = ev.report.read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<script" not in page
+    assert "How close is the voice?" in page and "The harbour" in page
+    assert len(ev.summary()) >= 4
+    again = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], status=lines.append)
+    assert any("reusing" in x for x in lines)
+    assert again.metrics["nll"] == m["nll"]
+
+
+def test_evaluate_bad_references_is_a_clear_error(trained, tmp_path):
+    from mimetic import MimeticError
+
+    with pytest.raises(MimeticError, match="does not exist"):
+        evaluate(trained, references=tmp_path / "nope")
