@@ -350,7 +350,8 @@ def voice(
     c = _compare(ws, held_out_prompts(ws), vc.generate, r.run_id, run_compare)
     console.print(f"Side by side: {c.html}")
     console.print(f"[bold green]Done[/] in {(time.perf_counter() - started) / 60:.1f} min. Try: "
-                  f'mimetic write "Your opening words" --workspace {ws.root}')
+                  f'mimetic write "Your opening words" --workspace {ws.root}\n'
+                  f"Measure the voice (style, memorization, names; about 10 minutes): mimetic evaluate --workspace {ws.root}")
 
 
 @app.command()

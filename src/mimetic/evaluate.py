@@ -524,14 +524,16 @@ def evaluate(
         timings["extraction_s"] = time.perf_counter() - t
         cache = {
             "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),
-            "groups": [rows[i]["doc_id"] for i in range(len(rows))], "samples": samples, "free": free,
+            "samples": samples, "free": free,
             "extraction": extraction, "timings": timings, "base_model": voice.base_model, "device": voice.device,
         }
         atomic_write_json(cache_path, cache)
     else:
         status("reusing the samples and NLL from the last evaluation of this run")
+    # resampling unit: a held-out document, or a held-out section when the split is by sections
+    groups = [f"{held_rows[i]['doc_id']}§{held_rows[i]['section']}" for i in range(len(cache["counts"]))]
     nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
-                        cache["groups"], config.bootstrap, config.seed)
+                        groups, config.bootstrap, config.seed)
     status("stylometry, memorization audit, names")
     t = time.perf_counter()
     training = _doc_texts(train_rows)
@@ -584,7 +586,8 @@ def headline(m: dict[str, Any]) -> list[str]:
     lines = [
         f"Fit: on writing the voice never saw, perplexity fell from {n['base']['ppl']:.1f} (base model) to "
         f"{n['voice']['ppl']:.1f}: held-out NLL {n['base']['nll']:.3f} → {n['voice']['nll']:.3f} nats/token, "
-        f"−{100 * n['drop']['value']:.1f}% (95% interval {100 * n['drop']['ci'][0]:.1f}–{100 * n['drop']['ci'][1]:.1f}%).",
+        f"{'down' if n['drop']['value'] >= 0 else 'UP'} {abs(100 * n['drop']['value']):.1f}% "
+        f"(95% interval {100 * n['drop']['ci'][0]:.1f} to {100 * n['drop']['ci'][1]:.1f}%).",
         f"Style: {_delta_name(st['metric'])} from your held-out writing — voice {d['voice_to_held_out']:.3f}, base model "
         f"{d['base_to_held_out']:.3f}; your own writing varies by {d['held_out_to_training']:.3f} (lower is closer).",
     ]
@@ -662,7 +665,8 @@ def _plots(m: dict[str, Any], plots: dict[str, Any], curve: list[tuple[int, floa
         for j, g in enumerate(dict.fromkeys(labels)):
             idx = [i for i, lab in enumerate(labels) if lab == g]
             ax.scatter(coords[idx, 0], coords[idx, 1], s=22 if g != "voice" else 40, label=g, color=palette[j % len(palette)],
-                       alpha=0.75, marker="o" if g not in ("voice", "base model") else "^")
+                       alpha=0.85, marker="o" if g not in ("voice", "base model") else "^",
+                       zorder=3 if g in ("voice", "base model") else 2, edgecolors="black" if g == "voice" else "none")
         ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
         ax.set_title(f"Style map: {m['stylometry']['n_mfw']} most-frequent words, {m['stylometry']['set_words']}-word sets", fontsize=10)
         out["pca"] = _png(fig)
@@ -780,7 +784,7 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
 {m['words']['voice_samples']:,} words of voice samples, {m['words']['base_samples']:,} of base-model samples, {m['words']['training']:,} training words</p>
 <ul class=head>{head}</ul>
 <h2>1. Fit: held-out NLL</h2>
-<p>Negative log-likelihood per token on your held-out writing ({n['tokens']:,} tokens from {n['documents']} documents or sections;
+<p>Negative log-likelihood per token on your held-out writing ({n['tokens']:,} tokens from {n['documents']} held-out documents or sections;
 95% intervals from {n['resamples']} bootstrap resamples of documents). Lower means the model predicts your unseen writing better.</p>
 <table><tr><th></th><th>NLL (nats/token)</th><th>95% interval</th><th>perplexity</th></tr>
 <tr><td>base model</td><td>{n['base']['nll']:.3f}</td><td>{n['base']['ci'][0]:.3f}–{n['base']['ci'][1]:.3f}</td><td>{n['base']['ppl']:.1f}</td></tr>
