@@ -38,3 +38,8 @@ def test_main_job_end_to_end(tmp_path, tiny_model):
     assert r.exit_code == 1 and "learning_rate" in r.output
     summary = json.loads(next((ws / "runs").glob("*/summary.json")).read_text())
     assert summary["base_model"] if "base_model" in summary else summary["run_id"]
+
+
+def test_evaluate_before_training_says_what_to_run(tmp_path):
+    r = runner.invoke(app, ["evaluate", "-w", str(tmp_path / "v")])
+    assert r.exit_code == 1 and "Traceback" not in r.output

@@ -98,3 +98,19 @@ def test_data_for_another_model_is_refused(ws, tiny_model):
 def test_resume_without_checkpoint(ws):
     with pytest.raises(MimeticError, match="no training run"):
         train(ws, resume=True, progress=False)
+
+
+def test_length_grouped_batches_cover_every_row_once_with_less_padding():
+    import random
+
+    from mimetic.train import epoch_batches, padding_share
+
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 512) for _ in range(1001)]
+    grouped = epoch_batches(lengths, TrainConfig(batch_size=4), 0)
+    plain = epoch_batches(lengths, TrainConfig(batch_size=4, group_by_length=False), 0)
+    for batches in (grouped, plain):
+        assert len(batches) == 251 and sorted(i for b in batches for i in b) == list(range(1001))
+    assert grouped == epoch_batches(lengths, TrainConfig(batch_size=4), 0)  # reproducible: exact resume
+    assert grouped != epoch_batches(lengths, TrainConfig(batch_size=4), 1)  # reshuffled every epoch
+    assert padding_share(lengths, grouped) < 0.05 < padding_share(lengths, plain)

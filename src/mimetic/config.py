@@ -112,6 +112,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     load_in_4bit: bool = False
+    group_by_length: bool = True
 
     def __post_init__(self) -> None:
         _check(self.lora_r > 0 and self.lora_alpha > 0, "train.lora_r and train.lora_alpha must be positive")

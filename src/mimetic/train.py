@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import TrainConfig, VoiceConfig, default_learning_rate
+from .config import TrainConfig, VoiceConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
 from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, check_free_disk
 
@@ -441,6 +441,7 @@ def train(
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
+    lengths = [len(r["input_ids"]) for r in train_rows]
     summary.update({
         "held_out_nll_drop": result.nll_drop,
         "base_ppl": math.exp(result.base_nll),
@@ -451,22 +452,59 @@ def train(
         "trainable_parameters": trainable,
         "total_parameters": total_params,
         "steps_per_epoch": steps_per_epoch,
+        "padding_share": padding_share(lengths, epoch_batches(lengths, config, 0)),
+        "padding_share_random_batches": padding_share(lengths, epoch_batches(lengths, replace(config, group_by_length=False), 0)),
         "planned_steps": sched["total"],
     })
     atomic_write_json(run_dir / "summary.json", summary)
     return result
 
 
-def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
-    """The examples of micro-batch ``micro_step``: a seeded permutation per epoch, so the data
-    position of any step can be recomputed on resume."""
+def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[list[int]]:
+    """Row indices of every micro-batch of ``epoch``, from a seeded permutation (so the data
+    position of any step can be recomputed on resume).
+
+    With ``config.group_by_length`` (the default), each block of ``32 × batch_size`` shuffled
+    rows is sorted by length before it is cut into batches, and the batches are then shuffled:
+    rows of similar length share a batch, so little of each batch is padding (the
+    ``group_by_length`` sampler of HF ``Trainer`` works the same way). The number of batches is
+    ``ceil(len(lengths) / batch_size)`` either way.
+    """
     import torch
 
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    bs = config.batch_size
+    if not config.group_by_length:
+        return [perm[i : i + bs] for i in range(0, len(perm), bs)]
+    block = 32 * bs
+    batches = []
+    for m in range(0, len(perm), block):
+        rows = sorted(perm[m : m + block], key=lambda i: lengths[i])
+        batches += [rows[i : i + bs] for i in range(0, len(rows), bs)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[k] for k in order]
+
+
+def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of token positions that are padding when each batch is padded to its longest row."""
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+    return 1.0 - sum(lengths[i] for b in batches for i in b) / max(1, padded)
+
+
+_EPOCH_CACHE: dict[tuple[int, int, int, bool, int], list[list[int]]] = {}  # one epoch's batches
+
+
+def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
+    """The examples of micro-batch ``micro_step`` (see :func:`epoch_batches`)."""
     per_epoch = max(1, math.ceil(len(rows) / config.batch_size))
     epoch, index = divmod(micro_step, per_epoch)
-    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    perm = torch.randperm(len(rows), generator=g).tolist()
-    return [rows[i] for i in perm[index * config.batch_size : (index + 1) * config.batch_size]]
+    lengths = [len(r["input_ids"]) for r in rows]
+    key = (hash(tuple(lengths)), config.batch_size, config.seed, config.group_by_length, epoch)
+    if key not in _EPOCH_CACHE:
+        _EPOCH_CACHE.clear()
+        _EPOCH_CACHE[key] = epoch_batches(lengths, config, epoch)
+    return [rows[i] for i in _EPOCH_CACHE[key][index]]
 
 
 def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline: float, config: TrainConfig) -> None:
