@@ -57,16 +57,48 @@ PROSE = [
 ]
 
 
+_WORDS = {
+    "adj": "quiet narrow bright heavy sudden pale crooked patient tired honest bitter gentle restless hollow silver "
+    "faded careful stubborn distant ordinary wooden".split(),
+    "noun": "kettle harbour letter garden river window sister morning lantern orchard ferry ladder teacup hedge "
+    "chimney notebook bicycle meadow attic violin staircase postcard umbrella".split(),
+    "verb": "waited sang leaned burned drifted trembled shone knocked wandered settled rattled lingered "
+    "vanished creaked softened".split(),
+    "prep": "beside beyond under across behind towards against near above through".split(),
+    "who": "my grandmother the neighbour nobody my brother the postman our teacher everyone a stranger".split(" "),
+    "did": "remembered ignored described mended painted doubted admired forgot questioned noticed".split(),
+    "adv": "slowly twice again carefully badly quietly at last once more all winter".split(" "),
+}
+
+
+def _sentence(rng) -> str:
+    w = {k: rng.choice(v) for k, v in _WORDS.items()}
+    noun2 = rng.choice(_WORDS["noun"])
+    forms = [
+        f"The {w['adj']} {w['noun']} {w['verb']} {w['prep']} the {noun2}, and {w['who']} {w['did']} it {w['adv']}.",
+        f"{w['who'].capitalize()} {w['did']} the {w['adj']} {w['noun']} {w['adv']}, {w['prep']} a {noun2} that {w['verb']}.",
+        f"When the {w['noun']} {w['verb']}, {w['who']} {w['did']} every {noun2} {w['prep']} the {w['adj']} house.",
+    ]
+    return rng.choice(forms)
+
+
 def make_corpus(root: Path, n_docs: int = 12, paragraphs: int = 12) -> Path:
-    """Write ``n_docs`` Markdown/text files of varied prose under ``root``; returns ``root``."""
+    """Write ``n_docs`` Markdown/text files of varied prose under ``root``; returns ``root``.
+
+    The sentences are drawn at random (seeded) from a small grammar, so documents and
+    paragraphs are distinct: ingest's duplicate detection keeps all of them.
+    """
+    import random
+
     root.mkdir(parents=True, exist_ok=True)
     for d in range(n_docs):
+        rng = random.Random(1000 + d)
         paras = []
         for p in range(paragraphs):
-            sentences = [PROSE[(d + p + k) % len(PROSE)] for k in range(3)]
+            sentences = [PROSE[(d + p) % len(PROSE)]] + [_sentence(rng) for _ in range(3)]
             paras.append(f"Entry {d}.{p}: " + " ".join(sentences))
         if d % 2:
-            body = f"---\ntitle: Essay {d}\ndate: 2020-01-{d + 1:02d}\n---\n\n" + "\n\n".join(paras)
+            body = f"---\ntitle: Essay {d}\ndate: 2020-01-{d % 28 + 1:02d}\n---\n\n" + "\n\n".join(paras)
             (root / f"essay-{d}.md").write_text(body, encoding="utf-8")
         else:
             (root / f"note-{d}.txt").write_text("\n\n".join(paras), encoding="utf-8")

@@ -25,7 +25,7 @@ def test_main_job_end_to_end(tmp_path, tiny_model):
     ws = tmp_path / "voice"
     r = runner.invoke(app, ["voice", str(corpus), "-w", str(ws), "--base-model", tiny_model, "--time-budget", "1"])
     assert r.exit_code == 0, r.output
-    for part in ("Corpus", "held-out NLL, base model", "Side by side"):
+    for part in ("Your corpus", "held-out NLL, base model", "Side by side"):
         assert part in r.output
     assert (ws / "mimetic.toml").exists() and list((ws / "compare").glob("*.html"))
     r = runner.invoke(app, ["write", "The kettle", "-w", str(ws), "-n", "5", "--seed", "1"])

@@ -9,6 +9,7 @@ import pytest
 from conftest import SHARED, make_corpus
 from mimetic import IngestConfig, MimeticError, Workspace, ingest
 from mimetic.ingest import clean_markdown, decode_bytes, load_corpus, paragraphs, split_front_matter, strip_gutenberg
+from mimetic.readers import ReadError
 
 MD = """---
 title: "On kettles"
@@ -89,7 +90,7 @@ def test_decoding(raw, expected_enc):
 
 
 def test_binary_file_is_rejected():
-    with pytest.raises(ValueError, match="binary"):
+    with pytest.raises(ReadError, match="binary"):
         decode_bytes(b"\x00\x01\x02PK\x00\x00" * 100)
 
 
@@ -106,7 +107,8 @@ def test_ingest_provenance_skips_and_originals_untouched(tmp_path):
     assert "[ingest]" in ws.config_path.read_text()  # the resolved config is recorded
     reasons = {Path(f.path).name: f.skipped for f in result.skipped}
     assert reasons["empty.txt"] == "empty file"
-    assert "not read by this version" in reasons["book.docx"]
+    assert "not a valid .docx" in reasons["book.docx"]
+    assert {Path(f.path).name for f in result.problems} == {"empty.txt", "book.docx", "blob.txt"}
     assert "binary" in reasons["blob.txt"]
     dup = [n for n in ("copy.txt", "note-0.txt") if n in reasons]
     assert len(dup) == 1 and reasons[dup[0]].startswith("exact duplicate of")

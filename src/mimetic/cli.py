@@ -87,47 +87,100 @@ def _words(n: int) -> str:
 
 
 def _ingest_report(result: Any) -> None:
-    by_fmt: dict[str, list[int]] = {}
-    for f in result.kept:
-        by_fmt.setdefault(f.format, [0, 0])
-        by_fmt[f.format][0] += 1
-        by_fmt[f.format][1] += f.words
-    t = Table(title="Corpus", show_edge=False)
-    t.add_column("format")
-    t.add_column("files", justify="right")
-    t.add_column("words", justify="right")
-    for fmt, (n, w) in sorted(by_fmt.items()):
-        t.add_row(fmt, str(n), _words(w))
-    t.add_row("[bold]kept", f"[bold]{len(result.kept)}", f"[bold]{_words(result.words)}")
+    rep = result.report
+    t = Table(title="Your corpus", show_edge=False)
+    for col, just in (("format", "left"), ("documents", "right"), ("words", "right")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for fmt, row in rep["by_format"].items():
+        t.add_row(fmt, f"{row['documents']:,}", _words(row["words"]))
+    t.add_row("[bold]kept", f"[bold]{rep['documents']:,}", f"[bold]{_words(rep['words'])}")
     console.print(t)
+    if result.reused:
+        console.print(f"[dim]{result.reused:,} unchanged files reused from the last ingest, {result.read:,} read.[/]")
+    if result.writer:
+        console.print(f"Mail and chat: kept what [bold]{escape(result.writer)}[/] wrote (change with --author).")
+    if rep.get("mixed_languages"):
+        langs = ", ".join(f"{k} {v:,}" for k, v in rep["by_language"].items())
+        console.print(f"[yellow]Several languages[/] (words: {langs}); a small model learns each from less text.")
+    if rep["words_removed"]:
+        r = Table(title="Removed", show_edge=False)
+        r.add_column("reason")
+        r.add_column("words", justify="right")
+        for why, n in rep["words_removed"].items():
+            r.add_row(why, _words(n))
+        console.print(r)
+    if rep["redacted"]:
+        console.print("Redacted: " + ", ".join(f"{n:,} {k}" for k, n in rep["redacted"].items()))
     if result.skipped:
         s = Table(title=f"Skipped ({len(result.skipped)})", show_edge=False)
         s.add_column("file", overflow="fold")
-        s.add_column("reason")
-        for f in result.skipped[:30]:
-            s.add_row(f.path, f.skipped or "")
-        if len(result.skipped) > 30:
-            s.add_row(f"… and {len(result.skipped) - 30} more", "see corpus/manifest.json")
+        s.add_column("reason", overflow="fold")
+        shown = sorted(result.skipped, key=lambda f: not f.problem)[:25]
+        for f in shown:
+            s.add_row(escape(f.path + (f" ({f.part})" if f.part else "")), ("[red]" if f.problem else "") + escape(f.skipped or ""))
+        if len(result.skipped) > len(shown):
+            s.add_row(f"… and {len(result.skipped) - len(shown)} more", "see corpus/manifest.json")
         console.print(s)
+    if result.names:
+        top = ", ".join(f"{n['name']} {n['count']}" for n in result.names[:12])
+        console.print(f"Names the model will learn (mentions): {escape(top)}. [dim]Full list: corpus/names.json; "
+                      "give aliases with --alias or leave them out with --exclude-name.[/]")
+    console.print(f"Every removal and why: {result.corpus_dir / 'review.json'} · report: {result.corpus_dir / 'report.html'}")
+
+
+def _alias_map(aliases: list[str] | None) -> dict[str, str] | None:
+    if not aliases:
+        return None
+    out = {}
+    for a in aliases:
+        if "=" not in a or not a.split("=", 1)[0].strip():
+            raise MimeticError(f"--alias {a!r} is not NAME=REPLACEMENT.", 'Example: --alias "Anna Berg=A."')
+        k, v = a.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _csv(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 @app.command()
 @_friendly
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="Files or folders of your writing (.txt, .md)."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Files or folders of your writing: txt, md, gmi, html, docx, odt, rtf, epub, pdf, eml, mbox, json, zip."
+    ),
     workspace: Path = WorkspaceOpt,
+    author: Optional[list[str]] = typer.Option(None, "--author", help="Your e-mail address or name: mail and chat keep only what you wrote (repeatable)."),
+    redact: Optional[list[str]] = typer.Option(None, help="Replace personal data with placeholders: emails,urls,phones,ips,cards."),
+    alias: Optional[list[str]] = typer.Option(None, help='Replace a name everywhere: "Real Name=Other" (repeatable).'),
+    exclude_name: Optional[list[str]] = typer.Option(None, help="Leave out paragraphs that mention this name (repeatable)."),
+    keep: Optional[list[str]] = typer.Option(None, help="Never remove files matching this pattern as duplicates or boilerplate (repeatable)."),
+    near_duplicate_threshold: Optional[float] = typer.Option(None, help="Similarity (0–1) from which texts count as near duplicates (default 0.8)."),
     min_words: Optional[int] = typer.Option(None, help="Skip documents shorter than this many words."),
 ) -> None:
-    """Read and clean your writing into the voice's corpus (your files are never changed)."""
+    """Read and clean your writing into the voice's corpus (your files are never changed).
+
+    Exit status 0 when every file was read, 3 when some could not be (they are listed; the
+    rest of the corpus is ready).
+    """
     from .ingest import ingest as run
 
     ws = Workspace.open(workspace)
     vc = ws.load_config()
-    vc.ingest = cfg.replace(vc.ingest, min_words=min_words)
-    with console.status("Reading your writing…"):
-        result = run(paths, ws, vc.ingest)
+    vc.ingest = cfg.replace(
+        vc.ingest, min_words=min_words, authors=author or None, redact=_csv(redact), aliases=_alias_map(alias),
+        exclude_names=exclude_name or None, keep=keep or None, near_duplicate_threshold=near_duplicate_threshold,
+    )
+    with console.status("Reading your writing…") as status:
+        result = run(paths, ws, vc.ingest, progress=lambda n, total, path: status.update(f"Reading your writing… {n:,}/{total:,}"))
     _ingest_report(result)
     console.print(f"Cleaned documents and provenance: {ws.corpus_dir}")
+    if result.problems:
+        err.print(f"[yellow]{len(result.problems)} file(s) could not be read[/] (listed above, and in corpus/report.html).")
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -20,23 +20,59 @@ EMBEDDED_MODEL = "smollm2-135m-instruct"
 
 @dataclass
 class IngestConfig:
-    """How ``mimetic ingest`` reads and cleans a folder of writing.
+    """How ``mimetic ingest`` reads, cleans and deduplicates a folder of writing.
 
     Attributes:
         min_words: documents with fewer words after cleaning are skipped (a title, a stub).
-        max_file_mb: files larger than this (MiB) are skipped with a reason, never half-read.
+        max_file_mb: files (and zip members, uncompressed) larger than this (MiB) are skipped
+            with a reason, never half-read.
         join_wrapped_lines: join hard-wrapped lines inside a paragraph into one line.
-        remove_blockquotes: drop Markdown ``>`` quotations (usually other people's words).
+        remove_blockquotes: drop quotations (Markdown ``>``, HTML ``blockquote`` in EPUB):
+            usually other people's words.
+        authors: the writer's e-mail addresses or names. Mail and chat exports keep only
+            what they wrote; empty: the most frequent sender is taken as the writer.
+        redact: personal data to replace with stable placeholders: any of ``emails``,
+            ``urls``, ``phones``, ``ips``, ``cards``.
+        aliases: names to replace everywhere (``{"Anna Berg": "A."}``), e.g. to keep a
+            small model from taking someone else's name as its own.
+        exclude_names: paragraphs that mention any of these names are left out.
+        keep: glob patterns of source paths never removed as duplicates or boilerplate.
+        near_duplicate_threshold: Jaccard similarity of word shingles at or above which a
+            document or long paragraph is a near duplicate (default 0.8).
+        shingle_words: words per shingle for near-duplicate detection (default 5).
+        min_duplicate_paragraph_words: shorter paragraphs ("Yes.", "Thanks!") are never
+            removed as duplicates.
+        boilerplate_min_documents, boilerplate_share: a paragraph of at most 80 words
+            found in at least this many documents and this share of them is boilerplate
+            (a blog footer, an e-mail disclaimer) and removed everywhere.
+        names_report: how many names the names report lists.
     """
 
     min_words: int = 20
     max_file_mb: float = 64.0
     join_wrapped_lines: bool = True
     remove_blockquotes: bool = True
+    authors: list[str] = field(default_factory=list)
+    redact: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    exclude_names: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)
+    near_duplicate_threshold: float = 0.8
+    shingle_words: int = 5
+    min_duplicate_paragraph_words: int = 8
+    boilerplate_min_documents: int = 5
+    boilerplate_share: float = 0.05
+    names_report: int = 50
 
     def __post_init__(self) -> None:
         _check(self.min_words >= 0, "ingest.min_words must be 0 or more")
         _check(self.max_file_mb > 0, "ingest.max_file_mb must be positive")
+        _check(0 < self.near_duplicate_threshold <= 1, "ingest.near_duplicate_threshold must be in (0, 1]")
+        _check(1 <= self.shingle_words <= 20, "ingest.shingle_words must be between 1 and 20")
+        _check(self.boilerplate_min_documents >= 2, "ingest.boilerplate_min_documents must be 2 or more")
+        _check(0 <= self.boilerplate_share <= 1, "ingest.boilerplate_share must be in [0, 1]")
+        bad = [k for k in self.redact if k not in ("emails", "urls", "phones", "ips", "cards")]
+        _check(not bad, f"ingest.redact: unknown kind(s) {', '.join(bad)}; choose from emails, urls, phones, ips, cards")
 
 
 @dataclass
