@@ -65,9 +65,9 @@ _WORDS = {
     "verb": "waited sang leaned burned drifted trembled shone knocked wandered settled rattled lingered "
     "vanished creaked softened".split(),
     "prep": "beside beyond under across behind towards against near above through".split(),
-    "who": "my grandmother the neighbour nobody my brother the postman our teacher everyone a stranger".split(" "),
+    "who": "my grandmother|the neighbour|nobody|my brother|the postman|our teacher|everyone|a stranger".split("|"),
     "did": "remembered ignored described mended painted doubted admired forgot questioned noticed".split(),
-    "adv": "slowly twice again carefully badly quietly at last once more all winter".split(" "),
+    "adv": "slowly|twice|again|carefully|badly|quietly|at last|once more|all winter".split("|"),
 }
 
 

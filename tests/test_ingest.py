@@ -5,11 +5,12 @@ import re
 from pathlib import Path
 
 import pytest
+from collections import Counter
 
 from conftest import SHARED, make_corpus
 from mimetic import IngestConfig, MimeticError, Workspace, ingest
 from mimetic.ingest import clean_markdown, decode_bytes, load_corpus, paragraphs, split_front_matter, strip_gutenberg
-from mimetic.readers import ReadError
+from mimetic.readers import ReadError, count_words
 
 MD = """---
 title: "On kettles"
@@ -167,3 +168,211 @@ def test_real_gutenberg_files_in_two_encodings(tmp_path):
     sherlock = next(d for d in load_corpus(ws) if "sherlock" in d["path"])
     assert any("Holmes" in p for p in sherlock["paragraphs"][:50])
     assert os.access(SHARED / "raw" / "gutenberg" / "emma_158-0.txt", os.R_OK)
+
+
+# --------------------------------------------------------------------------------------------
+# Full breadth: bad input, duplicates, boilerplate, redaction, names, re-runs
+
+
+def _prose(seed: int, n: int = 6) -> str:
+    import random
+
+    from conftest import _sentence
+
+    rng = random.Random(seed)
+    return "\n\n".join(" ".join(_sentence(rng) for _ in range(3)) for _ in range(n))
+
+
+def test_bad_inputs_are_skipped_with_reasons_and_nothing_stops_ingest(tmp_path):
+    from typer.testing import CliRunner
+
+    from mimetic.cli import app
+
+    src = tmp_path / "writing"
+    src.mkdir()
+    (src / "good.txt").write_text(_prose(1))
+    (src / "empty.md").write_bytes(b"")
+    (src / "blob.txt").write_bytes(bytes(range(256)) * 40)
+    (src / "broken.docx").write_bytes(b"PK\x03\x04" + b"\x00" * 50)
+    (src / "broken.epub").write_bytes(b"PK\x03\x04 truncated")
+    (src / "archive.zip").write_bytes(b"PK\x05\x06 not really")
+    (src / "huge.txt").write_text(_prose(2, 400))
+    (src / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    (src / "loop").symlink_to(src, target_is_directory=True)
+    (src / "dangling.txt").symlink_to(src / "missing.txt")
+    os.mkfifo(src / "pipe.txt")
+    ws = Workspace.open(tmp_path / "voice")
+    result = ingest([src], ws, IngestConfig(max_file_mb=0.01))
+    reasons = {Path(f.path).name: f.skipped for f in result.skipped}
+    assert [Path(f.path).name for f in result.kept] == ["good.txt"]
+    assert reasons["empty.md"] == "empty file"
+    assert "binary" in reasons["blob.txt"]
+    assert "not a valid .docx" in reasons["broken.docx"] and "not a valid EPUB" in reasons["broken.epub"]
+    assert "not a valid zip" in reasons["archive.zip"]
+    assert "larger than" in reasons["huge.txt"]
+    assert "unsupported file type .jpg" in reasons["photo.jpg"]
+    assert "cannot read" in reasons["dangling.txt"] and "not a regular file" in reasons["pipe.txt"]
+    assert "already read" in reasons["loop"]
+    assert {Path(f.path).name for f in result.problems} >= {"empty.md", "blob.txt", "broken.docx", "archive.zip", "huge.txt"}
+    assert "photo.jpg" not in {Path(f.path).name for f in result.problems}
+    report = json.loads((ws.corpus_dir / "report.json").read_text())
+    assert len(report["problems"]) == len(result.problems)
+    r = CliRunner().invoke(app, ["ingest", str(src), "-w", str(tmp_path / "voice2")])
+    assert r.exit_code == 3 and "could not be read" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can read files whatever their permissions")
+def test_unreadable_file_is_skipped(tmp_path):
+    src = tmp_path / "w"
+    src.mkdir()
+    (src / "good.txt").write_text(_prose(1))
+    (src / "secret.txt").write_text(_prose(2))
+    (src / "secret.txt").chmod(0)
+    result = ingest([src], Workspace.open(tmp_path / "voice"))
+    assert "cannot read" in next(f.skipped for f in result.skipped if f.path.endswith("secret.txt"))
+
+
+def test_ten_thousand_files(tmp_path):
+    src = tmp_path / "notes"
+    for d in range(10):
+        (src / f"year-{d}").mkdir(parents=True)
+    import random
+
+    from conftest import _sentence
+
+    rng = random.Random(0)
+    for i in range(10_000):
+        (src / f"year-{i % 10}" / f"note-{i}.txt").write_text(f"Note {i}. " + " ".join(_sentence(rng) for _ in range(2)))
+    result = ingest([src], Workspace.open(tmp_path / "voice"), IngestConfig(min_words=5))
+    assert len(result.files) == 10_000 and len(result.kept) > 9_900
+
+
+def test_near_duplicates_review_and_keep(tmp_path):
+    src = tmp_path / "w"
+    src.mkdir()
+    original = _prose(3, 8)
+    (src / "post.md").write_text("---\ntitle: Post\n---\n\n" + original)
+    (src / "post-mirror.gmi").write_text("# Post\n\n" + original.replace("the", "a", 3) + "\n\n=> https://example.com/ Home")
+    (src / "other.txt").write_text(_prose(4, 8))
+    ws = Workspace.open(tmp_path / "voice")
+    result = ingest([src], ws)
+    mirror = next(f for f in result.files if f.path.endswith(".gmi"))
+    assert mirror.skipped.startswith("near duplicate of") and mirror.skipped.split(" of ")[1].startswith(str(src / "post.md"))
+    review = json.loads((ws.corpus_dir / "review.json").read_text())["removals"]
+    [entry] = [r for r in review if r["what"] == "document"]
+    assert entry["reason"] == "near duplicate" and entry["duplicate_of"] == str(src / "post.md") and 0.8 <= entry["similarity"] <= 1
+    assert len(ingest([src], ws, IngestConfig(keep=["*.gmi"])).kept) == 3
+    assert len(ingest([src], ws, IngestConfig(near_duplicate_threshold=1.0)).kept) == 3
+
+
+def test_boilerplate_and_duplicate_paragraphs_are_removed(tmp_path):
+    src = tmp_path / "blog"
+    src.mkdir()
+    footer = "Thanks for reading! Subscribe to the newsletter for more posts like this one."
+    quote = "This long paragraph was pasted into two of my posts and should only be learned once by the model, not twice."
+    for i in range(12):
+        extra = f"\n\n{quote}" if i in (2, 7) else ""
+        (src / f"post-{i}.md").write_text(_prose(10 + i) + extra + f"\n\n{footer}")
+    ws = Workspace.open(tmp_path / "voice")
+    result = ingest([src], ws)
+    text = "\n".join(p for d in load_corpus(ws) for p in d["paragraphs"])
+    assert footer not in text and text.count(quote) == 1
+    reasons = Counter(r["reason"] for r in result.removals)
+    assert reasons["boilerplate (repeated in many documents)"] == 12 and reasons["duplicate paragraph"] == 1
+    assert result.report["words_removed"]["boilerplate (repeated in many documents)"] == 12 * 13
+
+
+def test_redaction_aliases_exclusions_and_names_report(tmp_path):
+    src = tmp_path / "w"
+    src.mkdir()
+    body = (
+        "Write to me at ann.writer@example.com or call +44 20 7946 0958 before Friday.\n\n"
+        "Marta Klein said the harbour was grey, and Marta Klein is usually right about harbours.\n\n"
+        "Jonas Berg never replied, which is like Jonas Berg.\n\nMy card 4111 1111 1111 1111 expired in 1999.\n\n"
+        "See https://ann.example.com/about or mail ann.writer@example.com again, on 12/03/2020.\n\n"
+    )
+    (src / "a.txt").write_text(body + _prose(5))
+    (src / "b.txt").write_text("Marta Klein came by again. Marta Klein stayed for tea.\n\n" + _prose(6))
+    ws = Workspace.open(tmp_path / "voice")
+    cfg = IngestConfig(redact=["emails", "phones", "urls", "cards"], aliases={"Marta Klein": "M."}, exclude_names=["Jonas"])
+    result = ingest([src], ws, cfg)
+    text = "\n".join(p for d in load_corpus(ws) for p in d["paragraphs"])
+    assert "example.com" not in text and "7946" not in text and "4111" not in text and "Jonas" not in text
+    assert text.count("[EMAIL_1]") == 2 and "[PHONE_1]" in text and "[URL_1]" in text and "[CARD_1]" in text
+    assert "1999" in text and "12/03/2020" in text  # years and dates are not phone numbers
+    assert "Marta" not in text and text.count("M.") >= 4
+    assert any(r["reason"] == "mentions an excluded name" for r in result.removals)
+    assert result.report["redacted"] == {"emails": 2, "urls": 1, "cards": 1, "phones": 1}
+    names = json.loads((ws.corpus_dir / "names.json").read_text())["names"]
+    assert all(n["name"] not in ("Marta", "Jonas") for n in names)
+    plain = ingest([src], Workspace.open(tmp_path / "voice2"))
+    top = {n["name"]: n for n in plain.names}
+    assert top["Marta"]["count"] == 4 and top["Marta"]["documents"] == 2 and top["Klein"]["count"] == 4
+
+
+def test_mail_keeps_the_most_frequent_sender_unless_told(tmp_path):
+    import mailbox
+    from email.message import EmailMessage
+
+    box = mailbox.mbox(str(tmp_path / "in" / "mail.mbox"), create=True) if (tmp_path / "in").mkdir() is None else None
+    for i, sender in enumerate(["ann@example.com"] * 3 + ["bob@example.org"]):
+        m = EmailMessage()
+        m["From"], m["Subject"], m["Date"] = sender, f"Note {i}", "Tue, 03 Mar 2020 10:00:00 +0000"
+        m.set_content(_prose(20 + i, 3))
+        box.add(m)
+    box.close()
+    result = ingest([tmp_path / "in"], Workspace.open(tmp_path / "voice"))
+    assert result.writer == "ann@example.com" and len(result.kept) == 3
+    assert all(f.date.startswith("2020-03-03") for f in result.kept)
+    told = ingest([tmp_path / "in"], Workspace.open(tmp_path / "voice"), IngestConfig(authors=["bob@example.org"]))
+    assert len(told.kept) == 1 and told.kept[0].author == "bob@example.org"
+
+
+def test_rerun_reads_only_new_or_changed_files(tmp_path):
+    src = make_corpus(tmp_path / "w", n_docs=6)
+    ws = Workspace.open(tmp_path / "voice")
+    first = ingest([src], ws)
+    assert first.read == 6 and first.reused == 0
+    (src / "note-0.txt").write_text(_prose(99))
+    (src / "new.md").write_text(_prose(98))
+    again = ingest([src], ws)
+    assert again.reused == 5 and again.read == 2 and len(again.kept) == 7
+    changed = next(d for d in load_corpus(ws) if d["path"].endswith("note-0.txt"))
+    assert changed["paragraphs"][0] in _prose(99)
+
+
+@pytest.mark.skipif(not (SHARED / "raw" / "blog").exists(), reason="shared corpora not present")
+def test_real_blog_gemini_twins_are_near_duplicates(tmp_path):
+    result = ingest([SHARED / "raw" / "blog"], Workspace.open(tmp_path / "voice"))
+    by_path = {f.path: f for f in result.files}
+    gmi = [f for f in result.files if f.path.endswith(".gmi")]
+    assert len(gmi) == 26
+    for f in gmi:
+        twin = by_path[f.path[:-4] + ".md"]
+        if twin.skipped and twin.skipped.startswith("only 0 words"):
+            continue  # the .md is a front-matter stub ("outputs: [gemtext]"): the .gmi is the only copy
+        assert f.skipped and f.skipped.startswith(("near duplicate of", "exact duplicate of")), f.path
+        assert f.skipped.split(" of ", 1)[1].startswith(twin.path)
+    assert sum(1 for f in gmi if (f.skipped or "").startswith(("near", "exact"))) >= 17
+
+
+@pytest.mark.skipif(not (SHARED / "raw" / "gutenberg").exists(), reason="shared corpora not present")
+def test_real_gutenberg_editions_match_the_clean_texts(tmp_path):
+    from mimetic.readers import ReadOptions, read_bytes
+
+    clean = {
+        "emma": count_words((SHARED / "authors" / "austen" / "emma.txt").read_text()),
+        "sherlock": count_words((SHARED / "authors" / "doyle" / "adventures_of_sherlock_holmes.txt").read_text()),
+    }
+    for name, book, tolerance in [
+        ("emma_158-0.txt", "emma", 0.03), ("sherlock_1661-8.txt", "sherlock", 0.03),
+        ("emma_158-h.htm", "emma", 0.03), ("emma_158.pdf", "emma", 0.05),
+    ]:
+        [(_, _, value)] = read_bytes(name, (SHARED / "raw" / "gutenberg" / name).read_bytes(), ReadOptions())
+        if isinstance(value, ReadError):
+            assert name.endswith(".pdf") and str(value)  # a PDF may be skipped, with a reason
+            continue
+        text = "\n".join(p for d in value for p in d.paragraphs)
+        words = count_words(text)
+        assert abs(words - clean[book]) <= tolerance * clean[book], (name, words, clean[book])
+        assert not re.search(r"gutenberg|\*\*\* ?(START|END)|www\.|this e-?book|full licen[cs]e", text, re.IGNORECASE), name

@@ -510,7 +510,7 @@ def near_duplicates(texts: list[str], threshold: float = 0.8, shingle_words: int
     hashes = dict(zip(idx, MinHash.bulk([shingles[i] for i in idx], num_perm=128)))
     # LSH bands tuned for recall (false negatives weigh 0.95): every candidate is then checked
     # against the MinHash similarity estimate, so a false positive costs one comparison.
-    lsh = MinHashLSH(threshold=threshold, num_perm=128, weights=(0.05, 0.95))
+    lsh = MinHashLSH(threshold=min(threshold, 0.95), num_perm=128, weights=(0.05, 0.95))
     out: dict[int, tuple[int, float]] = {}
     for i in idx:
         m = hashes[i]
