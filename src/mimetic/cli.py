@@ -11,6 +11,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -115,11 +116,24 @@ def _ingest_report(result: Any) -> None:
         s = Table(title=f"Skipped ({len(result.skipped)})", show_edge=False)
         s.add_column("file", overflow="fold")
         s.add_column("reason", overflow="fold")
-        shown = sorted(result.skipped, key=lambda f: not f.problem)[:25]
-        for f in shown:
-            s.add_row(escape(f.path + (f" ({f.part})" if f.part else "")), ("[red]" if f.problem else "") + escape(f.skipped or ""))
-        if len(result.skipped) > len(shown):
-            s.add_row(f"… and {len(result.skipped) - len(shown)} more", "see corpus/manifest.json")
+
+        def short(f: Any) -> str:
+            name = "/".join(Path(f.path.split("!")[0]).parts[-2:]) + ("!" + f.path.split("!", 1)[1] if "!" in f.path else "")
+            return escape(name + (f" ({f.part})" if f.part else ""))
+
+        problems = result.problems
+        for f in problems[:20]:
+            s.add_row(short(f), "[red]" + escape(f.skipped or ""))
+        if len(problems) > 20:
+            s.add_row(f"… and {len(problems) - 20} more that could not be read", "see corpus/report.html")
+        groups: dict[str, list[Any]] = {}
+        for f in result.skipped:
+            if not f.problem:
+                key = re.sub(r"\d+", "N", f.skipped.split(" of ")[0].split(" (")[0].split(",")[0])
+                groups.setdefault(key, []).append(f)
+        for why, fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            example = escape(fs[0].skipped or "")
+            s.add_row(short(fs[0]) + (f" [dim]and {len(fs) - 1} more[/]" if len(fs) > 1 else ""), example)
         console.print(s)
     if result.names:
         top = ", ".join(f"{n['name']} {n['count']}" for n in result.names[:12])
