@@ -114,3 +114,39 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     assert grouped == epoch_batches(lengths, TrainConfig(batch_size=4), 0)  # reproducible: exact resume
     assert grouped != epoch_batches(lengths, TrainConfig(batch_size=4), 1)  # reshuffled every epoch
     assert padding_share(lengths, grouped) < 0.05 < padding_share(lengths, plain)
+
+
+def test_packing_gives_the_same_nll_with_almost_no_padding(tiny_model):
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    from mimetic.train import collate, pack, padding_share, token_nll_sum
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(9):
+        ids = [rng.randrange(100, 5000) for _ in range(rng.randint(8, 60))]
+        rows.append({"input_ids": ids, "labels": list(ids)})
+    packed = pack(rows, 64)
+    assert sorted(len(r["input_ids"]) for r in rows) != sorted(len(r["input_ids"]) for r in packed)
+    assert sum(len(r["input_ids"]) for r in packed) == sum(len(r["input_ids"]) for r in rows)
+    assert all(len(r["input_ids"]) <= 64 for r in packed) and len(packed) < len(rows)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa").eval()
+    noop = torch.autocast("cpu", enabled=False)
+    with torch.no_grad():
+        one_by_one = [token_nll_sum(model, collate([r], 0), "cpu", lambda: noop) for r in rows]
+        together = token_nll_sum(model, collate(packed, 0), "cpu", lambda: noop)
+    assert together[1] == sum(c for _, c in one_by_one)
+    assert float(together[0]) == pytest.approx(sum(float(s) for s, _ in one_by_one), rel=1e-5)
+    lengths = [len(r["input_ids"]) for r in rows]
+    plengths = [len(r["input_ids"]) for r in packed]
+    assert padding_share(plengths, [list(range(len(packed)))]) < padding_share(lengths, [list(range(len(rows)))])
+
+
+def test_training_with_packing(ws, tiny_model):
+    r = train(ws, cfg(tiny_model, packing=True, max_steps=3))
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert summary["packed_rows"] < summary["steps_per_epoch"] * 2 * 4
+    assert summary["padding_share"] <= summary["padding_share_unpacked"]
+    assert math.isfinite(r.best_nll)

@@ -71,19 +71,75 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
 
 def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     """Right-pad a list of examples into tensors ``input_ids``, ``attention_mask``, ``labels``
-    of shape ``(batch, longest)``; padded label positions are ``-100``."""
+    of shape ``(batch, longest)``; padded label positions are ``-100``.
+
+    Packed rows (with ``position_ids``, see :func:`pack`) also get ``position_ids``; their
+    padding is a segment of its own (positions restart at 0), so the model needs no
+    attention mask, and ``attention_mask`` only marks real tokens for counting."""
     import torch
 
     n = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), n), dtype=torch.long)
     labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)
+    packed = all("position_ids" in r for r in rows)
+    pos = torch.zeros((len(rows), n), dtype=torch.long) if packed else None
     for i, r in enumerate(rows):
         k = len(r["input_ids"])
         ids[i, :k] = torch.tensor(r["input_ids"])
         mask[i, :k] = 1
         labels[i, :k] = torch.tensor(r["labels"])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if pos is not None:
+            pos[i, :k] = torch.tensor(r["position_ids"])
+            pos[i, k:] = torch.arange(n - k)
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if pos is not None:
+        out["position_ids"] = pos
+    return out
+
+
+def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
+    """Pack whole examples into rows of at most ``max_len`` tokens (first-fit decreasing).
+
+    Each packed row carries ``position_ids`` that restart at 0 for every example, which is how
+    transformers recognises packed sequences and keeps attention inside each example (a
+    block-diagonal causal mask; ``masking_utils.find_packed_sequence_indices``). The first
+    label of every example is ``-100``, so no example is asked to predict the next one's first
+    token: the summed NLL equals that of the examples run one by one. Deterministic (no RNG),
+    so a resumed run packs identically. Examples longer than ``max_len`` stay alone.
+
+    Args:
+        rows: examples with ``input_ids`` and ``labels`` (lists of int).
+        max_len: longest packed row, in tokens.
+
+    Returns:
+        Packed rows with ``input_ids``, ``labels`` and ``position_ids``.
+    """
+    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]["input_ids"]), i))
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = len(rows[i]["input_ids"])
+        for b, free in enumerate(room):
+            if n <= free:
+                bins[b].append(i)
+                room[b] -= n
+                break
+        else:
+            bins.append([i])
+            room.append(max_len - n)
+    out = []
+    for b in bins:
+        ids: list[int] = []
+        labels: list[int] = []
+        pos: list[int] = []
+        for i in b:
+            r = rows[i]
+            ids += list(r["input_ids"])
+            labels += [IGNORE_INDEX] + list(r["labels"][1:])
+            pos += list(range(len(r["input_ids"])))
+        out.append({"input_ids": ids, "labels": labels, "position_ids": pos})
+    return out
 
 
 def token_nll_sum(model: Any, batch: dict[str, Any], device: str, autocast: Any) -> tuple[Any, int]:
@@ -92,7 +148,12 @@ def token_nll_sum(model: Any, batch: dict[str, Any], device: str, autocast: Any)
 
     batch = {k: v.to(device) for k, v in batch.items()}
     with autocast():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # use_cache=False: no KV cache is needed to score text, and transformers only reads packed
+        # sequences from position ids when there is no cache
+        if "position_ids" in batch:  # packed: attention kept inside each example by position ids
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     logits = logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
@@ -272,6 +333,9 @@ def train(
     held_rows = load_split(workspace, "held_out")
     train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in train_rows]
     held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in held_rows]
+    unpacked_lengths = [len(r["input_ids"]) for r in train_rows]
+    if config.packing:
+        train_rows = pack(train_rows, max(unpacked_lengths))
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit)
     if config.load_in_4bit:
@@ -453,7 +517,11 @@ def train(
         "total_parameters": total_params,
         "steps_per_epoch": steps_per_epoch,
         "padding_share": padding_share(lengths, epoch_batches(lengths, config, 0)),
-        "padding_share_random_batches": padding_share(lengths, epoch_batches(lengths, replace(config, group_by_length=False), 0)),
+        "padding_share_unpacked": padding_share(unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, packing=False), 0)),
+        "padding_share_random_batches": padding_share(
+            unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)
+        ),
+        "packed_rows": len(train_rows) if config.packing else None,
         "planned_steps": sched["total"],
     })
     atomic_write_json(run_dir / "summary.json", summary)
