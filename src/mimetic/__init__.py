@@ -10,13 +10,15 @@ The Python API mirrors the pipeline, one function and one config object per stag
     mimetic.write(ws, "The morning after the storm")          # GenerateConfig
     mimetic.compare(ws, mimetic.held_out_prompts(ws))
     mimetic.evaluate(ws, references="~/reference-authors")   # EvaluateConfig
+    mimetic.export(ws)                                        # ExportConfig
 
 Heavy libraries (torch, transformers) are imported only when a stage needs them.
 """
 
-from .config import EvaluateConfig, GenerateConfig, IngestConfig, PrepareConfig, TrainConfig, VoiceConfig, default_learning_rate
+from .config import EvaluateConfig, ExportConfig, GenerateConfig, IngestConfig, PrepareConfig, TrainConfig, VoiceConfig, default_learning_rate
 from .errors import MimeticError, TrainingInterrupted
 from .evaluate import evaluate
+from .export import export
 from .generate import Voice, compare, held_out_prompts, read_prompts, write
 from .ingest import ingest
 from .prepare import prepare
@@ -28,6 +30,8 @@ __version__ = "0.1.0"
 __all__ = [
     "EvaluateConfig",
     "evaluate",
+    "ExportConfig",
+    "export",
     "GenerateConfig",
     "IngestConfig",
     "PrepareConfig",

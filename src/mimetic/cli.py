@@ -423,6 +423,45 @@ def voice(
 
 @app.command()
 @_friendly
+def export(
+    run: Optional[str] = typer.Argument(None, help="Run to export (default: the latest; see `mimetic runs`)."),
+    workspace: Path = WorkspaceOpt,
+    format: Optional[str] = typer.Option(None, "--format", help="Comma-separated: adapter,merged,gguf,lora-gguf,ollama (default: all)."),
+    quant: Optional[str] = typer.Option(None, help="GGUF types: f16,q8_0,q4_k_m (default: all three)."),
+    out: Optional[Path] = typer.Option(None, help="Folder to write to (default: <voice>/exports/<run>)."),
+    system_prompt: Optional[str] = typer.Option(None, help="System prompt for a chat voice in Ollama."),
+    verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Check every GGUF against the merged model in llama.cpp."),
+) -> None:
+    """Export the voice for other tools: adapter, merged model, GGUF, Ollama — each file checked."""
+    from .export import export as run_export
+
+    ws = Workspace.open(workspace, create=False)
+    vc = ws.load_config()
+    vc.export = cfg.replace(vc.export, formats=_csv([format]) if format else None, quantizations=_csv([quant]) if quant else None,
+                            system_prompt=system_prompt, verify=verify)
+    with console.status("Exporting…") as status:
+        result = run_export(ws, run, vc.export, out, progress=lambda msg: status.update(f"Exporting: {msg}…"))
+    t = Table(title=f"Exported to {result.out_dir}", show_edge=False)
+    t.add_column("file")
+    t.add_column("size", justify="right")
+    for name, n in result.files.items():
+        t.add_row(name, f"{n / 2**20:,.1f} MB")
+    console.print(t)
+    if result.verification:
+        v = Table(title="Checked in llama.cpp: next-token logits vs the merged model", show_edge=False)
+        for col in ("file", "max |difference|", "same next token", "base model, same type"):
+            v.add_column(col, justify="left" if col == "file" else "right")
+        for row in result.verification:
+            control = f"{100 * row['base_model_agreement']:.1f}%" if "base_model_agreement" in row else "–"
+            v.add_row(row["file"], f"{row['max_abs_diff']:.3f}", f"{100 * row['argmax_agreement']:.1f}%", control)
+        console.print(v)
+    if result.ollama_command:
+        console.print(f"Run it in Ollama: [bold]{escape(result.ollama_command)}[/]")
+    console.print(f"Model card: {result.out_dir / 'README.md'}")
+
+
+@app.command()
+@_friendly
 def runs(workspace: Path = WorkspaceOpt) -> None:
     """List training runs with their held-out NLL."""
     ws = Workspace.open(workspace, create=False)

@@ -240,6 +240,51 @@ class EvaluateConfig:
         _check(self.bootstrap >= 100, "evaluate.bootstrap must be at least 100")
 
 
+EXPORT_FORMATS = ("adapter", "merged", "gguf", "lora-gguf", "ollama")
+QUANT_TYPES = ("f16", "q8_0", "q4_k_m")
+
+
+@dataclass
+class ExportConfig:
+    """What ``mimetic export`` writes.
+
+    Attributes:
+        formats: any of ``adapter``, ``merged``, ``gguf``, ``lora-gguf``, ``ollama``.
+        quantizations: GGUF types of the merged model: ``f16``, ``q8_0``, ``q4_k_m``
+            (llama.cpp's K-quant "medium"; tensors whose width is not a multiple of 256 fall
+            back to a legacy type, as llama.cpp does).
+        merged_dtype: ``float16``, ``bfloat16`` or ``float32`` for ``merged/``.
+        verify: compare every GGUF with the merged model in llama.cpp (recommended).
+        verify_examples, verify_tokens: held-out examples and tokens per example compared.
+        min_agreement: argmax agreement below this fails the export for f16 and q8_0 (q4_k_m
+            is reported only: 4-bit weights do change some next-token choices).
+        system_prompt: the voice's system prompt for chat; empty: the voice's own
+            (``prepare.system_prompt``) or a firm default that keeps a small model's identity.
+        consent: the consent statement written into the model card.
+    """
+
+    formats: list[str] = field(default_factory=lambda: list(EXPORT_FORMATS))
+    quantizations: list[str] = field(default_factory=lambda: list(QUANT_TYPES))
+    merged_dtype: str = "float16"
+    verify: bool = True
+    verify_examples: int = 8
+    verify_tokens: int = 64
+    min_agreement: float = 0.99
+    system_prompt: str = ""
+    consent: str = (
+        "The writing this voice was trained on was provided by the person who ran mimetic, who states that "
+        "they wrote it or have the consent of its author to train a model on it."
+    )
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.formats if f not in EXPORT_FORMATS]
+        _check(not bad, f"export.formats: unknown {', '.join(bad)}; choose from {', '.join(EXPORT_FORMATS)}")
+        bad = [q for q in self.quantizations if q not in QUANT_TYPES]
+        _check(not bad, f"export.quantizations: unknown {', '.join(bad)}; choose from {', '.join(QUANT_TYPES)}")
+        _check(self.merged_dtype in ("float16", "bfloat16", "float32"), "export.merged_dtype must be float16, bfloat16 or float32")
+        _check(0 < self.min_agreement <= 1, "export.min_agreement must be in (0, 1]")
+
+
 @dataclass
 class VoiceConfig:
     """Everything in a workspace's ``mimetic.toml``: one table per stage."""
@@ -249,6 +294,7 @@ class VoiceConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as nested dicts, ``None`` values left out (TOML has no null)."""

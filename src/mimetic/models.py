@@ -157,6 +157,28 @@ def _convert_gguf(src: ModelSource) -> Path:
     return target
 
 
+def base_model_dir(name: str) -> Path:
+    """A local folder (``config.json``, safetensors, tokenizer) holding base model ``name``.
+
+    The embedded model and other GGUF files are converted once and cached; hub models are taken
+    from the local Hugging Face cache (they were downloaded when the voice was trained).
+
+    Raises:
+        MimeticError: unknown model, or a hub model that is not in the local cache.
+    """
+    src = resolve(name)
+    if src.kind == "gguf":
+        return _convert_gguf(src)
+    if src.kind == "local":
+        return Path(src.location)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(src.location, local_files_only=True))
+    except Exception as e:  # noqa: BLE001 - any cache miss becomes the same advice
+        raise _unknown_model(name, e) from e
+
+
 def load_tokenizer(name: str) -> Any:
     """Load the tokenizer of base model ``name`` (see module doc for accepted names).
 
