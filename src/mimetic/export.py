@@ -237,6 +237,7 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: Any, system: str) -
 
 
 def _size(n: float) -> str:
+    """A byte count for people: ``301 B``, ``9.3 MB``."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
