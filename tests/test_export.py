@@ -50,6 +50,20 @@ def test_export_every_format_and_verify_in_llama_cpp(voice):
     assert len(prov) == 30 and all(len(d["sha256"]) == 64 and "/" not in d["file"] for d in prov)
 
 
+def test_write_with_llama_cpp_on_the_export(voice):
+    from mimetic import GenerateConfig
+    from mimetic.generate import write
+
+    cfg = GenerateConfig(max_new_tokens=12, seed=3)
+    first = write(voice, "The kettle", cfg, engine="llama.cpp")[0]
+    again = write(voice, "The kettle", cfg, engine="llama.cpp")[0]
+    assert first.output == again.output and 1 <= first.new_tokens <= 12  # same seed, same text
+    logged = voice.generations(1)[0]
+    assert logged["command"] == "write (llama.cpp)" and logged["output"] == again.output
+    with pytest.raises(MimeticError, match="Unknown engine"):
+        write(voice, "The kettle", cfg, engine="onnx")
+
+
 def test_chat_voice_modelfile_has_template_and_system_prompt(voice, tokenizer):
     from mimetic.config import GenerateConfig
     from mimetic.export import default_system_prompt, modelfile

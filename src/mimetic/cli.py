@@ -293,6 +293,7 @@ def write(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
     seed: Optional[int] = typer.Option(None),
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
+    engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF (faster on a CPU)."),
 ) -> None:
     """Write in your voice, streamed to the terminal."""
     from .generate import write as run_write
@@ -306,7 +307,7 @@ def write(
     def stream(text: str) -> None:
         console.print(text, end="", highlight=False, markup=False)
 
-    run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream)
+    run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine)
     console.print()
 
 

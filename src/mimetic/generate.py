@@ -129,7 +129,73 @@ class Voice:
         return self.tokenizer.decode(new, skip_special_tokens=True), int(new.shape[0])
 
 
-def _log(workspace: Workspace, voice: Voice, command: str, g: Generation, config: GenerateConfig) -> None:
+class GGUFVoice:
+    """The voice exported as GGUF (``mimetic export``), run by llama.cpp: much faster on a CPU
+    than transformers, with the same prompts, sampling settings and log.
+
+    Use :meth:`load`. Prompts are tokenized with the voice's own tokenizer (its chat template
+    for chat voices), so llama.cpp sees exactly the tokens transformers would.
+    """
+
+    def __init__(self, llm: Any, tokenizer: Any, base_model: str, gguf: str, fmt: str):
+        self.llm, self.tokenizer = llm, tokenizer
+        self.base_model, self.adapter, self.format = base_model, gguf, fmt
+
+    @classmethod
+    def load(cls, workspace: Workspace, run: str | None = None, gguf: Path | None = None) -> "GGUFVoice":
+        """Load ``gguf`` or, by default, the smallest ``voice-*.gguf`` exported for ``run`` (latest).
+
+        Raises:
+            MimeticError: no export yet, or llama-cpp-python is not installed.
+        """
+        import os
+
+        from .config import VoiceConfig
+        from .export import _llama
+        from .models import load_tokenizer
+
+        run_dir = workspace.run_dir(run)
+        if gguf is None:
+            files = sorted((workspace.root / "exports" / run_dir.name).glob("voice-*.gguf"), key=lambda p: p.stat().st_size)
+            if not files:
+                raise MimeticError(
+                    f"Run {run_dir.name} has no GGUF export yet.",
+                    f"Export it first: mimetic export {run_dir.name} --workspace {workspace.root}",
+                )
+            gguf = files[0]
+        llama_cpp = _llama()
+        vc = VoiceConfig.load(run_dir / "config.toml")
+        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, verbose=False, n_threads=os.cpu_count() or 1)
+        return cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(gguf), vc.prepare.format)
+
+    def generate(self, prompt: str, config: GenerateConfig, seed: int, on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
+        """Sample one continuation of ``prompt`` in llama.cpp; returns ``(text, number of new tokens)``."""
+        if self.format == "chat":
+            messages = ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else []) + [
+                {"role": "user", "content": prompt}
+            ]
+            ids = list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        else:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        sampling = config.temperature > 0
+        self.llm.reset()
+        stream = self.llm.create_completion(
+            ids, max_tokens=config.max_new_tokens, temperature=config.temperature if sampling else 0.0,
+            top_p=config.top_p if sampling else 1.0, min_p=config.min_p if sampling else 0.0,
+            top_k=0 if sampling else 1, repeat_penalty=config.repetition_penalty, seed=seed, stream=True,
+        )
+        parts, n = [], 0
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            text = choice["text"]
+            n += choice.get("finish_reason") is None or bool(text)  # the closing chunk carries no token
+            parts.append(text)
+            if on_text and text:
+                on_text(text)
+        return "".join(parts), n
+
+
+def _log(workspace: Workspace, voice: Any, command: str, g: Generation, config: GenerateConfig) -> None:
     workspace.log_generation(
         command=command,
         prompt=g.prompt,
@@ -151,7 +217,8 @@ def write(
     run: str | None = None,
     continue_from: Path | None = None,
     on_text: Callable[[str], None] | None = None,
-    voice: Voice | None = None,
+    voice: Any = None,
+    engine: str = "transformers",
 ) -> list[Generation]:
     """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text).
 
@@ -163,9 +230,11 @@ def write(
         run: run id (default: latest).
         continue_from: a text file whose last 2,000 characters are continued.
         on_text: streaming callback; called with ``"\\n\\n"`` between samples.
+        engine: ``transformers`` (base model + adapter) or ``llama.cpp`` (the smallest GGUF of
+            the run's export, see :class:`GGUFVoice`).
 
     Raises:
-        MimeticError: no prompt, unreadable file, no trained run.
+        MimeticError: no prompt, unreadable file, no trained run, no GGUF export for llama.cpp.
     """
     config = config or workspace.load_config().generate
     if continue_from is not None:
@@ -175,7 +244,9 @@ def write(
             raise MimeticError(f"Cannot read {continue_from}: {e.strerror}.", "Check the path given to --continue-from.") from e
     if not prompt.strip():
         raise MimeticError("Nothing to write from: the prompt is empty.", 'Give a prompt: mimetic write "The morning after…"')
-    voice = voice or Voice.load(workspace, run)
+    if engine not in ("transformers", "llama.cpp"):
+        raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
+    voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
     results = []
     for i in range(config.num_samples):
         if i and on_text:
@@ -183,7 +254,7 @@ def write(
         t = time.perf_counter()
         text, n = voice.generate(prompt, config, config.seed + i, on_text)
         g = Generation(prompt, text, "voice", config.seed + i, n, time.perf_counter() - t)
-        _log(workspace, voice, "write", g, config)
+        _log(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config)
         results.append(g)
     return results
 
@@ -233,7 +304,9 @@ def compare(
     if not prompts:
         raise MimeticError("No prompts to compare on.", "Pass --prompts FILE with one prompt per paragraph.")
     config = config or workspace.load_config().generate
-    voice = voice or Voice.load(workspace, run)
+    if engine not in ("transformers", "llama.cpp"):
+        raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
+    voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
     pairs = []
     for i, prompt in enumerate(prompts):
         seed = config.seed + i
