@@ -150,3 +150,12 @@ def test_training_with_packing(ws, tiny_model):
     assert summary["packed_rows"] < summary["steps_per_epoch"] * 2 * 4
     assert summary["padding_share"] <= summary["padding_share_unpacked"]
     assert math.isfinite(r.best_nll)
+
+
+def test_plan_predicts_memory_and_time_from_a_warm_up(ws, tiny_model):
+    from mimetic.train import plan
+
+    p = plan(ws, cfg(tiny_model, epochs=2))
+    assert p.fits and p.peak_memory_mb > 100 and p.available_mb > p.peak_memory_mb
+    assert p.tokens_per_s > 0 and p.run_minutes == pytest.approx(2 * p.epoch_minutes, rel=0.2)
+    assert "peak memory" in p.summary()

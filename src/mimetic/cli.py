@@ -257,8 +257,11 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping early."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
     four_bit: bool = typer.Option(False, "--4bit", help="QLoRA: load the base model in 4-bit (CUDA only)."),
+    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack whole examples into full rows (less padding)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Only predict memory and time from a short warm-up, then stop."),
 ) -> None:
     """Fine-tune a LoRA adapter on your writing, watching held-out NLL."""
+    from .train import plan
     from .train import train as run
 
     ws = Workspace.open(workspace, create=False)
@@ -266,8 +269,16 @@ def train(
     tc = cfg.replace(
         vc.train, base_model=base_model, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget,
         learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum,
-        eval_every=eval_every, patience=patience, device=device, load_in_4bit=four_bit or None,
+        eval_every=eval_every, patience=patience, device=device, load_in_4bit=four_bit or None, packing=packing,
     )
+    if plan_only:
+        with console.status("Measuring a short warm-up…"):
+            p = plan(ws, tc)
+        console.print(p.summary())
+        console.print(f"[dim]{p.steps_per_epoch} steps per epoch, {p.evals_per_epoch} held-out evaluations per epoch.[/]")
+        if not p.fits:
+            raise MimeticError("This run will not fit in memory.", p.advice)
+        return
     if not resume:
         vc.train = tc
         ws.save_config(vc)

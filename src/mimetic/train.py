@@ -271,8 +271,149 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def train(
-    workspace: Workspace,
+def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, list[Any]]:
+    """The base model with fresh LoRA adapters (PEFT) on ``device``; returns ``(model, trainable params)``.
+
+    LoRA weights are kept in fp32 whatever the compute precision.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from .models import load_model
+
+    model = load_model(config.base_model, device, precision, config.load_in_4bit)
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules if config.target_modules == "all-linear" else config.target_modules.split(","),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    model = get_peft_model(model, lora)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass
+class Plan:
+    """What a training run will need, from a short measured warm-up (see :func:`plan`).
+
+    Attributes:
+        peak_memory_mb: predicted peak resident memory of the training process (CPU/MPS), or
+            peak GPU memory on CUDA, in MiB.
+        available_mb: memory available now (RAM, or free GPU memory), MiB.
+        tokens_per_s: measured training speed on a full-length batch.
+        epoch_minutes: predicted minutes per epoch, held-out evaluations included.
+        run_minutes: predicted minutes for the configured run (epochs, max steps, time budget).
+        steps_per_epoch, evals_per_epoch: the schedule behind the prediction.
+        fits: whether the peak fits in the available memory (with a 10% margin).
+        advice: what to change when it does not fit.
+    """
+
+    peak_memory_mb: float
+    available_mb: float
+    tokens_per_s: float
+    epoch_minutes: float
+    run_minutes: float
+    steps_per_epoch: int
+    evals_per_epoch: int
+    fits: bool
+    advice: str = ""
+
+    def summary(self) -> str:
+        """One line for the start of a run."""
+        return (f"Plan: peak memory about {self.peak_memory_mb / 1024:.1f} GiB of {self.available_mb / 1024:.1f} GiB available; "
+                f"{self.tokens_per_s:.0f} tokens/s; about {self.epoch_minutes:.0f} min per epoch, {self.run_minutes:.0f} min for this run.")
+
+
+def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: int = 3) -> Plan:
+    """Predict peak memory and time of a run from a short measured warm-up, before training.
+
+    The warm-up loads the model with LoRA as :func:`train` does and runs ``warmup_steps``
+    optimizer steps on a batch of the *longest* examples (the memory peak of an epoch), plus one
+    held-out evaluation batch; memory is the process's measured peak (``ru_maxrss``; on CUDA
+    ``torch.cuda.max_memory_allocated``), speed is tokens per second of the timed steps (the
+    first step is not timed). Epoch time = training tokens / speed + held-out evaluations
+    (held-out tokens / the same speed × 1/3, forward only).
+
+    Raises:
+        MimeticError: no prepared data.
+    """
+    import resource
+
+    import torch
+
+    from .models import pick_device, pick_precision
+    from .prepare import load_split
+
+    config = config or workspace.load_config().train
+    workspace.read_data_meta()
+    device = pick_device(config.device)
+    precision = pick_precision(device, config.precision)
+    autocast = _autocast_factory(device, precision)
+    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "train")]
+    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "held_out")]
+    if config.packing:
+        train_rows = pack(train_rows, max(len(r["input_ids"]) for r in train_rows))
+    model, params = lora_model(config, device, precision)
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    longest = sorted(train_rows, key=lambda r: -len(r["input_ids"]))[: config.batch_size]
+    batch = collate(longest, 0)
+    tokens = int(batch["attention_mask"].sum())
+    model.train()
+    times = []
+    for k in range(warmup_steps):
+        t = time.perf_counter()
+        for _ in range(config.grad_accum):
+            s, c = token_nll_sum(model, batch, device, autocast)
+            (s / max(1, c)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if k:
+            times.append(time.perf_counter() - t)
+    held_longest = sorted(held_rows, key=lambda r: -len(r["input_ids"]))[: config.eval_batch_size]
+    evaluate_nll(model, held_longest, 0, device, autocast, config.eval_batch_size)
+    speed = tokens * config.grad_accum / (sum(times) / max(1, len(times)))
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        free, _ = torch.cuda.mem_get_info()
+        available = free / 2**20 + peak
+    else:
+        import psutil
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
+    train_tokens = sum(len(r["input_ids"]) for r in train_rows)
+    held_tokens = sum(len(r["input_ids"]) for r in held_rows)
+    steps_per_epoch = max(1, math.ceil(len(train_rows) / (config.batch_size * config.grad_accum)))
+    evals = max(1, steps_per_epoch // config.eval_every) + 1
+    epoch_s = train_tokens / speed + evals * held_tokens / (3 * speed)
+    epochs = config.epochs
+    if config.max_steps:
+        epochs = min(epochs, config.max_steps / steps_per_epoch)
+    run_s = epochs * epoch_s + held_tokens / (3 * speed)  # + the step-0 evaluation
+    if config.time_budget_min:
+        run_s = min(run_s, config.time_budget_min * 60)
+    fits = peak * 1.1 <= available
+    advice = ""
+    if not fits:
+        advice = ("Lower the memory: shorter examples (prepare.max_tokens, e.g. 256), a smaller batch "
+                  "(train.batch_size 1–2 with train.grad_accum to keep the effective batch)"
+                  + (", or 4-bit QLoRA (--4bit)" if device == "cuda" else ", or a smaller base model") + ".")
+    del model, optimizer
+    return Plan(round(peak), round(available), round(speed, 1), round(epoch_s / 60, 1), round(run_s / 60, 1),
+                steps_per_epoch, evals, fits, advice)
+
+
+def train(    workspace: Workspace,
     config: TrainConfig | None = None,
     *,
     resume: str | bool | None = None,
@@ -337,24 +478,7 @@ def train(
     if config.packing:
         train_rows = pack(train_rows, max(unpacked_lengths))
 
-    model = load_model(config.base_model, device, precision, config.load_in_4bit)
-    if config.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules if config.target_modules == "all-linear" else config.target_modules.split(","),
-        task_type="CAUSAL_LM",
-        bias="none",
-    )
-    model = get_peft_model(model, lora)
-    for p in model.parameters():
-        if p.requires_grad:
-            p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
-    params = [p for p in model.parameters() if p.requires_grad]
+    model, params = lora_model(config, device, precision)
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
 
     steps_per_epoch = max(1, math.ceil(len(train_rows) / (config.batch_size * config.grad_accum)))
