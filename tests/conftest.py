@@ -103,3 +103,16 @@ def make_corpus(root: Path, n_docs: int = 12, paragraphs: int = 12) -> Path:
         else:
             (root / f"note-{d}.txt").write_text("\n\n".join(paras), encoding="utf-8")
     return root
+
+
+def trained_voice(root: Path, tiny_model: str, paragraphs: int = 6, **train_settings):
+    """A workspace under ``root`` with a small corpus ingested, prepared and trained on the tiny model."""
+    from mimetic import TrainConfig, Workspace, ingest, prepare, train
+
+    ws = Workspace.open(root / "voice")
+    ingest([make_corpus(root / "writing", n_docs=30, paragraphs=paragraphs)], ws)
+    prepare(ws, base_model=tiny_model)
+    settings = dict(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32")
+    settings.update(train_settings)
+    train(ws, TrainConfig(**settings), progress=False)
+    return ws

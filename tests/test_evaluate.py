@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from conftest import SHARED, make_corpus
-from mimetic import EvaluateConfig, TrainConfig, Workspace, evaluate, ingest, prepare, train
+from conftest import SHARED, trained_voice
+from mimetic import EvaluateConfig, evaluate
 from mimetic.evaluate import analyse, bootstrap_nll
 from mimetic.memorization import TrainingIndex, audit
 from mimetic.stylometry import (
@@ -157,13 +157,7 @@ def test_analyse_without_a_model():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("eval")
-    ws = Workspace.open(root / "voice")
-    ingest([make_corpus(root / "writing", n_docs=30, paragraphs=8)], ws)
-    prepare(ws, base_model=tiny_model)
-    train(ws, TrainConfig(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32"),
-          progress=False)
-    return ws
+    return trained_voice(tmp_path_factory.mktemp("eval"), tiny_model, paragraphs=8)
 
 
 def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path):

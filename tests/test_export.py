@@ -5,21 +5,16 @@ import json
 
 import pytest
 
-from conftest import make_corpus
-from mimetic import ExportConfig, MimeticError, TrainConfig, Workspace, ingest, prepare, train
+from conftest import trained_voice
+from mimetic import ExportConfig, MimeticError, Workspace
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is built by `make install`")
 
 
 @pytest.fixture(scope="module")
 def voice(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("export")
-    ws = Workspace.open(root / "voice")
-    ingest([make_corpus(root / "writing", n_docs=30, paragraphs=6)], ws)
-    prepare(ws, base_model=tiny_model)
-    train(ws, TrainConfig(base_model=tiny_model, max_steps=3, batch_size=2, eval_every=10, learning_rate=5e-2, lora_r=4,
-                          lora_alpha=8, precision="fp32"))
-    return ws
+    return trained_voice(tmp_path_factory.mktemp("export"), tiny_model, max_steps=3, eval_every=10, learning_rate=5e-2,
+                         lora_r=4, lora_alpha=8)
 
 
 def test_export_every_format_and_verify_in_llama_cpp(voice):

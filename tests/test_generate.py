@@ -2,20 +2,14 @@ import sqlite3
 
 import pytest
 
-from conftest import make_corpus
-from mimetic import GenerateConfig, MimeticError, TrainConfig, Workspace, compare, held_out_prompts, ingest, prepare, read_prompts, train, write
+from conftest import trained_voice
+from mimetic import GenerateConfig, MimeticError, compare, held_out_prompts, read_prompts, write
 from mimetic.generate import Voice
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("gen")
-    ws = Workspace.open(root / "voice")
-    ingest([make_corpus(root / "writing", n_docs=30, paragraphs=6)], ws)
-    prepare(ws, base_model=tiny_model)
-    train(ws, TrainConfig(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32"),
-          progress=False)
-    return ws
+    return trained_voice(tmp_path_factory.mktemp("gen"), tiny_model)
 
 
 def test_write_streams_and_logs_to_sqlite(trained):

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import EMBEDDED_MODEL, EXPORT_FORMATS, QUANT_TYPES, ExportConfig, VoiceConfig  # noqa: F401
+from .config import EMBEDDED_MODEL, ExportConfig, VoiceConfig
 from .errors import MimeticError
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text, check_free_disk
 
@@ -211,7 +211,7 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: Any, system: str) -
     otherwise Ollama's own reading of the template stored in the GGUF), its stop tokens and the
     system prompt.
     """
-    lines = [f"# Ollama Modelfile written by mimetic. Create the model with: ollama create <name> -f Modelfile", f"FROM ./{gguf_name}"]
+    lines = ["# Ollama Modelfile written by mimetic. Create the model with: ollama create <name> -f Modelfile", f"FROM ./{gguf_name}"]
     template = getattr(tokenizer, "chat_template", None) or ""
     stops = []
     if fmt == "completion":

@@ -304,9 +304,7 @@ def compare(
     if not prompts:
         raise MimeticError("No prompts to compare on.", "Pass --prompts FILE with one prompt per paragraph.")
     config = config or workspace.load_config().generate
-    if engine not in ("transformers", "llama.cpp"):
-        raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
-    voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
+    voice = voice or Voice.load(workspace, run)
     pairs = []
     for i, prompt in enumerate(prompts):
         seed = config.seed + i

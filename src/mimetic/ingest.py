@@ -658,7 +658,7 @@ def ingest(
         for d in docs:
             kept = []
             for p in d.paras:
-                if exclude and (m := exclude.search(p)):
+                if exclude and exclude.search(p):
                     _remove(removals, "paragraph", d, "mentions an excluded name", p, count_words(p))
                     continue
                 if alias:

@@ -163,8 +163,6 @@ def decode_bytes(raw: bytes) -> tuple[str, str]:
     """
     import codecs
 
-    import ftfy
-
     boms = [
         (codecs.BOM_UTF32_LE, "utf-32"),
         (codecs.BOM_UTF32_BE, "utf-32"),

@@ -438,9 +438,9 @@ def train(    workspace: Workspace,
         TrainingInterrupted: Ctrl-C; a checkpoint was written and the message says how to resume.
     """
     import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
 
-    from .models import load_model, load_tokenizer, pick_device, pick_precision
+    from .models import load_tokenizer, pick_device, pick_precision
     from .prepare import load_split
 
     meta = workspace.read_data_meta()
