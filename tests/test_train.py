@@ -157,5 +157,6 @@ def test_plan_predicts_memory_and_time_from_a_warm_up(ws, tiny_model):
 
     p = plan(ws, cfg(tiny_model, epochs=2))
     assert p.fits and p.peak_memory_mb > 100 and p.available_mb > p.peak_memory_mb
-    assert p.tokens_per_s > 0 and p.run_minutes == pytest.approx(2 * p.epoch_minutes, rel=0.2)
+    # two epochs plus the step-0 evaluation
+    assert p.tokens_per_s > 0 and 2 * p.epoch_minutes < p.run_minutes < 2.5 * p.epoch_minutes
     assert "peak memory" in p.summary()

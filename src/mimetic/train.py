@@ -409,8 +409,7 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
                   "(train.batch_size 1–2 with train.grad_accum to keep the effective batch)"
                   + (", or 4-bit QLoRA (--4bit)" if device == "cuda" else ", or a smaller base model") + ".")
     del model, optimizer
-    return Plan(round(peak), round(available), round(speed, 1), round(epoch_s / 60, 1), round(run_s / 60, 1),
-                steps_per_epoch, evals, fits, advice)
+    return Plan(round(peak), round(available), round(speed, 1), epoch_s / 60, run_s / 60, steps_per_epoch, evals, fits, advice)
 
 
 def train(    workspace: Workspace,
