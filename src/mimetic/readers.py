@@ -40,7 +40,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 FORMATS = {
     ".txt": "text",
@@ -224,6 +224,17 @@ def paragraphs(text: str, join_wrapped_lines: bool = True) -> list[str]:
     return out
 
 
+def clean_paragraphs(texts: Iterable[str]) -> list[str]:
+    """Paragraph texts from a structured format (one per element or line): each repaired
+    (:func:`repair`), its whitespace collapsed, and dropped if it has no letter or digit."""
+    out = []
+    for text in texts:
+        text = re.sub(r"\s+", " ", repair(text)).strip()
+        if re.search(r"\w", text):
+            out.append(text)
+    return out
+
+
 _PG_START = re.compile(
     r"^[ \t]*\*{3}[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG E-?(?:BOOK|TEXT)[^\n]*$"
     r"|^[ \t]*\*END\*THE SMALL PRINT![^\n]*$",
@@ -295,9 +306,8 @@ def read_html(raw: bytes, opts: ReadOptions) -> list[Extracted]:
     if not text or not text.strip():
         raise ReadError("no main text found in this HTML page")
     meta = trafilatura.extract_metadata(raw)
-    text = strip_gutenberg(repair(text))
     # trafilatura writes one paragraph per line
-    paras = [p for p in (re.sub(r"\s+", " ", line).strip() for line in text.split("\n")) if re.search(r"\w", p)]
+    paras = clean_paragraphs(strip_gutenberg(text).split("\n"))
     return [Extracted(paras, title=getattr(meta, "title", None), date=getattr(meta, "date", None))]
 
 
@@ -341,8 +351,7 @@ def html_paragraphs(markup: bytes | str, remove_blockquotes: bool = False) -> li
                 out.append(child.tail)
 
     walk(root)
-    paras = [re.sub(r"\s+", " ", repair(p)).strip() for p in out]
-    return [p for p in paras if re.search(r"\w", p)]
+    return clean_paragraphs(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,12 +363,12 @@ def read_docx(raw: bytes, opts: ReadOptions) -> list[Extracted]:
     import docx
 
     doc = docx.Document(io.BytesIO(raw))
-    paras = [re.sub(r"\s+", " ", repair(p.text)).strip() for p in doc.paragraphs]
+    paras = clean_paragraphs(p.text for p in doc.paragraphs)
     props = doc.core_properties
     date = props.created or props.modified
     return [
         Extracted(
-            [p for p in paras if re.search(r"\w", p)],
+            paras,
             title=props.title or None,
             author=props.author or None,
             date=date.isoformat() if date else None,
@@ -387,8 +396,7 @@ def read_odt(raw: bytes, opts: ReadOptions) -> list[Extracted]:
 
     titles = [teletype.extractText(t) for t in doc.getElementsByType(Title)]
     title = titles[0] if titles and titles[0] else None
-    paras = [re.sub(r"\s+", " ", repair(p)).strip() for p in paras]
-    return [Extracted([p for p in paras if re.search(r"\w", p)], title=title)]
+    return [Extracted(clean_paragraphs(paras), title=title)]
 
 
 def read_rtf(raw: bytes, opts: ReadOptions) -> list[Extracted]:
@@ -398,8 +406,7 @@ def read_rtf(raw: bytes, opts: ReadOptions) -> list[Extracted]:
     if not raw.lstrip().startswith(b"{\\rtf"):
         raise ReadError("not an RTF file (no {\\rtf header)")
     text = rtf_to_text(raw.decode("latin-1"), errors="ignore")
-    text = repair(text)
-    return [Extracted([p for p in (re.sub(r"\s+", " ", line).strip() for line in text.split("\n")) if re.search(r"\w", p)])]
+    return [Extracted(clean_paragraphs(text.split("\n")))]
 
 
 def read_epub(raw: bytes, opts: ReadOptions) -> list[Extracted]:
@@ -499,8 +506,7 @@ def read_pdf(raw: bytes, opts: ReadOptions) -> list[Extracted]:
         paras.append(cur)
     info = reader.metadata or {}
     title = info.get("/Title") if isinstance(info, dict) or hasattr(info, "get") else None
-    paras = [re.sub(r"\s+", " ", repair(p)).strip() for p in paras]
-    return [Extracted([p for p in paras if re.search(r"\w", p)], title=str(title) if title else None, removed_words=removed)]
+    return [Extracted(clean_paragraphs(paras), title=str(title) if title else None, removed_words=removed)]
 
 
 # --------------------------------------------------------------------------------------------
