@@ -11,7 +11,6 @@ import errno
 import functools
 import json
 import os
-import re
 import sys
 import time
 import traceback
@@ -126,11 +125,12 @@ def _ingest_report(result: Any) -> None:
             s.add_row(short(f), "[red]" + escape(f.skipped or ""))
         if len(problems) > 20:
             s.add_row(f"… and {len(problems) - 20} more that could not be read", "see corpus/report.html")
+        from .ingest import skip_kind
+
         groups: dict[str, list[Any]] = {}
         for f in result.skipped:
             if not f.problem:
-                key = re.sub(r"\d+", "N", f.skipped.split(" of ")[0].split(" (")[0].split(",")[0])
-                groups.setdefault(key, []).append(f)
+                groups.setdefault(skip_kind(f.skipped), []).append(f)
         for why, fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             example = escape(fs[0].skipped or "")
             s.add_row(short(fs[0]) + (f" [dim]and {len(fs) - 1} more[/]" if len(fs) > 1 else ""), example)

@@ -18,6 +18,10 @@ from .errors import MimeticError
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
 
+REDACTIONS = ("emails", "urls", "phones", "ips", "cards")
+"""Kinds of personal data ``ingest.redact`` can replace with placeholders."""
+
+
 @dataclass
 class IngestConfig:
     """How ``mimetic ingest`` reads, cleans and deduplicates a folder of writing.
@@ -71,8 +75,8 @@ class IngestConfig:
         _check(1 <= self.shingle_words <= 20, "ingest.shingle_words must be between 1 and 20")
         _check(self.boilerplate_min_documents >= 2, "ingest.boilerplate_min_documents must be 2 or more")
         _check(0 <= self.boilerplate_share <= 1, "ingest.boilerplate_share must be in [0, 1]")
-        bad = [k for k in self.redact if k not in ("emails", "urls", "phones", "ips", "cards")]
-        _check(not bad, f"ingest.redact: unknown kind(s) {', '.join(bad)}; choose from emails, urls, phones, ips, cards")
+        bad = [k for k in self.redact if k not in REDACTIONS]
+        _check(not bad, f"ingest.redact: unknown kind(s) {', '.join(bad)}; choose from {', '.join(REDACTIONS)}")
 
 
 @dataclass

@@ -42,13 +42,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import IngestConfig
+from .config import REDACTIONS, IngestConfig
 from .errors import MimeticError
 from .readers import (  # noqa: F401 - re-exported: part of the ingest API
     FORMATS,
     Extracted,
     ReadError,
     ReadOptions,
+    Unsupported,
     count_words,
     decode_bytes,
     paragraphs,
@@ -327,7 +328,7 @@ def _encode_results(path: str, results: list) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"member": name[len(path) :], "format": fmt}
         if isinstance(value, ReadError):
             entry["error"] = str(value)
-            entry["unsupported"] = getattr(value, "unsupported", False)
+            entry["unsupported"] = value.unsupported
         else:
             entry["docs"] = [asdict(d) for d in value]
         out.append(entry)
@@ -338,65 +339,63 @@ def _decode_results(path: str, entries: list[dict[str, Any]]) -> list:
     out = []
     for e in entries:
         if "error" in e:
-            err = ReadError(e["error"])
-            err.unsupported = e.get("unsupported", False)  # type: ignore[attr-defined]
+            err = (Unsupported if e.get("unsupported") else ReadError)(e["error"])
             out.append((path + e["member"], e["format"], err))
         else:
             out.append((path + e["member"], e["format"], [Extracted(**d) for d in e["docs"]]))
     return out
 
 
-def _read_one(path: Path, opts: ReadOptions, previous: dict[str, dict], old_cache: Path, new_cache: Path, fp: str) -> tuple[int, str, list, bool]:
-    """Read one file (or reuse its cached extraction). Returns (bytes, sha256, results, reused)."""
+def _read_one(path: Path, opts: ReadOptions, previous: dict[str, dict], old_cache: Path, new_cache: Path, fp: str) -> tuple[os.stat_result | None, str, list, bool]:
+    """Read one file, or reuse its cached extraction. Returns (stat, sha256, results, reused);
+    ``stat`` is ``None`` and ``sha256`` empty when the file could not be read at all."""
     name = str(path)
     try:
         st = path.stat()
     except OSError as e:
         reason = "symbolic link loop" if e.errno == 40 else f"cannot read: {e.strerror}"
-        return 0, "", [(name, "unknown", ReadError(reason))], False
+        return None, "", [(name, "unknown", ReadError(reason))], False
     if not stat.S_ISREG(st.st_mode):
-        return 0, "", [(name, "unknown", ReadError("not a regular file (a device, pipe or socket)"))], False
-    size = st.st_size
+        return st, "", [(name, "unknown", ReadError("not a regular file (a device, pipe or socket)"))], False
     fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None or size == 0:
-        return size, "", read_bytes(name, b"", opts), False
-    if size > opts.max_bytes:
-        return size, "", [(name, fmt, ReadError(f"larger than {opts.max_bytes / 2**20:g} MiB (ingest.max_file_mb); split it or raise the limit"))], False
-    prev = previous.get(name)
-    sha = prev["sha256"] if prev and prev.get("size") == size and prev.get("mtime_ns") == st.st_mtime_ns else ""
-    cached = f"{sha}-{fp}.json" if sha else ""
-    if cached and (old_cache / cached).exists():
+    if fmt is None or st.st_size == 0:
+        return st, "", read_bytes(name, b"", opts), False
+    if st.st_size > opts.max_bytes:
+        return st, "", [(name, fmt, ReadError(f"larger than {opts.max_bytes / 2**20:g} MiB (ingest.max_file_mb); split it or raise the limit"))], False
+
+    def cached(sha: str) -> list | None:
+        """The extraction of content ``sha`` from the last ingest, carried into the new corpus."""
+        entry = f"{sha}-{fp}.json"
         try:
-            entries = json.loads((old_cache / cached).read_text(encoding="utf-8"))
-            if not (new_cache / cached).exists():
-                shutil.copyfile(old_cache / cached, new_cache / cached)
-            return size, sha, _decode_results(name, entries), True
+            entries = json.loads((old_cache / entry).read_text(encoding="utf-8"))
+            if not (new_cache / entry).exists():
+                shutil.copyfile(old_cache / entry, new_cache / entry)
+            return _decode_results(name, entries)
         except (OSError, ValueError, TypeError, KeyError):
-            pass
+            return None
+
+    prev = previous.get(name)
+    if prev and prev.get("size") == st.st_size and prev.get("mtime_ns") == st.st_mtime_ns:  # unchanged: not even read
+        results = cached(prev["sha256"])
+        if results is not None:
+            return st, prev["sha256"], results, True
     try:
         with open(path, "rb") as f:  # read-only: originals are never modified
             raw = f.read(opts.max_bytes + 1)
     except OSError as e:
-        return size, "", [(name, fmt, ReadError(f"cannot read: {e.strerror}"))], False
+        return st, "", [(name, fmt, ReadError(f"cannot read: {e.strerror}"))], False
     sha = hashlib.sha256(raw).hexdigest()
-    cached = f"{sha}-{fp}.json"
-    if (old_cache / cached).exists():
-        try:
-            entries = json.loads((old_cache / cached).read_text(encoding="utf-8"))
-            (new_cache / cached).write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
-            return size, sha, _decode_results(name, entries), True
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
+    results = cached(sha)  # moved or touched, same content
+    if results is not None:
+        return st, sha, results, True
     results = read_bytes(name, raw, opts)
-    (new_cache / cached).write_text(json.dumps(_encode_results(name, results), ensure_ascii=False), encoding="utf-8")
-    return size, sha, results, False
+    (new_cache / f"{sha}-{fp}.json").write_text(json.dumps(_encode_results(name, results), ensure_ascii=False), encoding="utf-8")
+    return st, sha, results, False
 
 
 # --------------------------------------------------------------------------------------------
 # Redaction, aliases and excluded names
 
-REDACTIONS = ("emails", "urls", "phones", "ips", "cards")
-"""Kinds of personal data ``--redact`` can replace with placeholders."""
 
 _REDACT_PATTERNS = {
     "emails": re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"),
@@ -526,6 +525,14 @@ def near_duplicates(texts: list[str], threshold: float = 0.8, shingle_words: int
     return out
 
 
+_READER_REMOVALS = {
+    "email": "quoted replies, forwards and signatures",
+    "mbox": "quoted replies, forwards and signatures",
+    "chat": "other speakers' turns",
+    "pdf": "running headers, footers and page numbers",
+}
+"""What each reader's ``removed_words`` counts, as reported in the corpus report."""
+
 _FORMAT_RANK = {"gemini": 1, "pdf": 1, "html": 1}
 """When two documents are duplicates the one from the richer source is kept: a Gemini mirror,
 PDF or HTML copy is dropped in favour of the Markdown, text or office original."""
@@ -613,17 +620,16 @@ def ingest(
         new_cache = tmp / "extracted"
         new_cache.mkdir()
         for n, path in enumerate(files):
-            size, sha, results, was_cached = _read_one(path, opts, previous, old_cache, new_cache, fp)
+            st, sha, results, was_cached = _read_one(path, opts, previous, old_cache, new_cache, fp)
             reused += was_cached
             read += not was_cached and bool(sha)
+            size = st.st_size if st else 0
             if sha:
-                try:
-                    inputs.append({"path": str(path), "size": size, "mtime_ns": path.stat().st_mtime_ns, "sha256": sha})
-                except OSError:
-                    pass
+                inputs.append({"path": str(path), "size": size, "mtime_ns": st.st_mtime_ns, "sha256": sha})
+            file_date = time.strftime("%Y-%m-%d", time.localtime(st.st_mtime)) if st else None
             for name, fmt, value in results:
                 if isinstance(value, ReadError):
-                    records.append(SourceFile(name, fmt, size, sha, skipped=str(value), problem=not getattr(value, "unsupported", False)))
+                    records.append(SourceFile(name, fmt, size, sha, skipped=str(value), problem=not value.unsupported))
                     continue
                 protected = any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(name.rsplit("/", 1)[-1], g) for g in keep_globs)
                 for ex in value:
@@ -632,14 +638,8 @@ def ingest(
                         author=ex.author, encoding=ex.encoding, notes=list(ex.notes),
                     )
                     if ex.removed_words:
-                        why = {"email": "quoted replies, forwards and signatures", "mbox": "quoted replies, forwards and signatures",
-                               "chat": "other speakers' turns", "pdf": "running headers, footers and page numbers"}.get(fmt, "removed by the reader")
-                        rec.words_removed[why] = ex.removed_words
-                    if rec.date is None:
-                        try:
-                            rec.date = time.strftime("%Y-%m-%d", time.localtime(path.stat().st_mtime))
-                        except OSError:
-                            pass
+                        rec.words_removed[_READER_REMOVALS.get(fmt, "removed by the reader")] = ex.removed_words
+                    rec.date = rec.date or file_date
                     docs.append(_Doc(rec, list(ex.paragraphs), protected))
             if progress:
                 progress(n + 1, len(files), str(path))
@@ -820,6 +820,16 @@ def names_report(docs: list[_Doc], config: IngestConfig) -> list[dict[str, Any]]
     return [{"name": n, "count": c, "documents": pattern_docs[n]} for n, c in top]
 
 
+def skip_kind(reason: str) -> str:
+    """A skip reason without its particulars, for counting alike skips together:
+    ``near duplicate of a.md (similarity 0.92)`` → ``near duplicate of …``,
+    ``only 5 words after cleaning (…)`` → ``only N words after cleaning``."""
+    kind = re.sub(r" of .*", " of …", reason)
+    kind = re.sub(r"^sent by .*", "sent by someone other than the writer", kind)
+    kind = re.sub(r" \(.*", "", kind)
+    return re.sub(r"(?<= )\d+(?:\.\d+)?(?= )", "N", kind)
+
+
 def corpus_report(result: IngestResult, redactor: Redactor | None = None) -> dict[str, Any]:
     """Numbers for the corpus report: words by format, source folder, year and language; removals by reason."""
     kept = result.kept
@@ -838,9 +848,7 @@ def corpus_report(result: IngestResult, redactor: Redactor | None = None) -> dic
     for r in result.files:
         for why, n in r.words_removed.items():
             removed[why] += n
-    skipped = Counter()
-    for r in result.skipped:
-        skipped[re.sub(r" of .*| \(.*| by \S+,.*|only \d+", lambda m: " of …" if m.group().startswith(" of") else ("only N" if m.group().startswith("only") else ""), r.skipped or "")] += 1
+    skipped = Counter(skip_kind(r.skipped or "") for r in result.skipped)
     return {
         "documents": len(kept),
         "words": result.words,
