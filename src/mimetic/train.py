@@ -300,6 +300,23 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
+def _training_rows(workspace: Workspace, config: TrainConfig) -> tuple[list[dict], list[dict], list[int]]:
+    """Training and held-out examples as plain lists, the training ones packed when
+    ``config.packing``; also the unpacked training lengths (for the padding report)."""
+    from .prepare import load_split
+
+    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "train")]
+    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "held_out")]
+    unpacked_lengths = [len(r["input_ids"]) for r in train_rows]
+    if config.packing:
+        train_rows = pack(train_rows, max(unpacked_lengths))
+    return train_rows, held_rows, unpacked_lengths
+
+
+def _steps_per_epoch(rows: int, config: TrainConfig) -> int:
+    return max(1, math.ceil(rows / (config.batch_size * config.grad_accum)))
+
+
 @dataclass
 class Plan:
     """What a training run will need, from a short measured warm-up (see :func:`plan`).
@@ -350,17 +367,13 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     import torch
 
     from .models import pick_device, pick_precision
-    from .prepare import load_split
 
     config = config or workspace.load_config().train
     workspace.read_data_meta()
     device = pick_device(config.device)
     precision = pick_precision(device, config.precision)
     autocast = _autocast_factory(device, precision)
-    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "train")]
-    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "held_out")]
-    if config.packing:
-        train_rows = pack(train_rows, max(len(r["input_ids"]) for r in train_rows))
+    train_rows, held_rows, _ = _training_rows(workspace, config)
     model, params = lora_model(config, device, precision)
     optimizer = torch.optim.AdamW(params, lr=1e-6)
     longest = sorted(train_rows, key=lambda r: -len(r["input_ids"]))[: config.batch_size]
@@ -393,7 +406,7 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
         available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     held_tokens = sum(len(r["input_ids"]) for r in held_rows)
-    steps_per_epoch = max(1, math.ceil(len(train_rows) / (config.batch_size * config.grad_accum)))
+    steps_per_epoch = _steps_per_epoch(len(train_rows), config)
     evals = max(1, steps_per_epoch // config.eval_every) + 1
     epoch_s = train_tokens / speed + evals * held_tokens / (3 * speed)
     epochs = config.epochs
@@ -412,7 +425,8 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     return Plan(round(peak), round(available), round(speed, 1), epoch_s / 60, run_s / 60, steps_per_epoch, evals, fits, advice)
 
 
-def train(    workspace: Workspace,
+def train(
+    workspace: Workspace,
     config: TrainConfig | None = None,
     *,
     resume: str | bool | None = None,
@@ -440,7 +454,6 @@ def train(    workspace: Workspace,
     from peft import set_peft_model_state_dict
 
     from .models import load_tokenizer, pick_device, pick_precision
-    from .prepare import load_split
 
     meta = workspace.read_data_meta()
     vc = workspace.load_config()
@@ -469,18 +482,12 @@ def train(    workspace: Workspace,
     _seed_all(config.seed)
     tokenizer = load_tokenizer(config.base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    train_rows = load_split(workspace, "train")
-    held_rows = load_split(workspace, "held_out")
-    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in train_rows]
-    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in held_rows]
-    unpacked_lengths = [len(r["input_ids"]) for r in train_rows]
-    if config.packing:
-        train_rows = pack(train_rows, max(unpacked_lengths))
+    train_rows, held_rows, unpacked_lengths = _training_rows(workspace, config)
 
     model, params = lora_model(config, device, precision)
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
 
-    steps_per_epoch = max(1, math.ceil(len(train_rows) / (config.batch_size * config.grad_accum)))
+    steps_per_epoch = _steps_per_epoch(len(train_rows), config)
     planned = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps:
         planned = min(planned, config.max_steps)
