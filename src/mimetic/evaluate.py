@@ -470,7 +470,7 @@ def evaluate(
     Raises:
         MimeticError: no trained run, no held-out data, unreadable references.
     """
-    from .generate import Voice
+    from .generate import Voice, prompt_ids
     from .prepare import load_split
     from .train import _autocast_factory
 
@@ -513,7 +513,7 @@ def evaluate(
         samples = generate_samples(voice, held_rows, config, gc, status)
         free = []
         for i, p in enumerate(prompts):
-            ids = voice.encode_prompt(p, gc.system_prompt)[0].tolist()
+            ids = prompt_ids(voice.tokenizer, voice.format, p, gc.system_prompt)
             with voice.base():
                 b = _generate_batch(voice, [ids], gc, config.new_tokens, config.seed + i)[0]
             free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], gc, config.new_tokens, config.seed + i)[0]})

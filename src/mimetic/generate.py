@@ -35,6 +35,15 @@ class Generation:
     duration_s: float
 
 
+def prompt_ids(tokenizer: Any, fmt: str, prompt: str, system_prompt: str = "") -> list[int]:
+    """Token ids of ``prompt`` as the voice was trained: plain text for a ``completion`` voice,
+    the chat template with a generation prompt (and the system prompt, if any) for a ``chat`` voice."""
+    if fmt == "chat":
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
 class Voice:
     """A base model with a run's adapter attached, ready to generate.
 
@@ -78,13 +87,9 @@ class Voice:
 
     def encode_prompt(self, prompt: str, system_prompt: str = "") -> Any:
         """Token ids (shape ``(1, n)``) for ``prompt`` in the voice's format."""
-        if self.format == "chat":
-            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-                {"role": "user", "content": prompt}
-            ]
-            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-            return out["input_ids"]
-        return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        import torch
+
+        return torch.tensor([prompt_ids(self.tokenizer, self.format, prompt, system_prompt)])
 
     def generate(
         self, prompt: str, config: GenerateConfig, seed: int, on_text: Callable[[str], None] | None = None
@@ -170,13 +175,7 @@ class GGUFVoice:
 
     def generate(self, prompt: str, config: GenerateConfig, seed: int, on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
         """Sample one continuation of ``prompt`` in llama.cpp; returns ``(text, number of new tokens)``."""
-        if self.format == "chat":
-            messages = ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else []) + [
-                {"role": "user", "content": prompt}
-            ]
-            ids = list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-        else:
-            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = prompt_ids(self.tokenizer, self.format, prompt, config.system_prompt)
         sampling = config.temperature > 0
         self.llm.reset()
         stream = self.llm.create_completion(
