@@ -112,9 +112,14 @@ def convert_to_gguf(model_dir: Path, out: Path, outtype: str = "f16") -> None:
     Raises:
         MimeticError: the converters are missing or llama.cpp cannot convert the architecture.
     """
+    _convert_into(out, "convert_hf_to_gguf.py", [str(model_dir), "--outtype", outtype], out.name)
+
+
+def _convert_into(out: Path, script: str, args: list[str], what: str) -> None:
+    """Run a llama.cpp converter writing to a temporary name, renamed to ``out`` when complete."""
     tmp = out.with_name(f".{out.name}.partial")
     try:
-        _run_converter("convert_hf_to_gguf.py", [str(model_dir), "--outfile", str(tmp), "--outtype", outtype], out.name)
+        _run_converter(script, [*args, "--outfile", str(tmp)], what)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -488,12 +493,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
 
     if "lora-gguf" in wants:
         say("Converting the adapter to a GGUF LoRA (llama.cpp)")
-        tmp = out / ".adapter.gguf.partial"
-        try:
-            _run_converter("convert_lora_to_gguf.py", [str(adapter_dir), "--base", str(base_dir), "--outfile", str(tmp), "--outtype", "f16"], "the adapter")
-            os.replace(tmp, out / "adapter.gguf")
-        finally:
-            tmp.unlink(missing_ok=True)
+        _convert_into(out / "adapter.gguf", "convert_lora_to_gguf.py", [str(adapter_dir), "--base", str(base_dir), "--outtype", "f16"], "the adapter")
         record("adapter.gguf")
         record("base-f16.gguf")
         if config.verify:
