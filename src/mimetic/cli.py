@@ -11,6 +11,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -259,11 +260,16 @@ def train(
     four_bit: bool = typer.Option(False, "--4bit", help="QLoRA: load the base model in 4-bit (CUDA only)."),
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack whole examples into full rows (less padding)."),
     plan_only: bool = typer.Option(False, "--plan", help="Only predict memory and time from a short warm-up, then stop."),
+    processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
+    accelerate_config: Optional[Path] = typer.Option(None, help="An accelerate config file (FSDP, DeepSpeed: see configs/accelerate/ in mimetic's repository)."),
 ) -> None:
     """Fine-tune a LoRA adapter on your writing, watching held-out NLL."""
+    from .distributed import is_main_process, launched_processes
     from .train import plan
     from .train import train as run
 
+    if (processes > 1 or accelerate_config) and launched_processes() == 1 and not plan_only:
+        raise typer.Exit(_launch(processes, accelerate_config))
     ws = Workspace.open(workspace, create=False)
     vc = ws.load_config()
     tc = cfg.replace(
@@ -279,12 +285,53 @@ def train(
         if not p.fits:
             raise MimeticError("This run will not fit in memory.", p.advice)
         return
-    if not resume:
+    if not resume and is_main_process():
         vc.train = tc
         ws.save_config(vc)
     console.print("Measuring the base model on your held-out writing, then training (Ctrl-C saves and stops)…")
     r = run(ws, tc, resume=(True if resume == "latest" else resume) or None)
     _train_summary(r)
+
+
+def _launch(processes: int, config_file: Path | None) -> int:
+    """Run this same ``mimetic train`` command in ``processes`` processes through ``accelerate
+    launch`` (torchrun underneath); returns its exit status."""
+    import socket
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:  # the command line minus the options that asked for the launch
+        if skip:
+            skip = False
+        elif a in ("--processes", "--accelerate-config"):
+            skip = True
+        elif not a.startswith(("--processes=", "--accelerate-config=")):
+            args.append(a)
+    with socket.socket() as sock:  # a free port for the processes to meet on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(port), "--num_machines", "1"]
+    if config_file:
+        if not config_file.expanduser().is_file():
+            raise MimeticError(f"No accelerate config file at {config_file}.", "See configs/accelerate/ in mimetic's repository.")
+        cmd += ["--config_file", str(config_file.expanduser())]
+        if processes > 1:
+            cmd += ["--num_processes", str(processes)]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // processes)
+        cmd += ["--multi_gpu", "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--num_cpu_threads_per_process", str(threads)]
+    console.print(f"[dim]Starting {processes} training processes through accelerate…[/]")
+    proc = subprocess.Popen(cmd + ["-m", "mimetic", *args], stderr=subprocess.PIPE, text=True, errors="replace")
+    hiding = False
+    for line in proc.stderr or []:
+        # The processes print their own errors (two lines, no traceback). What follows a failure
+        # is the launcher's report (torchrun's log lines and a traceback of its own): not for writers.
+        if line.startswith("Traceback (most recent call last)") or re.match(r"[EWI]\d{4} \d", line):
+            hiding = True
+        if not hiding and not line.startswith(("The following values were not passed", "\t`--", "To avoid this warning")):
+            sys.stderr.write(line)
+    return proc.wait()
 
 
 def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
@@ -503,10 +550,19 @@ def main() -> None:
     """Console-script entry point."""
     import warnings
 
+    from .distributed import is_main_process
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not is_main_process():  # the other training processes work silently
+        console.quiet = err.quiet = True
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices are not for writers
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*")
-    app(prog_name="mimetic")
+    try:
+        app(prog_name="mimetic")
+    finally:
+        from .distributed import leave_process_group
+
+        leave_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

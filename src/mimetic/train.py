@@ -162,6 +162,13 @@ def token_nll_sum(model: Any, batch: dict[str, Any], device: str, autocast: Any)
 
 def evaluate_nll(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> float:
     """Token-weighted held-out NLL (nats/token) of ``model`` on ``rows`` (a Dataset or list)."""
+    total, count = nll_sums(model, rows, pad_id, device, autocast, batch_size)
+    return total / max(1, count)
+
+
+def nll_sums(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> tuple[float, int]:
+    """Summed next-token NLL (nats) of ``model`` over ``rows`` and the number of labelled
+    tokens: the parts that several processes add up before dividing."""
     import torch
 
     was_training = model.training
@@ -175,7 +182,7 @@ def evaluate_nll(model: Any, rows: Any, pad_id: int, device: str, autocast: Any,
             total += float(s)
             count += c
     model.train(was_training)
-    return total / max(1, count)
+    return total, count
 
 
 def _autocast_factory(device: str, precision: str) -> Callable[[], Any]:
@@ -453,6 +460,7 @@ def train(
     import torch
     from peft import set_peft_model_state_dict
 
+    from .distributed import Dist, launched_processes
     from .models import load_tokenizer, pick_device, pick_precision
 
     meta = workspace.read_data_meta()
@@ -466,10 +474,14 @@ def train(
         config = VoiceConfig.load(run_dir / "config.toml").train
         state = torch.load(ckpt / "state.pt", weights_only=False)
         run_id = run_dir.name
+        if state.get("processes", 1) != launched_processes():
+            raise MimeticError(
+                f"Run {run_id} was trained by {state.get('processes', 1)} process(es), not {launched_processes()}.",
+                f"Resume it with the same number: mimetic train --resume {run_id} --processes {state.get('processes', 1)}",
+            )
     else:
         config = config or vc.train
-        run_id = workspace.new_run_id()
-        run_dir = workspace.runs_dir / run_id
+        run_id = ""
     if meta["base_model"] != config.base_model:
         raise MimeticError(
             f"The training data was prepared for {meta['base_model']!r}, not {config.base_model!r}.",
@@ -477,72 +489,105 @@ def train(
         )
 
     device = pick_device(config.device)
-    precision = pick_precision(device, config.precision)
+    # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
+    dist = Dist(device)
+    precision = dist.broadcast(pick_precision(device, config.precision))
     autocast = _autocast_factory(device, precision)
+    if not run_id:
+        run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
+        run_dir = workspace.runs_dir / run_id
     _seed_all(config.seed)
     tokenizer = load_tokenizer(config.base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     train_rows, held_rows, unpacked_lengths = _training_rows(workspace, config)
 
-    model, params = lora_model(config, device, precision)
+    with dist.main_first():  # a first load may convert and cache the model: once
+        model, params = lora_model(config, device, precision)
+    if dist.rank:  # same LoRA initialisation everywhere, different dropout masks per process
+        torch.manual_seed(config.seed + dist.rank)
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
+    # One optimizer step takes a global batch of batch_size × processes × grad_accum examples.
+    global_config = replace(config, batch_size=config.batch_size * dist.world)
 
-    steps_per_epoch = _steps_per_epoch(len(train_rows), config)
+    steps_per_epoch = _steps_per_epoch(len(train_rows), global_config)
     planned = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps:
         planned = min(planned, config.max_steps)
     sched = {"total": planned, "planned": planned, "warmup": int(round(config.warmup_ratio * planned))}
+    if state is not None and "lora" in state:
+        set_peft_model_state_dict(model, state["lora"])
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    model, optimizer = dist.prepare(model, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, sched["warmup"], sched["total"], config.lr_schedule)
     )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    trainable, total_params = model.get_nb_trainable_parameters()
+    trainable, total_params = dist.unwrap(model).get_nb_trainable_parameters()
     if state is None:
-        cfg_copy = VoiceConfig(vc.ingest, vc.prepare, config, vc.generate)
-        atomic_write_text(run_dir / "config.toml", cfg_copy.dumps())
-        atomic_write_text(metrics_path, "")
+        if dist.main:
+            cfg_copy = VoiceConfig(vc.ingest, vc.prepare, config, vc.generate)
+            atomic_write_text(run_dir / "config.toml", cfg_copy.dumps())
+            atomic_write_text(metrics_path, "")
         st = {"step": 0, "best_nll": None, "base_nll": None, "best_step": 0, "bad_evals": 0, "tokens": 0, "elapsed": 0.0,
               "eval_total_s": 0.0, "win_loss": 0.0, "win_count": 0}
     else:
-        set_peft_model_state_dict(model, state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
+        if dist.sharded:  # FSDP / DeepSpeed: sharded weights and optimizer, saved by accelerate
+            dist.acc.load_state(str(run_dir / "checkpoint-accelerate"))
+        else:
+            optimizer.load_state_dict(state["optimizer"])
         sched.update(state["sched"])
         scheduler.load_state_dict(state["scheduler"])
         st = state["trainer"]
-        # Drop metric lines written after the checkpoint (the interrupted tail), then continue.
-        lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
-        atomic_write_text(metrics_path, "".join(line + "\n" for line in lines if json.loads(line)["step"] <= st["step"]))
-        _set_rng_state(state["rng"])
+        if dist.main:  # drop metric lines written after the checkpoint (the interrupted tail), then continue
+            lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
+            atomic_write_text(metrics_path, "".join(line + "\n" for line in lines if json.loads(line)["step"] <= st["step"]))
+        _set_rng_state(state.get("rng_by_process", [state["rng"]])[dist.rank])
 
     def log(record: dict[str, Any]) -> None:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if dist.main:
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def save_adapter(dest: Path) -> None:
-        with atomic_dir(dest) as tmp:
-            model.save_pretrained(tmp)
+        full = dist.full_state_dict(model)  # sharded strategies gather the weights first (all processes)
+        if dist.main:
+            with atomic_dir(dest) as tmp:
+                dist.unwrap(model).save_pretrained(tmp, state_dict=full)
 
     def save_checkpoint() -> None:
         check_free_disk(run_dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
         from peft import get_peft_model_state_dict
 
+        rngs = dist.gather(_rng_state())  # every process's RNG: dropout masks continue exactly on resume
+        if dist.sharded:  # every process writes its shards of weights and optimizer
+            dist.save_state(run_dir / "checkpoint-accelerate")
+        if not dist.main:
+            return
         blob = {
-            "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
-            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "sched": dict(sched),
-            "rng": _rng_state(),
+            "rng": rngs[0],
             "trainer": dict(st),
+            "processes": dist.world,
         }
+        if dist.world > 1:
+            blob["rng_by_process"] = rngs
+        if not dist.sharded:
+            blob["lora"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(dist.unwrap(model)).items()}
+            blob["optimizer"] = optimizer.state_dict()
         with atomic_dir(run_dir / "checkpoint") as tmp:
             torch.save(blob, tmp / "state.pt")
 
     def run_eval(step: int) -> float:
         t = time.perf_counter()
-        nll = evaluate_nll(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
+        if dist.sharded:  # sharded weights: every process runs every batch together
+            total, count = nll_sums(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
+        else:  # each process scores its share of the held-out examples; the sums are added up
+            total, count = dist.sum(list(nll_sums(dist.unwrap(model), held_rows[dist.rank :: dist.world], pad_id, device,
+                                                  autocast, config.eval_batch_size)))
+        nll = total / max(1, count)
         log({"step": step, "held_out_nll": nll, "held_out_ppl": math.exp(nll), "eval_s": time.perf_counter() - t})
         st["last_eval_s"], st["last_nll"] = time.perf_counter() - t, nll
         st["eval_total_s"] += st["last_eval_s"]
@@ -562,26 +607,34 @@ def train(
 
     stopped = "finished"
     tokens_at_start, t_loop = st["tokens"], time.perf_counter()
-    bar = _Progress(progress, sched["total"], st)
+    bar = _Progress(progress and dist.main, sched["total"], st)
+    bs = config.batch_size
     with _StopFlag() as flag, bar:
         while st["step"] < sched["total"]:
             step = st["step"]
             micro = step * config.grad_accum
-            loss_sum, count = 0.0, 0
-            batches = [collate(_batch_for(micro + k, train_rows, config), pad_id) for k in range(config.grad_accum)]
-            n_labelled = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-            for batch in batches:  # gradient accumulation, token-weighted across micro-batches
-                s, c = token_nll_sum(model, batch, device, autocast)
-                (s / n_labelled).backward()
-                loss_sum += float(s.detach())
-                count += c
+            loss_sum = 0.0
+            global_rows = [_batch_for(micro + k, train_rows, global_config) for k in range(config.grad_accum)]
+            n_labelled = sum(_labelled(r) for rows in global_rows for r in rows)
+            for k, rows in enumerate(global_rows):  # gradient accumulation, token-weighted across micro-batches
+                mine, weight = rows[dist.rank * bs : (dist.rank + 1) * bs], 1.0
+                if not mine:  # a short last batch: run one row with weight 0 so every process takes part
+                    mine, weight = rows[:1], 0.0
+                with dist.no_sync(model, skip=k < config.grad_accum - 1):
+                    s, _ = token_nll_sum(model, collate(mine, pad_id), device, autocast)
+                    loss = s / n_labelled
+                    if dist.world > 1:  # DDP averages gradients over processes: undo that for a global token mean
+                        loss = loss * (weight * dist.world)
+                    dist.backward(loss)
+                loss_sum += float(s.detach()) * weight
+            loss_sum, count = dist.sum([loss_sum])[0], n_labelled
             if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                dist.clip_grad_norm_(model, params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             st["step"] = step + 1
-            st["tokens"] += sum(int(b["attention_mask"].sum()) for b in batches)
+            st["tokens"] += sum(len(r["input_ids"]) for rows in global_rows for r in rows)
             st["elapsed"] = time.perf_counter() - t_start
             speed = (st["tokens"] - tokens_at_start) / max(1e-9, time.perf_counter() - t_loop)
             st["train_loss"] = loss_sum / max(1, count)
@@ -595,6 +648,7 @@ def train(
                      "lr": scheduler.get_last_lr()[0], "tokens": st["tokens"], "tokens_per_s": speed, "elapsed_s": st["elapsed"]})
             if deadline and st["step"] == 5:
                 _fit_schedule_to_budget(st, sched, deadline, config)
+                sched["total"] = dist.min_int(sched["total"])
             bar.update(st, speed, sched["total"])
             last = st["step"] >= sched["total"]
             if st["step"] % config.eval_every == 0 and not last:
@@ -604,15 +658,22 @@ def train(
                     break
                 if deadline:  # re-plan with the speed measured so far
                     _fit_schedule_to_budget(st, sched, deadline, config)
-            if deadline and time.perf_counter() + st.get("last_eval_s", 0) > deadline:
+                    sched["total"] = dist.min_int(sched["total"])
+            over_budget = bool(deadline) and time.perf_counter() + st.get("last_eval_s", 0) > deadline
+            interrupted = flag.stop or _interrupt_at_step == st["step"]
+            if dist.world > 1:  # every process stops at the same step
+                over_budget, interrupted = (x > 0 for x in dist.sum([float(over_budget), float(interrupted)]))
+            if over_budget:
                 stopped = f"time budget of {config.time_budget_min:g} min reached"
                 break
-            if flag.stop or _interrupt_at_step == st["step"]:
+            if interrupted:
                 save_checkpoint()
-                _plot(metrics_path, run_dir / "loss.png", f"{run_id} (interrupted at step {st['step']})")
+                if dist.main:
+                    _plot(metrics_path, run_dir / "loss.png", f"{run_id} (interrupted at step {st['step']})")
                 raise TrainingInterrupted(
                     f"Training stopped at step {st['step']} of {sched['total']}; a checkpoint was saved.",
-                    f"Resume with: mimetic train --resume {run_id} --workspace {workspace.root}",
+                    f"Resume with: mimetic train --resume {run_id} --workspace {workspace.root}"
+                    + (f" --processes {dist.world}" if dist.world > 1 else ""),
                 )
             if st["step"] % config.checkpoint_every == 0:
                 save_checkpoint()
@@ -620,7 +681,10 @@ def train(
             run_eval(st["step"])
         save_checkpoint()
 
-    _plot(metrics_path, run_dir / "loss.png", f"{run_id}: {config.base_model}, LoRA r={config.lora_r}")
+    peak_rss_mb = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    dist.wait()
+    if dist.main:
+        _plot(metrics_path, run_dir / "loss.png", f"{run_id}: {config.base_model}, LoRA r={config.lora_r}")
     result = TrainResult(
         run_id=run_id,
         run_dir=run_dir,
@@ -632,8 +696,10 @@ def train(
         tokens_per_s=st["tokens"] / max(1e-9, st["elapsed"] - st["eval_total_s"]),  # training time only
         train_tokens=st["tokens"],
         elapsed_s=st["elapsed"],
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb,  # the largest of the processes
     )
+    if not dist.main:
+        return result
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     lengths = [len(r["input_ids"]) for r in train_rows]
     summary.update({
@@ -653,9 +719,16 @@ def train(
         ),
         "packed_rows": len(train_rows) if config.packing else None,
         "planned_steps": sched["total"],
+        "processes": dist.world,
+        "global_batch_size": global_config.batch_size * config.grad_accum,
     })
     atomic_write_json(run_dir / "summary.json", summary)
     return result
+
+
+def _labelled(row: dict[str, Any]) -> int:
+    """Tokens of ``row`` that are predicted in training (labels after the first, not -100)."""
+    return sum(1 for x in row["labels"][1:] if x != IGNORE_INDEX)
 
 
 def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[list[int]]:
