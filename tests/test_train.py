@@ -51,6 +51,10 @@ def test_training_lowers_held_out_nll_and_writes_run_files(ws, tiny_model):
     assert "lora_r = 4" in cfg_text and tiny_model in cfg_text
     summary = json.loads((r.run_dir / "summary.json").read_text())
     assert summary["held_out_nll_drop"] == pytest.approx(r.nll_drop) and summary["trainable_parameters"] > 0
+    # every run starts with a plan line, measured on its own longest batch
+    plan = summary["plan"]
+    assert plan["fits"] and plan["peak_memory_mb"] > 100 and plan["tokens_per_s"] > 0 and plan["run_minutes"] > 0
+    assert any("plan_epoch_min" in x for x in rows)
 
 
 def test_early_stopping_keeps_best_adapter(ws, tiny_model):

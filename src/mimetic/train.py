@@ -369,8 +369,6 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     Raises:
         MimeticError: no prepared data.
     """
-    import resource
-
     import torch
 
     from .models import pick_device, pick_precision
@@ -383,37 +381,56 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     train_rows, held_rows, _ = _training_rows(workspace, config)
     model, params = lora_model(config, device, precision)
     optimizer = torch.optim.AdamW(params, lr=1e-6)
+    result = _measure_plan(model, params, optimizer, train_rows, held_rows, config, device, autocast, warmup_steps)
+    del model, optimizer
+    return result
+
+
+def _measure_plan(model: Any, params: list[Any], optimizer: Any, train_rows: list[dict], held_rows: list[dict],
+                  config: TrainConfig, device: str, autocast: Any, steps: int, processes: int = 1) -> Plan:
+    """Time ``steps`` training steps on the longest batch (optimizer steps when ``optimizer`` is
+    given; without one, AdamW's two fp32 moments per trainable weight are added to the peak)
+    and one held-out batch, and turn the measurements into a :class:`Plan`."""
+    import resource
+
+    import torch
+
     longest = sorted(train_rows, key=lambda r: -len(r["input_ids"]))[: config.batch_size]
     batch = collate(longest, 0)
     tokens = int(batch["attention_mask"].sum())
+    was_training = model.training
     model.train()
     times = []
-    for k in range(warmup_steps):
+    for k in range(steps):
         t = time.perf_counter()
         for _ in range(config.grad_accum):
             s, c = token_nll_sum(model, batch, device, autocast)
             (s / max(1, c)).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.step()
+        for p in params:
+            p.grad = None
         if device == "cuda":
             torch.cuda.synchronize()
-        if k:
+        if k or steps == 1:
             times.append(time.perf_counter() - t)
     held_longest = sorted(held_rows, key=lambda r: -len(r["input_ids"]))[: config.eval_batch_size]
     evaluate_nll(model, held_longest, 0, device, autocast, config.eval_batch_size)
-    speed = tokens * config.grad_accum / (sum(times) / max(1, len(times)))
+    model.train(was_training)
+    speed = processes * tokens * config.grad_accum / (sum(times) / max(1, len(times)))
+    adam = 0.0 if optimizer is not None else 2 * sum(p.numel() * 4 for p in params) / 2**20
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak = torch.cuda.max_memory_allocated() / 2**20 + adam
         free, _ = torch.cuda.mem_get_info()
         available = free / 2**20 + peak
     else:
         import psutil
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + adam
         available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     held_tokens = sum(len(r["input_ids"]) for r in held_rows)
-    steps_per_epoch = _steps_per_epoch(len(train_rows), config)
+    steps_per_epoch = _steps_per_epoch(len(train_rows), replace(config, batch_size=config.batch_size * processes))
     evals = max(1, steps_per_epoch // config.eval_every) + 1
     epoch_s = train_tokens / speed + evals * held_tokens / (3 * speed)
     epochs = config.epochs
@@ -428,7 +445,6 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
         advice = ("Lower the memory: shorter examples (prepare.max_tokens, e.g. 256), a smaller batch "
                   "(train.batch_size 1–2 with train.grad_accum to keep the effective batch)"
                   + (", or 4-bit QLoRA (--4bit)" if device == "cuda" else ", or a smaller base model") + ".")
-    del model, optimizer
     return Plan(round(peak), round(available), round(speed, 1), epoch_s / 60, run_s / 60, steps_per_epoch, evals, fits, advice)
 
 
@@ -601,6 +617,22 @@ def train(
     model.train()
     t_start = time.perf_counter() - st["elapsed"]
     deadline = t_start + 60 * config.time_budget_min if config.time_budget_min else None
+    run_plan = None
+    if state is None and not dist.sharded:
+        # The plan line: two steps on this run's longest batch (the second is timed; memory only
+        # settles after the second backward pass) and one held-out batch, with the
+        # RNG put back and no weight changed, so the run itself is exactly as without it.
+        t = time.perf_counter()
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
+            run_plan = _measure_plan(dist.unwrap(model), params, None, train_rows, held_rows, config, device, autocast,
+                                     2, dist.world)
+        st["eval_total_s"] += time.perf_counter() - t  # time not spent on training steps (speed, budget planning)
+        log({"step": 0, "plan_peak_memory_mb": run_plan.peak_memory_mb, "plan_tokens_per_s": run_plan.tokens_per_s,
+             "plan_epoch_min": run_plan.epoch_minutes, "plan_run_min": run_plan.run_minutes})
+        if progress and dist.main:
+            from rich.console import Console
+
+            Console().print(run_plan.summary() + ("" if run_plan.fits else f" [bold red]May not fit.[/] {run_plan.advice}"))
     if st["base_nll"] is None:
         st["base_nll"] = run_eval(0)
         save_checkpoint()
@@ -679,6 +711,7 @@ def train(
                 save_checkpoint()
         if not stopped.startswith("early"):
             run_eval(st["step"])
+        st["elapsed"] = time.perf_counter() - t_start  # the final evaluation included
         save_checkpoint()
 
     peak_rss_mb = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
@@ -720,6 +753,7 @@ def train(
         "packed_rows": len(train_rows) if config.packing else None,
         "planned_steps": sched["total"],
         "processes": dist.world,
+        "plan": asdict(run_plan) if run_plan else None,
         "global_batch_size": global_config.batch_size * config.grad_accum,
     })
     atomic_write_json(run_dir / "summary.json", summary)
