@@ -164,3 +164,25 @@ def test_plan_predicts_memory_and_time_from_a_warm_up(ws, tiny_model):
     # two epochs plus the step-0 evaluation
     assert p.tokens_per_s > 0 and 2 * p.epoch_minutes < p.run_minutes < 2.5 * p.epoch_minutes
     assert "peak memory" in p.summary()
+
+
+def test_bf16_base_weights_halve_their_memory_and_train(ws, tiny_model):
+    from mimetic.train import lora_model
+
+    c = cfg(tiny_model, max_steps=4, base_weights="bf16", precision="auto", learning_rate=2e-2)
+    model, params = lora_model(c, "cpu", "bf16")
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16} and {p.dtype for p in params} == {torch.float32}
+    r = train(ws, c, progress=False)
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert summary["precision"] == "bf16" and r.best_nll < r.base_nll
+    with pytest.raises(MimeticError, match="base_weights"):
+        TrainConfig(base_weights="bf16", precision="fp32")
+
+
+def test_compiled_training_steps_match_eager(ws, tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0), progress=False)
+    compiled = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0, compile=True), progress=False)
+    assert compiled.best_nll == pytest.approx(eager.best_nll, rel=1e-4)
+    assert any((tmp_path / "inductor").iterdir())  # the compiled code is cached for the next run

@@ -260,6 +260,8 @@ def train(
     four_bit: bool = typer.Option(False, "--4bit", help="QLoRA: load the base model in 4-bit (CUDA only)."),
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack whole examples into full rows (less padding)."),
     plan_only: bool = typer.Option(False, "--plan", help="Only predict memory and time from a short warm-up, then stop."),
+    base_weights: Optional[str] = typer.Option(None, help="Store the frozen base weights as fp32 or bf16 (half the memory; bf16 compute)."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training steps: minutes to compile, faster after; for long runs."),
     processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
     accelerate_config: Optional[Path] = typer.Option(None, help="An accelerate config file (FSDP, DeepSpeed: see configs/accelerate/ in mimetic's repository)."),
 ) -> None:
@@ -276,6 +278,7 @@ def train(
         vc.train, base_model=base_model, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget,
         learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum,
         eval_every=eval_every, patience=patience, device=device, load_in_4bit=four_bit or None, packing=packing,
+        base_weights=base_weights, compile=compile_model,
     )
     if plan_only:
         with console.status("Measuring a short warm-up…"):

@@ -127,6 +127,13 @@ class TrainConfig:
     examples (transformers builds a block-diagonal mask from reset position ids) and almost no
     position is padding. The loss is the same as unpacked, token for token.
 
+    Speed and memory: ``precision`` is the compute precision (``auto``: see
+    :func:`mimetic.models.pick_precision`); ``base_weights`` the dtype the frozen base weights
+    are stored in (``auto``: fp32 on CPU, the compute dtype on GPUs; ``bf16`` halves their
+    memory on a CPU and implies bf16 compute); ``compile`` runs the training forward and
+    backward through ``torch.compile`` (inductor, ``dynamic=True``, its cache in the user cache
+    directory): the first step compiles for minutes on a CPU, so it pays off only for long runs.
+
     Stopping: ``epochs`` (may be fractional), ``max_steps`` and ``time_budget_min`` (minutes,
     evaluation included): whichever comes first. The schedule is shrunk to fit a time budget.
     Early stopping ends training after ``patience`` evaluations without an improvement of the
@@ -160,6 +167,8 @@ class TrainConfig:
     load_in_4bit: bool = False
     group_by_length: bool = True
     packing: bool = False
+    base_weights: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check(self.lora_r > 0 and self.lora_alpha > 0, "train.lora_r and train.lora_alpha must be positive")
@@ -173,6 +182,9 @@ class TrainConfig:
         _check(self.device in ("auto", "cpu", "cuda", "mps"), "train.device must be auto, cpu, cuda or mps")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16")
         _check(self.learning_rate is None or self.learning_rate > 0, "train.learning_rate must be positive")
+        _check(self.base_weights in ("auto", "fp32", "bf16"), "train.base_weights must be auto, fp32 or bf16")
+        _check(not (self.base_weights == "bf16" and self.precision in ("fp32", "fp16")),
+               "train.base_weights = bf16 needs train.precision auto or bf16")
 
 
 @dataclass

@@ -267,12 +267,14 @@ def cpu_bf16_is_faster() -> bool:
     return _BF16_FASTER
 
 
-def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_4bit: bool = False) -> Any:
+def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_4bit: bool = False,
+               weights: str = "auto") -> Any:
     """Load base model ``name`` for training or generation on ``device``.
 
-    On CPU the weights stay fp32 and compute runs under bf16 autocast (see
-    :func:`pick_precision`); on CUDA they are loaded in bf16/fp16, or in 4-bit NF4 through
-    bitsandbytes when ``load_in_4bit`` (QLoRA, Dettmers et al. 2023).
+    On CPU the weights stay fp32 (``weights="bf16"``: bf16, half the memory, for bf16 autocast
+    compute) and compute runs as :func:`pick_precision` says; on CUDA they are loaded in
+    bf16/fp16, or in 4-bit NF4 through bitsandbytes when ``load_in_4bit`` (QLoRA, Dettmers et
+    al. 2023).
 
     Raises:
         MimeticError: unknown model, offline without a cached copy, 4-bit asked off CUDA.
@@ -286,6 +288,10 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if device == "cuda" and precision in ("bf16", "fp16"):
         kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float16
+    if weights == "bf16":
+        kwargs["dtype"] = torch.bfloat16
+    elif weights == "fp32":
+        kwargs["dtype"] = torch.float32
     if load_in_4bit:
         if device != "cuda":
             raise MimeticError("4-bit QLoRA needs an NVIDIA GPU (bitsandbytes).", "Drop --4bit to train in bf16/fp32.")

@@ -287,7 +287,7 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
 
     from .models import load_model
 
-    model = load_model(config.base_model, device, precision, config.load_in_4bit)
+    model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
     if config.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
@@ -305,6 +305,19 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
     return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def _compiled(model: Any) -> Any:
+    """``torch.compile(model, dynamic=True)`` (batches change length), with inductor's cache in
+    mimetic's user cache directory so later runs skip most of the compilation."""
+    import os
+
+    import torch
+
+    from .models import cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    return torch.compile(model, dynamic=True)
 
 
 def _training_rows(workspace: Workspace, config: TrainConfig) -> tuple[list[dict], list[dict], list[int]]:
@@ -376,7 +389,7 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     config = config or workspace.load_config().train
     workspace.read_data_meta()
     device = pick_device(config.device)
-    precision = pick_precision(device, config.precision)
+    precision = pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision)
     autocast = _autocast_factory(device, precision)
     train_rows, held_rows, _ = _training_rows(workspace, config)
     model, params = lora_model(config, device, precision)
@@ -507,7 +520,7 @@ def train(
     device = pick_device(config.device)
     # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
     dist = Dist(device)
-    precision = dist.broadcast(pick_precision(device, config.precision))
+    precision = dist.broadcast(pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision))
     autocast = _autocast_factory(device, precision)
     if not run_id:
         run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
@@ -534,6 +547,7 @@ def train(
         set_peft_model_state_dict(model, state["lora"])
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     model, optimizer = dist.prepare(model, optimizer)
+    step_model = _compiled(model) if config.compile else model  # training steps only; evaluation runs eagerly
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, sched["warmup"], sched["total"], config.lr_schedule)
     )
@@ -653,7 +667,7 @@ def train(
                 if not mine:  # a short last batch: run one row with weight 0 so every process takes part
                     mine, weight = rows[:1], 0.0
                 with dist.no_sync(model, skip=k < config.grad_accum - 1):
-                    s, _ = token_nll_sum(model, collate(mine, pad_id), device, autocast)
+                    s, _ = token_nll_sum(step_model, collate(mine, pad_id), device, autocast)
                     loss = s / n_labelled
                     if dist.world > 1:  # DDP averages gradients over processes: undo that for a global token mean
                         loss = loss * (weight * dist.world)
