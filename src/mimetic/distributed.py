@@ -123,10 +123,6 @@ class Dist:
         t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
         return self.acc.reduce(t, "sum").tolist()
 
-    def any(self, flag: bool) -> bool:
-        """True on every process when ``flag`` is true on at least one of them."""
-        return self.sum([1.0 if flag else 0.0])[0] > 0 if self.acc else flag
-
     def min_int(self, value: int) -> int:
         """The smallest ``value`` over all processes."""
         if not self.acc:

@@ -307,6 +307,14 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
+def _precision(device: str, config: TrainConfig) -> str:
+    """Compute precision of a run: bf16 when the base weights are stored in bf16, else
+    :func:`mimetic.models.pick_precision` of ``config.precision``."""
+    from .models import pick_precision
+
+    return pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision)
+
+
 def _compiled(model: Any) -> Any:
     """``torch.compile(model, dynamic=True)`` (batches change length), with inductor's cache in
     mimetic's user cache directory so later runs skip most of the compilation."""
@@ -384,12 +392,12 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     """
     import torch
 
-    from .models import pick_device, pick_precision
+    from .models import pick_device
 
     config = config or workspace.load_config().train
     workspace.read_data_meta()
     device = pick_device(config.device)
-    precision = pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision)
+    precision = _precision(device, config)
     autocast = _autocast_factory(device, precision)
     train_rows, held_rows, _ = _training_rows(workspace, config)
     model, params = lora_model(config, device, precision)
@@ -490,7 +498,7 @@ def train(
     from peft import set_peft_model_state_dict
 
     from .distributed import Dist, launched_processes
-    from .models import load_tokenizer, pick_device, pick_precision
+    from .models import load_tokenizer, pick_device
 
     meta = workspace.read_data_meta()
     vc = workspace.load_config()
@@ -520,7 +528,7 @@ def train(
     device = pick_device(config.device)
     # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
     dist = Dist(device)
-    precision = dist.broadcast(pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision))
+    precision = dist.broadcast(_precision(device, config))
     autocast = _autocast_factory(device, precision)
     if not run_id:
         run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
@@ -693,8 +701,7 @@ def train(
                 log({"step": st["step"], "epoch": st["step"] / steps_per_epoch, "train_loss": window_loss,
                      "lr": scheduler.get_last_lr()[0], "tokens": st["tokens"], "tokens_per_s": speed, "elapsed_s": st["elapsed"]})
             if deadline and st["step"] == 5:
-                _fit_schedule_to_budget(st, sched, deadline, config)
-                sched["total"] = dist.min_int(sched["total"])
+                _fit_schedule_to_budget(st, sched, deadline, config, dist)
             bar.update(st, speed, sched["total"])
             last = st["step"] >= sched["total"]
             if st["step"] % config.eval_every == 0 and not last:
@@ -703,12 +710,11 @@ def train(
                     stopped = f"early stopping: held-out NLL did not improve for {config.patience} evaluations"
                     break
                 if deadline:  # re-plan with the speed measured so far
-                    _fit_schedule_to_budget(st, sched, deadline, config)
-                    sched["total"] = dist.min_int(sched["total"])
+                    _fit_schedule_to_budget(st, sched, deadline, config, dist)
             over_budget = bool(deadline) and time.perf_counter() + st.get("last_eval_s", 0) > deadline
             interrupted = flag.stop or _interrupt_at_step == st["step"]
-            if dist.world > 1:  # every process stops at the same step
-                over_budget, interrupted = (x > 0 for x in dist.sum([float(over_budget), float(interrupted)]))
+            # every process stops at the same step: a stop anywhere is a stop everywhere
+            over_budget, interrupted = (x > 0 for x in dist.sum([float(over_budget), float(interrupted)]))
             if over_budget:
                 stopped = f"time budget of {config.time_budget_min:g} min reached"
                 break
@@ -826,7 +832,7 @@ def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig)
     return [rows[i] for i in _EPOCH_CACHE[key][index]]
 
 
-def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline: float, config: TrainConfig) -> None:
+def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline: float, config: TrainConfig, dist: Any) -> None:
     """Set the number of steps so the learning-rate schedule ends within the time budget.
 
     Uses the training time per step measured so far (evaluation time excluded) and the cost
@@ -843,7 +849,7 @@ def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline:
         if (fit + 1 - st["step"]) * per_step + evals * eval_s > left:
             break
         fit += 1
-    sched["total"] = max(st["step"] + 1, fit)
+    sched["total"] = dist.min_int(max(st["step"] + 1, fit))  # several processes: the most cautious plan
 
 
 class _Progress:
