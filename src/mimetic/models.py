@@ -302,7 +302,7 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"], bnb_4bit_use_double_quant=True
         )
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # this process's GPU under accelerate
     try:
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as e:
