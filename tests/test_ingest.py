@@ -59,6 +59,12 @@ def test_markdown_cleaning_removes_syntax_and_keeps_words():
         assert kept in text, kept
 
 
+def test_markdown_attribute_lists_removed():
+    body = "Some memory:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n{:.table}\n\n## Pointers {#ptr .big}\n\nKeep {this} and {:nothing} else."
+    text = "\n\n".join(paragraphs(clean_markdown(body)))
+    assert text == "Some memory:\n\nPointers\n\nKeep {this} and else."
+
+
 def test_hard_wrapped_lines_are_joined_into_paragraphs():
     text = "It was a dark\nand stormy night;\nthe rain fell.\n\nSecond\nparagraph here."
     assert paragraphs(text) == ["It was a dark and stormy night; the rain fell.", "Second paragraph here."]

@@ -154,6 +154,9 @@ _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _LIQUID = re.compile(r"\{%.*?%\}|\{\{.*?\}\}", re.DOTALL)
 _HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
 _SETEXT = re.compile(r"^ {0,3}(?:=+|-+)\s*$", re.MULTILINE)
+# Kramdown inline attribute lists ("{:.table}", "{: #id}") and Pandoc/Kramdown attributes at
+# the end of a heading or block ("## Title {#title .class}"): markup, not prose
+_ATTRIBUTES = re.compile(r"\{:[^}\n]*\}|[ \t]*\{[#.][\w-][^}\n]*\}[ \t]*$", re.MULTILINE)
 _HR = re.compile(r"^ {0,3}(?:[-*_]\s*){3,}$", re.MULTILINE)
 _LIST = re.compile(r"^\s{0,6}(?:[-*+]|\d{1,3}[.)])\s+", re.MULTILINE)
 _EMPH = re.compile(r"(\*{1,3}|_{1,3})(?=\S)(.+?)(?<=\S)\1")
@@ -221,7 +224,7 @@ def clean_markdown(text: str, remove_blockquotes: bool = True) -> str:
     """Markdown (or Gemini text) to plain prose, keeping the writer's words only.
 
     Removes code blocks (fenced and indented), tables, HTML blocks and tags, Liquid/Jinja
-    tags, images, link targets (link text is kept), Gemini link lines, link reference definitions, footnote
+    tags, Kramdown/Pandoc attribute lists, images, link targets (link text is kept), Gemini link lines, link reference definitions, footnote
     markers, bare URLs, heading/list/emphasis marks, horizontal rules and, optionally,
     block quotations. HTML entities are decoded. Front matter must be split off first.
     """
@@ -229,6 +232,7 @@ def clean_markdown(text: str, remove_blockquotes: bool = True) -> str:
     text = _FENCE.sub("", text)
     text = _drop_indented_code(text)
     text = _LIQUID.sub("", text)
+    text = _ATTRIBUTES.sub("", text)
     text = _drop_html_blocks(text)
     text = _TABLE_ROW.sub("", text)
     if remove_blockquotes:
