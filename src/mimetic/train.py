@@ -341,6 +341,12 @@ def _training_rows(workspace: Workspace, config: TrainConfig) -> tuple[list[dict
     return train_rows, held_rows, unpacked_lengths
 
 
+def _global_config(config: TrainConfig, processes: int) -> TrainConfig:
+    """``config`` with the batch one optimizer step takes across all processes: each of the
+    ``processes`` takes ``batch_size`` examples, so the global batch is their product."""
+    return replace(config, batch_size=config.batch_size * processes)
+
+
 def _steps_per_epoch(rows: int, config: TrainConfig) -> int:
     return max(1, math.ceil(rows / (config.batch_size * config.grad_accum)))
 
@@ -451,7 +457,7 @@ def _measure_plan(model: Any, params: list[Any], optimizer: Any, train_rows: lis
         available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     held_tokens = sum(len(r["input_ids"]) for r in held_rows)
-    steps_per_epoch = _steps_per_epoch(len(train_rows), replace(config, batch_size=config.batch_size * processes))
+    steps_per_epoch = _steps_per_epoch(len(train_rows), _global_config(config, processes))
     evals = max(1, steps_per_epoch // config.eval_every) + 1
     epoch_s = train_tokens / speed + evals * held_tokens / (3 * speed)
     epochs = config.epochs
@@ -543,8 +549,7 @@ def train(
     if dist.rank:  # same LoRA initialisation everywhere, different dropout masks per process
         torch.manual_seed(config.seed + dist.rank)
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
-    # One optimizer step takes a global batch of batch_size × processes × grad_accum examples.
-    global_config = replace(config, batch_size=config.batch_size * dist.world)
+    global_config = _global_config(config, dist.world)  # × grad_accum examples per optimizer step
 
     steps_per_epoch = _steps_per_epoch(len(train_rows), global_config)
     planned = math.ceil(config.epochs * steps_per_epoch)
