@@ -43,6 +43,8 @@ import numpy as np
 
 from .config import EvaluateConfig, GenerateConfig
 from .errors import MimeticError
+from .nll import IGNORE_INDEX, per_example_nll
+from .models import autocast
 from .memorization import TrainingIndex, audit
 from .stylometry import (
     ZScorer,
@@ -74,34 +76,6 @@ class Evaluation:
 
 
 # ----------------------------------------------------------------------------------------- NLL
-
-
-def per_example_nll(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Summed next-token NLL (nats) and labelled-token count of every row.
-
-    Returns two arrays of shape ``(len(rows),)`` in the rows' order.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .prepare import IGNORE_INDEX
-    from .train import collate
-
-    sums, counts = np.zeros(len(rows)), np.zeros(len(rows))
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx], pad_id).items()}
-            with autocast():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
-            loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-            for j, i in enumerate(idx):
-                sums[i] = float(loss[j].sum())
-                counts[i] = int((labels[j] != IGNORE_INDEX).sum())
-    return sums, counts
 
 
 def bootstrap_nll(
@@ -149,8 +123,6 @@ def bootstrap_nll(
 
 def _generate_batch(voice: Any, prefixes: list[list[int]], gc: GenerateConfig, new_tokens: int, seed: int, greedy: bool = False) -> list[str]:
     """Continue equal-length token prefixes in one batch; returns the decoded continuations."""
-    import contextlib
-
     import torch
 
     ids = torch.tensor(prefixes, device=voice.device)
@@ -161,8 +133,7 @@ def _generate_batch(voice: Any, prefixes: list[list[int]], gc: GenerateConfig, n
     else:
         kw.update(do_sample=True, temperature=gc.temperature, top_p=gc.top_p, min_p=gc.min_p or None,
                   repetition_penalty=gc.repetition_penalty)
-    autocast = torch.autocast(device_type=voice.device, dtype=torch.bfloat16) if voice.precision == "bf16" else contextlib.nullcontext()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast(voice.device, voice.precision)():
         out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
     return [voice.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
 
@@ -239,7 +210,6 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
     """
     import random
 
-    from .prepare import IGNORE_INDEX
 
     rng = random.Random(config.seed)
     cands = []
@@ -472,7 +442,6 @@ def evaluate(
     """
     from .generate import Voice, prompt_ids
     from .prepare import load_split
-    from .train import _autocast_factory
 
     status = status or (lambda s: None)
     vc = workspace.load_config()
@@ -491,7 +460,7 @@ def evaluate(
     if cache.get("key") != key:
         status("loading the base model and the voice")
         voice = voice or Voice.load(workspace, run_dir.name)
-        autocast = _autocast_factory(voice.device, voice.precision)
+        autocast = autocast(voice.device, voice.precision)
         pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
         rows = held_rows
         if config.max_held_out_tokens:

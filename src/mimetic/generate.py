@@ -98,8 +98,6 @@ class Voice:
 
         ``on_text`` receives decoded text as it is produced (streaming).
         """
-        import contextlib
-
         import torch
         from transformers import TextStreamer
 
@@ -123,12 +121,9 @@ class Voice:
         }
         if sampling:
             kwargs.update(temperature=config.temperature, top_p=config.top_p, min_p=config.min_p or None)
-        autocast = (
-            torch.autocast(device_type=self.device, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), autocast:
+        from .models import autocast
+
+        with torch.no_grad(), autocast(self.device, self.precision)():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
         new = out[0, ids.shape[1] :]
         return self.tokenizer.decode(new, skip_special_tokens=True), int(new.shape[0])

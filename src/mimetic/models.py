@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .config import EMBEDDED_MODEL
 from .errors import MimeticError
@@ -237,6 +237,25 @@ def pick_precision(device: str, requested: str = "auto") -> str:
     if device == "mps":
         return "fp16"
     return "bf16" if cpu_bf16_is_faster() else "fp32"
+
+
+def autocast(device: str, precision: str) -> Callable[[], Any]:
+    """A factory of the compute-precision context for ``device``: ``torch.autocast`` in bf16 or
+    fp16 (PyTorch's automatic mixed precision: matmuls in the low precision, reductions in fp32),
+    or a no-op context for fp32. A factory, not a context, because a context manager is used once.
+
+    Args:
+        device: ``cpu``, ``cuda`` or ``mps``.
+        precision: ``bf16``, ``fp16`` or ``fp32`` (see :func:`pick_precision`).
+    """
+    import contextlib
+
+    import torch
+
+    if precision in ("bf16", "fp16") and device in ("cpu", "cuda", "mps"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device_type=device, dtype=dtype)
+    return contextlib.nullcontext
 
 
 _BF16_FASTER: bool | None = None

@@ -27,11 +27,11 @@ from typing import Any
 from .config import PrepareConfig
 from .errors import MimeticError
 from .ingest import count_words, load_corpus
+from .nll import IGNORE_INDEX
+from .stylometry import SENTENCE_END as _SENTENCE
 from .workspace import Workspace, atomic_dir, atomic_write_json
 
 MIN_CORPUS_WORDS = 2000
-_SENTENCE = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
-IGNORE_INDEX = -100
 
 
 @dataclass

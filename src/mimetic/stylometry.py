@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
 # A compact English function-word list (articles, pronouns, prepositions, conjunctions,
 # auxiliaries) in the spirit of Mosteller & Wallace (1964); rates per 1,000 words.
 FUNCTION_WORDS = (
@@ -57,7 +57,7 @@ def sentences(text: str) -> list[str]:
     digit, and at paragraph breaks."""
     out = []
     for para in re.split(r"\n\s*\n", text):
-        out += [s.strip() for s in _SENTENCE_END.split(para.strip()) if s.strip()]
+        out += [s.strip() for s in SENTENCE_END.split(para.strip()) if s.strip()]
     return out
 
 

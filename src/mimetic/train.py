@@ -28,9 +28,9 @@ from typing import Any, Callable
 
 from .config import TrainConfig, VoiceConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
+from .models import autocast as _autocast_factory
+from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
 from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, check_free_disk
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -67,35 +67,6 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
     if schedule == "linear":
         return max(0.0, 1.0 - progress)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Right-pad a list of examples into tensors ``input_ids``, ``attention_mask``, ``labels``
-    of shape ``(batch, longest)``; padded label positions are ``-100``.
-
-    Packed rows (with ``position_ids``, see :func:`pack`) also get ``position_ids``; their
-    padding is a segment of its own (positions restart at 0), so the model needs no
-    attention mask, and ``attention_mask`` only marks real tokens for counting."""
-    import torch
-
-    n = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)
-    packed = all("position_ids" in r for r in rows)
-    pos = torch.zeros((len(rows), n), dtype=torch.long) if packed else None
-    for i, r in enumerate(rows):
-        k = len(r["input_ids"])
-        ids[i, :k] = torch.tensor(r["input_ids"])
-        mask[i, :k] = 1
-        labels[i, :k] = torch.tensor(r["labels"])
-        if pos is not None:
-            pos[i, :k] = torch.tensor(r["position_ids"])
-            pos[i, k:] = torch.arange(n - k)
-    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    if pos is not None:
-        out["position_ids"] = pos
-    return out
 
 
 def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
@@ -140,58 +111,6 @@ def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
             pos += list(range(len(r["input_ids"])))
         out.append({"input_ids": ids, "labels": labels, "position_ids": pos})
     return out
-
-
-def token_nll_sum(model: Any, batch: dict[str, Any], device: str, autocast: Any) -> tuple[Any, int]:
-    """Sum of next-token NLL (nats) over the batch's labelled positions, and their count."""
-    import torch.nn.functional as F
-
-    batch = {k: v.to(device) for k, v in batch.items()}
-    with autocast():
-        # use_cache=False: no KV cache is needed to score text, and transformers only reads packed
-        # sequences from position ids when there is no cache
-        if "position_ids" in batch:  # packed: attention kept inside each example by position ids
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        else:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, int((labels != IGNORE_INDEX).sum())
-
-
-def evaluate_nll(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> float:
-    """Token-weighted held-out NLL (nats/token) of ``model`` on ``rows`` (a Dataset or list)."""
-    total, count = nll_sums(model, rows, pad_id, device, autocast, batch_size)
-    return total / max(1, count)
-
-
-def nll_sums(model: Any, rows: Any, pad_id: int, device: str, autocast: Any, batch_size: int = 8) -> tuple[float, int]:
-    """Summed next-token NLL (nats) of ``model`` over ``rows`` and the number of labelled
-    tokens: the parts that several processes add up before dividing."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # similar lengths: less padding
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            batch = collate([rows[i] for i in order[start : start + batch_size]], pad_id)
-            s, c = token_nll_sum(model, batch, device, autocast)
-            total += float(s)
-            count += c
-    model.train(was_training)
-    return total, count
-
-
-def _autocast_factory(device: str, precision: str) -> Callable[[], Any]:
-    import torch
-
-    if precision in ("bf16", "fp16") and device in ("cpu", "cuda", "mps"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return lambda: torch.autocast(device_type=device, dtype=dtype)
-    return contextlib.nullcontext
 
 
 def _rng_state() -> dict[str, Any]:
