@@ -90,7 +90,7 @@ def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:
 
         cfg = TrainConfig(base_model="embedded", max_steps=steps, batch_size=batch, eval_every=10**6, checkpoint_every=10**6,
                           lora_dropout=0.0 if name == "mimetic-no-dropout" else 0.05, warmup_ratio=0.0)
-        r = train(ws, cfg, progress=False)
+        r = train(ws, cfg)
         return {"tokens_per_s": r.tokens_per_s, "tokens": r.train_tokens, "precision": json.loads((r.run_dir / "summary.json").read_text())["precision"]}
 
     from datasets import Dataset

@@ -114,5 +114,5 @@ def trained_voice(root: Path, tiny_model: str, paragraphs: int = 6, **train_sett
     prepare(ws, base_model=tiny_model)
     settings = dict(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32")
     settings.update(train_settings)
-    train(ws, TrainConfig(**settings), progress=False)
+    train(ws, TrainConfig(**settings))
     return ws

@@ -37,7 +37,7 @@ def test_two_processes_follow_the_single_process_loss_curve(prepared, tiny_model
     ws = prepared
     settings = dict(base_model=tiny_model, max_steps=6, eval_every=3, log_every=1, learning_rate=1e-2,
                     precision="fp32", lora_dropout=0.0)
-    one = train(ws, TrainConfig(batch_size=4, **settings), progress=False)
+    one = train(ws, TrainConfig(batch_size=4, **settings))
 
     vc = ws.load_config()
     vc.train = TrainConfig(batch_size=2, **settings)
@@ -81,7 +81,7 @@ def test_resuming_with_another_number_of_processes_is_refused(prepared, tiny_mod
     ws = prepared
     c = TrainConfig(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, precision="fp32")
     with pytest.raises(TrainingInterrupted):
-        train(ws, c, progress=False, _interrupt_at_step=2)
+        train(ws, c, should_stop=lambda run: run.state.step == 2)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(
         [sys.executable, "-m", "mimetic", "train", "--workspace", str(ws.root), "--resume", "latest", "--processes", "2"],
@@ -101,12 +101,12 @@ from mimetic.distributed import is_main_process, leave_process_group
 ws = Workspace.open(sys.argv[1], create=False)
 c = TrainConfig(base_model=sys.argv[2], max_steps=6, batch_size=2, eval_every=3, learning_rate=1e-2,
                 precision="fp32", lora_dropout=0.1)
-full = train(ws, c, progress=False)
+full = train(ws, c)
 try:
-    train(ws, c, progress=False, _interrupt_at_step=2)
+    train(ws, c, should_stop=lambda run: run.state.step == 2)
 except TrainingInterrupted as e:
     stopped = ws.run_dir().name
-resumed = train(ws, resume=stopped, progress=False)
+resumed = train(ws, resume=stopped)
 if is_main_process():
     print(json.dumps({"full": full.run_id, "resumed": resumed.run_id, "stopped": stopped}))
 leave_process_group()

@@ -38,7 +38,7 @@ def test_schedule_warmup_and_cosine():
 
 
 def test_training_lowers_held_out_nll_and_writes_run_files(ws, tiny_model):
-    r = train(ws, cfg(tiny_model, max_steps=12, learning_rate=2e-2), progress=False)
+    r = train(ws, cfg(tiny_model, max_steps=12, learning_rate=2e-2))
     assert r.best_nll < r.base_nll
     rows = [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [x for x in rows if "held_out_nll" in x]
@@ -59,7 +59,7 @@ def test_training_lowers_held_out_nll_and_writes_run_files(ws, tiny_model):
 
 def test_early_stopping_keeps_best_adapter(ws, tiny_model):
     # A learning rate far too high makes held-out NLL worse: training must stop early.
-    r = train(ws, cfg(tiny_model, max_steps=60, learning_rate=3.0, eval_every=2, patience=2, max_grad_norm=0), progress=False)
+    r = train(ws, cfg(tiny_model, max_steps=60, learning_rate=3.0, eval_every=2, patience=2, max_grad_norm=0))
     assert r.stopped_because.startswith("early stopping")
     assert r.final_step < 60
     assert r.best_nll <= r.base_nll
@@ -71,11 +71,11 @@ def _lora(path):
 
 def test_interrupted_run_resumes_to_the_same_weights(ws, tiny_model):
     c = cfg(tiny_model, max_steps=7, lora_dropout=0.1)
-    full = train(ws, c, progress=False)
+    full = train(ws, c)
     with pytest.raises(TrainingInterrupted, match="Resume with: mimetic train --resume"):
-        train(ws, c, progress=False, _interrupt_at_step=3)
+        train(ws, c, should_stop=lambda run: run.state.step == 3)
     stopped = sorted(p for p in ws.runs_dir.iterdir() if p.name != full.run_id)[-1].name
-    resumed = train(ws, resume=stopped, progress=False)
+    resumed = train(ws, resume=stopped)
     assert resumed.run_id == stopped and resumed.final_step == 7
     a = torch.load(full.run_dir / "checkpoint" / "state.pt", weights_only=False)["lora"]
     b = torch.load(resumed.run_dir / "checkpoint" / "state.pt", weights_only=False)["lora"]
@@ -88,7 +88,7 @@ def test_interrupted_run_resumes_to_the_same_weights(ws, tiny_model):
 
 
 def test_time_budget_stops_training(ws, tiny_model):
-    r = train(ws, cfg(tiny_model, epochs=200, time_budget_min=0.1), progress=False)
+    r = train(ws, cfg(tiny_model, epochs=200, time_budget_min=0.1))
     summary = json.loads((r.run_dir / "summary.json").read_text())
     assert r.final_step < 200 * summary["steps_per_epoch"]  # the schedule was shrunk to the budget
     assert r.elapsed_s < 0.1 * 60 + 10
@@ -96,12 +96,12 @@ def test_time_budget_stops_training(ws, tiny_model):
 
 def test_data_for_another_model_is_refused(ws, tiny_model):
     with pytest.raises(MimeticError, match="prepared for"):
-        train(ws, cfg(tiny_model, base_model="embedded", max_steps=1), progress=False)
+        train(ws, cfg(tiny_model, base_model="embedded", max_steps=1))
 
 
 def test_resume_without_checkpoint(ws):
     with pytest.raises(MimeticError, match="no training run"):
-        train(ws, resume=True, progress=False)
+        train(ws, resume=True)
 
 
 def test_length_grouped_batches_cover_every_row_once_with_less_padding():
@@ -173,7 +173,7 @@ def test_bf16_base_weights_halve_their_memory_and_train(ws, tiny_model):
     model, params = lora_model(c, "cpu", "bf16")
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     assert frozen == {torch.bfloat16} and {p.dtype for p in params} == {torch.float32}
-    r = train(ws, c, progress=False)
+    r = train(ws, c)
     summary = json.loads((r.run_dir / "summary.json").read_text())
     assert summary["precision"] == "bf16" and r.best_nll < r.base_nll
     with pytest.raises(MimeticError, match="base_weights"):
@@ -182,7 +182,7 @@ def test_bf16_base_weights_halve_their_memory_and_train(ws, tiny_model):
 
 def test_compiled_training_steps_match_eager(ws, tiny_model, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    eager = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0), progress=False)
-    compiled = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0, compile=True), progress=False)
+    eager = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0))
+    compiled = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0, compile=True))
     assert compiled.best_nll == pytest.approx(eager.best_nll, rel=1e-4)
     assert any((tmp_path / "inductor").iterdir())  # the compiled code is cached for the next run

@@ -11,7 +11,6 @@ import errno
 import functools
 import json
 import os
-import re
 import sys
 import time
 import traceback
@@ -25,6 +24,7 @@ from rich.table import Table
 
 from . import config as cfg
 from .errors import MimeticError, TrainingInterrupted
+from .render import CtrlC, RichEvents
 from .workspace import Workspace
 
 app = typer.Typer(
@@ -189,8 +189,8 @@ def ingest(
         vc.ingest, min_words=min_words, authors=author or None, redact=_csv(redact), aliases=_alias_map(alias),
         exclude_names=exclude_name or None, keep=keep or None, near_duplicate_threshold=near_duplicate_threshold,
     )
-    with console.status("Reading your writing…") as status:
-        result = run(paths, ws, vc.ingest, progress=lambda n, total, path: status.update(f"Reading your writing… {n:,}/{total:,}"))
+    with RichEvents(console) as show:
+        result = run(paths, ws, vc.ingest, on_event=show)
     _ingest_report(result)
     console.print(f"Cleaned documents and provenance: {ws.corpus_dir}")
     if result.problems:
@@ -216,6 +216,10 @@ def prepare(
     pc = cfg.replace(vc.prepare, format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed)
     with console.status("Preparing training examples…"):
         r = run(ws, pc, base_model)
+    _prepare_report(r)
+
+
+def _prepare_report(r: Any) -> None:
     t = Table(title=f"Examples ({r.meta['config']['format']}, held-out split by {r.split_mode})", show_edge=False)
     for col in ("split", "examples", "tokens"):
         t.add_column(col, justify="right" if col != "split" else "left")
@@ -265,21 +269,34 @@ def train(
     processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
     accelerate_config: Optional[Path] = typer.Option(None, help="An accelerate config file (FSDP, DeepSpeed: see configs/accelerate/ in mimetic's repository)."),
 ) -> None:
-    """Fine-tune a LoRA adapter on your writing, watching held-out NLL."""
-    from .distributed import is_main_process, launched_processes
+    """Fine-tune a LoRA adapter on your writing, watching held-out NLL.
+
+    With --resume only the run's runtime options may be given (--device, --time-budget,
+    --base-weights, --compile); a run's other settings are frozen when it starts."""
+    from .distributed import is_main_process, launched_processes, relaunch
     from .train import plan
     from .train import train as run
 
     if (processes > 1 or accelerate_config) and launched_processes() == 1 and not plan_only:
-        raise typer.Exit(_launch(processes, accelerate_config))
+        console.print(f"[dim]Starting {processes} training processes through accelerate…[/]")
+        raise typer.Exit(relaunch(processes, accelerate_config, sys.argv[1:]))
     ws = Workspace.open(workspace, create=False)
-    vc = ws.load_config()
-    tc = cfg.replace(
-        vc.train, base_model=base_model, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget,
-        learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum,
-        eval_every=eval_every, patience=patience, device=device, load_in_4bit=four_bit or None, packing=packing,
-        base_weights=base_weights, compile=compile_model,
-    )
+    runtime = dict(device=device, time_budget_min=time_budget, base_weights=base_weights, compile=compile_model)
+    tc = None
+    if resume:
+        frozen = dict(base_model=base_model, epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r,
+                      lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every,
+                      patience=patience, four_bit=four_bit or None, packing=packing)
+        given = sorted(k.replace("_", "-") for k, v in frozen.items() if v is not None)
+        if given:
+            raise MimeticError(f"A resumed run keeps its settings: --{', --'.join(given)} cannot change.",
+                               "Resume without them, or start a new run to change them: mimetic train")
+    else:
+        tc = cfg.replace(
+            ws.load_config().train, base_model=base_model, epochs=epochs, max_steps=max_steps, learning_rate=lr,
+            lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every,
+            patience=patience, load_in_4bit=four_bit or None, packing=packing, **runtime,
+        )
     if plan_only:
         with console.status("Measuring a short warm-up…"):
             p = plan(ws, tc)
@@ -288,53 +305,11 @@ def train(
         if not p.fits:
             raise MimeticError("This run will not fit in memory.", p.advice)
         return
-    if not resume and is_main_process():
-        vc.train = tc
-        ws.save_config(vc)
     console.print("Measuring the base model on your held-out writing, then training (Ctrl-C saves and stops)…")
-    r = run(ws, tc, resume=(True if resume == "latest" else resume) or None)
+    with CtrlC() as ctrl_c, RichEvents(console, quiet=not is_main_process()) as show:
+        r = run(ws, tc, resume=(True if resume == "latest" else resume) or None, runtime=runtime if resume else None,
+                on_event=show, should_stop=ctrl_c)
     _train_summary(r)
-
-
-def _launch(processes: int, config_file: Path | None) -> int:
-    """Run this same ``mimetic train`` command in ``processes`` processes through ``accelerate
-    launch`` (torchrun underneath); returns its exit status."""
-    import socket
-    import subprocess
-
-    args, skip = [], False
-    for a in sys.argv[1:]:  # the command line minus the options that asked for the launch
-        if skip:
-            skip = False
-        elif a in ("--processes", "--accelerate-config"):
-            skip = True
-        elif not a.startswith(("--processes=", "--accelerate-config=")):
-            args.append(a)
-    with socket.socket() as sock:  # a free port for the processes to meet on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(port), "--num_machines", "1"]
-    if config_file:
-        if not config_file.expanduser().is_file():
-            raise MimeticError(f"No accelerate config file at {config_file}.", "See configs/accelerate/ in mimetic's repository.")
-        cmd += ["--config_file", str(config_file.expanduser())]
-        if processes > 1:
-            cmd += ["--num_processes", str(processes)]
-    else:
-        threads = max(1, (os.cpu_count() or 1) // processes)
-        cmd += ["--multi_gpu", "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--num_cpu_threads_per_process", str(threads)]
-    console.print(f"[dim]Starting {processes} training processes through accelerate…[/]")
-    proc = subprocess.Popen(cmd + ["-m", "mimetic", *args], stderr=subprocess.PIPE, text=True, errors="replace")
-    hiding = False
-    for line in proc.stderr or []:
-        # The processes print their own errors (two lines, no traceback). What follows a failure
-        # is the launcher's report (torchrun's log lines and a traceback of its own): not for writers.
-        if line.startswith("Traceback (most recent call last)") or re.match(r"[EWI]\d{4} \d", line):
-            hiding = True
-        if not hiding and not line.startswith(("The following values were not passed", "\t`--", "To avoid this warning")):
-            sys.stderr.write(line)
-    return proc.wait()
 
 
 def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
@@ -449,38 +424,29 @@ def voice(
     format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
 ) -> None:
     """The main job: ingest → prepare → train → compare, in one go."""
-    from .generate import compare as run_compare
-    from .generate import held_out_prompts
-    from .ingest import ingest as run_ingest
-    from .prepare import prepare as run_prepare
-    from .train import train as run_train
+    from .events import Finished, Started
+    from .pipeline import make_voice
 
     started = time.perf_counter()
-    ws = Workspace.open(workspace or Path("voices") / corpus[0].expanduser().resolve().name)
-    vc = ws.load_config()
-    vc.prepare = cfg.replace(vc.prepare, format=format)
-    vc.train = cfg.replace(vc.train, base_model=base_model, time_budget_min=time_budget, epochs=epochs)
-    ws.save_config(vc)
-    console.rule(f"1/4 ingest → {ws.root}")
-    with console.status("Reading your writing…"):
-        result = run_ingest(corpus, ws, vc.ingest)
-    _ingest_report(result)
-    console.rule("2/4 prepare")
-    with console.status("Preparing training examples…"):
-        p = run_prepare(ws, vc.prepare, base_model)
-    console.print(
-        f"{p.train_examples:,} training examples ({p.train_tokens:,} tokens), {p.held_out_examples:,} held out "
-        f"({p.held_out_tokens:,} tokens, split by {p.split_mode})"
-    )
-    console.rule("3/4 train")
-    r = run_train(ws, vc.train)
-    _train_summary(r)
-    console.rule("4/4 compare")
-    c = _compare(ws, held_out_prompts(ws), vc.generate, r.run_id, run_compare)
-    console.print(f"Side by side: {c.html}")
+    titles = {"ingest": "1/4 ingest", "prepare": "2/4 prepare", "train": "3/4 train", "compare": "4/4 compare"}
+    with CtrlC() as ctrl_c, RichEvents(console) as show:
+
+        def on_event(e: Any) -> None:  # a rule before each stage, its report after it
+            if isinstance(e, Started) and e.stage in titles:
+                console.rule(titles.pop(e.stage))
+            show(e)
+            if isinstance(e, Finished) and e.stage == "ingest":
+                _ingest_report(e.values["result"])
+            if isinstance(e, Finished) and e.stage == "prepare":
+                _prepare_report(e.values["result"])
+
+        r = make_voice(corpus, workspace, base_model=base_model, time_budget_min=time_budget, epochs=epochs,
+                       format=format, on_event=on_event, should_stop=ctrl_c)
+    _train_summary(r.train)
+    console.print(f"Side by side: {r.compare.html}")
     console.print(f"[bold green]Done[/] in {(time.perf_counter() - started) / 60:.1f} min. Try: "
-                  f'mimetic write "Your opening words" --workspace {ws.root}\n'
-                  f"Measure the voice (style, memorization, names; about 10 minutes): mimetic evaluate --workspace {ws.root}")
+                  f'mimetic write "Your opening words" --workspace {r.workspace.root}\n'
+                  f"Measure the voice (style, memorization, names; about 10 minutes): mimetic evaluate --workspace {r.workspace.root}")
 
 
 @app.command()

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
+
+from .errors import MimeticError
 
 
 def launched_processes() -> int:
@@ -153,6 +157,56 @@ class Dist:
     def wait(self) -> None:
         if self.acc:
             self.acc.wait_for_everyone()
+
+
+def relaunch(processes: int, config_file: Path | None, argv: list[str]) -> int:
+    """Run the ``mimetic`` command ``argv`` (the command line after the program name) again in
+    ``processes`` processes through ``accelerate launch`` (torchrun underneath), without the
+    options that asked for the launch; returns its exit status.
+
+    Without ``config_file``: DDP on this machine's CPUs or GPUs (``--multi_gpu``), a free local
+    port, the CPU threads split between the processes. The launcher's own report after a
+    failure (torchrun log lines, a traceback) is filtered from stderr: the processes print
+    their own two-line errors.
+
+    Raises:
+        MimeticError: ``config_file`` does not exist.
+    """
+    import socket
+    import subprocess
+
+    args, skip = [], False
+    for a in argv:  # the command line minus the options that asked for the launch
+        if skip:
+            skip = False
+        elif a in ("--processes", "--accelerate-config"):
+            skip = True
+        elif not a.startswith(("--processes=", "--accelerate-config=")):
+            args.append(a)
+    with socket.socket() as sock:  # a free port for the processes to meet on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(port), "--num_machines", "1"]
+    if config_file:
+        if not config_file.expanduser().is_file():
+            raise MimeticError(f"No accelerate config file at {config_file}.", "See configs/accelerate/ in mimetic's repository.")
+        cmd += ["--config_file", str(config_file.expanduser())]
+        if processes > 1:
+            cmd += ["--num_processes", str(processes)]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // processes)
+        cmd += ["--multi_gpu", "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--num_cpu_threads_per_process", str(threads)]
+    proc = subprocess.Popen(cmd + ["-m", "mimetic", *args], stderr=subprocess.PIPE, text=True, errors="replace")
+    hiding = False
+    for line in proc.stderr or []:
+        # The processes print their own errors (two lines, no traceback). What follows a failure
+        # is the launcher's report (torchrun's log lines and a traceback of its own): not for writers.
+        if line.startswith("Traceback (most recent call last)") or re.match(r"[EWI]\d{4} \d", line):
+            hiding = True
+        if not hiding and not line.startswith(("The following values were not passed", "\t`--", "To avoid this warning")):
+            sys.stderr.write(line)
+    return proc.wait()
 
 
 def leave_process_group() -> None:

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable
 
 from .config import REDACTIONS, IngestConfig
 from .errors import MimeticError
+from .events import OnEvent, Progress, ignore
 from .readers import (  # noqa: F401 - re-exported: part of the ingest API
     FORMATS,
     Extracted,
@@ -574,7 +575,7 @@ def ingest(
     paths: Iterable[Path | str],
     workspace: Workspace,
     config: IngestConfig | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    on_event: OnEvent = ignore,
 ) -> IngestResult:
     """Read every file under ``paths`` into ``workspace.corpus_dir``: cleaned, deduplicated, with provenance.
 
@@ -586,7 +587,7 @@ def ingest(
             skipped).
         workspace: the voice's workspace.
         config: ingest settings (defaults from :class:`IngestConfig`).
-        progress: called as ``progress(done, total, path)`` after each file.
+        on_event: receives a :class:`~mimetic.events.Progress` (files read of all) after each file.
 
     Returns:
         IngestResult with one :class:`SourceFile` per document kept or file skipped, the
@@ -645,8 +646,7 @@ def ingest(
                         rec.words_removed[_READER_REMOVALS.get(fmt, "removed by the reader")] = ex.removed_words
                     rec.date = rec.date or file_date
                     docs.append(_Doc(rec, list(ex.paragraphs), protected))
-            if progress:
-                progress(n + 1, len(files), str(path))
+            on_event(Progress("ingest", n + 1, len(files), "files", message="Reading your writing", info={"path": str(path)}))
 
         # 2. the writer's words only
         writer = None

@@ -19,7 +19,6 @@ Examples are saved with HF datasets as Arrow in ``data/train`` and ``data/held_o
 from __future__ import annotations
 
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Any

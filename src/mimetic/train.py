@@ -1,36 +1,37 @@
 """Stage 3 — train: LoRA fine-tuning with held-out NLL, early stopping, checkpoints and resume.
 
-A short, plain PyTorch loop (in the spirit of nanoGPT's ``train.py``) around PEFT's LoRA:
+Supervised fine-tuning as one use of the training loop :func:`mimetic.loop.fit`, around PEFT's LoRA:
 
 * held-out NLL (nats per token, token-weighted) and perplexity ``exp(NLL)`` at step 0 (the
   base model), every ``eval_every`` steps and at the end;
 * early stopping after ``patience`` evaluations without improvement; the adapter with the
   best held-out NLL is kept in ``runs/<id>/adapter``;
 * a checkpoint (LoRA weights, AdamW and scheduler state, RNG states, data position) every
-  ``checkpoint_every`` steps and on Ctrl-C; ``resume=`` continues the run exactly;
-* ``metrics.jsonl`` (one JSON object per log line) and ``loss.png`` (train and held-out curves);
+  ``checkpoint_every`` steps and when ``should_stop`` says so (Ctrl-C in the CLI, a stop file);
+  ``resume=`` continues the run exactly;
+* :mod:`mimetic.events` for front ends; ``metrics.jsonl`` (one of their sinks) and ``loss.png``;
 * on CPUs with native bf16 the forward/backward runs under bf16 autocast with fp32 LoRA
   weights (about 2.5× faster than fp32 on this project's 2-core test machine).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import resource
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import TrainConfig, VoiceConfig, default_learning_rate, replace
+from .config import TrainConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
+from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Started, Warning, fan_out
+from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, scheduler_for  # noqa: F401 - lr_lambda: API
 from .models import autocast as _autocast_factory
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
-from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, check_free_disk
+from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
 
 
 @dataclass
@@ -53,20 +54,6 @@ class TrainResult:
     def nll_drop(self) -> float:
         """Relative fall of held-out NLL from the base model: ``1 - best / base``."""
         return 1.0 - self.best_nll / self.base_nll
-
-
-def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Learning-rate multiplier at ``step``: linear warmup over ``warmup`` steps, then cosine or
-    linear decay to 0 at ``total`` (as transformers' ``get_cosine_schedule_with_warmup`` /
-    ``get_linear_schedule_with_warmup``), or constant."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
@@ -173,28 +160,6 @@ def _plot(metrics_path: Path, out: Path, title: str) -> None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
-
-
-class _StopFlag:
-    """First Ctrl-C asks the loop to checkpoint and stop after the current step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: Any = None
-
-    def __enter__(self) -> "_StopFlag":
-        def handler(signum: int, frame: Any) -> None:
-            if self.stop:
-                raise KeyboardInterrupt
-            self.stop = True
-
-        with contextlib.suppress(ValueError):  # not in the main thread: no handler
-            self._old = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
 
 
 def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, list[Any]]:
@@ -399,25 +364,39 @@ def train(
     config: TrainConfig | None = None,
     *,
     resume: str | bool | None = None,
-    progress: bool = True,
-    _interrupt_at_step: int | None = None,
+    runtime: dict[str, Any] | None = None,
+    on_event: OnEvent | None = None,
+    should_stop: Callable[[Run], bool] | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``data/train``, measuring held-out NLL on ``data/held_out``.
 
+    Supervised fine-tuning as one use of :func:`mimetic.loop.fit`: the loss is the summed
+    next-token NLL of the training tokens (:func:`mimetic.nll.token_nll_sum`) over the step's
+    labelled tokens; the score is the held-out NLL; the best adapter is kept in
+    ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and scheduler state, run state, RNG
+    states of every process) in ``runs/<id>/checkpoint``.
+
     Args:
         workspace: a prepared workspace.
-        config: training settings (default: the workspace's ``[train]``). On resume the run's
-            saved config is used and this argument is ignored.
+        config: training settings (default: the workspace's ``[train]``). Ignored on resume:
+            the run's frozen settings are used.
         resume: ``True`` for the latest run, or a run id, to continue from its checkpoint.
-        progress: show a rich progress bar.
-        _interrupt_at_step: for tests: behave as if Ctrl-C arrived after this step.
+        runtime: runtime options (``device``, ``precision``, ``base_weights``, ``compile``,
+            ``time_budget_min``, ``eval_batch_size``, ``checkpoint_every``, ``log_every``; see
+            :class:`mimetic.loop.RuntimeOptions`) that override ``config``'s, or the run's on
+            resume (a time budget given on resume counts from the resume).
+        on_event: receives the run's :mod:`mimetic.events` (the plan, metrics, progress);
+            ``metrics.jsonl`` is written whatever it is.
+        should_stop: called after every step; ``True`` checkpoints the run and raises
+            :class:`TrainingInterrupted`. A file ``runs/<id>/stop`` does the same.
 
     Returns:
         :class:`TrainResult` (held-out NLL of base and best adapter, steps, speed, memory).
 
     Raises:
-        MimeticError: no data, data prepared for another model, no checkpoint to resume.
-        TrainingInterrupted: Ctrl-C; a checkpoint was written and the message says how to resume.
+        MimeticError: no data, data prepared for another model, no checkpoint to resume, a
+            setting that cannot change on resume.
+        TrainingInterrupted: ``should_stop`` or the stop file; the message says how to resume.
     """
     import torch
     from peft import set_peft_model_state_dict
@@ -426,24 +405,20 @@ def train(
     from .models import load_tokenizer, pick_device
 
     meta = workspace.read_data_meta()
-    vc = workspace.load_config()
-    state: dict[str, Any] | None = None
+    runtime = {k: v for k, v in (runtime or {}).items() if v is not None}
+    run: Run | None = None
     if resume:
-        run_dir = workspace.run_dir(None if resume is True else str(resume))
-        ckpt = run_dir / "checkpoint"
-        if not (ckpt / "state.pt").exists():
-            raise MimeticError(f"Run {run_dir.name} has no checkpoint to resume from.", "Start a new run with: mimetic train")
-        config = VoiceConfig.load(run_dir / "config.toml").train
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        run_id = run_dir.name
-        if state.get("processes", 1) != launched_processes():
+        run = Run.resume(workspace, None if resume is True else str(resume), **runtime)
+        saved = run.checkpoint.get("processes", 1) if run.checkpoint else 1
+        if saved != launched_processes():
             raise MimeticError(
-                f"Run {run_id} was trained by {state.get('processes', 1)} process(es), not {launched_processes()}.",
-                f"Resume it with the same number: mimetic train --resume {run_id} --processes {state.get('processes', 1)}",
+                f"Run {run.id} was trained by {saved} process(es), not {launched_processes()}.",
+                f"Resume it with the same number: mimetic train --resume {run.id} --processes {saved}",
             )
+        config = run.config
     else:
-        config = config or vc.train
-        run_id = ""
+        config = RuntimeOptions.from_config(config or workspace.load_config().train, **runtime).apply(
+            config or workspace.load_config().train)
     if meta["base_model"] != config.base_model:
         raise MimeticError(
             f"The training data was prepared for {meta['base_model']!r}, not {config.base_model!r}.",
@@ -455,9 +430,16 @@ def train(
     dist = Dist(device)
     precision = dist.broadcast(_precision(device, config))
     autocast = _autocast_factory(device, precision)
-    if not run_id:
+    if run is None:
         run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
-        run_dir = workspace.runs_dir / run_id
+        run = Run.start(workspace, config, RuntimeOptions.from_config(config, processes=dist.world), run_id, write=dist.main)
+        if dist.main:  # like every stage: the settings it ran with are the workspace's from now on
+            vc = workspace.load_config()
+            vc.train = config
+            workspace.save_config(vc)
+    run.options.processes = dist.world
+    emit = fan_out(MetricsFile(run.dir / "metrics.jsonl", dist.main), on_event if dist.main else None)
+    st = run.state
     _seed_all(config.seed)
     tokenizer = load_tokenizer(config.base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -469,102 +451,74 @@ def train(
         torch.manual_seed(config.seed + dist.rank)
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
     global_config = _global_config(config, dist.world)  # × grad_accum examples per optimizer step
-
     steps_per_epoch = _steps_per_epoch(len(train_rows), global_config)
-    planned = math.ceil(config.epochs * steps_per_epoch)
-    if config.max_steps:
-        planned = min(planned, config.max_steps)
-    sched = {"total": planned, "planned": planned, "warmup": int(round(config.warmup_ratio * planned))}
-    if state is not None and "lora" in state:
-        set_peft_model_state_dict(model, state["lora"])
+    if not run.resumed:
+        planned = math.ceil(config.epochs * steps_per_epoch)
+        if config.max_steps:
+            planned = min(planned, config.max_steps)
+        st.planned_steps = st.total_steps = planned
+        st.warmup_steps = int(round(config.warmup_ratio * planned))
+    st.steps_per_epoch = steps_per_epoch
+    ckpt = run.checkpoint or {}
+    if "lora" in ckpt:
+        set_peft_model_state_dict(model, ckpt["lora"])
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     model, optimizer = dist.prepare(model, optimizer)
     step_model = _compiled(model) if config.compile else model  # training steps only; evaluation runs eagerly
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, sched["warmup"], sched["total"], config.lr_schedule)
-    )
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
+    scheduler = scheduler_for(optimizer, run)
+    parts = Parts(model, step_model, params, optimizer, scheduler, dist)
     trainable, total_params = dist.unwrap(model).get_nb_trainable_parameters()
-    if state is None:
-        if dist.main:
-            cfg_copy = VoiceConfig(vc.ingest, vc.prepare, config, vc.generate)
-            atomic_write_text(run_dir / "config.toml", cfg_copy.dumps())
-            atomic_write_text(metrics_path, "")
-        st = {"step": 0, "best_nll": None, "base_nll": None, "best_step": 0, "bad_evals": 0, "tokens": 0, "elapsed": 0.0,
-              "eval_total_s": 0.0, "win_loss": 0.0, "win_count": 0}
-    else:
+    if run.resumed:
         if dist.sharded:  # FSDP / DeepSpeed: sharded weights and optimizer, saved by accelerate
-            dist.acc.load_state(str(run_dir / "checkpoint-accelerate"))
+            dist.acc.load_state(str(run.dir / "checkpoint-accelerate"))
         else:
-            optimizer.load_state_dict(state["optimizer"])
-        sched.update(state["sched"])
-        scheduler.load_state_dict(state["scheduler"])
-        st = state["trainer"]
-        if dist.main:  # drop metric lines written after the checkpoint (the interrupted tail), then continue
-            lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
-            atomic_write_text(metrics_path, "".join(line + "\n" for line in lines if json.loads(line)["step"] <= st["step"]))
-        _set_rng_state(state.get("rng_by_process", [state["rng"]])[dist.rank])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        MetricsFile(run.dir / "metrics.jsonl", dist.main).truncate_after(st.step)  # the interrupted tail
+        _set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
+        emit(Started("train", f"resuming run {run.id} at step {st.step} of {st.total_steps}"))
+    run.record_session()
+    if dist.main:
+        run.stop_file().unlink(missing_ok=True)  # a stale request from an earlier session
 
-    def log(record: dict[str, Any]) -> None:
-        if dist.main:
-            with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def save_adapter(dest: Path) -> None:
+    def save_adapter(run: Run) -> None:
         full = dist.full_state_dict(model)  # sharded strategies gather the weights first (all processes)
         if dist.main:
-            with atomic_dir(dest) as tmp:
+            with atomic_dir(run.dir / "adapter") as tmp:
                 dist.unwrap(model).save_pretrained(tmp, state_dict=full)
+            emit(Artifact("train", run.dir / "adapter", "adapter"))
 
-    def save_checkpoint() -> None:
-        check_free_disk(run_dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
+    def save_checkpoint(run: Run) -> None:
+        check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
         from peft import get_peft_model_state_dict
 
         rngs = dist.gather(_rng_state())  # every process's RNG: dropout masks continue exactly on resume
         if dist.sharded:  # every process writes its shards of weights and optimizer
-            dist.save_state(run_dir / "checkpoint-accelerate")
+            dist.save_state(run.dir / "checkpoint-accelerate")
         if not dist.main:
             return
-        blob = {
-            "scheduler": scheduler.state_dict(),
-            "sched": dict(sched),
-            "rng": rngs[0],
-            "trainer": dict(st),
-            "processes": dist.world,
-        }
+        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0], "processes": dist.world}
         if dist.world > 1:
             blob["rng_by_process"] = rngs
         if not dist.sharded:
             blob["lora"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(dist.unwrap(model)).items()}
             blob["optimizer"] = optimizer.state_dict()
-        with atomic_dir(run_dir / "checkpoint") as tmp:
+        with atomic_dir(run.dir / "checkpoint") as tmp:
             torch.save(blob, tmp / "state.pt")
 
-    def run_eval(step: int) -> float:
-        t = time.perf_counter()
+    def evaluate(step: int) -> float:
         if dist.sharded:  # sharded weights: every process runs every batch together
-            total, count = nll_sums(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
+            total, n = nll_sums(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
         else:  # each process scores its share of the held-out examples; the sums are added up
-            total, count = dist.sum(list(nll_sums(dist.unwrap(model), held_rows[dist.rank :: dist.world], pad_id, device,
-                                                  autocast, config.eval_batch_size)))
-        nll = total / max(1, count)
-        log({"step": step, "held_out_nll": nll, "held_out_ppl": math.exp(nll), "eval_s": time.perf_counter() - t})
-        st["last_eval_s"], st["last_nll"] = time.perf_counter() - t, nll
-        st["eval_total_s"] += st["last_eval_s"]
-        if st["best_nll"] is None or nll < st["best_nll"] - config.min_delta:
-            st["best_nll"], st["best_step"], st["bad_evals"] = nll, step, 0
-            save_adapter(run_dir / "adapter")
-        else:
-            st["bad_evals"] += 1
-        return nll
+            total, n = dist.sum(list(nll_sums(dist.unwrap(model), held_rows[dist.rank :: dist.world], pad_id, device,
+                                              autocast, config.eval_batch_size)))
+        return total / max(1, n)
 
-    model.train()
-    t_start = time.perf_counter() - st["elapsed"]
-    deadline = t_start + 60 * config.time_budget_min if config.time_budget_min else None
+    callbacks: list[Any] = []
+    if config.time_budget_min:
+        callbacks.append(TimeBudget(config.time_budget_min, dist, started=time.perf_counter() - st.elapsed_s))
     run_plan = None
-    if state is None and not dist.sharded:
+    if not run.resumed and not dist.sharded:
         # The plan line: two steps on this run's longest batch (the second is timed; memory only
         # settles after the second backward pass) and one held-out batch, with the
         # RNG put back and no weight changed, so the run itself is exactly as without it.
@@ -572,107 +526,50 @@ def train(
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
             run_plan = _measure_plan(dist.unwrap(model), params, None, train_rows, held_rows, config, device, autocast,
                                      2, dist.world)
-        st["eval_total_s"] += time.perf_counter() - t  # time not spent on training steps (speed, budget planning)
-        log({"step": 0, "plan_peak_memory_mb": run_plan.peak_memory_mb, "plan_tokens_per_s": run_plan.tokens_per_s,
-             "plan_epoch_min": run_plan.epoch_minutes, "plan_run_min": run_plan.run_minutes})
-        if progress and dist.main:
-            from rich.console import Console
+        spent = time.perf_counter() - t  # time not spent on training steps (speed, budget planning)
+        st.elapsed_s += spent
+        st.eval_s += spent
+        emit(Metric("train", 0, {"plan_peak_memory_mb": run_plan.peak_memory_mb, "plan_tokens_per_s": run_plan.tokens_per_s,
+                                 "plan_epoch_min": run_plan.epoch_minutes, "plan_run_min": run_plan.run_minutes}))
+        emit(Finished("plan", run_plan.summary(), asdict(run_plan)))
+        if not run_plan.fits:
+            emit(Warning("plan", "This run may not fit in memory.", run_plan.advice))
 
-            Console().print(run_plan.summary() + ("" if run_plan.fits else f" [bold red]May not fit.[/] {run_plan.advice}"))
-    if st["base_nll"] is None:
-        st["base_nll"] = run_eval(0)
-        save_checkpoint()
+    def stop_asked(run: Run) -> bool:
+        return run.stop_file().exists() or bool(should_stop and should_stop(run))
 
-    stopped = "finished"
-    tokens_at_start, t_loop = st["tokens"], time.perf_counter()
-    bar = _Progress(progress and dist.main, sched["total"], st)
-    bs = config.batch_size
-    with _StopFlag() as flag, bar:
-        while st["step"] < sched["total"]:
-            step = st["step"]
-            micro = step * config.grad_accum
-            loss_sum = 0.0
-            global_rows = [_batch_for(micro + k, train_rows, global_config) for k in range(config.grad_accum)]
-            n_labelled = sum(_labelled(r) for rows in global_rows for r in rows)
-            for k, rows in enumerate(global_rows):  # gradient accumulation, token-weighted across micro-batches
-                mine, weight = rows[dist.rank * bs : (dist.rank + 1) * bs], 1.0
-                if not mine:  # a short last batch: run one row with weight 0 so every process takes part
-                    mine, weight = rows[:1], 0.0
-                with dist.no_sync(model, skip=k < config.grad_accum - 1):
-                    s, _ = token_nll_sum(step_model, collate(mine, pad_id), device, autocast)
-                    loss = s / n_labelled
-                    if dist.world > 1:  # DDP averages gradients over processes: undo that for a global token mean
-                        loss = loss * (weight * dist.world)
-                    dist.backward(loss)
-                loss_sum += float(s.detach()) * weight
-            loss_sum, count = dist.sum([loss_sum])[0], n_labelled
-            if config.max_grad_norm:
-                dist.clip_grad_norm_(model, params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            st["step"] = step + 1
-            st["tokens"] += sum(len(r["input_ids"]) for rows in global_rows for r in rows)
-            st["elapsed"] = time.perf_counter() - t_start
-            speed = (st["tokens"] - tokens_at_start) / max(1e-9, time.perf_counter() - t_loop)
-            st["train_loss"] = loss_sum / max(1, count)
-            st["win_loss"] += loss_sum
-            st["win_count"] += count
-            if st["step"] % config.log_every == 0 or st["step"] == 1:
-                # token-weighted mean over the steps since the last log line: a steadier curve
-                window_loss = st["win_loss"] / max(1, st["win_count"])
-                st["win_loss"], st["win_count"] = 0.0, 0
-                log({"step": st["step"], "epoch": st["step"] / steps_per_epoch, "train_loss": window_loss,
-                     "lr": scheduler.get_last_lr()[0], "tokens": st["tokens"], "tokens_per_s": speed, "elapsed_s": st["elapsed"]})
-            if deadline and st["step"] == 5:
-                _fit_schedule_to_budget(st, sched, deadline, config, dist)
-            bar.update(st, speed, sched["total"])
-            last = st["step"] >= sched["total"]
-            if st["step"] % config.eval_every == 0 and not last:
-                run_eval(st["step"])
-                if st["bad_evals"] >= config.patience:
-                    stopped = f"early stopping: held-out NLL did not improve for {config.patience} evaluations"
-                    break
-                if deadline:  # re-plan with the speed measured so far
-                    _fit_schedule_to_budget(st, sched, deadline, config, dist)
-            over_budget = bool(deadline) and time.perf_counter() + st.get("last_eval_s", 0) > deadline
-            interrupted = flag.stop or _interrupt_at_step == st["step"]
-            # every process stops at the same step: a stop anywhere is a stop everywhere
-            over_budget, interrupted = (x > 0 for x in dist.sum([float(over_budget), float(interrupted)]))
-            if over_budget:
-                stopped = f"time budget of {config.time_budget_min:g} min reached"
-                break
-            if interrupted:
-                save_checkpoint()
-                if dist.main:
-                    _plot(metrics_path, run_dir / "loss.png", f"{run_id} (interrupted at step {st['step']})")
-                raise TrainingInterrupted(
-                    f"Training stopped at step {st['step']} of {sched['total']}; a checkpoint was saved.",
-                    f"Resume with: mimetic train --resume {run_id} --workspace {workspace.root}"
-                    + (f" --processes {dist.world}" if dist.world > 1 else ""),
-                )
-            if st["step"] % config.checkpoint_every == 0:
-                save_checkpoint()
-        if not stopped.startswith("early"):
-            run_eval(st["step"])
-        st["elapsed"] = time.perf_counter() - t_start  # the final evaluation included
-        save_checkpoint()
+    try:
+        stopped = fit(
+            run, parts,
+            loss_fn=lambda m, rows: token_nll_sum(m, collate(rows, pad_id), device, autocast),
+            batches=lambda micro: _batch_for(micro, train_rows, global_config),
+            evaluate=evaluate,
+            count=lambda rows: sum(_labelled(r) for r in rows),
+            save_best=save_adapter, save_checkpoint=save_checkpoint,
+            should_stop=stop_asked, callbacks=callbacks, on_event=emit,
+        )
+    except TrainingInterrupted:
+        if dist.main:
+            run.stop_file().unlink(missing_ok=True)
+            _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})")
+        raise
 
     peak_rss_mb = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     dist.wait()
     if dist.main:
-        _plot(metrics_path, run_dir / "loss.png", f"{run_id}: {config.base_model}, LoRA r={config.lora_r}")
+        _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id}: {config.base_model}, LoRA r={config.lora_r}")
+        emit(Artifact("train", run.dir / "loss.png", "plot"))
     result = TrainResult(
-        run_id=run_id,
-        run_dir=run_dir,
-        base_nll=st["base_nll"],
-        best_nll=st["best_nll"],
-        best_step=st["best_step"],
-        final_step=st["step"],
+        run_id=run.id,
+        run_dir=run.dir,
+        base_nll=st.base_nll,
+        best_nll=st.best_nll,
+        best_step=st.best_step,
+        final_step=st.step,
         stopped_because=stopped,
-        tokens_per_s=st["tokens"] / max(1e-9, st["elapsed"] - st["eval_total_s"]),  # training time only
-        train_tokens=st["tokens"],
-        elapsed_s=st["elapsed"],
+        tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),  # training time only
+        train_tokens=st.tokens,
+        elapsed_s=st.elapsed_s,
         peak_rss_mb=peak_rss_mb,  # the largest of the processes
     )
     if not dist.main:
@@ -695,12 +592,13 @@ def train(
             unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)
         ),
         "packed_rows": len(train_rows) if config.packing else None,
-        "planned_steps": sched["total"],
+        "planned_steps": st.total_steps,
         "processes": dist.world,
         "plan": asdict(run_plan) if run_plan else None,
         "global_batch_size": global_config.batch_size * config.grad_accum,
     })
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run.dir / "summary.json", summary)
+    emit(Artifact("train", run.dir / "summary.json", "summary"))
     return result
 
 
@@ -754,53 +652,3 @@ def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig)
         _EPOCH_CACHE.clear()
         _EPOCH_CACHE[key] = epoch_batches(lengths, config, epoch)
     return [rows[i] for i in _EPOCH_CACHE[key][index]]
-
-
-def _fit_schedule_to_budget(st: dict[str, Any], sched: dict[str, Any], deadline: float, config: TrainConfig, dist: Any) -> None:
-    """Set the number of steps so the learning-rate schedule ends within the time budget.
-
-    Uses the training time per step measured so far (evaluation time excluded) and the cost
-    of the last evaluation for each evaluation still to come; never plans beyond the steps
-    that ``epochs``/``max_steps`` allow. Called after a few steps and after every evaluation,
-    so a slow start (a busy machine) does not cut the run short.
-    """
-    per_step = max(1e-6, (st["elapsed"] - st["eval_total_s"]) / max(1, st["step"]))
-    left = deadline - time.perf_counter()
-    eval_s = st.get("last_eval_s", 0.0)
-    fit = st["step"]
-    while fit < sched["planned"]:
-        evals = (fit + 1) // config.eval_every - st["step"] // config.eval_every + 1
-        if (fit + 1 - st["step"]) * per_step + evals * eval_s > left:
-            break
-        fit += 1
-    sched["total"] = dist.min_int(max(st["step"] + 1, fit))  # several processes: the most cautious plan
-
-
-class _Progress:
-    """A rich progress bar: step, train loss, held-out NLL, tokens/s, ETA."""
-
-    def __init__(self, enabled: bool, total: int, st: dict[str, Any]):
-        self.enabled = enabled
-        self._p: Any = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._p = Progress(
-                TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            )
-            self._task = self._p.add_task("train", total=total, completed=st["step"], info="")
-
-    def __enter__(self) -> "_Progress":
-        if self._p:
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p:
-            self._p.__exit__(*exc)
-
-    def update(self, st: dict[str, Any], speed: float, total: int) -> None:
-        if self._p:
-            info = f"loss {st.get('train_loss', float('nan')):.3f} · held-out NLL {st.get('last_nll', float('nan')):.3f} · {speed:,.0f} tok/s"
-            self._p.update(self._task, completed=st["step"], total=total, info=info)
