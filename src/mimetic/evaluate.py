@@ -460,7 +460,7 @@ def evaluate(
     if cache.get("key") != key:
         status("loading the base model and the voice")
         voice = voice or Voice.load(workspace, run_dir.name)
-        autocast = autocast(voice.device, voice.precision)
+        amp = autocast(voice.device, voice.precision)
         pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
         rows = held_rows
         if config.max_held_out_tokens:
@@ -474,9 +474,9 @@ def evaluate(
         t = time.perf_counter()
         status(f"held-out NLL: {len(rows)} passages, base model")
         with voice.base():
-            base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, autocast)
+            base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, amp)
         status(f"held-out NLL: {len(rows)} passages, voice")
-        tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, autocast)
+        tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
         samples = generate_samples(voice, held_rows, config, gc, status)
