@@ -227,8 +227,8 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: GenerateConfig, sys
     return "\n".join(lines) + "\n"
 
 
-def _size(n: float) -> str:
-    """A byte count for people: ``301 B``, ``9.3 MB``."""
+def human_size(n: float) -> str:
+    """A byte count for people: ``301 B``, ``9.3 MB`` (units of 1024: 1 KB = 1024 B); ``n`` in bytes."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -295,7 +295,7 @@ def model_card(ws: Workspace, run_dir: Path, vc: VoiceConfig, files: dict[str, i
     if system:
         lines += ["", "## System prompt (chat)", "", f"> {system}"]
     lines += ["", "## Files", "", "| file | size |", "|---|---:|"]
-    lines += [f"| `{name}` | {_size(n)} |" for name, n in files.items()]
+    lines += [f"| `{name}` | {human_size(n)} |" for name, n in files.items()]
     if verification:
         lines += ["", "## Verification in llama.cpp", "",
                   "Next-token logits on held-out text, llama.cpp vs the merged model in transformers (fp32):", "",
