@@ -472,10 +472,10 @@ def export(
     t = Table(title=f"Exported to {result.out_dir}", show_edge=False)
     t.add_column("file")
     t.add_column("size", justify="right")
-    from .export import _size
+    from .export import human_size
 
     for name, n in result.files.items():
-        t.add_row(name, _size(n))
+        t.add_row(name, human_size(n))
     console.print(t)
     if result.verification:
         v = Table(title="Checked in llama.cpp: next-token logits vs the merged model", show_edge=False)

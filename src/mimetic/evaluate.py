@@ -42,10 +42,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .config import EvaluateConfig, GenerateConfig
+from .engines import Voice, prompt_ids
 from .errors import MimeticError
 from .nll import IGNORE_INDEX, per_example_nll
 from .models import autocast
 from .memorization import TrainingIndex, audit
+from .sampling import SamplingParams
 from .stylometry import (
     ZScorer,
     attribute,
@@ -121,20 +123,16 @@ def bootstrap_nll(
 # ------------------------------------------------------------------------------------ sampling
 
 
-def _generate_batch(voice: Any, prefixes: list[list[int]], gc: GenerateConfig, new_tokens: int, seed: int, greedy: bool = False) -> list[str]:
-    """Continue equal-length token prefixes in one batch; returns the decoded continuations."""
+def _generate_batch(voice: Voice, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
+    """Continue equal-length token prefixes (shape ``(batch, n)``) in one batch with ``params``;
+    returns the decoded continuations."""
     import torch
 
     ids = torch.tensor(prefixes, device=voice.device)
     torch.manual_seed(seed)
-    kw: dict[str, Any] = {"max_new_tokens": new_tokens, "pad_token_id": voice.tokenizer.pad_token_id}
-    if greedy or gc.temperature == 0:
-        kw["do_sample"] = False
-    else:
-        kw.update(do_sample=True, temperature=gc.temperature, top_p=gc.top_p, min_p=gc.min_p or None,
-                  repetition_penalty=gc.repetition_penalty)
     with torch.no_grad(), autocast(voice.device, voice.precision)():
-        out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+        out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
+                                   **params.transformers_kwargs())
     return [voice.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
 
 
@@ -177,6 +175,7 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
     first = max(config.batch_size, math.ceil(config.sample_words / per_sample))
     first = math.ceil(first / config.batch_size) * config.batch_size
     prompts = _continuation_prompts(rows, voice.tokenizer, config, first * 2)
+    params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
     samples: list[dict[str, Any]] = []
     b = 0
     while True:
@@ -186,8 +185,8 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
         seed = config.seed + b
         prefixes = [p["prefix_ids"] for p in batch]
         with voice.base():
-            base = _generate_batch(voice, prefixes, gc, config.new_tokens, seed)
-        tuned = _generate_batch(voice, prefixes, gc, config.new_tokens, seed)
+            base = _generate_batch(voice, prefixes, params, seed)
+        tuned = _generate_batch(voice, prefixes, params, seed)
         for p, x, y in zip(batch, base, tuned):
             samples.append({"document": p["document"], "prefix": p["prefix"], "writer": p["writer"], "base": x, "voice": y, "seed": seed})
         b += 1
@@ -236,8 +235,8 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
             ids = torch.tensor([w[0] for w in chunk], device=voice.device)
             ctx = voice.base() if name == "base" else _nullcontext()
             with ctx, torch.no_grad():
-                out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=target,
-                                           do_sample=False, pad_token_id=voice.tokenizer.pad_token_id)
+                out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
+                                           **SamplingParams.argmax(target).transformers_kwargs())
             for row, (_, want) in zip(out[:, prefix:].tolist(), chunk):
                 n = next((j for j, (a, b) in enumerate(zip(row, want)) if a != b), min(len(row), len(want)))
                 exact += n == len(want)
@@ -440,7 +439,6 @@ def evaluate(
     Raises:
         MimeticError: no trained run, no held-out data, unreadable references.
     """
-    from .generate import Voice, prompt_ids
     from .prepare import load_split
 
     status = status or (lambda s: None)
@@ -481,11 +479,12 @@ def evaluate(
         t = time.perf_counter()
         samples = generate_samples(voice, held_rows, config, gc, status)
         free = []
+        params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
         for i, p in enumerate(prompts):
             ids = prompt_ids(voice.tokenizer, voice.format, p, gc.system_prompt)
             with voice.base():
-                b = _generate_batch(voice, [ids], gc, config.new_tokens, config.seed + i)[0]
-            free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], gc, config.new_tokens, config.seed + i)[0]})
+                b = _generate_batch(voice, [ids], params, config.seed + i)[0]
+            free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], params, config.seed + i)[0]})
         timings["generation_s"] = time.perf_counter() - t
         t = time.perf_counter()
         status("extraction test: greedy continuations of training prefixes")

@@ -40,8 +40,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import EMBEDDED_MODEL, ExportConfig, VoiceConfig
+from .config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
+from .engines import load_llama
 from .errors import MimeticError
+from .sampling import SamplingParams
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text, check_free_disk
 
 _LICENCES = {EMBEDDED_MODEL: ("HuggingFaceTB/SmolLM2-135M-Instruct", "Apache-2.0")}
@@ -76,17 +78,6 @@ def llama_cpp_tools() -> Path:
             "Run `make install` in the mimetic folder: it builds llama-cpp-python and installs the converters.",
         )
     return d
-
-
-def _llama() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise MimeticError(
-            "llama-cpp-python is not installed, so GGUF files cannot be quantized or checked.",
-            "Run `make install` in the mimetic folder (it builds llama-cpp-python, about 6 minutes).",
-        ) from e
-    return llama_cpp
 
 
 def _run_converter(script: str, args: list[str], what: str) -> None:
@@ -131,7 +122,7 @@ def quantize(src: Path, out: Path, qtype: str) -> None:
     Raises:
         MimeticError: llama-cpp-python missing, or quantization failed.
     """
-    llama_cpp = _llama()
+    llama_cpp = load_llama()
     ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[qtype]
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
@@ -165,7 +156,7 @@ def compare_logits(gguf: Path, reference: Any, token_lists: list[list[int]], lor
     import numpy as np
     import torch
 
-    llama_cpp = _llama()
+    llama_cpp = load_llama()
     n_ctx = max(len(t) for t in token_lists) + 8
     kwargs: dict[str, Any] = {"n_ctx": n_ctx, "logits_all": True, "verbose": False, "n_threads": os.cpu_count() or 1, "seed": 0}
     if lora is not None:
@@ -208,13 +199,14 @@ def default_system_prompt(voice: str) -> str:
     )
 
 
-def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: Any, system: str) -> str:
+def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: GenerateConfig, system: str) -> str:
     """An Ollama Modelfile for ``gguf_name``.
 
     A completion voice (trained on plain prose) gets a raw template, so ``ollama run`` continues
     the text it is given; a chat voice gets its chat template (ChatML written out for Ollama,
     otherwise Ollama's own reading of the template stored in the GGUF), its stop tokens and the
-    system prompt.
+    system prompt. The sampling ``PARAMETER`` lines come from ``gen``
+    (:meth:`mimetic.sampling.SamplingParams.modelfile_parameters`).
     """
     lines = ["# Ollama Modelfile written by mimetic. Create the model with: ollama create <name> -f Modelfile", f"FROM ./{gguf_name}"]
     template = getattr(tokenizer, "chat_template", None) or ""
@@ -230,19 +222,13 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: Any, system: str) -
         elif tokenizer.eos_token:
             stops.append(tokenizer.eos_token)
         lines.append(f'SYSTEM """{system}"""')
-    lines += [
-        f"PARAMETER temperature {gen.temperature:g}",
-        f"PARAMETER top_p {gen.top_p:g}",
-        f"PARAMETER min_p {gen.min_p:g}",
-        f"PARAMETER repeat_penalty {gen.repetition_penalty:g}",
-        f"PARAMETER num_predict {gen.max_new_tokens}",
-    ]
+    lines += SamplingParams.from_config(gen).modelfile_parameters()
     lines += [f'PARAMETER stop "{s}"' for s in dict.fromkeys(stops)]
     return "\n".join(lines) + "\n"
 
 
-def _size(n: float) -> str:
-    """A byte count for people: ``301 B``, ``9.3 MB``."""
+def human_size(n: float) -> str:
+    """A byte count for people: ``301 B``, ``9.3 MB`` (units of 1024: 1 KB = 1024 B); ``n`` in bytes."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -309,7 +295,7 @@ def model_card(ws: Workspace, run_dir: Path, vc: VoiceConfig, files: dict[str, i
     if system:
         lines += ["", "## System prompt (chat)", "", f"> {system}"]
     lines += ["", "## Files", "", "| file | size |", "|---|---:|"]
-    lines += [f"| `{name}` | {_size(n)} |" for name, n in files.items()]
+    lines += [f"| `{name}` | {human_size(n)} |" for name, n in files.items()]
     if verification:
         lines += ["", "## Verification in llama.cpp", "",
                   "Next-token logits on held-out text, llama.cpp vs the merged model in transformers (fp32):", "",
@@ -406,7 +392,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
         _check_adapter_for_lora_gguf(adapter_dir)
     if wants & {"gguf", "lora-gguf"}:
         llama_cpp_tools()
-        _llama()
+        load_llama()
 
     say("Loading the base model and the adapter")
     base_dir = base_model_dir(vc.train.base_model)

@@ -8,6 +8,10 @@
 A completion-format voice continues the prompt as text; a chat-format voice answers it
 through the chat template, with the voice's system prompt. Every generation is logged in the
 workspace's SQLite ``mimetic.db`` (prompt, parameters, output, base model, adapter, time).
+
+The engines that generate (:class:`Voice`, transformers; :class:`GGUFVoice`, llama.cpp) live in
+:mod:`mimetic.engines` and are re-exported here with :func:`prompt_ids`; the ``[generate]``
+settings reach them as :class:`mimetic.sampling.SamplingParams`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import GenerateConfig
+from .engines import Engine, GGUFVoice, Voice, prompt_ids
 from .errors import MimeticError
+from .sampling import SamplingParams
 from .workspace import Workspace, atomic_write_text
 
 
@@ -35,161 +41,7 @@ class Generation:
     duration_s: float
 
 
-def prompt_ids(tokenizer: Any, fmt: str, prompt: str, system_prompt: str = "") -> list[int]:
-    """Token ids of ``prompt`` as the voice was trained: plain text for a ``completion`` voice,
-    the chat template with a generation prompt (and the system prompt, if any) for a ``chat`` voice."""
-    if fmt == "chat":
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-
-
-class Voice:
-    """A base model with a run's adapter attached, ready to generate.
-
-    Use :meth:`load`; ``with voice.base():`` generates from the base model alone (PEFT's
-    ``disable_adapter``), so both share one copy of the weights.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, base_model: str, adapter: str | None, fmt: str, device: str, precision: str):
-        self.model, self.tokenizer = model, tokenizer
-        self.base_model, self.adapter, self.format = base_model, adapter, fmt
-        self.device, self.precision = device, precision
-
-    @classmethod
-    def load(cls, workspace: Workspace, run: str | None = None, device: str = "auto") -> "Voice":
-        """Load the workspace's base model and the best adapter of ``run`` (default: latest).
-
-        Raises:
-            MimeticError: no run, or the run has no adapter yet.
-        """
-        from peft import PeftModel
-
-        from .config import VoiceConfig
-        from .models import load_model, load_tokenizer, pick_device, pick_precision
-
-        run_dir = workspace.run_dir(run)
-        adapter = run_dir / "adapter"
-        if not (adapter / "adapter_config.json").exists():
-            raise MimeticError(f"Run {run_dir.name} has no adapter yet.", f"Train first: mimetic train --workspace {workspace.root}")
-        vc = VoiceConfig.load(run_dir / "config.toml")
-        dev = pick_device(device)
-        precision = pick_precision(dev, vc.train.precision)
-        tokenizer = load_tokenizer(vc.train.base_model)
-        model = load_model(vc.train.base_model, dev, precision)
-        model = PeftModel.from_pretrained(model, str(adapter))
-        model.eval()
-        return cls(model, tokenizer, vc.train.base_model, str(adapter), vc.prepare.format, dev, precision)
-
-    def base(self) -> Any:
-        """Context manager: generate with the adapter switched off (the base model)."""
-        return self.model.disable_adapter()
-
-    def encode_prompt(self, prompt: str, system_prompt: str = "") -> Any:
-        """Token ids (shape ``(1, n)``) for ``prompt`` in the voice's format."""
-        import torch
-
-        return torch.tensor([prompt_ids(self.tokenizer, self.format, prompt, system_prompt)])
-
-    def generate(
-        self, prompt: str, config: GenerateConfig, seed: int, on_text: Callable[[str], None] | None = None
-    ) -> tuple[str, int]:
-        """Sample one continuation of ``prompt``; returns ``(text, number of new tokens)``.
-
-        ``on_text`` receives decoded text as it is produced (streaming).
-        """
-        import torch
-        from transformers import TextStreamer
-
-        ids = self.encode_prompt(prompt, config.system_prompt).to(self.device)
-        streamer = None
-        if on_text is not None:
-
-            class _Stream(TextStreamer):
-                def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                    on_text(text)
-
-            streamer = _Stream(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        torch.manual_seed(seed)
-        sampling = config.temperature > 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": config.max_new_tokens,
-            "do_sample": sampling,
-            "repetition_penalty": config.repetition_penalty,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "streamer": streamer,
-        }
-        if sampling:
-            kwargs.update(temperature=config.temperature, top_p=config.top_p, min_p=config.min_p or None)
-        from .models import autocast
-
-        with torch.no_grad(), autocast(self.device, self.precision)():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-        new = out[0, ids.shape[1] :]
-        return self.tokenizer.decode(new, skip_special_tokens=True), int(new.shape[0])
-
-
-class GGUFVoice:
-    """The voice exported as GGUF (``mimetic export``), run by llama.cpp: much faster on a CPU
-    than transformers, with the same prompts, sampling settings and log.
-
-    Use :meth:`load`. Prompts are tokenized with the voice's own tokenizer (its chat template
-    for chat voices), so llama.cpp sees exactly the tokens transformers would.
-    """
-
-    def __init__(self, llm: Any, tokenizer: Any, base_model: str, gguf: str, fmt: str):
-        self.llm, self.tokenizer = llm, tokenizer
-        self.base_model, self.adapter, self.format = base_model, gguf, fmt
-
-    @classmethod
-    def load(cls, workspace: Workspace, run: str | None = None, gguf: Path | None = None) -> "GGUFVoice":
-        """Load ``gguf`` or, by default, the smallest ``voice-*.gguf`` exported for ``run`` (latest).
-
-        Raises:
-            MimeticError: no export yet, or llama-cpp-python is not installed.
-        """
-        import os
-
-        from .config import VoiceConfig
-        from .export import _llama
-        from .models import load_tokenizer
-
-        run_dir = workspace.run_dir(run)
-        if gguf is None:
-            files = sorted((workspace.root / "exports" / run_dir.name).glob("voice-*.gguf"), key=lambda p: p.stat().st_size)
-            if not files:
-                raise MimeticError(
-                    f"Run {run_dir.name} has no GGUF export yet.",
-                    f"Export it first: mimetic export {run_dir.name} --workspace {workspace.root}",
-                )
-            gguf = files[0]
-        llama_cpp = _llama()
-        vc = VoiceConfig.load(run_dir / "config.toml")
-        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, verbose=False, n_threads=os.cpu_count() or 1)
-        return cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(gguf), vc.prepare.format)
-
-    def generate(self, prompt: str, config: GenerateConfig, seed: int, on_text: Callable[[str], None] | None = None) -> tuple[str, int]:
-        """Sample one continuation of ``prompt`` in llama.cpp; returns ``(text, number of new tokens)``."""
-        ids = prompt_ids(self.tokenizer, self.format, prompt, config.system_prompt)
-        sampling = config.temperature > 0
-        self.llm.reset()
-        stream = self.llm.create_completion(
-            ids, max_tokens=config.max_new_tokens, temperature=config.temperature if sampling else 0.0,
-            top_p=config.top_p if sampling else 1.0, min_p=config.min_p if sampling else 0.0,
-            top_k=0 if sampling else 1, repeat_penalty=config.repetition_penalty, seed=seed, stream=True,
-        )
-        parts, n = [], 0
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            text = choice["text"]
-            n += choice.get("finish_reason") is None or bool(text)  # the closing chunk carries no token
-            parts.append(text)
-            if on_text and text:
-                on_text(text)
-        return "".join(parts), n
-
-
-def _log(workspace: Workspace, voice: Any, command: str, g: Generation, config: GenerateConfig) -> None:
+def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, config: GenerateConfig) -> None:
     workspace.log_generation(
         command=command,
         prompt=g.prompt,
@@ -211,7 +63,7 @@ def write(
     run: str | None = None,
     continue_from: Path | None = None,
     on_text: Callable[[str], None] | None = None,
-    voice: Any = None,
+    voice: Engine | None = None,
     engine: str = "transformers",
 ) -> list[Generation]:
     """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text).
@@ -241,12 +93,13 @@ def write(
     if engine not in ("transformers", "llama.cpp"):
         raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
     voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
+    params = SamplingParams.from_config(config)
     results = []
     for i in range(config.num_samples):
         if i and on_text:
             on_text("\n\n")
         t = time.perf_counter()
-        text, n = voice.generate(prompt, config, config.seed + i, on_text)
+        text, n = voice.generate(prompt, params, config.seed + i, on_text, system_prompt=config.system_prompt)
         g = Generation(prompt, text, "voice", config.seed + i, n, time.perf_counter() - t)
         _log(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config)
         results.append(g)
@@ -299,15 +152,16 @@ def compare(
         raise MimeticError("No prompts to compare on.", "Pass --prompts FILE with one prompt per paragraph.")
     config = config or workspace.load_config().generate
     voice = voice or Voice.load(workspace, run)
+    params = SamplingParams.from_config(config)
     pairs = []
     for i, prompt in enumerate(prompts):
         seed = config.seed + i
         t = time.perf_counter()
         with voice.base():
-            text, n = voice.generate(prompt, config, seed)
+            text, n = voice.generate(prompt, params, seed, system_prompt=config.system_prompt)
         base = Generation(prompt, text, "base", seed, n, time.perf_counter() - t)
         t = time.perf_counter()
-        text, n = voice.generate(prompt, config, seed)
+        text, n = voice.generate(prompt, params, seed, system_prompt=config.system_prompt)
         tuned = Generation(prompt, text, "voice", seed, n, time.perf_counter() - t)
         for g in (base, tuned):
             _log(workspace, voice, "compare", g, config)
@@ -377,4 +231,4 @@ def held_out_prompts(workspace: Workspace, n: int = 5, words: int = 40) -> list[
     return prompts
 
 
-__all__ = ["Voice", "write", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
+__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]

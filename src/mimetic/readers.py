@@ -13,7 +13,7 @@ Libraries, one per format (the well-kept one for each):
 format                    library
 ========================  ==============================================================
 text (any encoding)       charset-normalizer (detection), ftfy (repair)
-Markdown, Gemini          our cleaner (front matter through PyYAML / tomllib)
+Markdown, Gemini          mimetic.markdown (front matter through PyYAML / tomllib)
 HTML                      trafilatura (main text; navigation and boilerplate dropped)
 DOCX                      python-docx
 ODT                       odfpy
@@ -41,6 +41,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any, Callable, Iterable
+
+from .markdown import clean_markdown, split_front_matter
 
 FORMATS = {
     ".txt": "text",
@@ -751,9 +753,7 @@ def read_text(raw: bytes, opts: ReadOptions) -> list[Extracted]:
 
 
 def read_markdown(raw: bytes, opts: ReadOptions) -> list[Extracted]:
-    """Markdown or Gemini text: front matter as metadata, syntax removed (see :mod:`mimetic.ingest`)."""
-    from .ingest import clean_markdown, split_front_matter
-
+    """Markdown or Gemini text: front matter as metadata, syntax removed (see :mod:`mimetic.markdown`)."""
     text, enc = decode_bytes(raw)
     meta, text = split_front_matter(strip_gutenberg(text))
     tags = meta.get("tags") or []
