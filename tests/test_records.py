@@ -130,3 +130,40 @@ def test_headline_from_typed_metrics_and_the_evaluate_alias():
 
 def test_manifest_kept_is_the_documents_in_the_corpus():
     assert [f["doc_id"] for f in Manifest.from_dict(MANIFEST).kept] == ["a-1"]
+
+
+def test_model_card_reads_the_typed_records_and_says_when_there_is_no_evaluation(tmp_path):
+    from mimetic.config import ExportConfig, VoiceConfig
+    from mimetic.export import model_card
+    from mimetic.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "voice")
+    Manifest.from_dict(MANIFEST).save(ws.manifest_path)
+    run_dir = ws.runs_dir / SUMMARY["run_id"]
+    RunSummary.from_dict(SUMMARY).save(run_dir / "summary.json")
+
+    def card() -> str:
+        return model_card(ws, run_dir, VoiceConfig(), {}, [], ExportConfig(), "")
+
+    assert "held-out NLL 3.200 → 2.900" in card() and "- 1 documents, 120 words" in card()
+    assert "- not evaluated: run `mimetic evaluate`" in card()
+    EvaluationMetrics.from_dict(METRICS).save(run_dir / "evaluation" / "metrics.json")
+    assert "- Fit: on writing the voice never saw" in card()
+    _write(run_dir / "evaluation" / "metrics.json", {**METRICS, "version": 99})
+    assert "could not be read" in card() and str(tmp_path) not in card()
+
+
+def test_runs_lists_typed_summaries_and_a_damaged_one_as_a_row(tmp_path):
+    from typer.testing import CliRunner
+
+    from mimetic.cli import app
+    from mimetic.config import VoiceConfig
+    from mimetic.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "voice")
+    ws.save_config(VoiceConfig())
+    RunSummary.from_dict(SUMMARY).save(ws.runs_dir / SUMMARY["run_id"] / "summary.json")
+    _write(ws.runs_dir / "20250102-090000" / "summary.json", '{"run_id": ')
+    r = CliRunner().invoke(app, ["runs", "-w", str(ws.root)], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "2.900" in r.output and "-9.4%" in r.output and "not valid JSON" in r.output and "Traceback" not in r.output

@@ -914,7 +914,7 @@ def load_corpus(workspace: Workspace) -> list[dict[str, Any]]:
     """The kept documents of a workspace: dicts with ``doc_id``, ``title``, ``paragraphs``, ….
 
     Raises:
-        MimeticError: the workspace has not been ingested.
+        MimeticError: the workspace has not been ingested, or its manifest is damaged or newer.
     """
     docs = []
     for rec in workspace.read_manifest().kept:
