@@ -494,14 +494,20 @@ def export(
 @_friendly
 def runs(workspace: Path = WorkspaceOpt) -> None:
     """List training runs with their held-out NLL."""
+    from .records import RunSummary
+
     ws = Workspace.open(workspace, create=False)
     t = Table(show_edge=False)
     for col in ("run", "base NLL", "best NLL", "change", "steps", "stopped because"):
         t.add_column(col)
     for d in sorted(ws.runs_dir.glob("*/summary.json")):
-        s = json.loads(d.read_text())
-        t.add_row(s["run_id"], f"{s['base_nll']:.3f}", f"{s['best_nll']:.3f}", f"{-100 * s['held_out_nll_drop']:+.1f}%",
-                  str(s["final_step"]), s["stopped_because"])
+        try:
+            s = RunSummary.load(d)
+        except MimeticError as e:  # one damaged run must not hide the others
+            t.add_row(d.parent.name, "", "", "", "", f"[red]{escape(e.message)}[/]")
+            continue
+        t.add_row(s.run_id, f"{s.base_nll:.3f}", f"{s.best_nll:.3f}", f"{-100 * s.held_out_nll_drop:+.1f}%",
+                  str(s.final_step), s.stopped_because)
     console.print(t)
 
 

@@ -48,6 +48,7 @@ from .nll import IGNORE_INDEX, per_example_nll
 from .models import autocast
 from .memorization import TrainingIndex, audit
 from .sampling import SamplingParams
+from .records import EvaluationMetrics, delta_name as _delta_name
 from .stylometry import (
     ZScorer,
     attribute,
@@ -525,7 +526,7 @@ def evaluate(
         "timings": {**cache.get("timings", {}), "analysis_s": analysis_s},
     }
     metrics_path, report_path = out_dir / "metrics.json", out_dir / "report.html"
-    atomic_write_json(metrics_path, metrics)
+    EvaluationMetrics.from_dict(metrics).save(metrics_path)
     curve = _read_curve(run_dir / "metrics.jsonl")
     atomic_write_text(report_path, render_report(metrics, plots, cache["samples"], free, curve))
     return Evaluation(metrics, report_path, metrics_path)
@@ -548,40 +549,8 @@ def _read_curve(path: Path) -> list[tuple[int, float, str]]:
 
 
 def headline(m: dict[str, Any]) -> list[str]:
-    """Four plain-language lines: fit, style, memorization, names."""
-    n, st, mem, idn = m["nll"], m["stylometry"], m["memorization"], m["identity"]
-    d = st["distances"][st["metric"]]
-    lines = [
-        f"Fit: on writing the voice never saw, perplexity fell from {n['base']['ppl']:.1f} (base model) to "
-        f"{n['voice']['ppl']:.1f}: held-out NLL {n['base']['nll']:.3f} → {n['voice']['nll']:.3f} nats/token, "
-        f"{'down' if n['drop']['value'] >= 0 else 'UP'} {abs(100 * n['drop']['value']):.1f}% "
-        f"(95% interval {100 * n['drop']['ci'][0]:.1f} to {100 * n['drop']['ci'][1]:.1f}%).",
-        f"Style: {_delta_name(st['metric'])} from your held-out writing — voice {d['voice_to_held_out']:.3f}, base model "
-        f"{d['base_to_held_out']:.3f}; your own writing varies by {d['held_out_to_training']:.3f} (lower is closer).",
-    ]
-    att = st["attribution"].get("voice")
-    if att:
-        lines.append(
-            f"Attribution: {att['to'][st['candidates'][0]]} of {att['sets']} sample sets from the voice read as yours "
-            f"(candidates: {', '.join(st['candidates'])})."
-        )
-    v = mem["voice"]
-    ex = m.get("extraction", {})
-    ex_line = f"; extraction: {100 * ex['voice']['exact']:.0f}% of {ex['windows']} training prefixes continued verbatim" if ex.get("windows") else ""
-    lines.append(
-        f"Memorization: longest verbatim overlap with your training text {v['longest_tokens']} tokens "
-        f"({v['longest_characters']} characters); {v['flagged']} of {len(v['samples'])} samples flagged{ex_line}."
-    )
-    top = ", ".join(f"{r['name']} ({r['voice']}×)" for r in idn["names_in_voice"][:5]) or "none"
-    lines.append(
-        f"Names: the voice used {idn['distinct']['voice']} names from your corpus ({top}); "
-        f"{idn['per_1000_words']['voice']:.1f} per 1,000 words vs {idn['per_1000_words']['writer']:.1f} in your own continuations."
-    )
-    return lines
-
-
-def _delta_name(metric: str) -> str:
-    return "Cosine Delta" if metric == "cosine" else "Burrows' Delta"
+    """Plain-language lines of the metrics ``m`` (see :meth:`EvaluationMetrics.headline`)."""
+    return EvaluationMetrics.from_dict(m).headline()
 
 
 def _png(fig: Any) -> str:

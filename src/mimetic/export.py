@@ -44,6 +44,7 @@ from .config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
 from .engines import load_llama
 from .errors import MimeticError
 from .sampling import SamplingParams
+from .records import EvaluationMetrics, RunSummary
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text, check_free_disk
 
 _LICENCES = {EMBEDDED_MODEL: ("HuggingFaceTB/SmolLM2-135M-Instruct", "Apache-2.0")}
@@ -239,10 +240,10 @@ def human_size(n: float) -> str:
 def model_card(ws: Workspace, run_dir: Path, vc: VoiceConfig, files: dict[str, int], verification: list[dict], config: ExportConfig, system: str) -> str:
     """The export's ``README.md``: what this model is, what it was trained on and how well it does."""
     manifest = ws.read_manifest()
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = RunSummary.load(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
     base = vc.train.base_model
     hub, licence = _LICENCES.get(base, (base, "see the base model's own licence"))
-    kept = [f for f in manifest["files"] if not f.get("skipped")]
+    kept = manifest.kept
     formats: dict[str, int] = {}
     for f in kept:
         formats[f["format"]] = formats.get(f["format"], 0) + 1
@@ -266,7 +267,7 @@ def model_card(ws: Workspace, run_dir: Path, vc: VoiceConfig, files: dict[str, i
         "",
         "## Training data (provenance)",
         "",
-        f"- {manifest.get('documents', len(kept)):,} documents, {manifest.get('words', 0):,} words, from "
+        f"- {manifest.documents:,} documents, {manifest.words:,} words, from "
         + ", ".join(f"{n} {k} file{'s' if n != 1 else ''}" for k, n in sorted(formats.items())),
         f"- dates: {dates[0]} to {dates[-1]}" if dates else "- dates: unknown",
         "- every source file's sha256 is in `provenance.json` (file names and hashes only, no folders)",
@@ -276,22 +277,24 @@ def model_card(ws: Workspace, run_dir: Path, vc: VoiceConfig, files: dict[str, i
         "",
         f"- base model `{base}`, format `{vc.prepare.format}`, examples up to {vc.prepare.max_tokens} tokens",
         f"- LoRA r {vc.train.lora_r}, alpha {vc.train.lora_alpha}, dropout {vc.train.lora_dropout}, "
-        f"learning rate {summary.get('learning_rate', vc.train.learning_rate)}, schedule {vc.train.lr_schedule}",
+        f"learning rate {summary.learning_rate if summary else vc.train.learning_rate}, schedule {vc.train.lr_schedule}",
     ]
     if summary:
         lines.append(
-            f"- held-out NLL {summary['base_nll']:.3f} → {summary['best_nll']:.3f} nats/token "
-            f"({-100 * summary['held_out_nll_drop']:+.1f}%; perplexity {summary['base_ppl']:.1f} → {summary['best_ppl']:.1f}), "
-            f"{summary['final_step']} steps, stopped because: {summary['stopped_because']}"
+            f"- held-out NLL {summary.base_nll:.3f} → {summary.best_nll:.3f} nats/token "
+            f"({-100 * summary.held_out_nll_drop:+.1f}%; perplexity {summary.base_ppl:.1f} → {summary.best_ppl:.1f}), "
+            f"{summary.final_step} steps, stopped because: {summary.stopped_because}"
         )
     ev = run_dir / "evaluation" / "metrics.json"
-    if ev.exists():
+    lines += ["", "## Evaluation", ""]
+    if not ev.exists():
+        lines.append("- not evaluated: run `mimetic evaluate` before exporting to include held-out fit, style and memorization")
+    else:
         try:
-            from .evaluate import headline
-
-            lines += ["", "## Evaluation", "", *[f"- {h}" for h in headline(json.loads(ev.read_text()))]]
-        except Exception:  # noqa: BLE001 - an old or partial evaluation must not stop an export
-            lines += ["", "## Evaluation", "", "- see `evaluation/metrics.json` of the run"]
+            lines += [f"- {h}" for h in EvaluationMetrics.load(ev).headline()]
+        except MimeticError:  # a damaged or newer evaluation must not stop an export
+            lines.append("- the run's `evaluation/metrics.json` could not be read (damaged, incomplete or from a newer "
+                         "mimetic): run `mimetic evaluate` again, then export again")
     if system:
         lines += ["", "## System prompt (chat)", "", f"> {system}"]
     lines += ["", "## Files", "", "| file | size |", "|---|---:|"]
@@ -502,7 +505,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
 
     prov = [{"file": Path(f["path"].split("!")[0]).name + ("!" + f["path"].split("!", 1)[1] if "!" in f["path"] else ""),
              "sha256": f.get("sha256"), "format": f.get("format"), "words": f.get("words"), "date": f.get("date")}
-            for f in workspace.read_manifest()["files"] if not f.get("skipped")]
+            for f in workspace.read_manifest().kept]
     atomic_write_json(out / "provenance.json", {"documents": prov})
     record("provenance.json")
     atomic_write_json(out / "verification.json", {"rows": verification, "min_agreement": config.min_agreement, "config": asdict(config)})

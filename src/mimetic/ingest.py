@@ -58,6 +58,7 @@ from .readers import (  # noqa: F401 - re-exported: part of the ingest API
     read_bytes,
     strip_gutenberg,
 )
+from .records import Manifest
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
 READER_VERSION = 2
@@ -487,8 +488,8 @@ def ingest(
     old_cache = workspace.corpus_dir / "extracted"
     if workspace.manifest_path.exists():
         try:
-            previous = {i["path"]: i for i in json.loads(workspace.manifest_path.read_text(encoding="utf-8")).get("inputs", [])}
-        except (OSError, ValueError, TypeError, KeyError):
+            previous = {i["path"]: i for i in Manifest.load(workspace.manifest_path).inputs}
+        except (MimeticError, TypeError, KeyError):  # an unreadable manifest: every file is read again
             previous = {}
     removals: list[dict[str, Any]] = []
     docs: list[_Doc] = []
@@ -646,19 +647,16 @@ def ingest(
         names = names_report(kept_docs, config)
         result = IngestResult(records, workspace.corpus_dir, removals, names, writer=writer or (", ".join(opts.authors) or None), reused=reused, read=read)
         result.report = corpus_report(result, redactor)
-        atomic_write_json(
-            tmp / "manifest.json",
-            {
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "sources": [str(p.resolve()) for p in paths],
-                "config": asdict(config),
-                "documents": len(kept_docs),
-                "words": result.words,
-                "writer": result.writer,
-                "files": [asdict(r) for r in records],
-                "inputs": inputs,
-            },
-        )
+        Manifest(
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            sources=[str(p.resolve()) for p in paths],
+            config=asdict(config),
+            documents=len(kept_docs),
+            words=result.words,
+            writer=result.writer,
+            files=[asdict(r) for r in records],
+            inputs=inputs,
+        ).save(tmp / "manifest.json")
         atomic_write_json(tmp / "review.json", {"removals": removals, "how_to_keep": "add a glob to ingest.keep (or --keep) to protect files"})
         atomic_write_json(tmp / "names.json", {"names": names})
         atomic_write_json(tmp / "report.json", result.report)
@@ -790,13 +788,10 @@ def load_corpus(workspace: Workspace) -> list[dict[str, Any]]:
     """The kept documents of a workspace: dicts with ``doc_id``, ``title``, ``paragraphs``, ….
 
     Raises:
-        MimeticError: the workspace has not been ingested.
+        MimeticError: the workspace has not been ingested, or its manifest is damaged or newer.
     """
-    manifest = workspace.read_manifest()
     docs = []
-    for rec in manifest["files"]:
-        if rec.get("skipped") or not rec.get("doc_id"):
-            continue
+    for rec in workspace.read_manifest().kept:
         text = (workspace.corpus_dir / "docs" / f"{rec['doc_id']}.txt").read_text(encoding="utf-8")
         docs.append({**rec, "paragraphs": [p.strip() for p in text.split("\n\n") if p.strip()]})
     return docs

@@ -27,8 +27,9 @@ from .config import PrepareConfig
 from .errors import MimeticError
 from .ingest import count_words, load_corpus
 from .nll import IGNORE_INDEX
+from .records import DataMeta
 from .stylometry import SENTENCE_END as _SENTENCE
-from .workspace import Workspace, atomic_dir, atomic_write_json
+from .workspace import Workspace, atomic_dir
 
 MIN_CORPUS_WORDS = 2000
 
@@ -253,34 +254,34 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
     if not train_cols["text"] or not held_cols["text"]:
         raise MimeticError("After chunking, the training or held-out set is empty.", "Add more writing, or lower --max-tokens.")
     held_docs = sorted({u["doc_id"] for u in held_units}) if mode == "documents" else []
-    meta = {
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "base_model": base_model,
-        "tokenizer": getattr(tokenizer, "name_or_path", ""),
-        "vocab_size": len(tokenizer),
-        "config": config.__dict__,
-        "split_mode": mode,
-        "held_out_documents": held_docs,
-        "held_out_sections": [[u["doc_id"], u["section"]] for u in held_units] if mode == "sections" else [],
-        "train": {"examples": len(train_cols["text"]), "tokens": sum(train_cols["n_tokens"])},
-        "held_out": {"examples": len(held_cols["text"]), "tokens": sum(held_cols["n_tokens"])},
-        "padding_share": _padding_share(train_cols["n_tokens"], config.max_tokens),
-    }
+    meta = DataMeta(
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        base_model=base_model,
+        tokenizer=getattr(tokenizer, "name_or_path", ""),
+        vocab_size=len(tokenizer),
+        config=config.__dict__,
+        split_mode=mode,
+        held_out_documents=held_docs,
+        held_out_sections=[[u["doc_id"], u["section"]] for u in held_units] if mode == "sections" else [],
+        train={"examples": len(train_cols["text"]), "tokens": sum(train_cols["n_tokens"])},
+        held_out={"examples": len(held_cols["text"]), "tokens": sum(held_cols["n_tokens"])},
+        padding_share=_padding_share(train_cols["n_tokens"], config.max_tokens),
+    )
     with atomic_dir(workspace.data_dir) as tmp:
         Dataset.from_dict(train_cols).save_to_disk(str(tmp / "train"))
         Dataset.from_dict(held_cols).save_to_disk(str(tmp / "held_out"))
-        atomic_write_json(tmp / "meta.json", meta)
+        meta.save(tmp / "meta.json")
     vc.prepare = config
     vc.train.base_model = base_model
     workspace.save_config(vc)
     return PrepareResult(
         mode,
-        meta["train"]["examples"],
-        meta["held_out"]["examples"],
-        meta["train"]["tokens"],
-        meta["held_out"]["tokens"],
+        meta.train["examples"],
+        meta.held_out["examples"],
+        meta.train["tokens"],
+        meta.held_out["tokens"],
         held_docs,
-        meta,
+        meta.to_dict(),
     )
 
 
@@ -295,7 +296,7 @@ def load_split(workspace: Workspace, split: str) -> Any:
     """Load ``data/<split>`` (``train`` or ``held_out``) as a HF ``Dataset``."""
     from datasets import load_from_disk
 
-    workspace.read_data_meta()
+    workspace.data_meta()  # a clear error when there are no examples yet
     return load_from_disk(str(workspace.data_dir / split))
 
 

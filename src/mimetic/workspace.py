@@ -16,85 +16,16 @@ under its final name. The writer's original files are only ever read.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import sqlite3
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from . import logdb
+from .atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401 - the stages import them from here
 from .config import VoiceConfig
 from .errors import MimeticError
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``final`` in one rename.
-
-    On an exception the temporary directory is removed and ``final`` is left as it was.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS generations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    command TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    output TEXT NOT NULL,
-    params TEXT NOT NULL,
-    base_model TEXT NOT NULL,
-    adapter TEXT,
-    seed INTEGER,
-    new_tokens INTEGER,
-    duration_s REAL
-);
-"""
+from .records import DataMeta, Manifest
 
 
 class Workspace:
@@ -138,22 +69,36 @@ class Workspace:
     def manifest_path(self) -> Path:
         return self.corpus_dir / "manifest.json"
 
-    def read_manifest(self) -> dict[str, Any]:
+    def read_manifest(self) -> Manifest:
+        """The corpus's ``corpus/manifest.json``.
+
+        Raises:
+            MimeticError: no corpus yet, or a damaged or newer manifest.
+        """
         if not self.manifest_path.exists():
             raise MimeticError(
                 f"The voice in {self.root} has no corpus yet.",
                 f"Run: mimetic ingest PATH-TO-YOUR-WRITING --workspace {self.root}",
             )
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        return Manifest.load(self.manifest_path)
 
-    def read_data_meta(self) -> dict[str, Any]:
+    def data_meta(self) -> DataMeta:
+        """The training examples' ``data/meta.json``.
+
+        Raises:
+            MimeticError: no training examples yet, or a damaged or newer file.
+        """
         meta = self.data_dir / "meta.json"
         if not meta.exists():
             raise MimeticError(
                 f"The voice in {self.root} has no training examples yet.",
                 f"Run: mimetic prepare --workspace {self.root}",
             )
-        return json.loads(meta.read_text(encoding="utf-8"))
+        return DataMeta.load(meta)
+
+    def read_data_meta(self) -> dict[str, Any]:
+        """:meth:`data_meta` as the file's JSON object (for train.py until it reads the typed record)."""
+        return self.data_meta().to_dict()
 
     # -- runs -------------------------------------------------------------------------------
     def new_run_id(self) -> str:
@@ -182,11 +127,6 @@ class Workspace:
         return d
 
     # -- generation log ---------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path)
-        con.executescript(_SCHEMA)
-        return con
-
     def log_generation(
         self,
         *,
@@ -200,34 +140,19 @@ class Workspace:
         new_tokens: int,
         duration_s: float,
     ) -> int:
-        """Append one generation to ``mimetic.db``; returns its row id."""
-        with contextlib.closing(self._db()) as con, con:
-            cur = con.execute(
-                "INSERT INTO generations (created_at, command, prompt, output, params, base_model, adapter,"
-                " seed, new_tokens, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    command,
-                    prompt,
-                    output,
-                    json.dumps(params, sort_keys=True),
-                    base_model,
-                    adapter,
-                    seed,
-                    new_tokens,
-                    duration_s,
-                ),
-            )
-            return int(cur.lastrowid)
+        """Append one generation to ``mimetic.db``; returns its row id.
+
+        Raises:
+            MimeticError: ``mimetic.db`` is damaged (not an SQLite database).
+        """
+        return logdb.insert_generation(
+            self.db_path, command=command, prompt=prompt, output=output, params=params, base_model=base_model,
+            adapter=adapter, seed=seed, new_tokens=new_tokens, duration_s=duration_s,
+        )
 
     def generations(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest ``limit`` generations, newest first, as dicts."""
-        if not self.db_path.exists():
-            return []
-        with contextlib.closing(self._db()) as con:
-            con.row_factory = sqlite3.Row
-            rows = con.execute("SELECT * FROM generations ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
+        """The latest ``limit`` generations, newest first, as dicts (see :mod:`mimetic.logdb`)."""
+        return logdb.latest_generations(self.db_path, limit)
 
 
 def check_free_disk(path: Path, needed_bytes: int, what: str) -> None:
