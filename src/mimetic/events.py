@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .atomic import atomic_write_text
+
 
 @dataclass(frozen=True)
 class Event:
@@ -129,8 +131,6 @@ class MetricsFile:
     def truncate_after(self, step: int) -> None:
         """Drop the lines of steps after ``step`` (the tail an interrupted run wrote after its
         last checkpoint), atomically."""
-        from .workspace import atomic_write_text
-
         if self.enabled:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.read() if r["step"] <= step))
 

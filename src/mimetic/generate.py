@@ -20,7 +20,7 @@ import html
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .config import GenerateConfig
 from .engines import Engine, GGUFVoice, Voice, prompt_ids

@@ -30,8 +30,9 @@ from .errors import MimeticError, TrainingInterrupted
 from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Started, Warning, fan_out
 from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, scheduler_for  # noqa: F401 - lr_lambda: API
 from .models import autocast as _autocast_factory
+from .records import RunSummary
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
-from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
+from .workspace import Workspace, atomic_dir, atomic_write_bytes, check_free_disk
 
 
 @dataclass
@@ -285,7 +286,7 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     from .models import pick_device
 
     config = config or workspace.load_config().train
-    workspace.read_data_meta()
+    workspace.data_meta()
     device = pick_device(config.device)
     precision = _precision(device, config)
     autocast = _autocast_factory(device, precision)
@@ -404,7 +405,7 @@ def train(
     from .distributed import Dist, launched_processes
     from .models import load_tokenizer, pick_device
 
-    meta = workspace.read_data_meta()
+    meta = workspace.data_meta()
     runtime = {k: v for k, v in (runtime or {}).items() if v is not None}
     run: Run | None = None
     if resume:
@@ -419,9 +420,9 @@ def train(
     else:
         config = RuntimeOptions.from_config(config or workspace.load_config().train, **runtime).apply(
             config or workspace.load_config().train)
-    if meta["base_model"] != config.base_model:
+    if meta.base_model != config.base_model:
         raise MimeticError(
-            f"The training data was prepared for {meta['base_model']!r}, not {config.base_model!r}.",
+            f"The training data was prepared for {meta.base_model!r}, not {config.base_model!r}.",
             f"Run: mimetic prepare --base-model {config.base_model} --workspace {workspace.root}",
         )
 
@@ -574,30 +575,17 @@ def train(
     )
     if not dist.main:
         return result
-    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     lengths = [len(r["input_ids"]) for r in train_rows]
-    summary.update({
-        "held_out_nll_drop": result.nll_drop,
-        "base_ppl": math.exp(result.base_nll),
-        "best_ppl": math.exp(result.best_nll),
-        "learning_rate": lr,
-        "device": device,
-        "precision": precision,
-        "trainable_parameters": trainable,
-        "total_parameters": total_params,
-        "steps_per_epoch": steps_per_epoch,
-        "padding_share": padding_share(lengths, epoch_batches(lengths, config, 0)),
-        "padding_share_unpacked": padding_share(unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, packing=False), 0)),
-        "padding_share_random_batches": padding_share(
-            unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)
-        ),
-        "packed_rows": len(train_rows) if config.packing else None,
-        "planned_steps": st.total_steps,
-        "processes": dist.world,
-        "plan": asdict(run_plan) if run_plan else None,
-        "global_batch_size": global_config.batch_size * config.grad_accum,
-    })
-    atomic_write_json(run.dir / "summary.json", summary)
+    RunSummary.from_result(
+        result, learning_rate=lr, device=device, precision=precision, trainable_parameters=trainable,
+        total_parameters=total_params, steps_per_epoch=steps_per_epoch,
+        padding_share=padding_share(lengths, epoch_batches(lengths, config, 0)),
+        padding_share_unpacked=padding_share(unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, packing=False), 0)),
+        padding_share_random_batches=padding_share(
+            unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)),
+        packed_rows=len(train_rows) if config.packing else None, planned_steps=st.total_steps, processes=dist.world,
+        plan=asdict(run_plan) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
+    ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
     return result
 

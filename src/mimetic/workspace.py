@@ -96,10 +96,6 @@ class Workspace:
             )
         return DataMeta.load(meta)
 
-    def read_data_meta(self) -> dict[str, Any]:
-        """:meth:`data_meta` as the file's JSON object (for train.py until it reads the typed record)."""
-        return self.data_meta().to_dict()
-
     # -- runs -------------------------------------------------------------------------------
     def new_run_id(self) -> str:
         base = time.strftime("%Y%m%d-%H%M%S")
