@@ -8,6 +8,7 @@ import pytest
 from conftest import SHARED, trained_voice
 from mimetic import EvaluateConfig, evaluate
 from mimetic.evaluate import analyse, bootstrap_nll
+from mimetic.events import Artifact, Progress
 from mimetic.memorization import TrainingIndex, audit
 from mimetic.stylometry import (
     ZScorer,
@@ -167,7 +168,7 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     cfg = EvaluateConfig(sample_words=200, prefix_tokens=16, new_tokens=24, batch_size=4, set_words=100, n_mfw=50,
                          extraction_prefixes=4, bootstrap=200)
     lines = []
-    ev = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], status=lines.append)
+    ev = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], on_event=lines.append)
     m = json.loads(ev.metrics_path.read_text())
     assert m["nll"]["base"]["ci"][0] <= m["nll"]["base"]["nll"] <= m["nll"]["base"]["ci"][1]
     assert m["words"]["voice_samples"] >= 200 and m["samples"] % 4 == 0
@@ -178,8 +179,10 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<script" not in page
     assert "How close is the voice?" in page and "The harbour" in page
     assert len(ev.summary()) >= 4
-    again = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], status=lines.append)
-    assert any("reusing" in x for x in lines)
+    assert [(e.kind, e.path) for e in lines if isinstance(e, Artifact)] == [("metrics", ev.metrics_path), ("report", ev.report)]
+    lines.clear()
+    again = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], on_event=lines.append)
+    assert any("reusing" in e.message for e in lines if isinstance(e, Progress))
     assert again.metrics["nll"] == m["nll"]
 
 

@@ -401,8 +401,8 @@ def evaluate(
     vc = ws.load_config()
     ec = cfg.replace(vc.evaluate, sample_words=sample_words, metric=metric, n_mfw=mfw)
     plist = read_prompts(prompts) if prompts else None
-    with console.status("Evaluating…") as s:
-        result = run_evaluate(ws, run, ec, references=references, prompts=plist, status=lambda m: s.update(f"Evaluating: {m}"))
+    with RichEvents(console) as show:
+        result = run_evaluate(ws, run, ec, references=references, prompts=plist, on_event=show)
     _evaluation_summary(result)
 
 
@@ -467,8 +467,8 @@ def export(
     vc = ws.load_config()
     vc.export = cfg.replace(vc.export, formats=_csv([format]) if format else None, quantizations=_csv([quant]) if quant else None,
                             system_prompt=system_prompt, verify=verify)
-    with console.status("Exporting…") as status:
-        result = run_export(ws, run, vc.export, out, progress=lambda msg: status.update(f"Exporting: {msg}…"))
+    with RichEvents(console) as show:
+        result = run_export(ws, run, vc.export, out, on_event=show)
     t = Table(title=f"Exported to {result.out_dir}", show_edge=False)
     t.add_column("file")
     t.add_column("size", justify="right")

@@ -44,6 +44,7 @@ import numpy as np
 from .config import EvaluateConfig, GenerateConfig
 from .engines import Voice, prompt_ids
 from .errors import MimeticError
+from .events import Artifact, OnEvent, Progress, ignore
 from .nll import IGNORE_INDEX, per_example_nll
 from .models import autocast
 from .memorization import TrainingIndex, audit
@@ -424,7 +425,7 @@ def evaluate(
     *,
     references: Path | dict[str, str] | None = None,
     prompts: list[str] | None = None,
-    status: Status | None = None,
+    on_event: OnEvent = ignore,
     voice: Any = None,
 ) -> Evaluation:
     """Evaluate a trained run; writes ``runs/<id>/evaluation/{report.html,metrics.json}``.
@@ -435,14 +436,17 @@ def evaluate(
         config: evaluation settings (default: the workspace's ``[evaluate]``).
         references: a folder with one sub-folder of texts per reference author (or a dict).
         prompts: the writer's own prompts for free generations (shown in the report).
-        status: callback for progress lines.
+        on_event: receives :mod:`mimetic.events` (a ``Progress`` line before each step, the
+            report as an ``Artifact``).
 
     Raises:
         MimeticError: no trained run, no held-out data, unreadable references.
     """
     from .prepare import load_split
 
-    status = status or (lambda s: None)
+    def status(message: str) -> None:
+        on_event(Progress("evaluate", message=message))
+
     vc = workspace.load_config()
     config = config or vc.evaluate
     gc = vc.generate
@@ -529,6 +533,8 @@ def evaluate(
     EvaluationMetrics.from_dict(metrics).save(metrics_path)
     curve = _read_curve(run_dir / "metrics.jsonl")
     atomic_write_text(report_path, render_report(metrics, plots, cache["samples"], free, curve))
+    on_event(Artifact("evaluate", metrics_path, "metrics"))
+    on_event(Artifact("evaluate", report_path, "report"))
     return Evaluation(metrics, report_path, metrics_path)
 
 

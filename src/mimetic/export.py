@@ -43,6 +43,7 @@ from typing import Any
 from .config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
 from .engines import load_llama
 from .errors import MimeticError
+from .events import OnEvent, Progress, ignore
 from .sampling import SamplingParams
 from .records import EvaluationMetrics, RunSummary
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text, check_free_disk
@@ -353,7 +354,7 @@ def _failed(row: dict[str, Any], config: ExportConfig) -> bool:
 
 
 def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig | None = None, out_dir: Path | None = None,
-           progress: Any = None) -> ExportResult:
+           on_event: OnEvent = ignore) -> ExportResult:
     """Export a trained voice (see the module docstring for the files), verifying each GGUF in llama.cpp.
 
     Args:
@@ -361,7 +362,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
         run_id: the run to export; default the latest.
         config: what to write (:class:`ExportConfig`).
         out_dir: default ``<workspace>/exports/<run-id>``.
-        progress: called with a short message before each step.
+        on_event: receives :mod:`mimetic.events`: a ``Progress`` line before each step.
 
     Returns:
         ExportResult: files with sizes, verification rows and the ``ollama create`` command.
@@ -379,7 +380,9 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
     from .models import base_model_dir, quiet_hf
 
     config = config or ExportConfig()
-    say = progress or (lambda msg: None)
+    def say(message: str) -> None:
+        on_event(Progress("export", message=message))
+
     quiet_hf()
     run_dir = workspace.run_dir(run_id)
     adapter_dir = run_dir / "adapter"
