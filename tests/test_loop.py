@@ -48,7 +48,7 @@ def test_stop_file_checkpoints_and_resume_takes_new_runtime_options(ws, tiny_mod
     def stop_after_two(e):
         if isinstance(e, Progress) and e.stage == "train" and e.done == 2:
             run_dir = sorted(ws.runs_dir.iterdir())[-1]
-            (run_dir / "stop").touch()  # what `mimetic stop` or the app's button does
+            Run.request_stop(run_dir)  # what `mimetic stop` or the app's button does
 
     with pytest.raises(TrainingInterrupted, match="Resume with"):
         train(ws, cfg(tiny_model, max_steps=6), on_event=stop_after_two)

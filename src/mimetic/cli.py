@@ -513,6 +513,24 @@ def runs(workspace: Path = WorkspaceOpt) -> None:
 
 @app.command()
 @_friendly
+def stop(
+    run: Optional[str] = typer.Argument(None, help="Run to stop (default: the latest)."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """Ask a training run in progress (in another terminal or the app) to save a checkpoint and stop."""
+    from .loop import Run
+
+    ws = Workspace.open(workspace, create=False)
+    run_dir = ws.run_dir(run)
+    if (run_dir / "summary.json").exists():
+        raise MimeticError(f"Run {run_dir.name} has already finished.", "Nothing to stop; see: mimetic runs")
+    Run.request_stop(run_dir)
+    console.print(f"Asked run {run_dir.name} to stop after its current step; it keeps a checkpoint. "
+                  f"Resume with: mimetic train --resume {run_dir.name} --workspace {ws.root}")
+
+
+@app.command()
+@_friendly
 def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How many generations.")) -> None:
     """Show the latest generations from the voice's log (mimetic.db)."""
     ws = Workspace.open(workspace, create=False)

@@ -224,6 +224,11 @@ class Run:
         """Creating this file asks a run in progress to checkpoint and stop (``mimetic stop``, the app)."""
         return self.dir / "stop"
 
+    @staticmethod
+    def request_stop(run_dir: Path) -> None:
+        """Ask the run in ``run_dir`` to checkpoint and stop after its current step (from any process)."""
+        (Path(run_dir) / "stop").touch()
+
 
 class Callback(Protocol):
     """Optional hooks of :func:`fit`; any object with some of these methods will do."""
