@@ -114,9 +114,9 @@ def test_interrupted_run_resumes_to_the_same_weights(ws, tiny_model):
 def test_time_budget_stops_training(ws, tiny_model):
     r = train(ws, cfg(tiny_model, epochs=200, time_budget_min=0.1), progress=False)
     summary = json.loads((r.run_dir / "summary.json").read_text())
-    # the schedule was shrunk to the budget (no wall-clock bound: a busy machine may overrun it)
-    assert r.final_step <= summary["planned_steps"] < 200 * summary["steps_per_epoch"]
+    # the budget ended the run, or shrank its schedule (no wall-clock bound: a busy machine may overrun it)
     assert r.final_step < 200 * summary["steps_per_epoch"]
+    assert r.stopped_because.startswith("time budget") or summary["planned_steps"] < 200 * summary["steps_per_epoch"]
 
 
 def test_data_for_another_model_is_refused(ws, tiny_model):
