@@ -25,6 +25,7 @@ def test_main_job_end_to_end(tmp_path, tiny_model):
     ws = tmp_path / "voice"
     r = runner.invoke(app, ["voice", str(corpus), "-w", str(ws), "--base-model", tiny_model, "--time-budget", "1"])
     assert r.exit_code == 0, r.output
+    voice_output = r.output
     for part in ("Your corpus", "held-out NLL, base model", "Side by side"):
         assert part in r.output
     assert (ws / "mimetic.toml").exists() and list((ws / "compare").glob("*.html"))
@@ -36,8 +37,14 @@ def test_main_job_end_to_end(tmp_path, tiny_model):
     assert r.exit_code == 0 and "The kettle" in r.output
     r = runner.invoke(app, ["train", "-w", str(ws), "--lr", "-1"])
     assert r.exit_code == 1 and "learning_rate" in r.output
-    summary = json.loads(next((ws / "runs").glob("*/summary.json")).read_text())
-    assert summary["base_model"] if "base_model" in summary else summary["run_id"]
+    (run_dir,) = [p.parent for p in (ws / "runs").glob("*/summary.json")]  # the failed train made no run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run_id"] == run_dir.name
+    # the figures printed by `voice` are the run's own
+    assert f"{summary['base_nll']:.3f} nats/token" in voice_output
+    assert f"{summary['best_nll']:.3f} (step {summary['best_step']})" in voice_output
+    assert f"{-100 * summary['held_out_nll_drop']:+.1f}%" in voice_output
+    assert f'base_model = "{tiny_model}"' in (run_dir / "config.toml").read_text()
 
 
 def test_evaluate_before_training_says_what_to_run(tmp_path):

@@ -8,7 +8,20 @@ import pytest
 from conftest import trained_voice
 from mimetic import ExportConfig, MimeticError, Workspace
 
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is built by `make install`")
+def _has_llama_cpp() -> bool:
+    import importlib.util
+
+    from mimetic.export import llama_cpp_tools
+
+    try:
+        llama_cpp_tools()
+    except MimeticError:
+        return False
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+# only the GGUF conversions and llama.cpp itself need llama.cpp; everything else always runs
+needs_llama_cpp = pytest.mark.skipif(not _has_llama_cpp(), reason="llama-cpp-python and its converters are installed by `make install`")
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +30,7 @@ def voice(tmp_path_factory, tiny_model):
                          lora_r=4, lora_alpha=8)
 
 
+@needs_llama_cpp
 def test_export_every_format_and_verify_in_llama_cpp(voice):
     from mimetic.export import export
 
@@ -45,6 +59,7 @@ def test_export_every_format_and_verify_in_llama_cpp(voice):
     assert len(prov) == 30 and all(len(d["sha256"]) == 64 and "/" not in d["file"] for d in prov)
 
 
+@needs_llama_cpp
 def test_write_with_llama_cpp_on_the_export(voice):
     from mimetic import GenerateConfig
     from mimetic.generate import write
@@ -59,13 +74,38 @@ def test_write_with_llama_cpp_on_the_export(voice):
         write(voice, "The kettle", cfg, engine="onnx")
 
 
-def test_chat_voice_modelfile_has_template_and_system_prompt(voice, tokenizer):
+def test_chat_voice_modelfile_has_template_and_system_prompt(tokenizer):
     from mimetic.config import GenerateConfig
     from mimetic.export import default_system_prompt, modelfile
 
     text = modelfile("voice-q4_k_m.gguf", tokenizer, "chat", GenerateConfig(), default_system_prompt("anna"))
     assert "<|im_start|>system" in text and 'PARAMETER stop "<|im_end|>"' in text
     assert "SYSTEM" in text and "not any person named" in text
+
+
+def test_adapter_and_merged_export_without_llama_cpp(voice, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from mimetic.export import export
+
+    result = export(voice, config=ExportConfig(formats=["adapter", "merged"], merged_dtype="float32"), out_dir=tmp_path / "x")
+    out = result.out_dir
+    assert (out / "adapter" / "adapter_model.safetensors").exists() and (out / "adapter" / "tokenizer.json").exists()
+    assert (out / "merged" / "model.safetensors").exists() and (out / "merged" / "tokenizer.json").exists()
+    assert not list(out.glob("*.gguf")) and {"adapter", "merged"} <= set(result.files)
+    # the merged model computes what base + adapter computes
+    run = voice.run_dir()
+    base_model = (run / "config.toml").read_text().split('base_model = "')[1].split('"')[0]
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), str(run / "adapter")).eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    ids = torch.tensor([[1, 400, 2500, 31, 9000, 77]])
+    with torch.no_grad():
+        a, b = tuned(input_ids=ids).logits, merged(input_ids=ids).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    with torch.no_grad(), tuned.disable_adapter():
+        assert not torch.allclose(tuned(input_ids=ids).logits, b, atol=1e-4)  # the adapter changed something
 
 
 def test_dora_adapter_is_refused_for_lora_gguf(voice, tmp_path):

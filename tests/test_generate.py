@@ -17,7 +17,8 @@ def test_write_streams_and_logs_to_sqlite(trained):
     gens = write(trained, "The kettle", GenerateConfig(max_new_tokens=12, num_samples=2, seed=3), on_text=pieces.append)
     assert len(gens) == 2 and [g.seed for g in gens] == [3, 4]
     assert all(g.new_tokens >= 1 for g in gens)
-    assert "".join(pieces).replace("\n\n", "").strip() == "".join(g.output for g in gens).strip() or pieces
+    # streaming: the pieces, with "\n\n" between samples, are exactly the returned texts
+    assert "".join(pieces) == "\n\n".join(g.output for g in gens) and "\n\n" in pieces
     rows = sqlite3.connect(trained.db_path).execute("SELECT command, prompt, base_model, adapter, seed FROM generations").fetchall()
     assert len(rows) >= 2 and rows[-1][0] == "write" and rows[-1][1] == "The kettle" and rows[-1][3].endswith("adapter")
 

@@ -1,17 +1,26 @@
-import time
-
 import pytest
 
 from mimetic import MimeticError
 from mimetic.models import load_model, load_tokenizer, resolve
 
 
-def test_embedded_model_converts_once_and_then_loads_fast(tokenizer):
+def test_embedded_model_converts_once_and_then_loads_fast(tokenizer, monkeypatch):
     import torch
+    import transformers
 
-    t = time.perf_counter()
-    model = load_model("embedded")  # converted from GGUF to safetensors by the tokenizer fixture
-    assert time.perf_counter() - t < 30
+    # converted from GGUF to safetensors by the tokenizer fixture: loading now must not read the GGUF again
+    gguf_reads = []
+    for cls in (transformers.AutoModelForCausalLM, transformers.AutoConfig, transformers.AutoTokenizer):
+        original = cls.from_pretrained.__func__
+
+        def counting(klass, *args, _original=original, **kwargs):
+            if kwargs.get("gguf_file"):
+                gguf_reads.append(klass.__name__)
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(counting))
+    model = load_model("embedded")
+    assert gguf_reads == []
     assert model.config.model_type == "llama" and model.config.hidden_size == 576
     assert getattr(model.config, "quantization_config", None) is None  # a plain, trainable model
     ids = tokenizer("The sun has an influence on its surroundings.", return_tensors="pt")

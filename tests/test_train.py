@@ -65,6 +65,30 @@ def test_early_stopping_keeps_best_adapter(ws, tiny_model):
     assert r.best_nll <= r.base_nll
 
 
+def test_kept_adapter_is_the_best_evaluation_not_the_last(ws, tiny_model):
+    # The learning rate warms up to far too high a value: held-out NLL first falls, then rises.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from mimetic.models import autocast, load_tokenizer
+    from mimetic.nll import evaluate_nll
+    from mimetic.prepare import load_split
+
+    r = train(ws, cfg(tiny_model, max_steps=8, eval_every=2, patience=100, min_delta=0.0, learning_rate=20.0,
+                      warmup_ratio=1.0, lr_schedule="linear", max_grad_norm=0), progress=False)
+    evals = [x for x in map(json.loads, (r.run_dir / "metrics.jsonl").read_text().splitlines()) if "held_out_nll" in x]
+    nlls = {x["step"]: x["held_out_nll"] for x in evals}
+    assert r.final_step == 8 and sorted(nlls) == [0, 2, 4, 6, 8]
+    finite = {k: v for k, v in nlls.items() if math.isfinite(v)}  # too high a rate may end in NaN: worse still
+    assert r.best_step == min(finite, key=finite.get) and r.best_nll == pytest.approx(finite[r.best_step], abs=1e-9)
+    worse = lambda x: not x <= r.best_nll + 0.01  # noqa: E731 - NaN counts as worse
+    assert r.best_step > 0 and worse(nlls[8]), nlls  # the last evaluation is worse: the kept adapter must not be the last
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(r.run_dir / "adapter")).eval()
+    kept = evaluate_nll(model, load_split(ws, "held_out"), load_tokenizer(tiny_model).pad_token_id, "cpu",
+                        autocast("cpu", "fp32"))
+    assert kept == pytest.approx(r.best_nll, abs=1e-4) and worse(nlls[8]) and kept != pytest.approx(nlls[8], abs=1e-2)
+
+
 def _lora(path):
     return load_file(str(path / "adapter_model.safetensors"))
 
@@ -90,8 +114,9 @@ def test_interrupted_run_resumes_to_the_same_weights(ws, tiny_model):
 def test_time_budget_stops_training(ws, tiny_model):
     r = train(ws, cfg(tiny_model, epochs=200, time_budget_min=0.1))
     summary = json.loads((r.run_dir / "summary.json").read_text())
-    assert r.final_step < 200 * summary["steps_per_epoch"]  # the schedule was shrunk to the budget
-    assert r.elapsed_s < 0.1 * 60 + 10
+    # the budget ended the run, or shrank its schedule (no wall-clock bound: a busy machine may overrun it)
+    assert r.final_step < 200 * summary["steps_per_epoch"]
+    assert r.stopped_because.startswith("time budget") or summary["planned_steps"] < 200 * summary["steps_per_epoch"]
 
 
 def test_data_for_another_model_is_refused(ws, tiny_model):
