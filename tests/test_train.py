@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from conftest import make_corpus
 from mimetic import MimeticError, TrainConfig, TrainingInterrupted, Workspace, default_learning_rate, ingest, prepare, train
-from mimetic.train import lr_lambda
+from mimetic.loop import lr_lambda
 
 
 @pytest.fixture
@@ -62,7 +62,6 @@ def test_early_stopping_keeps_best_adapter(ws, tiny_model):
     r = train(ws, cfg(tiny_model, max_steps=60, learning_rate=3.0, eval_every=2, patience=2, max_grad_norm=0))
     assert r.stopped_because.startswith("early stopping")
     assert r.final_step < 60
-    assert r.best_nll <= r.base_nll
 
 
 def test_kept_adapter_is_the_best_evaluation_not_the_last(ws, tiny_model):
@@ -75,7 +74,7 @@ def test_kept_adapter_is_the_best_evaluation_not_the_last(ws, tiny_model):
     from mimetic.prepare import load_split
 
     r = train(ws, cfg(tiny_model, max_steps=8, eval_every=2, patience=100, min_delta=0.0, learning_rate=20.0,
-                      warmup_ratio=1.0, lr_schedule="linear", max_grad_norm=0), progress=False)
+                      warmup_ratio=1.0, lr_schedule="linear", max_grad_norm=0))
     evals = [x for x in map(json.loads, (r.run_dir / "metrics.jsonl").read_text().splitlines()) if "held_out_nll" in x]
     nlls = {x["step"]: x["held_out_nll"] for x in evals}
     assert r.final_step == 8 and sorted(nlls) == [0, 2, 4, 6, 8]
@@ -150,7 +149,8 @@ def test_packing_gives_the_same_nll_with_almost_no_padding(tiny_model):
 
     from transformers import AutoModelForCausalLM
 
-    from mimetic.train import collate, pack, padding_share, token_nll_sum
+    from mimetic.nll import collate, token_nll_sum
+    from mimetic.train import pack, padding_share
 
     rng = random.Random(0)
     rows = []
