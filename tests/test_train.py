@@ -1,3 +1,4 @@
+import contextlib
 import json
 import math
 
@@ -57,7 +58,7 @@ def test_training_lowers_held_out_nll_and_writes_run_files(ws, tiny_model):
     assert any("plan_epoch_min" in x for x in rows)
 
 
-def test_early_stopping_keeps_best_adapter(ws, tiny_model):
+def test_early_stopping_ends_a_run_that_gets_worse(ws, tiny_model):
     # A learning rate far too high makes held-out NLL worse: training must stop early.
     r = train(ws, cfg(tiny_model, max_steps=60, learning_rate=3.0, eval_every=2, patience=2, max_grad_norm=0))
     assert r.stopped_because.startswith("early stopping")
@@ -211,3 +212,30 @@ def test_compiled_training_steps_match_eager(ws, tiny_model, monkeypatch, tmp_pa
     compiled = train(ws, cfg(tiny_model, max_steps=3, lora_dropout=0.0, compile=True))
     assert compiled.best_nll == pytest.approx(eager.best_nll, rel=1e-4)
     assert any((tmp_path / "inductor").iterdir())  # the compiled code is cached for the next run
+
+
+def test_in_run_evaluations_use_a_subset_and_the_base_model_is_measured_once(ws, tiny_model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from mimetic.nll import evaluate_nll
+    from mimetic.prepare import load_split
+    from mimetic.train import eval_subset
+
+    held = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(ws, "held_out")]
+    total = sum(len(r["input_ids"]) for r in held)
+    c = cfg(tiny_model, max_steps=6, eval_every=3, eval_tokens=total // 4)
+    subset = eval_subset(held, c.eval_tokens, c.seed)
+    assert 0 < len(subset) < len(held) and subset == eval_subset(held, c.eval_tokens, c.seed)  # fixed and seeded
+    first = train(ws, c)
+    second = train(ws, c)
+    lines = [[json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()] for r in (first, second)]
+    step0 = [[x for x in rows if x["step"] == 0 and "held_out_nll" in x][0] for rows in lines]
+    assert "cached" not in step0[0] and step0[1]["cached"] and step0[1]["held_out_nll"] == step0[0]["held_out_nll"]
+    whole = [x for x in lines[1] if "held_out_nll_whole" in x][0]
+    # the summary's figures are on the whole split: the base model's is the same in both runs, and
+    # the kept adapter scores its best_nll on the whole split
+    assert first.base_nll == pytest.approx(second.base_nll, abs=1e-6) and whole["base_nll_whole"] == second.base_nll
+    assert second.best_nll == whole["held_out_nll_whole"] != step0[1]["held_out_nll"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(second.run_dir / "adapter"))
+    assert evaluate_nll(model, held, 0, "cpu", lambda: contextlib.nullcontext()) == pytest.approx(second.best_nll, abs=1e-4)

@@ -425,7 +425,8 @@ def fit(
 
 class TimeBudget:
     """A :func:`fit` callback that fits the learning-rate schedule into ``minutes`` and ends the
-    run when the next step plus an evaluation would not fit.
+    run when what is left would not fit: ``reserve(run)`` seconds are kept for the evaluation at
+    the end (default: the cost of the last evaluation).
 
     The schedule is re-planned after 5 steps and after every evaluation with the training time
     per step measured so far (evaluation time excluded) and the cost of the last evaluation for
@@ -433,18 +434,19 @@ class TimeBudget:
     processes take the most cautious plan.
     """
 
-    def __init__(self, minutes: float, dist: Any, started: float):
+    def __init__(self, minutes: float, dist: Any, started: float, reserve: Callable[[Run], float] | None = None):
         self.minutes = minutes
         self.dist = dist
         self.deadline = started + 60 * minutes
+        self.reserve = reserve or (lambda run: run.state.last_eval_s)
 
     def replan(self, run: Run) -> None:
         st, config = run.state, run.config
         per_step = max(1e-6, (st.elapsed_s - st.eval_s) / max(1, st.step))
-        left = self.deadline - time.perf_counter()
+        left = self.deadline - time.perf_counter() - self.reserve(run)
         fit_to = st.step
         while fit_to < st.planned_steps:
-            evals = (fit_to + 1) // config.eval_every - st.step // config.eval_every + 1
+            evals = (fit_to + 1) // config.eval_every - st.step // config.eval_every
             if (fit_to + 1 - st.step) * per_step + evals * st.last_eval_s > left:
                 break
             fit_to += 1
@@ -453,7 +455,7 @@ class TimeBudget:
     def after_step(self, run: Run) -> None:
         if run.state.step == 5:
             self.replan(run)
-        if time.perf_counter() + run.state.last_eval_s > self.deadline:
+        if time.perf_counter() + self.reserve(run) > self.deadline:
             run.stop_reason = f"time budget of {self.minutes:g} min reached"  # type: ignore[attr-defined]
 
     def after_evaluation(self, run: Run, score: float, improved: bool) -> None:

@@ -48,8 +48,18 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return out
 
 
+CHUNK_TOKENS = 512  # rows of logits materialised at once by the fused loss: 512 × vocabulary fp32
+
+
 def token_losses(model: Any, batch: dict[str, Any], device: str, autocast: Callable[[], Any]) -> tuple[Any, Any]:
     """Next-token NLL (nats) at every position of a collated batch.
+
+    Where the model allows it (a causal LM whose output layer is a frozen, bias-free linear map,
+    in one process and not compiled), the logits are never materialised for the whole batch:
+    the decoder's hidden states go through :func:`linear_cross_entropy`, which computes the loss
+    and its gradient chunk by chunk (the fused linear cross-entropy of Liger-Kernel and Unsloth,
+    here in plain PyTorch for any device). Otherwise the model's full logits are used. Both give
+    the same values (the logits are rounded to the compute precision either way).
 
     Args:
         model: a causal LM (transformers / PEFT).
@@ -62,20 +72,127 @@ def token_losses(model: Any, batch: dict[str, Any], device: str, autocast: Calla
         ``(losses, mask)``, both ``(batch, length - 1)``: fp32 NLL of label ``t + 1`` given tokens
         ``0..t`` (0 where the label is ignored), and a bool mask of the labelled positions.
     """
+    import torch
     import torch.nn.functional as F
 
     batch = {k: v.to(device) for k, v in batch.items()}
-    with autocast():
-        # use_cache=False: no KV cache is needed to score text, and transformers only reads packed
-        # sequences from position ids when there is no cache
-        if "position_ids" in batch:  # packed: attention kept inside each example by position ids
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-        else:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    logits = logits[:, :-1].float()
+    # use_cache=False: no KV cache is needed to score text, and transformers only reads packed
+    # sequences from position ids when there is no cache
+    if "position_ids" in batch:  # packed: attention kept inside each example by position ids
+        kwargs = {"position_ids": batch["position_ids"]}
+    else:
+        kwargs = {"attention_mask": batch["attention_mask"]}
     labels = batch["labels"][:, 1:]
-    losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    head = fused_head(model)
+    with autocast():
+        if head is not None:
+            decoder, weight = head
+            hidden = decoder(input_ids=batch["input_ids"], use_cache=False, **kwargs).last_hidden_state
+            dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else None
+        else:
+            logits = model(input_ids=batch["input_ids"], use_cache=False, **kwargs).logits
+    if head is not None:
+        b, t = labels.shape
+        losses = linear_cross_entropy(hidden[:, :-1].reshape(b * t, -1), weight, labels.reshape(-1), dtype).view(b, t)
+    else:
+        logits = logits[:, :-1].float()
+        losses = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
     return losses, labels != IGNORE_INDEX
+
+
+def fused_head(model: Any) -> tuple[Any, Any] | None:
+    """``(decoder, output weight)`` of a causal LM whose logits are ``decoder(x) @ weightᵀ``
+    exactly — a frozen, bias-free ``nn.Linear`` output layer, no logit scaling or soft-capping —
+    or ``None`` (then the model's own forward is used). ``None`` too for a model wrapped by
+    DDP (its forward must run for gradients to be synchronised) or by ``torch.compile``."""
+    import torch
+
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        return None
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.requires_grad:
+        return None
+    config = getattr(lm, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    decoder = getattr(lm, getattr(lm, "base_model_prefix", ""), None)
+    return (decoder, head.weight) if decoder is not None and decoder is not lm else None
+
+
+def linear_cross_entropy(hidden: Any, weight: Any, labels: Any, dtype: Any = None, chunk: int = CHUNK_TOKENS) -> Any:
+    """Cross-entropy of ``softmax(hidden @ weightᵀ)`` against ``labels``, chunk by chunk.
+
+    The logits of ``chunk`` rows at a time are computed (in ``dtype``, then fp32 for the
+    log-sum-exp), and in the same pass the gradient of each row's loss with respect to its hidden
+    state, ``(softmax − one-hot) @ weight``; backward only scales it. So no ``(rows × vocabulary)``
+    tensor outlives its chunk: for SmolLM2 at 4 × 512 tokens that is 400 MB of fp32 logits, their
+    log-softmax and their gradient not kept (Hsu et al. 2024, "Liger Kernel": fused linear
+    cross-entropy; the same idea as Unsloth's chunked loss). ``weight`` gets no gradient.
+
+    Args:
+        hidden: ``(rows, hidden size)``.
+        weight: ``(vocabulary, hidden size)``, frozen.
+        labels: ``(rows,)`` int; :data:`IGNORE_INDEX` rows get loss 0 and no gradient.
+        dtype: compute dtype of the matmuls (the autocast dtype), or ``None`` for ``hidden``'s.
+        chunk: rows per chunk.
+
+    Returns:
+        ``(rows,)`` fp32 NLL in nats.
+    """
+    return _LinearCrossEntropy.apply(hidden, weight, labels, dtype, chunk)
+
+
+def _linear_cross_entropy_function() -> Any:
+    import torch
+
+    class LinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, labels: Any, dtype: Any, chunk: int) -> Any:
+            dt = dtype or hidden.dtype
+            w = weight.to(dt)
+            need_grad = ctx.needs_input_grad[0]  # grad mode is off inside forward; this says if backward will come
+            losses = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+            grad = torch.zeros_like(hidden) if need_grad else None
+            with torch.autocast(device_type=hidden.device.type, enabled=False):
+                for s in range(0, hidden.shape[0], chunk):
+                    lab = labels[s : s + chunk]
+                    valid = lab != IGNORE_INDEX
+                    if not bool(valid.any()):
+                        continue
+                    logits = (hidden[s : s + chunk].to(dt) @ w.T).float()
+                    lse = torch.logsumexp(logits, dim=-1)
+                    target = lab.clamp(min=0)
+                    losses[s : s + chunk] = torch.where(valid, lse - logits.gather(1, target[:, None])[:, 0], 0.0)
+                    if grad is not None:
+                        probs = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+                        probs[torch.arange(len(lab), device=lab.device), target] -= 1.0
+                        probs.mul_(valid[:, None])
+                        grad[s : s + chunk] = (probs.to(dt) @ w).to(hidden.dtype)
+            ctx.save_for_backward(grad if grad is not None else hidden.new_zeros(0))
+            return losses
+
+        @staticmethod
+        def backward(ctx: Any, grad_losses: Any) -> Any:
+            (grad,) = ctx.saved_tensors
+            return grad * grad_losses[:, None].to(grad.dtype), None, None, None, None
+
+    return LinearCrossEntropy
+
+
+class _Lazy:
+    """Defers building the autograd Function until first use, so ``import mimetic`` needs no torch."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build, self._fn = build, None
+
+    def apply(self, *args: Any) -> Any:
+        if self._fn is None:
+            self._fn = self._build()
+        return self._fn.apply(*args)
+
+
+_LinearCrossEntropy = _Lazy(_linear_cross_entropy_function)
 
 
 def token_nll_sum(model: Any, batch: dict[str, Any], device: str, autocast: Callable[[], Any]) -> tuple[Any, int]:

@@ -32,7 +32,7 @@ from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, schedu
 from .models import autocast as _autocast_factory
 from .records import RunSummary
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
-from .workspace import Workspace, atomic_dir, atomic_write_bytes, check_free_disk
+from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
 
 
 @dataclass
@@ -507,17 +507,35 @@ def train(
         with atomic_dir(run.dir / "checkpoint") as tmp:
             torch.save(blob, tmp / "state.pt")
 
-    def evaluate(step: int) -> float:
+    # In-run evaluations score a fixed, seeded subset of the held-out split; the whole split is
+    # scored at the end. The base model's NLL on both is measured once per voice (cached).
+    subset = list(range(len(held_rows))) if dist.sharded else eval_subset(held_rows, config.eval_tokens, config.seed)
+    eval_rows = [held_rows[i] for i in subset]
+    whole = len(eval_rows) == len(held_rows)
+    base_cache = BaseNLLCache(workspace, config.base_model, precision, held_rows, subset)
+
+    def score(rows: list[dict[str, Any]]) -> float:
         if dist.sharded:  # sharded weights: every process runs every batch together
-            total, n = nll_sums(model, held_rows, pad_id, device, autocast, config.eval_batch_size)
+            total, n = nll_sums(model, rows, pad_id, device, autocast, config.eval_batch_size)
         else:  # each process scores its share of the held-out examples; the sums are added up
-            total, n = dist.sum(list(nll_sums(dist.unwrap(model), held_rows[dist.rank :: dist.world], pad_id, device,
+            total, n = dist.sum(list(nll_sums(dist.unwrap(model), rows[dist.rank :: dist.world], pad_id, device,
                                               autocast, config.eval_batch_size)))
         return total / max(1, n)
 
+    def evaluate(step: int) -> float:
+        return score(eval_rows)
+
+    full_ratio = sum(len(r["input_ids"]) for r in held_rows) / max(1, sum(len(r["input_ids"]) for r in eval_rows))
+
+    def final_cost(run: Run) -> float:
+        """Seconds the end of the run will take to evaluate: the whole split (and the base model
+        on it when not cached), from the cost of the last evaluation of the subset."""
+        return st.last_eval_s * (1 if whole else full_ratio * (1 + (base_cache.full is None)))
+
     callbacks: list[Any] = []
     if config.time_budget_min:
-        callbacks.append(TimeBudget(config.time_budget_min, dist, started=time.perf_counter() - st.elapsed_s))
+        callbacks.append(TimeBudget(config.time_budget_min, dist, started=time.perf_counter() - st.elapsed_s,
+                                    reserve=final_cost))
     run_plan = None
     if not run.resumed and not dist.sharded:
         # The plan line: two steps on this run's longest batch (the second is timed; memory only
@@ -535,6 +553,13 @@ def train(
         emit(Finished("plan", run_plan.summary(), asdict(run_plan)))
         if not run_plan.fits:
             emit(Warning("plan", "This run may not fit in memory.", run_plan.advice))
+    if not run.resumed and base_cache.subset is not None:  # the base model was measured by an earlier run
+        st.base_nll = st.best_nll = st.last_nll = base_cache.subset
+        if run_plan:  # until the first evaluation, its cost as the plan predicts it (forward only: a third)
+            st.last_eval_s = sum(len(r["input_ids"]) for r in eval_rows) / (3 * run_plan.tokens_per_s)
+        emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll), "eval_s": 0.0,
+                                 "cached": True}))
+        save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
 
     def stop_asked(run: Run) -> bool:
         return run.stop_file().exists() or bool(should_stop and should_stop(run))
@@ -555,6 +580,7 @@ def train(
             _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})")
         raise
 
+    base_full, best_full = _final_evaluation(run, model, score, held_rows, whole, base_cache, stopped, save_adapter, dist, emit)
     peak_rss_mb = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     dist.wait()
     if dist.main:
@@ -563,8 +589,8 @@ def train(
     result = TrainResult(
         run_id=run.id,
         run_dir=run.dir,
-        base_nll=st.base_nll,
-        best_nll=st.best_nll,
+        base_nll=base_full,
+        best_nll=best_full,
         best_step=st.best_step,
         final_step=st.step,
         stopped_because=stopped,
@@ -588,6 +614,101 @@ def train(
     ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
     return result
+
+
+def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]:
+    """Indices (ascending) of a seeded random subset of ``rows`` holding at least ``tokens``
+    tokens: the passages scored by every in-run evaluation. All rows when ``tokens`` is 0 or the
+    split is less than 1.5 × ``tokens`` (a subset would save little)."""
+    total = sum(len(r["input_ids"]) for r in rows)
+    if tokens <= 0 or total <= 1.5 * tokens:
+        return list(range(len(rows)))
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    picked, n = [], 0
+    for i in order:
+        if n >= tokens:
+            break
+        picked.append(i)
+        n += len(rows[i]["input_ids"])
+    return sorted(picked)
+
+
+class BaseNLLCache:
+    """The base model's held-out NLL (nats/token), on the in-run subset and on the whole split,
+    kept in ``data/base_nll.json`` so each voice measures it once: it never changes for the same
+    base model, compute precision, held-out tokens and subset. ``prepare`` rebuilds ``data/``,
+    which drops the cache with the data it describes.
+
+    Attributes:
+        subset, full: the cached values, or ``None``.
+    """
+
+    def __init__(self, workspace: Workspace, base_model: str, precision: str, held_rows: list[dict[str, Any]],
+                 subset: list[int]):
+        import hashlib
+
+        h = hashlib.sha256(f"{base_model}|{precision}|{subset}".encode())
+        for r in held_rows:
+            h.update(json.dumps([r["input_ids"], r["labels"]]).encode())
+        self.key = h.hexdigest()[:32]
+        self.path = workspace.data_dir / "base_nll.json"
+        try:
+            entry = json.loads(self.path.read_text()).get(self.key, {}) if self.path.exists() else {}
+        except (OSError, ValueError):  # a damaged cache is measured again
+            entry = {}
+        self.subset: float | None = entry.get("subset")
+        self.full: float | None = entry.get("full")
+
+    def save(self, subset: float, full: float) -> None:
+        """Record both values (atomically; other keys kept)."""
+        try:
+            data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError):
+            data = {}
+        data[self.key] = {"subset": subset, "full": full}
+        atomic_write_json(self.path, data)
+
+
+def _final_evaluation(run: Run, model: Any, score: Callable[[list], float], held_rows: list[dict[str, Any]], whole: bool,
+                      base_cache: BaseNLLCache, stopped: str, save_adapter: Callable[[Run], None], dist: Any,
+                      emit: OnEvent) -> tuple[float, float]:
+    """The whole held-out split at the end of a run: the final model, the kept (best) adapter
+    when it is another one — the better of the two on the whole split is kept — and the base
+    model when not cached. Returns ``(base NLL, best NLL)`` on the whole split."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    st, config = run.state, run.config
+    if whole:
+        base_full, best_full = st.base_nll, st.best_nll
+    else:
+        t = time.perf_counter()
+        peft_model = dist.unwrap(model)
+        final = None if stopped.startswith("early") else score(held_rows)
+        best_full = final
+        if st.best_step != st.step or final is None:  # the kept adapter is an earlier one
+            current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+            dist.wait()  # the main process has finished writing the adapter
+            set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
+            best_full = score(held_rows)
+            set_peft_model_state_dict(peft_model, current)
+            if final is not None and final < best_full - config.min_delta:  # the whole split prefers the final model
+                save_adapter(run)
+                st.best_step, best_full = st.step, final
+        base_full = base_cache.full
+        if base_full is None:
+            with peft_model.disable_adapter():
+                base_full = score(held_rows)
+        spent = time.perf_counter() - t
+        st.eval_s += spent
+        st.elapsed_s += spent
+        emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
+                                       "best_step": st.best_step, "eval_s": spent}))
+    if dist.main and st.base_nll is not None:
+        base_cache.save(st.base_nll, base_full)
+    return base_full, best_full
 
 
 def _labelled(row: dict[str, Any]) -> int:
