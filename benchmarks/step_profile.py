@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from train_throughput import peak_gflops  # the same matmul peak as the throughput benchmark
+
 VARIANTS = {
     # name: TrainConfig changes, and whether the loss is the fused chunked one (mimetic.nll)
     "fp32 weights, dropout 0.05, full logits (old default)": (dict(base_weights="fp32", lora_dropout=0.05), False),
@@ -24,21 +26,6 @@ VARIANTS = {
     "bf16 weights, no dropout, fused loss (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
     "bf16 weights, dropout 0.05, fused loss": (dict(base_weights="bf16", lora_dropout=0.05), True),
 }
-
-
-def peak_gflops(dtype_name: str) -> float:
-    """Best of a few (2048×2048)·(2048×2048) matmuls, GFLOP/s."""
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 def batch_rows(tokenizer, batch: int, seq: int) -> list[dict]:

@@ -77,7 +77,6 @@ def peak_gflops(dtype_name: str) -> float:
 
 def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:
     """Train ``steps`` optimizer steps with configuration ``name``; returns tokens/s and memory."""
-    import torch
     from peft import LoraConfig
 
     from mimetic import TrainConfig, Workspace

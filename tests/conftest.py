@@ -105,13 +105,31 @@ def make_corpus(root: Path, n_docs: int = 12, paragraphs: int = 12) -> Path:
     return root
 
 
-def trained_voice(root: Path, tiny_model: str, paragraphs: int = 6, **train_settings):
-    """A workspace under ``root`` with a small corpus ingested, prepared and trained on the tiny model."""
-    from mimetic import TrainConfig, Workspace, ingest, prepare, train
+def prepared_voice(root: Path, tiny_model: str, paragraphs: int = 8):
+    """A workspace under ``root`` with a small corpus (30 documents) ingested and prepared for the tiny model."""
+    from mimetic import Workspace, ingest, prepare
 
     ws = Workspace.open(root / "voice")
     ingest([make_corpus(root / "writing", n_docs=30, paragraphs=paragraphs)], ws)
     prepare(ws, base_model=tiny_model)
+    return ws
+
+
+def small_train_config(tiny_model: str, **changes):
+    """A fast, deterministic TrainConfig for the tiny model (fp32, batch 2, LoRA r 4)."""
+    from mimetic import TrainConfig
+
+    base = dict(base_model=tiny_model, batch_size=2, eval_every=3, checkpoint_every=2, log_every=1, learning_rate=5e-3,
+                lora_r=4, lora_alpha=8, precision="fp32")
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def trained_voice(root: Path, tiny_model: str, paragraphs: int = 6, **train_settings):
+    """A workspace under ``root`` with a small corpus ingested, prepared and trained on the tiny model."""
+    from mimetic import TrainConfig, train
+
+    ws = prepared_voice(root, tiny_model, paragraphs)
     settings = dict(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32")
     settings.update(train_settings)
     train(ws, TrainConfig(**settings))

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from conftest import make_corpus
-from mimetic import MimeticError, TrainConfig, TrainingInterrupted, Workspace, ingest, prepare, train
+from conftest import prepared_voice, small_train_config
+from mimetic import MimeticError, TrainConfig, TrainingInterrupted, Workspace, train
 from mimetic.distributed import Dist
 from mimetic.events import Finished, Metric, MetricsFile, Progress, Started
 from mimetic.loop import Parts, Run, RunState, RuntimeOptions, fit, scheduler_for
@@ -14,17 +14,11 @@ from mimetic.loop import Parts, Run, RunState, RuntimeOptions, fit, scheduler_fo
 
 @pytest.fixture
 def ws(tmp_path, tiny_model):
-    ws = Workspace.open(tmp_path / "voice")
-    ingest([make_corpus(tmp_path / "writing", n_docs=30, paragraphs=8)], ws)
-    prepare(ws, base_model=tiny_model)
-    return ws
+    return prepared_voice(tmp_path, tiny_model)
 
 
 def cfg(tiny_model, **kw):
-    base = dict(base_model=tiny_model, batch_size=2, eval_every=3, checkpoint_every=2, log_every=1, learning_rate=5e-3,
-                lora_r=4, lora_alpha=8, precision="fp32")
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_train_config(tiny_model, **kw)
 
 
 def test_events_stream_and_metrics_file_agree(ws, tiny_model):

@@ -6,24 +6,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_corpus
-from mimetic import MimeticError, TrainConfig, TrainingInterrupted, Workspace, default_learning_rate, ingest, prepare, train
+from conftest import prepared_voice, small_train_config
+from mimetic import MimeticError, TrainConfig, TrainingInterrupted, default_learning_rate, train
 from mimetic.loop import lr_lambda
 
 
 @pytest.fixture
 def ws(tmp_path, tiny_model):
-    ws = Workspace.open(tmp_path / "voice")
-    ingest([make_corpus(tmp_path / "writing", n_docs=30, paragraphs=8)], ws)
-    prepare(ws, base_model=tiny_model)
-    return ws
+    return prepared_voice(tmp_path, tiny_model)
 
 
 def cfg(tiny_model, **kw):
-    base = dict(base_model=tiny_model, batch_size=2, eval_every=3, checkpoint_every=2, log_every=1, learning_rate=5e-3,
-                lora_r=4, lora_alpha=8, precision="fp32")
-    base.update(kw)
-    return TrainConfig(**base)
+    return small_train_config(tiny_model, **kw)
 
 
 def test_default_learning_rate_rule():

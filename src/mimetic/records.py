@@ -47,6 +47,7 @@ class Record:
 
     CURRENT: ClassVar[int] = 1
     WHAT: ClassVar[str] = "file"
+    KEY_ORDER: ClassVar[tuple[str, ...]] = ()  # keys written first, in this order (fields inherited from elsewhere)
 
     version: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +117,10 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON object: ``version`` (``CURRENT``), the fields in order, then ``extra``."""
         out: dict[str, Any] = {"version": self.CURRENT}
-        out.update((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in ("version", "extra"))
+        names = [f.name for f in fields(self) if f.name not in ("version", "extra")]
+        order = {k: i for i, k in enumerate(self.KEY_ORDER)}
+        names.sort(key=lambda k: order.get(k, len(order)))  # stable: the rest in field order
+        out.update((k, getattr(self, k)) for k in names)
         out.update((k, v) for k, v in self.extra.items() if k not in out)
         return out
 
@@ -215,7 +219,29 @@ class DataMeta(Record):
 
 
 @dataclass(kw_only=True)
-class RunSummary(Record):
+class TrainOutcome:
+    """The figures of a finished training run: :class:`mimetic.train.TrainResult` in memory,
+    :class:`RunSummary` on disk. NLL in nats per token on the held-out split."""
+
+    run_id: str
+    base_nll: float
+    best_nll: float
+    best_step: int
+    final_step: int
+    stopped_because: str
+    tokens_per_s: float
+    train_tokens: int
+    elapsed_s: float
+    peak_rss_mb: float
+
+    @property
+    def nll_drop(self) -> float:
+        """Relative fall of held-out NLL from the base model: ``1 - best / base``."""
+        return 1.0 - self.best_nll / self.base_nll
+
+
+@dataclass(kw_only=True)
+class RunSummary(Record, TrainOutcome):
     """``runs/<id>/summary.json``: the outcome of a finished training run.
 
     NLL values are nats per token on the held-out split; perplexities are ``exp(NLL)``.
@@ -246,18 +272,9 @@ class RunSummary(Record):
     """
 
     WHAT: ClassVar[str] = "training run summary"
+    KEY_ORDER: ClassVar[tuple[str, ...]] = ("run_id", "run_dir")  # as written before the fields were shared
 
-    run_id: str
     run_dir: str
-    base_nll: float
-    best_nll: float
-    best_step: int
-    final_step: int
-    stopped_because: str
-    tokens_per_s: float
-    train_tokens: int
-    elapsed_s: float
-    peak_rss_mb: float
     held_out_nll_drop: float
     base_ppl: float
     best_ppl: float

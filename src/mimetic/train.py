@@ -30,31 +30,16 @@ from .errors import MimeticError, TrainingInterrupted
 from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Started, Warning, fan_out
 from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, scheduler_for  # noqa: F401 - lr_lambda: API
 from .models import autocast as _autocast_factory
-from .records import RunSummary
+from .records import RunSummary, TrainOutcome
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
 from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
 
 
-@dataclass
-class TrainResult:
-    """Outcome of a training run. NLL values are nats per token on the held-out split."""
+@dataclass(kw_only=True)
+class TrainResult(TrainOutcome):
+    """Outcome of a training run (:class:`~mimetic.records.TrainOutcome`) and its folder."""
 
-    run_id: str
     run_dir: Path
-    base_nll: float
-    best_nll: float
-    best_step: int
-    final_step: int
-    stopped_because: str
-    tokens_per_s: float
-    train_tokens: int
-    elapsed_s: float
-    peak_rss_mb: float
-
-    @property
-    def nll_drop(self) -> float:
-        """Relative fall of held-out NLL from the base model: ``1 - best / base``."""
-        return 1.0 - self.best_nll / self.base_nll
 
 
 def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
