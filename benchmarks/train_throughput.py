@@ -1,4 +1,4 @@
-"""Training throughput: mimetic's trainer vs TRL ``SFTTrainer`` (defaults + PEFT) vs plain HF ``Trainer``.
+"""Training throughput: mimetic's trainer vs an earlier commit's vs TRL ``SFTTrainer`` (defaults + PEFT) vs HF ``Trainer``.
 
 Same base model (the embedded SmolLM2-135M-Instruct), same data (the first ``--words`` words of
 ``../shared/corpora/authors/doyle/``, cut by ``mimetic prepare`` into chunks of at most ``--seq``
@@ -12,6 +12,10 @@ frozen model) against this CPU's fp32 and bf16 matmul peak, measured by the same
 
     .venv/bin/pip install trl==1.16.0      # the benchmark's only extra
     .venv/bin/python benchmarks/train_throughput.py --steps 12 --repeats 2
+
+``mimetic-baseline`` runs the same call on an earlier commit's code, each with its own defaults
+(give its ``src`` folder: ``git worktree add /tmp/mimetic-baseline 563b509`` then
+``--baseline-src /tmp/mimetic-baseline/src``).
 
 Results and the reproduce command go to ``benchmarks/RESULTS.md`` by hand.
 """
@@ -29,7 +33,7 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "authors" / "doyle"
-CONFIGS = ["mimetic", "mimetic-no-dropout", "trl-defaults", "trainer-fp32", "trainer-bf16"]
+CONFIGS = ["mimetic-baseline", "mimetic", "trl-defaults", "trainer-bf16"]
 
 
 def prepare_data(root: Path, words: int, seq: int) -> Path:
@@ -84,13 +88,18 @@ def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:
     from mimetic.prepare import load_split
 
     ws = Workspace.open(ws_path, create=False)
-    if name.startswith("mimetic"):
+    if name.startswith("mimetic"):  # each commit with its own defaults (dropout, weight dtype, loss)
+        import inspect
+
         from mimetic import train
 
         cfg = TrainConfig(base_model="embedded", max_steps=steps, batch_size=batch, eval_every=10**6, checkpoint_every=10**6,
-                          lora_dropout=0.0 if name == "mimetic-no-dropout" else 0.05, warmup_ratio=0.0)
-        r = train(ws, cfg)
-        return {"tokens_per_s": r.tokens_per_s, "tokens": r.train_tokens, "precision": json.loads((r.run_dir / "summary.json").read_text())["precision"]}
+                          warmup_ratio=0.0)
+        old_api = "progress" in inspect.signature(train).parameters
+        r = train(ws, cfg, progress=False) if old_api else train(ws, cfg)
+        s = json.loads((r.run_dir / "summary.json").read_text())
+        return {"tokens_per_s": r.tokens_per_s, "tokens": r.train_tokens,
+                "precision": f"{s['precision']}, weights {cfg.base_weights}, dropout {cfg.lora_dropout}"}
 
     from datasets import Dataset
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -146,7 +155,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--baseline-src", help="src folder of the earlier commit for mimetic-baseline")
     ap.add_argument("--words", type=int, default=40_000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--configs", default=",".join(CONFIGS))
@@ -172,7 +182,13 @@ def main() -> None:
     for rep in range(a.repeats):
         for c in results:
             cmd = [sys.executable, __file__, "--one", c, "--data", str(data), "--steps", str(a.steps), "--batch", str(a.batch)]
-            p = subprocess.run(cmd, capture_output=True, text=True)
+            env = dict(os.environ)
+            if c == "mimetic-baseline":
+                if not a.baseline_src:
+                    print("mimetic-baseline: skipped (no --baseline-src)")
+                    continue
+                env["PYTHONPATH"] = a.baseline_src
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 print(f"{c}: failed\n{p.stderr[-2000:]}")
@@ -183,15 +199,18 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak fp32 {peaks['float32']:.0f}, "
           f"bf16 {peaks['bfloat16']:.0f} GFLOP/s")
     base = max((r["tokens_per_s"] for r in results.get("trl-defaults", [])), default=None)
-    print(f"| configuration | precision | tokens/s (best of {a.repeats}) | × TRL defaults | peak RSS (GB) | MFU vs fp32 peak |")
-    print("|---|---|---|---|---|---|")
+    before = max((r["tokens_per_s"] for r in results.get("mimetic-baseline", [])), default=None)
+    best_peak = max(peaks.values())
+    print(f"| configuration | precision | tokens/s (best of {a.repeats}) | × TRL defaults | × baseline | peak RSS (GB) | MFU vs best peak |")
+    print("|---|---|---|---|---|---|---|")
     for c, rs in results.items():
         if not rs:
             continue
         best = max(rs, key=lambda r: r["tokens_per_s"])
-        mfu = 4 * n_params * best["tokens_per_s"] / (peaks["float32"] * 1e9)
+        mfu = 4 * n_params * best["tokens_per_s"] / (best_peak * 1e9)
         ratio = f"{best['tokens_per_s'] / base:.2f}" if base else "–"
-        print(f"| {c} | {best['precision']} | {best['tokens_per_s']:.0f} | {ratio} | {best['peak_rss_mb'] / 1024:.1f} | {100 * mfu:.0f}% |")
+        vs = f"{best['tokens_per_s'] / before:.2f}" if before else "–"
+        print(f"| {c} | {best['precision']} | {best['tokens_per_s']:.0f} | {ratio} | {vs} | {best['peak_rss_mb'] / 1024:.1f} | {100 * mfu:.0f}% |")
 
 
 if __name__ == "__main__":
