@@ -122,3 +122,20 @@ def test_resume_reuses_the_pairs(voice, monkeypatch):
     assert len(calls) == 2  # not sampled again
     assert pairs_file.read_text() == before and pairs_file.stat().st_mtime_ns == mtime
     assert r.run_id == run_id and r.final_step == 4 and r.parent_run_id == parent
+
+
+def test_cli_polish(voice):
+    from typer.testing import CliRunner
+
+    from mimetic.cli import app
+
+    vc = voice.load_config()
+    vc.polish = PolishConfig(**PC)
+    voice.save_config(vc)
+    parent = sorted(p.name for p in voice.runs_dir.iterdir() if not (p / "polish.json").exists())[-1]
+    r = CliRunner().invoke(app, ["polish", parent, "-w", str(voice.root), "--pairs", "4", "--max-steps", "1"])
+    assert r.exit_code == 0, r.output
+    assert "held-out NLL, before" in r.output and "New run:" in r.output
+    new = sorted(p.name for p in voice.runs_dir.iterdir() if (p / "polish.json").exists())[-1]
+    assert new in r.output and len(read_pairs(voice.runs_dir / new / PAIRS_FILE)) == 4
+    assert voice.load_config().polish.pairs == 4  # the settings it ran with are the workspace's
