@@ -539,6 +539,56 @@ def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How 
         console.print(f"[dim]{escape(g['prompt'])}[/]{escape(g['output'])}", highlight=False)
 
 
+@app.command()
+@_friendly
+def polish(
+    run: Optional[str] = typer.Argument(None, help="The trained run to polish (default: latest)."),
+    workspace: Path = WorkspaceOpt,
+    resume: Optional[str] = typer.Option(None, help="Continue a stopped polish run: its id, or 'latest'."),
+    pairs: Optional[int] = typer.Option(None, help="Preference pairs to make from your training passages (default 64)."),
+    beta: Optional[float] = typer.Option(None, help="DPO beta: how far the voice may move from the trained one (default 0.1)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: 1/40 of the size-aware training rule)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the pairs (default 1)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Pairs per optimizer step (default 4)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
+) -> None:
+    """Polish a trained voice towards your writing: self-play preference training (DPO).
+
+    The voice continues openings of your training passages; your real continuation is
+    preferred to the voice's own. Makes a new run; the trained one is left as it was."""
+    from .preference import polish as run_polish
+
+    ws = Workspace.open(workspace, create=False)
+    pc = None
+    if resume:
+        given = sorted(k.replace("_", "-") for k, v in dict(pairs=pairs, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps,
+                                                           batch_size=batch_size).items() if v is not None)
+        if run:
+            raise MimeticError("Give a run to polish or --resume, not both.", "Resume with: mimetic polish --resume RUN")
+        if given:
+            raise MimeticError(f"A resumed polish run keeps its settings: --{', --'.join(given)} cannot change.",
+                               "Resume without them, or start a new polish run: mimetic polish")
+    else:
+        pc = cfg.replace(ws.load_config().polish, pairs=pairs, beta=beta, learning_rate=lr, epochs=epochs,
+                         max_steps=max_steps, batch_size=batch_size)
+    console.print("Making preference pairs (your continuation against the voice's own), then training (Ctrl-C saves and stops)…")
+    with CtrlC() as ctrl_c, RichEvents(console) as show:
+        r = run_polish(ws, run, pc, resume=(True if resume == "latest" else resume) or None, device=device,
+                       on_event=show, should_stop=ctrl_c)
+    t = Table(title=f"Run {r.run_id} (polished from {r.parent_run_id})", show_edge=False, show_header=False)
+    t.add_column()
+    t.add_column(justify="right")
+    t.add_row("held-out NLL, before", f"{r.nll_before:.3f} nats/token")
+    t.add_row("held-out NLL, after", f"{r.nll_after:.3f} (best {r.best_nll:.3f} at step {r.best_step}, kept)")
+    t.add_row("preference margin (train pairs)", f"{r.margin_before:+.3f} → {r.margin_after:+.3f}")
+    t.add_row("preferred your text", f"{100 * r.accuracy_after:.0f}% of pairs")
+    t.add_row("pairs, steps", f"{r.pairs}, {r.final_step}")
+    t.add_row("stopped because", r.stopped_because)
+    console.print(t)
+    console.print(f"New run: {r.run_id}   Adapter: {r.run_dir / 'adapter'}")
+
+
 def main() -> None:
     """Console-script entry point."""
     import warnings

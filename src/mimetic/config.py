@@ -267,6 +267,62 @@ class EvaluateConfig:
         _check(self.bootstrap >= 100, "evaluate.bootstrap must be at least 100")
 
 
+@dataclass
+class PolishConfig:
+    """Settings for ``mimetic polish``: a preference stage after supervised fine-tuning.
+
+    Self-play pairs (Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak Language Models to
+    Strong Language Models", SPIN): the prompt is the opening (``prompt_tokens``) of one of the
+    writer's *training* passages, *chosen* is the writer's real continuation (the next
+    ``continuation_tokens``), *rejected* is the fine-tuned voice's own sample from the same
+    opening (``[generate]`` sampling, seeded, ``continuation_tokens`` new tokens). The loss is
+    DPO's (Rafailov et al. 2023, "Direct Preference Optimization"), with the fine-tuned adapter
+    as the frozen reference.
+
+    Attributes:
+        pairs: preference pairs to build (one per training passage, at most).
+        prompt_tokens, continuation_tokens: length of the opening, and of each continuation.
+        beta: DPO's β, the strength of the pull towards the reference (0.1: the DPO paper's
+            setting for most of its experiments, and TRL's ``DPOConfig`` default).
+        learning_rate: ``None``: 1/40 of the size-aware LoRA rule
+            (:func:`default_learning_rate`), the ratio of the DPO to the SFT learning rate in
+            Zephyr's recipe (Tunstall et al. 2023: 5e-7 against 2e-5); about 3.3e-5 for
+            SmolLM2-135M.
+        epochs, max_steps: passes over the pairs, and an optional cap on optimizer steps.
+        batch_size: pairs per optimizer step.
+        eval_every: steps between held-out evaluations (which also log DPO reward accuracy
+            and margins on the training pairs).
+        held_out_examples: held-out examples scored at each evaluation (0: all), a seeded subset.
+        generate_batch_size: openings sampled together when building the pairs.
+        seed: selects the passages and seeds the samples and the training order.
+    """
+
+    pairs: int = 64
+    prompt_tokens: int = 64
+    continuation_tokens: int = 128
+    beta: float = 0.1
+    learning_rate: float | None = None
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 4
+    eval_every: int = 8
+    held_out_examples: int = 64
+    generate_batch_size: int = 8
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _check(self.pairs >= 1, "polish.pairs must be at least 1")
+        _check(self.prompt_tokens >= 1 and self.continuation_tokens >= 1,
+               "polish.prompt_tokens and polish.continuation_tokens must be at least 1")
+        _check(self.beta > 0, "polish.beta must be positive")
+        _check(self.learning_rate is None or self.learning_rate > 0, "polish.learning_rate must be positive")
+        _check(self.epochs > 0, "polish.epochs must be positive")
+        _check(self.max_steps is None or self.max_steps >= 1, "polish.max_steps must be at least 1")
+        _check(self.batch_size >= 1 and self.generate_batch_size >= 1 and self.eval_every >= 1,
+               "polish.batch_size, polish.generate_batch_size and polish.eval_every must be at least 1")
+        _check(self.held_out_examples >= 0, "polish.held_out_examples must be 0 or more")
+
+
 EXPORT_FORMATS = ("adapter", "merged", "gguf", "lora-gguf", "ollama")
 QUANT_TYPES = ("f16", "q8_0", "q4_k_m")
 
@@ -322,6 +378,7 @@ class VoiceConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    polish: PolishConfig = field(default_factory=PolishConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as nested dicts, ``None`` values left out (TOML has no null)."""
