@@ -45,7 +45,7 @@ from .loop import Parts, Run, RunState, RuntimeOptions, fit, scheduler_for
 from .nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from .records import RunSummary
 from .sampling import SamplingParams
-from .train import _precision, _rng_state, _seed_all, _set_rng_state, epoch_batches, padding_share
+from .train import compute_precision, rng_state, seed_all, set_rng_state, epoch_batches, padding_share
 from .workspace import Workspace, atomic_dir, atomic_write_text, check_free_disk
 
 PAIRS_FILE = "pairs.jsonl"
@@ -351,9 +351,9 @@ def polish(
                            f"Run: mimetic prepare --base-model {tc.base_model} --workspace {workspace.root}")
 
     dev = pick_device(tc.device)
-    precision = _precision(dev, tc)
+    precision = compute_precision(dev, tc)
     autocast = autocast_factory(dev, precision)
-    _seed_all(config.seed)
+    seed_all(config.seed)
     tokenizer = load_tokenizer(tc.base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model, params = _policy(workspace.runs_dir / parent_id / "adapter", tc, dev, precision)
@@ -426,7 +426,7 @@ def polish(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         MetricsFile(run_.dir / "metrics.jsonl").truncate_after(st.step)
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         emit(Started("polish", f"resuming run {run_.id} at step {st.step} of {st.total_steps}"))
     run_.record_session()
     run_.stop_file().unlink(missing_ok=True)
@@ -463,7 +463,7 @@ def polish(
         from peft import get_peft_model_state_dict
 
         check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
-        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(), "processes": 1,
+        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "processes": 1,
                 "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
                 "optimizer": optimizer.state_dict(), "margin_before": seen.get("margin"), "accuracy_before": seen.get("accuracy")}
         with atomic_dir(run.dir / "checkpoint") as tmp:

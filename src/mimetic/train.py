@@ -86,7 +86,9 @@ def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
     return out
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random states (Python, NumPy, torch, CUDA): what a checkpoint saves so that
+    dropout masks and sampling continue exactly on resume."""
     import numpy as np
     import torch
 
@@ -96,7 +98,8 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back random states saved by :func:`rng_state`."""
     import numpy as np
     import torch
 
@@ -107,7 +110,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators with ``seed``."""
     import numpy as np
     import torch
 
@@ -177,7 +181,7 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
-def _precision(device: str, config: TrainConfig) -> str:
+def compute_precision(device: str, config: TrainConfig) -> str:
     """Compute precision of a run: bf16 when the base weights are stored in bf16, else
     :func:`mimetic.models.pick_precision` of ``config.precision``."""
     from .models import pick_precision
@@ -273,7 +277,7 @@ def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: 
     config = config or workspace.load_config().train
     workspace.data_meta()
     device = pick_device(config.device)
-    precision = _precision(device, config)
+    precision = compute_precision(device, config)
     autocast = _autocast_factory(device, precision)
     train_rows, held_rows, _ = _training_rows(workspace, config)
     model, params = lora_model(config, device, precision)
@@ -414,7 +418,7 @@ def train(
     device = pick_device(config.device)
     # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
     dist = Dist(device)
-    precision = dist.broadcast(_precision(device, config))
+    precision = dist.broadcast(compute_precision(device, config))
     autocast = _autocast_factory(device, precision)
     if run is None:
         run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
@@ -426,7 +430,7 @@ def train(
     run.options.processes = dist.world
     emit = fan_out(MetricsFile(run.dir / "metrics.jsonl", dist.main), on_event if dist.main else None)
     st = run.state
-    _seed_all(config.seed)
+    seed_all(config.seed)
     tokenizer = load_tokenizer(config.base_model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     train_rows, held_rows, unpacked_lengths = _training_rows(workspace, config)
@@ -461,7 +465,7 @@ def train(
             optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         MetricsFile(run.dir / "metrics.jsonl", dist.main).truncate_after(st.step)  # the interrupted tail
-        _set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
+        set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
         emit(Started("train", f"resuming run {run.id} at step {st.step} of {st.total_steps}"))
     run.record_session()
     if dist.main:
@@ -478,7 +482,7 @@ def train(
         check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
         from peft import get_peft_model_state_dict
 
-        rngs = dist.gather(_rng_state())  # every process's RNG: dropout masks continue exactly on resume
+        rngs = dist.gather(rng_state())  # every process's RNG: dropout masks continue exactly on resume
         if dist.sharded:  # every process writes its shards of weights and optimizer
             dist.save_state(run.dir / "checkpoint-accelerate")
         if not dist.main:
