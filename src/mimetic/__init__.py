@@ -15,12 +15,15 @@ The Python API mirrors the pipeline, one function and one config object per stag
 Heavy libraries (torch, transformers) are imported only when a stage needs them.
 """
 
-from .config import EvaluateConfig, ExportConfig, GenerateConfig, IngestConfig, PrepareConfig, TrainConfig, VoiceConfig, default_learning_rate
+from .config import (EvaluateConfig, ExportConfig, GenerateConfig, IngestConfig, PolishConfig, PrepareConfig, TrainConfig,
+                     VoiceConfig, default_learning_rate)
 from .errors import MimeticError, TrainingInterrupted
 from .evaluate import evaluate
 from .export import export
 from .generate import Voice, compare, held_out_prompts, read_prompts, write
 from .ingest import ingest
+from .pipeline import make_voice
+from .preference import polish
 from .prepare import prepare
 from .train import train
 from .workspace import Workspace
@@ -34,6 +37,7 @@ __all__ = [
     "export",
     "GenerateConfig",
     "IngestConfig",
+    "PolishConfig",
     "PrepareConfig",
     "TrainConfig",
     "VoiceConfig",
@@ -45,6 +49,8 @@ __all__ = [
     "compare",
     "held_out_prompts",
     "ingest",
+    "make_voice",
+    "polish",
     "prepare",
     "read_prompts",
     "train",
