@@ -13,7 +13,7 @@ from mimetic.records import DataMeta, EvaluationMetrics, Manifest, RunSummary
 SUMMARY = {
     "run_id": "20250101-120000", "run_dir": "/v/runs/20250101-120000", "base_nll": 3.2, "best_nll": 2.9,
     "best_step": 40, "final_step": 50, "stopped_because": "schedule finished", "tokens_per_s": 170.5,
-    "train_tokens": 12345, "elapsed_s": 61.0, "peak_rss_mb": 900.0,
+    "train_tokens": 12345, "elapsed_s": 61.0, "peak_rss_mb": 900.0, "eval_s": 6.0,
     "held_out_nll_drop": 1 - 2.9 / 3.2, "base_ppl": math.exp(3.2), "best_ppl": math.exp(2.9), "learning_rate": 2e-4,
     "device": "cpu", "precision": "fp32", "trainable_parameters": 1000, "total_parameters": 100000,
     "steps_per_epoch": 25, "padding_share": 0.1, "padding_share_unpacked": 0.2, "padding_share_random_batches": 0.3,
@@ -108,9 +108,9 @@ def test_summary_from_result_has_exactly_the_keys_train_writes(tmp_path):
 
     result = TrainResult(**{k: SUMMARY[k] for k in ("run_id", "base_nll", "best_nll", "best_step", "final_step",
                                                     "stopped_because", "tokens_per_s", "train_tokens", "elapsed_s",
-                                                    "peak_rss_mb")}, run_dir=Path(SUMMARY["run_dir"]))
+                                                    "peak_rss_mb", "eval_s")}, run_dir=Path(SUMMARY["run_dir"]))
     derived = ("run_id", "run_dir", "base_nll", "best_nll", "best_step", "final_step", "stopped_because", "tokens_per_s",
-               "train_tokens", "elapsed_s", "peak_rss_mb", "held_out_nll_drop", "base_ppl", "best_ppl")
+               "train_tokens", "elapsed_s", "peak_rss_mb", "eval_s", "held_out_nll_drop", "base_ppl", "best_ppl")
     s = RunSummary.from_result(result, **{k: v for k, v in SUMMARY.items() if k not in derived})
     assert s.to_dict() == {"version": 1, **SUMMARY}
     with pytest.raises(TypeError):

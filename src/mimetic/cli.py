@@ -238,7 +238,8 @@ def _train_summary(r: Any) -> None:
     t.add_row("stopped because", r.stopped_because)
     t.add_row("steps", str(r.final_step))
     t.add_row("training speed", f"{r.tokens_per_s:,.0f} tokens/s")
-    t.add_row("time", f"{r.elapsed_s / 60:.1f} min")
+    t.add_row("time", f"{r.elapsed_s / 60:.1f} min"
+              + (f" ({100 * r.eval_s / max(1e-9, r.elapsed_s):.0f}% of it measuring)" if r.eval_s is not None else ""))
     t.add_row("peak memory", f"{r.peak_rss_mb / 1024:.1f} GiB")
     console.print(t)
     console.print(f"Adapter: {r.run_dir / 'adapter'}   Loss plot: {r.run_dir / 'loss.png'}")

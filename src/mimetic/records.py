@@ -233,6 +233,7 @@ class TrainOutcome:
     train_tokens: int
     elapsed_s: float
     peak_rss_mb: float
+    eval_s: float | None = None  # of elapsed_s, the part spent evaluating and planning (None in older runs)
 
     @property
     def nll_drop(self) -> float:

@@ -586,6 +586,7 @@ def train(
         tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),  # training time only
         train_tokens=st.tokens,
         elapsed_s=st.elapsed_s,
+        eval_s=st.eval_s,
         peak_rss_mb=peak_rss_mb,  # the largest of the processes
     )
     if not dist.main:
