@@ -179,6 +179,9 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<script" not in page
     assert "How close is the voice?" in page and "The harbour" in page
     assert len(ev.summary()) >= 4
+    sp = m["stylometry"]["spread"]
+    assert sp["sets"]["voice"] >= 2 and sp["voice"] is not None and sp["base model"] is not None
+    assert "<h3>Range</h3>" in page and any(line.startswith("Range:") for line in ev.summary())
     assert [(e.kind, e.path) for e in lines if isinstance(e, Artifact)] == [("metrics", ev.metrics_path), ("report", ev.report)]
     lines.clear()
     again = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], on_event=lines.append)

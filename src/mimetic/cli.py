@@ -331,13 +331,25 @@ def write(
     seed: Optional[int] = typer.Option(None),
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
     engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF (faster on a CPU)."),
+    best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them by closeness to your style."),
 ) -> None:
-    """Write in your voice, streamed to the terminal."""
+    """Write in your voice, streamed to the terminal (or, with --best-of N, N drafts ranked)."""
     from .generate import write as run_write
 
     ws = Workspace.open(workspace, create=False)
     gc = _gen_config(ws, temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens,
                      seed=seed, num_samples=samples)
+    if best_of > 1:
+        with console.status(f"Drafting {best_of} texts and scoring them against your style…"):
+            ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of)
+        for rank, g in enumerate(ranked, 1):
+            console.rule(f"#{rank} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
+            console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
+            console.print(g.output, highlight=False, markup=False)
+        best = ranked[0]
+        console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
+                      "the mean z-score of its style features against your own 150-word passages (lower is closer).")
+        return
     if prompt:
         console.print(f"[dim]{escape(prompt)}[/]", end="")
 

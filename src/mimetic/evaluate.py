@@ -59,6 +59,7 @@ from .stylometry import (
     profile,
     proper_names,
     relative_frequencies,
+    spread,
     words,
 )
 from .workspace import Workspace, atomic_write_json, atomic_write_text
@@ -285,6 +286,36 @@ def read_references(path: Path | None) -> dict[str, str]:
     return refs
 
 
+def spread_summary(groups: dict[str, Sequence[np.ndarray]], z: ZScorer, config: EvaluateConfig) -> dict[str, Any]:
+    """The spread (:func:`mimetic.stylometry.spread`, ``config.metric``) of each group's sets.
+
+    Args:
+        groups: ``{"writer": sets, "voice": sets, "base model": sets}``, each a list of ``(V,)``
+            MFW profiles of ``config.set_words``-word sets (the writer's are held-out sets).
+        z: the evaluation's z-scorer.
+
+    Returns:
+        ``{"metric", "writer", "voice", "base model"`` (spread, or ``None`` with fewer than two
+        sets), ``"sets"`` (``{group: count}``), ``"ratio"`` (voice / writer, or ``None``),
+        ``"threshold"`` (``config.min_spread_ratio``), ``"narrower"`` (``ratio < threshold``,
+        ``None`` when unknown) and ``"note"`` (why a value is ``None``, else ``None``)``}``.
+    """
+    out: dict[str, Any] = {"metric": config.metric}
+    short = []
+    for k, sets in groups.items():
+        v = spread(sets, z, config.metric)
+        out[k] = None if math.isnan(v) else v
+        if out[k] is None:
+            short.append(f"{'your held-out writing' if k == 'writer' else 'the ' + k} has {len(sets)}")
+    out["sets"] = {k: len(v) for k, v in groups.items()}
+    w, v = out.get("writer"), out.get("voice")
+    out["ratio"] = v / w if w and v is not None else None
+    out["threshold"] = config.min_spread_ratio
+    out["narrower"] = None if out["ratio"] is None else out["ratio"] < config.min_spread_ratio
+    out["note"] = (f"spread needs at least 2 sets of {config.set_words:,} words: {'; '.join(short)}" if short else None)
+    return out
+
+
 def analyse(
     training: Sequence[tuple[str, str]],
     held_out: str,
@@ -338,6 +369,7 @@ def analyse(
             "voice_to_training": mean_delta(voice_sets, pt, z, metric),
             "base_to_training": mean_delta(base_sets, pt, z, metric),
         }
+    range_ = spread_summary({"writer": held_sets, "voice": voice_sets, "base model": base_sets}, z, config)
     names = [writer] + sorted(references) + ["base model"]
     cands = np.stack([pt] + [prof(rw[a]) for a in sorted(references)] + [prof(bw) if bw else np.zeros(len(mfw))])
     attribution = {}
@@ -382,7 +414,7 @@ def analyse(
                   **{f"reference:{a}": len(t) for a, t in rw.items()}},
         "stylometry": {
             "n_mfw": len(mfw), "set_words": config.set_words, "metric": config.metric, "mfw_head": mfw[:25],
-            "distances": distances, "attribution": attribution, "candidates": names,
+            "distances": distances, "spread": range_, "attribution": attribution, "candidates": names,
             "sets": {"training": len(train_sets), "held_out": len(held_sets), "base": len(base_sets), "voice": len(voice_sets)},
         },
         "profiles": profiles,
@@ -413,7 +445,8 @@ def analyse(
 def _cache_key(run_dir: Path, config: EvaluateConfig, gc: GenerateConfig, prompts: list[str]) -> str:
     adapter = run_dir / "adapter" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns if adapter.exists() else 0
-    keep = {k: v for k, v in asdict(config).items() if k not in ("n_mfw", "set_words", "metric", "flag_tokens", "flag_share_13gram", "bootstrap")}
+    keep = {k: v for k, v in asdict(config).items() if k not in ("n_mfw", "set_words", "metric", "flag_tokens", "flag_share_13gram", "bootstrap",
+                                                               "min_spread_ratio")}
     blob = json.dumps([str(adapter), stamp, keep, asdict(gc), prompts], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -655,6 +688,22 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
                          ("voice_to_training", "voice samples ↔ your training text"),
                          ("base_to_training", "base-model samples ↔ your training text"))
     )
+    sp = st.get("spread") or {}
+    spread_html = ""
+    if sp:
+        fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+        sp_rows = "".join(
+            f"<tr><td>{label}</td><td>{sp['sets'].get(k, 0)}</td><td>{fmt(sp.get(k))}</td></tr>"
+            for k, label in (("writer", "your held-out writing"), ("voice", "voice samples"), ("base model", "base-model samples"))
+        )
+        ratio = (f" The voice's spread is {sp['ratio']:.2f} times yours"
+                 + (f": <b>narrower than you</b> (below {sp['threshold']:.2f})." if sp["narrower"] else ".")) if sp.get("ratio") is not None else ""
+        spread_html = (
+            f"<h3>Range</h3><p>How much each one's {st['set_words']:,}-word sets differ from each other: the mean "
+            f"{_delta_name(sp['metric'])} between every two sets (its spread). A voice can sit at your centre and still write "
+            f"always the same way.{ratio}{(' ' + e(sp['note']) + '.') if sp.get('note') else ''}</p>"
+            f"<table><tr><th>sets of</th><th>sets</th><th>spread ({_delta_name(sp['metric'])})</th></tr>{sp_rows}</table>"
+        )
     att_rows = ""
     for k, a in st["attribution"].items():
         cells = "".join(f"<td>{a['to'][c]}</td>" for c in st["candidates"])
@@ -739,6 +788,7 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
 how much your own writing differs from itself.</p>
 <table><tr><th>distance</th><th>Cosine Delta</th><th>Burrows' Delta</th></tr>{dist_rows}</table>
 {fig('delta', 'Distance to your held-out writing; your own spread is the floor.')}{fig('pca', 'Each dot is a text set; nearby dots use common words alike.')}
+{spread_html}
 <h3>Attribution</h3><p>Each sample set is given to the candidate whose word profile is nearest ({_delta_name(st['metric'])}).
 Your held-out writing is attributed too, as a check that the method can recognise you.</p>
 <table><tr><th>sets</th>{att_head}</tr>{att_rows}</table>

@@ -1,7 +1,8 @@
 """Stage 4 — write: generate in the voice, and compare it with the base model side by side.
 
 * :func:`write` continues a text or drafts from a prompt with the trained adapter, streaming
-  tokens to a callback (the CLI prints them as they come).
+  tokens to a callback (the CLI prints them as they come); with ``best_of`` it drafts several
+  and ranks them by closeness to the writer's own style (:func:`style_profile`).
 * :func:`compare` runs the base model and the voice on the same prompts with the same seeds
   and settings and writes the pairs as Markdown and as a self-contained HTML page.
 
@@ -16,7 +17,9 @@ settings reach them as :class:`mimetic.sampling.SamplingParams`.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +29,8 @@ from .config import GenerateConfig
 from .engines import Engine, GGUFVoice, Voice, prompt_ids
 from .errors import MimeticError
 from .sampling import SamplingParams
-from .workspace import Workspace, atomic_write_text
+from .stylometry import StyleProfile
+from .workspace import Workspace, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -39,14 +43,15 @@ class Generation:
     seed: int
     new_tokens: int
     duration_s: float
+    style_distance: float | None = None  # best-of drafts only: StyleProfile.distance, lower = closer
 
 
-def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, config: GenerateConfig) -> None:
+def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, config: GenerateConfig, **extra: object) -> None:
     workspace.log_generation(
         command=command,
         prompt=g.prompt,
         output=g.output,
-        params={**asdict(config), "model": g.model},
+        params={**asdict(config), "model": g.model, **extra},
         base_model=voice.base_model,
         adapter=voice.adapter if g.model == "voice" else None,
         seed=g.seed,
@@ -65,8 +70,10 @@ def write(
     on_text: Callable[[str], None] | None = None,
     voice: Engine | None = None,
     engine: str = "transformers",
+    best_of: int = 1,
 ) -> list[Generation]:
-    """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text).
+    """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text), or
+    draft ``best_of`` and rank them by closeness to the writer's style.
 
     Args:
         workspace: a workspace with a trained run.
@@ -78,9 +85,20 @@ def write(
         on_text: streaming callback; called with ``"\\n\\n"`` between samples.
         engine: ``transformers`` (base model + adapter) or ``llama.cpp`` (the smallest GGUF of
             the run's export, see :class:`GGUFVoice`).
+        best_of: above 1, draft this many candidates (seeds ``config.seed`` … ``config.seed +
+            best_of - 1``, in place of ``config.num_samples``), score each with the writer's
+            :class:`~mimetic.stylometry.StyleProfile` (:func:`style_profile`, fitted on the
+            training text) and return them closest first, ``style_distance`` set.
+
+    Returns:
+        The generations in seed order (``best_of`` 1), or ranked by ``style_distance``,
+        lowest first (``best_of`` > 1). All are logged to ``mimetic.db``, best-of drafts with
+        ``best_of`` and ``style_distance`` in their parameters.
 
     Raises:
-        MimeticError: no prompt, unreadable file, no trained run, no GGUF export for llama.cpp.
+        MimeticError: no prompt, unreadable file, no trained run, no GGUF export for llama.cpp,
+            ``best_of`` below 1 or combined with ``num_samples`` above 1, too little training
+            text for a style profile.
     """
     config = config or workspace.load_config().generate
     if continue_from is not None:
@@ -92,18 +110,61 @@ def write(
         raise MimeticError("Nothing to write from: the prompt is empty.", 'Give a prompt: mimetic write "The morning after…"')
     if engine not in ("transformers", "llama.cpp"):
         raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
+    if best_of < 1 or (best_of > 1 and config.num_samples > 1):
+        raise MimeticError(f"Cannot draft best of {best_of} with {config.num_samples} samples.",
+                           "Use --best-of N (N ≥ 2) to rank drafts, or --samples N for N texts in seed order, not both.")
+    scorer = style_profile(workspace) if best_of > 1 else None
     voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
     params = SamplingParams.from_config(config)
     results = []
-    for i in range(config.num_samples):
+    for i in range(best_of if scorer else config.num_samples):
         if i and on_text:
             on_text("\n\n")
         t = time.perf_counter()
         text, n = voice.generate(prompt, params, config.seed + i, on_text, system_prompt=config.system_prompt)
         g = Generation(prompt, text, "voice", config.seed + i, n, time.perf_counter() - t)
-        _log(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config)
+        if scorer:
+            g.style_distance = scorer.distance(text)
+        extra = {"best_of": best_of, "style_distance": g.style_distance} if scorer else {}
+        _log(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config, **extra)
         results.append(g)
-    return results
+    return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
+
+
+STYLE_PROFILE_FILE = "style_profile.json"
+
+
+def style_profile(workspace: Workspace) -> StyleProfile:
+    """The writer's :class:`~mimetic.stylometry.StyleProfile`, fitted on the training split's
+    text (150-word passages, 200 character 3-grams) and cached in ``data/style_profile.json``.
+
+    The cache is keyed by a SHA-256 of ``data/meta.json`` and ``corpus/manifest.json``, so it is
+    refitted after a new ``ingest`` or ``prepare`` and read (milliseconds) otherwise.
+
+    Raises:
+        MimeticError: no training examples yet, or too little training text (fewer than two
+            150-word passages).
+    """
+    from .prepare import load_split
+
+    meta = workspace.data_dir / "meta.json"
+    workspace.data_meta()  # a clear error when there are no examples yet
+    parts = [meta.read_bytes()] + ([workspace.manifest_path.read_bytes()] if workspace.manifest_path.exists() else [])
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    path = workspace.data_dir / STYLE_PROFILE_FILE
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return StyleProfile.from_dict(cached["profile"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or damaged: fit again
+    try:
+        profile = StyleProfile.fit(load_split(workspace, "train")["text"])
+    except ValueError as e:
+        raise MimeticError(f"Too little training text to rank drafts by your style ({e}).",
+                           "Add writing and run mimetic prepare again, or write without --best-of.") from None
+    atomic_write_json(path, {"key": key, "profile": profile.to_dict()})
+    return profile
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -231,4 +292,4 @@ def held_out_prompts(workspace: Workspace, n: int = 5, words: int = 40) -> list[
     return prompts
 
 
-__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
+__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]

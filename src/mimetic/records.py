@@ -328,7 +328,8 @@ class EvaluationMetrics(Record):
         config, generate: the ``[evaluate]`` and ``[generate]`` settings used.
         nll: held-out NLL: ``base``/``voice`` → ``{nll, ppl, ci}``, ``drop`` → ``{value, ci}``.
         words: word counts of each text compared.
-        stylometry: distances, attribution, candidates, MFW settings.
+        stylometry: distances, spread (how varied each group's sets are, see
+            :func:`mimetic.evaluate.spread_summary`), attribution, candidates, MFW settings.
         profiles: readable style profiles.
         memorization: verbatim-overlap audit per model (``voice``, ``base``, ``writer``…).
         identity: corpus names used by the samples.
@@ -359,7 +360,8 @@ class EvaluationMetrics(Record):
         return f"Run: mimetic evaluate {Path(path).parents[1].name} --workspace {_root(path, 3)}"
 
     def headline(self) -> list[str]:
-        """Four or five plain-language lines: fit, style, attribution, memorization, names.
+        """Plain-language lines: fit, style, range (and a warning when the voice is narrower than
+        its writer), attribution, memorization, names.
 
         Raises:
             MimeticError: the nested measurements lack what the lines need.
@@ -378,6 +380,30 @@ def delta_name(metric: str) -> str:
     return "Cosine Delta" if metric == "cosine" else "Burrows' Delta"
 
 
+def _range_lines(st: dict[str, Any]) -> list[str]:
+    """The range line (and the narrowness warning) of the stylometry's ``spread``; none for an
+    evaluation written before spreads were measured."""
+    sp = st.get("spread")
+    if not sp:
+        return []
+    if sp.get("writer") is None or sp.get("voice") is None:
+        return [f"Range: not measured ({sp.get('note') or 'too few sets'})."]
+    unit = delta_name(sp["metric"])
+    base = f", the base model's {sp['base model']:.3f}" if sp.get("base model") is not None else ""
+    lines = [
+        f"Range: the voice's {st['set_words']:,}-word sets differ from each other by {sp['voice']:.3f} ({unit}, "
+        f"{sp['sets']['voice']} sets), your own held-out sets by {sp['writer']:.3f} ({sp['sets']['writer']} sets){base}"
+        + (f"; ratio {sp['ratio']:.2f}." if sp.get("ratio") is not None else ".")
+    ]
+    if sp.get("narrower"):
+        lines.append(
+            f"Warning — the voice is narrower than you: its sets vary {100 * (1 - sp['ratio']):.0f}% less than your own "
+            f"writing (ratio {sp['ratio']:.2f}, below {sp['threshold']:.2f}); it may keep to one register. A higher "
+            f"temperature or a lower min-p when writing may widen it."
+        )
+    return lines
+
+
 def _headline(m: EvaluationMetrics) -> list[str]:
     n, st, mem, idn = m.nll, m.stylometry, m.memorization, m.identity
     d = st["distances"][st["metric"]]
@@ -389,6 +415,7 @@ def _headline(m: EvaluationMetrics) -> list[str]:
         f"Style: {delta_name(st['metric'])} from your held-out writing — voice {d['voice_to_held_out']:.3f}, base model "
         f"{d['base_to_held_out']:.3f}; your own writing varies by {d['held_out_to_training']:.3f} (lower is closer).",
     ]
+    lines += _range_lines(st)
     att = st["attribution"].get("voice")
     if att:
         lines.append(
