@@ -373,7 +373,7 @@ def analyse(
     names = [writer] + sorted(references) + ["base model"]
     cands = np.stack([pt] + [prof(rw[a]) for a in sorted(references)] + [prof(bw) if bw else np.zeros(len(mfw))])
     attribution = {}
-    for label, group in (("voice", voice_sets), ("held_out", held_sets)):
+    for label, group in (("voice", voice_sets), ("held_out", held_sets), ("base", base_sets)):
         if group:
             nearest, _ = attribute(np.stack(group), cands, z, config.metric)
             counts = Counter(names[k] for k in nearest)
@@ -707,7 +707,8 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
     att_rows = ""
     for k, a in st["attribution"].items():
         cells = "".join(f"<td>{a['to'][c]}</td>" for c in st["candidates"])
-        att_rows += f"<tr><td>{'voice samples' if k == 'voice' else 'your held-out writing'} ({a['sets']} sets)</td>{cells}</tr>"
+        what = {"voice": "voice samples", "held_out": "your held-out writing", "base": "base model samples"}[k]
+        att_rows += f"<tr><td>{what} ({a['sets']} sets)</td>{cells}</tr>"
     att_head = "".join(f"<th>{e(c)}</th>" for c in st["candidates"])
 
     def prow(label: str, get: Callable[[dict[str, Any]], float], fmt: str = "{:.1f}") -> str:
