@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,11 @@ def main() -> None:
                     print("mimetic-baseline: skipped (no --baseline-src)")
                     continue
                 env["PYTHONPATH"] = a.baseline_src
+                old_data = data.parent / "voice-baseline"  # without the settings file the newer code wrote
+                if not old_data.exists():
+                    shutil.copytree(data, old_data)
+                    (old_data / "mimetic.toml").unlink(missing_ok=True)
+                cmd[cmd.index(str(data))] = str(old_data)
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
