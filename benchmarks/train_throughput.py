@@ -192,7 +192,7 @@ def main() -> None:
                 old_data = data.parent / "voice-baseline"  # without the settings file the newer code wrote
                 if not old_data.exists():
                     shutil.copytree(data, old_data)
-                    (old_data / "mimetic.toml").unlink(missing_ok=True)
+                    (old_data / "mimetic.toml").write_text("")  # the older code's defaults
                 cmd[cmd.index(str(data))] = str(old_data)
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
