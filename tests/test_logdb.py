@@ -2,6 +2,7 @@
 
 import contextlib
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -9,22 +10,8 @@ from mimetic import logdb
 from mimetic.errors import MimeticError
 from mimetic.workspace import Workspace
 
-# The schema exactly as the release before migrations created it (workspace.py, executescript).
-RELEASE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS generations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at TEXT NOT NULL,
-    command TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    output TEXT NOT NULL,
-    params TEXT NOT NULL,
-    base_model TEXT NOT NULL,
-    adapter TEXT,
-    seed INTEGER,
-    new_tokens INTEGER,
-    duration_s REAL
-);
-"""
+# The schema exactly as the release before migrations created it (a frozen copy, never edited).
+RELEASE_SCHEMA = (Path(__file__).parent / "data" / "mimetic-db-release-0.1.0.sql").read_text()
 ROWS = [
     ("2025-01-01T12:00:00+0000", "write", "The kettle", " sang.", '{"model": "voice"}', "embedded", "/v/runs/1/adapter", 1, 5, 0.5),
     ("2025-01-01T12:01:00+0000", "compare", "The sea", " was grey.", "{}", "embedded", None, None, 4, 0.25),

@@ -45,7 +45,8 @@ RUNTIME_FIELDS = ("device", "precision", "base_weights", "compile", "time_budget
 
 @dataclass
 class RuntimeOptions:
-    """How a session of a run computes; may differ between the sessions of one run.
+    """How a session of a run computes; may differ between the sessions of one run. Made from
+    a :class:`TrainConfig` (:meth:`from_config`), whose defaults it takes.
 
     Attributes:
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
@@ -59,14 +60,14 @@ class RuntimeOptions:
         processes: training processes (accelerate), recorded; set by the launcher.
     """
 
-    device: str = "auto"
-    precision: str = "auto"
-    base_weights: str = "auto"
-    compile: bool = False
-    time_budget_min: float | None = None
-    eval_batch_size: int = 8
-    checkpoint_every: int = 50
-    log_every: int = 5
+    device: str
+    precision: str
+    base_weights: str
+    compile: bool
+    time_budget_min: float | None
+    eval_batch_size: int
+    checkpoint_every: int
+    log_every: int
     processes: int = 1
 
     @classmethod
@@ -214,6 +215,19 @@ class Run:
         if runtime.get("time_budget_min") is not None:  # a budget given anew counts from the resume
             options = replace(options, time_budget_min=runtime["time_budget_min"] + state.elapsed_s / 60)
         return cls(workspace, run_dir.name, config, options, state, checkpoint=blob)
+
+    def plan_schedule(self, steps_per_epoch: int, epochs: float, max_steps: int | None, warmup_ratio: float) -> None:
+        """Set the learning-rate schedule of a new run: ``ceil(epochs × steps_per_epoch)`` steps
+        (at most ``max_steps``), the first ``warmup_ratio`` of them warm-up. A resumed run keeps
+        its own (it may have been fitted to a time budget)."""
+        st = self.state
+        if not self.resumed:
+            planned = math.ceil(epochs * steps_per_epoch)
+            if max_steps:
+                planned = min(planned, max_steps)
+            st.planned_steps = st.total_steps = planned
+            st.warmup_steps = int(round(warmup_ratio * planned))
+        st.steps_per_epoch = steps_per_epoch
 
     def record_session(self) -> None:
         """Note this session's start (step, time, runtime options) in the state."""

@@ -407,13 +407,7 @@ def polish(
 
     st = run_.state
     steps_per_epoch = max(1, math.ceil(len(pairs) / tc.batch_size))
-    if not run_.resumed:
-        planned = math.ceil(config.epochs * steps_per_epoch)
-        if config.max_steps:
-            planned = min(planned, config.max_steps)
-        st.planned_steps = st.total_steps = planned
-        st.warmup_steps = int(round(tc.warmup_ratio * planned))
-    st.steps_per_epoch = steps_per_epoch
+    run_.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, tc.warmup_ratio)
     ckpt = run_.checkpoint or {}
     if "lora" in ckpt:
         set_peft_model_state_dict(model, ckpt["lora"])

@@ -442,13 +442,7 @@ def train(
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
     global_config = _global_config(config, dist.world)  # × grad_accum examples per optimizer step
     steps_per_epoch = _steps_per_epoch(len(train_rows), global_config)
-    if not run.resumed:
-        planned = math.ceil(config.epochs * steps_per_epoch)
-        if config.max_steps:
-            planned = min(planned, config.max_steps)
-        st.planned_steps = st.total_steps = planned
-        st.warmup_steps = int(round(config.warmup_ratio * planned))
-    st.steps_per_epoch = steps_per_epoch
+    run.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, config.warmup_ratio)
     ckpt = run.checkpoint or {}
     if "lora" in ckpt:
         set_peft_model_state_dict(model, ckpt["lora"])
