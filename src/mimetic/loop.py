@@ -164,6 +164,7 @@ class Run:
         self.options = options
         self.state = state
         self.checkpoint = checkpoint
+        self.stop_reason: str | None = None  # a callback's reason to end the run now (the time budget)
 
     @property
     def resumed(self) -> bool:
@@ -333,7 +334,7 @@ def fit(
     """
     st, config, dist = run.state, run.config, parts.dist
     bs = config.batch_size
-    run.stop_reason = None  # type: ignore[attr-defined]
+    run.stop_reason = None
 
     def run_eval(step: int) -> float:
         t = time.perf_counter()
@@ -413,12 +414,12 @@ def fit(
         for cb in callbacks:
             if hasattr(cb, "after_step"):
                 cb.after_step(run)
-        over = run.stop_reason is not None  # type: ignore[attr-defined]
+        over = run.stop_reason is not None
         asked = bool(should_stop and should_stop(run))
         # every process stops at the same step: a stop anywhere is a stop everywhere
         over, asked = (x > 0 for x in dist.sum([float(over), float(asked)]))
         if over:
-            stopped = run.stop_reason or "stopped"  # type: ignore[attr-defined]
+            stopped = run.stop_reason or "stopped"
             break
         if asked:
             save_checkpoint(run)
@@ -470,7 +471,7 @@ class TimeBudget:
         if run.state.step == 5:
             self.replan(run)
         if time.perf_counter() + self.reserve(run) > self.deadline:
-            run.stop_reason = f"time budget of {self.minutes:g} min reached"  # type: ignore[attr-defined]
+            run.stop_reason = f"time budget of {self.minutes:g} min reached"
 
     def after_evaluation(self, run: Run, score: float, improved: bool) -> None:
         if run.state.step:
