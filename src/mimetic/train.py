@@ -362,8 +362,10 @@ def train(
 
     Supervised fine-tuning as one use of :func:`mimetic.loop.fit`: the loss is the summed
     next-token NLL of the training tokens (:func:`mimetic.nll.token_nll_sum`) over the step's
-    labelled tokens; the score is the held-out NLL; the best adapter is kept in
-    ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and scheduler state, run state, RNG
+    labelled tokens; the score is the held-out NLL on a fixed, seeded subset of about
+    ``config.eval_tokens`` held-out tokens (:func:`eval_subset`), and on the whole held-out split at
+    the end, where the final model and the kept adapter are compared; the base model's NLL is
+    cached per voice (:class:`BaseNLLCache`); the best adapter is kept in ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and scheduler state, run state, RNG
     states of every process) in ``runs/<id>/checkpoint``.
 
     Args:
