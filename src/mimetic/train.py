@@ -430,7 +430,8 @@ def train(
             vc.train = config
             workspace.save_config(vc)
     run.options.processes = dist.world
-    emit = fan_out(MetricsFile(run.dir / "metrics.jsonl", dist.main), on_event if dist.main else None)
+    metrics_file = MetricsFile(run.dir / "metrics.jsonl", dist.main)
+    emit = fan_out(metrics_file, on_event if dist.main else None)
     st = run.state
     seed_all(config.seed)
     tokenizer = load_tokenizer(config.base_model)
@@ -460,7 +461,7 @@ def train(
         else:
             optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        MetricsFile(run.dir / "metrics.jsonl", dist.main).truncate_after(st.step)  # the interrupted tail
+        metrics_file.truncate_after(st.step)  # the interrupted tail
         set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
         emit(Started("train", f"resuming run {run.id} at step {st.step} of {st.total_steps}"))
     run.record_session()
