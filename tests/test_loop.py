@@ -1,6 +1,7 @@
 """The training loop's seams: Run (state, runtime options), fit (any loss), events, stopping."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -98,3 +99,33 @@ def test_fit_trains_any_loss(tmp_path):
     assert stopped == "finished" and run.state.step == 40
     assert abs(float(model.weight.detach()) - 3) < 0.01
     assert saved and saved[-1] == run.state.best_step and run.state.best_nll < 0.01
+
+
+def test_time_budget_spaces_evaluations_to_keep_measuring_within_its_share():
+    import time
+    from types import SimpleNamespace
+
+    from mimetic.loop import RunState, TimeBudget
+
+    class OneProcess:
+        def min_int(self, x):
+            return x
+
+    def budget_run(eval_s, last_eval_s, reserve, share):
+        # 10 minutes; 5 steps done at 1 s each; 1,000 steps planned, evaluation every 5 steps
+        st = RunState(step=5, elapsed_s=5 + eval_s, eval_s=eval_s, planned_steps=1000, total_steps=1000,
+                      last_eval_s=last_eval_s)
+        run = SimpleNamespace(state=st, config=TrainConfig(eval_every=5))
+        tb = TimeBudget(10, OneProcess(), started=time.perf_counter() - st.elapsed_s, reserve=lambda r: reserve,
+                        eval_share=share)
+        tb.replan(run)
+        return st
+
+    st = budget_run(eval_s=20, last_eval_s=4, reserve=16, share=0.1)  # 60 s for measuring: 24 left, 6 evaluations
+    every = st.eval_at - st.step
+    evals = math.ceil((st.total_steps - st.step) / every) - 1  # at step + k·every, before the last step
+    assert every > 5 and evals == 6, (every, evals, st.total_steps)
+    assert 600 - 25 - 16 - 6 * 4 - 1 <= st.total_steps - 5 <= 600 - 25 - 16 - 6 * 4  # the steps fill the rest
+    assert budget_run(eval_s=50, last_eval_s=4, reserve=16, share=0.1).eval_at == 0  # no room: none before the end
+    assert budget_run(eval_s=20, last_eval_s=4, reserve=16, share=0.0).eval_at is None  # no share: every eval_every
+    assert budget_run(eval_s=0, last_eval_s=0.01, reserve=0, share=0.1).eval_at == 10  # room for all: eval_every

@@ -83,6 +83,24 @@ def test_kept_adapter_is_the_best_evaluation_not_the_last(ws, tiny_model):
     assert kept == pytest.approx(r.best_nll, abs=1e-4) and worse(nlls[8]) and kept != pytest.approx(nlls[8], abs=1e-2)
 
 
+def test_final_model_is_kept_when_the_subset_finds_it_as_good(ws, tiny_model):
+    # min_delta so large that no evaluation counts as an improvement: the kept adapter would stay
+    # the step-0 one, but the final model is not worse by more than min_delta, so it is kept
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from mimetic.models import autocast, load_tokenizer
+    from mimetic.nll import evaluate_nll
+    from mimetic.prepare import load_split
+
+    r = train(ws, cfg(tiny_model, max_steps=4, eval_every=2, patience=100, min_delta=50.0, learning_rate=5e-2))
+    assert r.best_step == r.final_step == 4 and r.best_nll < r.base_nll
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(r.run_dir / "adapter")).eval()
+    kept = evaluate_nll(model, load_split(ws, "held_out"), load_tokenizer(tiny_model).pad_token_id, "cpu",
+                        autocast("cpu", "fp32"))
+    assert kept == pytest.approx(r.best_nll, abs=1e-4)
+
+
 def _lora(path):
     return load_file(str(path / "adapter_model.safetensors"))
 
@@ -134,6 +152,7 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     plain = epoch_batches(lengths, TrainConfig(batch_size=4, group_by_length=False), 0)
     for batches in (grouped, plain):
         assert len(batches) == 251 and sorted(i for b in batches for i in b) == list(range(1001))
+        assert max(lengths[i] for i in batches[0]) == max(lengths)  # the memory peak comes first
     assert grouped == epoch_batches(lengths, TrainConfig(batch_size=4), 0)  # reproducible: exact resume
     assert grouped != epoch_batches(lengths, TrainConfig(batch_size=4), 1)  # reshuffled every epoch
     assert padding_share(lengths, grouped) < 0.05 < padding_share(lengths, plain)
@@ -225,7 +244,9 @@ def test_in_run_evaluations_use_a_subset_and_the_base_model_is_measured_once(ws,
     second = train(ws, c)
     lines = [[json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()] for r in (first, second)]
     step0 = [[x for x in rows if x["step"] == 0 and "held_out_nll" in x][0] for rows in lines]
-    assert "cached" not in step0[0] and step0[1]["cached"] and step0[1]["held_out_nll"] == step0[0]["held_out_nll"]
+    assert step0[0]["cached"] is False and step0[1]["cached"] and step0[1]["held_out_nll"] == step0[0]["held_out_nll"]
+    # the base model's whole-split NLL is measured before the first step, with its subset NLL
+    assert step0[0]["base_nll_whole"] == pytest.approx(first.base_nll, abs=1e-9) != step0[0]["held_out_nll"]
     whole = [x for x in lines[1] if "held_out_nll_whole" in x][0]
     # the summary's figures are on the whole split: the base model's is the same in both runs, and
     # the kept adapter scores its best_nll on the whole split

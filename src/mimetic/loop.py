@@ -95,7 +95,9 @@ class RunState:
             ``steps_per_epoch``.
         base_nll: the score at step 0; ``best_nll`` / ``best_step``: the best evaluation;
             ``bad_evals``: evaluations since the best (early stopping); ``last_nll``,
-            ``last_eval_s``: the latest evaluation and its cost.
+            ``last_eval_s``: the latest evaluation and its cost; ``eval_at``: the step of the next
+            in-run evaluation when a time budget spaces them (``None``: every ``eval_every``
+            steps; 0: none before the end).
         train_loss: the last step's loss; ``window_loss`` / ``window_count``: summed loss and
             count since the last metric line.
         sessions: one entry per start or resume: ``{"step", "started_at", "options"}``.
@@ -116,6 +118,7 @@ class RunState:
     bad_evals: int = 0
     last_nll: float | None = None
     last_eval_s: float = 0.0
+    eval_at: int | None = None
     train_loss: float | None = None
     window_loss: float = 0.0
     window_count: int = 0
@@ -406,7 +409,8 @@ def fit(
         on_event(Progress(stage, st.step, st.total_steps, "steps", eta_s=left,
                           info={"train_loss": st.train_loss, "held_out_nll": st.last_nll, "tokens_per_s": speed}))
         last = st.step >= st.total_steps
-        if st.step % config.eval_every == 0 and not last:
+        due = st.step % config.eval_every == 0 if st.eval_at is None else 0 < st.eval_at <= st.step
+        if due and not last:
             run_eval(st.step)
             if st.bad_evals >= config.patience:
                 stopped = f"early stopping: held-out NLL did not improve for {config.patience} evaluations"
@@ -447,24 +451,47 @@ class TimeBudget:
     per step measured so far (evaluation time excluded) and the cost of the last evaluation for
     each evaluation still to come; it never plans beyond ``run.state.planned_steps``. Several
     processes take the most cautious plan.
+
+    With ``eval_share``, the in-run evaluations are spaced (at least ``eval_every`` steps apart)
+    so that all the time spent measuring — what is spent so far (``run.state.eval_s``), the
+    evaluations to come and the reserve — stays within ``eval_share`` of the budget; when even
+    the reserve does not fit, there is none before the end.
     """
 
-    def __init__(self, minutes: float, dist: Any, started: float, reserve: Callable[[Run], float] | None = None):
+    def __init__(self, minutes: float, dist: Any, started: float, reserve: Callable[[Run], float] | None = None,
+                 eval_share: float | None = None):
         self.minutes = minutes
         self.dist = dist
         self.deadline = started + 60 * minutes
         self.reserve = reserve or (lambda run: run.state.last_eval_s)
+        self.eval_share = eval_share
+
+    def _steps_that_fit(self, run: Run, every: int, per_step: float, left: float) -> int:
+        st = run.state
+        fit_to = st.step
+        while fit_to < st.planned_steps:
+            evals = (fit_to + 1 - st.step) // every if every else 0
+            if (fit_to + 1 - st.step) * per_step + evals * st.last_eval_s > left:
+                break
+            fit_to += 1
+        return fit_to
 
     def replan(self, run: Run) -> None:
         st, config = run.state, run.config
         per_step = max(1e-6, (st.elapsed_s - st.eval_s) / max(1, st.step))
         left = self.deadline - time.perf_counter() - self.reserve(run)
-        fit_to = st.step
-        while fit_to < st.planned_steps:
-            evals = (fit_to + 1) // config.eval_every - st.step // config.eval_every
-            if (fit_to + 1 - st.step) * per_step + evals * st.last_eval_s > left:
-                break
-            fit_to += 1
+        every = config.eval_every
+        fit_to = self._steps_that_fit(run, every, per_step, left)
+        if self.eval_share and st.last_eval_s > 0:
+            allowance = self.eval_share * 60 * self.minutes - st.eval_s - self.reserve(run)
+            evals = max(0, math.floor(allowance / st.last_eval_s))
+            if evals * every < fit_to - st.step:  # evaluating every eval_every steps would go over the share
+                fit_to = self._steps_that_fit(run, 0, per_step, left - evals * st.last_eval_s)
+                # ceil: evaluations at step + k·every before the end number at most `evals`
+                every = max(every, math.ceil((fit_to - st.step) / (evals + 1))) if evals else 0
+            every = self.dist.min_int(every or 10**9)  # every process evaluates at the same steps
+            every = 0 if every == 10**9 else every
+            st.eval_at = st.step + every if every else 0
         st.total_steps = self.dist.min_int(max(st.step + 1, fit_to))
 
     def after_step(self, run: Run) -> None:

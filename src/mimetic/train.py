@@ -292,8 +292,6 @@ def _measure_plan(model: Any, params: list[Any], optimizer: Any, train_rows: lis
     """Time ``steps`` training steps on the longest batch (optimizer steps when ``optimizer`` is
     given; without one, AdamW's two fp32 moments per trainable weight are added to the peak)
     and one held-out batch, and turn the measurements into a :class:`Plan`."""
-    import resource
-
     import torch
 
     longest = sorted(train_rows, key=lambda r: -len(r["input_ids"]))[: config.batch_size]
@@ -320,14 +318,23 @@ def _measure_plan(model: Any, params: list[Any], optimizer: Any, train_rows: lis
     model.train(was_training)
     speed = processes * tokens * config.grad_accum / (sum(times) / max(1, len(times)))
     adam = 0.0 if optimizer is not None else 2 * sum(p.numel() * 4 for p in params) / 2**20
+    return _plan_figures(speed, adam, train_rows, held_rows, config, device, processes)
+
+
+def _plan_figures(speed: float, extra_mb: float, train_rows: list[dict], held_rows: list[dict], config: TrainConfig,
+                  device: str, processes: int = 1) -> Plan:
+    """A :class:`Plan` from a measured training speed (tokens/s, all processes) and this
+    process's peak memory so far (+ ``extra_mb`` not yet allocated)."""
+    import torch
+
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20 + adam
+        peak = torch.cuda.max_memory_allocated() / 2**20 + extra_mb
         free, _ = torch.cuda.mem_get_info()
         available = free / 2**20 + peak
     else:
         import psutil
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + adam
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + extra_mb
         available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     held_tokens = sum(len(r["input_ids"]) for r in held_rows)
@@ -494,57 +501,66 @@ def train(
             torch.save(blob, tmp / "state.pt")
 
     # In-run evaluations score a fixed, seeded subset of the held-out split; the whole split is
-    # scored at the end. The base model's NLL on both is measured once per voice (cached).
+    # the subset plus the rest, so the end of the run scores only the rest. The base model's NLL
+    # on both is measured once per voice, before training, and cached.
     subset = list(range(len(held_rows))) if dist.sharded else eval_subset(held_rows, config.eval_tokens, config.seed)
     eval_rows = [held_rows[i] for i in subset]
-    whole = len(eval_rows) == len(held_rows)
+    chosen = set(subset)
+    rest_rows = [r for i, r in enumerate(held_rows) if i not in chosen]
     base_cache = BaseNLLCache(workspace, config.base_model, precision, held_rows, subset)
+    subset_sums: dict[int, tuple[float, int]] = {}  # step → (summed NLL, tokens) of its evaluation
 
-    def score(rows: list[dict[str, Any]]) -> float:
+    def sums(rows: list[dict[str, Any]]) -> tuple[float, int]:
         if dist.sharded:  # sharded weights: every process runs every batch together
             total, n = nll_sums(model, rows, pad_id, device, autocast, config.eval_batch_size)
         else:  # each process scores its share of the held-out examples; the sums are added up
             total, n = dist.sum(list(nll_sums(dist.unwrap(model), rows[dist.rank :: dist.world], pad_id, device,
                                               autocast, config.eval_batch_size)))
-        return total / max(1, n)
+        return float(total), int(n)
 
     def evaluate(step: int) -> float:
-        return score(eval_rows)
+        subset_sums[step] = sums(eval_rows)
+        return subset_sums[step][0] / max(1, subset_sums[step][1])
 
     full_ratio = sum(len(r["input_ids"]) for r in held_rows) / max(1, sum(len(r["input_ids"]) for r in eval_rows))
 
     def final_cost(run: Run) -> float:
-        """Seconds the end of the run will take to evaluate: the whole split (and the base model
-        on it when not cached), from the cost of the last evaluation of the subset."""
-        return st.last_eval_s * (1 if whole else full_ratio * (1 + (base_cache.full is None)))
+        """Seconds the end of the run will take to evaluate: the subset and the rest of the split,
+        from the cost of the last evaluation of the subset."""
+        return st.last_eval_s * full_ratio
 
     callbacks: list[Any] = []
     if config.time_budget_min:
         callbacks.append(TimeBudget(config.time_budget_min, dist, started=time.perf_counter() - st.elapsed_s,
-                                    reserve=final_cost))
-    run_plan = None
+                                    reserve=final_cost, eval_share=config.max_eval_share))
+    run_plan: list[Plan] = []
     if not run.resumed and not dist.sharded:
-        # The plan line: two steps on this run's longest batch (the second is timed; memory only
-        # settles after the second backward pass) and one held-out batch, with the
-        # RNG put back and no weight changed, so the run itself is exactly as without it.
-        t = time.perf_counter()
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
-            run_plan = _measure_plan(dist.unwrap(model), params, None, train_rows, held_rows, config, device, autocast,
-                                     2, dist.world)
-        spent = time.perf_counter() - t  # time not spent on training steps (speed, budget planning)
-        st.elapsed_s += spent
-        st.eval_s += spent
-        emit(Metric("train", 0, {"plan_peak_memory_mb": run_plan.peak_memory_mb, "plan_tokens_per_s": run_plan.tokens_per_s,
-                                 "plan_epoch_min": run_plan.epoch_minutes, "plan_run_min": run_plan.run_minutes}))
-        emit(Finished("plan", run_plan.summary(), asdict(run_plan)))
-        if not run_plan.fits:
-            emit(Warning("plan", "This run may not fit in memory.", run_plan.advice))
-    if not run.resumed and base_cache.subset is not None:  # the base model was measured by an earlier run
+        # The plan line, from the run's own first steps: the first batch holds the longest row
+        # (the memory peak), the steps after it give the speed. Nothing extra is run.
+        callbacks.append(_PlanFromRun(train_rows, held_rows, sum(len(r["input_ids"]) for r in eval_rows), config, device,
+                                      dist.world, run_plan, emit))
+    if not run.resumed:
+        if base_cache.subset is None or base_cache.full is None:
+            # the model before training is the base model (LoRA's B matrices start at zero)
+            t = time.perf_counter()
+            sub = sums(eval_rows)
+            st.last_eval_s = time.perf_counter() - t
+            rest = sums(rest_rows) if rest_rows else (0.0, 0)
+            spent = time.perf_counter() - t
+            st.eval_s += spent
+            st.elapsed_s += spent
+            base_cache.subset, base_cache.full = sub[0] / max(1, sub[1]), (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+            if dist.main:
+                base_cache.save(base_cache.subset, base_cache.full)
+            subset_sums[0] = sub
+            cached = False
+        else:  # measured by an earlier run; until the first evaluation, its cost as the subset's share
+            st.last_eval_s = 0.0
+            cached = True
         st.base_nll = st.best_nll = st.last_nll = base_cache.subset
-        if run_plan:  # until the first evaluation, its cost as the plan predicts it (forward only: a third)
-            st.last_eval_s = sum(len(r["input_ids"]) for r in eval_rows) / (3 * run_plan.tokens_per_s)
-        emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll), "eval_s": 0.0,
-                                 "cached": True}))
+        emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
+                                 "base_nll_whole": base_cache.full, "eval_s": 0.0 if cached else spent,
+                                 "cached": cached}))
         save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
 
     def stop_asked(run: Run) -> bool:
@@ -566,7 +582,8 @@ def train(
             _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})")
         raise
 
-    base_full, best_full = _final_evaluation(run, model, score, held_rows, whole, base_cache, stopped, save_adapter, dist, emit)
+    base_full, best_full = _final_evaluation(run, model, sums, eval_rows, rest_rows, subset_sums, base_cache, stopped,
+                                             save_adapter, dist, emit)
     peak_rss_mb = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     dist.wait()
     if dist.main:
@@ -597,7 +614,7 @@ def train(
         padding_share_random_batches=padding_share(
             unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)),
         packed_rows=len(train_rows) if config.packing else None, planned_steps=st.total_steps, processes=dist.world,
-        plan=asdict(run_plan) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
+        plan=asdict(run_plan[0]) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
     ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
     return result
@@ -658,44 +675,101 @@ class BaseNLLCache:
         atomic_write_json(self.path, data)
 
 
-def _final_evaluation(run: Run, model: Any, score: Callable[[list], float], held_rows: list[dict[str, Any]], whole: bool,
+def _final_evaluation(run: Run, model: Any, sums: Callable[[list], tuple[float, int]], eval_rows: list[dict[str, Any]],
+                      rest_rows: list[dict[str, Any]], subset_sums: dict[int, tuple[float, int]],
                       base_cache: BaseNLLCache, stopped: str, save_adapter: Callable[[Run], None], dist: Any,
                       emit: OnEvent) -> tuple[float, float]:
-    """The whole held-out split at the end of a run: the final model, the kept (best) adapter
-    when it is another one — the better of the two on the whole split is kept — and the base
-    model when not cached. Returns ``(base NLL, best NLL)`` on the whole split."""
+    """Choose the adapter to keep and score it on the whole held-out split.
+
+    The final model is kept unless the subset calls it worse than the kept (best) adapter by
+    more than ``min_delta`` (noise on a few thousand tokens; the final model has trained longer,
+    its schedule finished). When the subset does call it worse, or after early stopping, the
+    whole split decides between the two. The whole split's NLL is the subset's sums plus the
+    rest of the split, so only the rest is scored again. Returns ``(base NLL, kept NLL)`` on the
+    whole split, nats/token.
+    """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     st, config = run.state, run.config
-    if whole:
-        base_full, best_full = st.base_nll, st.best_nll
-    else:
-        t = time.perf_counter()
-        peft_model = dist.unwrap(model)
-        final = None if stopped.startswith("early") else score(held_rows)
-        best_full = final
-        if st.best_step != st.step or final is None:  # the kept adapter is an earlier one
-            current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
-            dist.wait()  # the main process has finished writing the adapter
-            set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
-            best_full = score(held_rows)
-            set_peft_model_state_dict(peft_model, current)
-            if final is not None and final < best_full - config.min_delta:  # the whole split prefers the final model
+    t = time.perf_counter()
+    peft_model = dist.unwrap(model)
+
+    def whole(sub: tuple[float, int] | None) -> float:  # the current weights on the whole split
+        sub = sub or sums(eval_rows)
+        rest = sums(rest_rows) if rest_rows else (0.0, 0)
+        return (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+
+    final_sub = subset_sums.get(st.step)  # None after early stopping: the final model was not scored
+    final_nll = None if final_sub is None else final_sub[0] / max(1, final_sub[1])
+    if final_nll is not None and st.best_step != st.step and final_nll <= st.best_nll + config.min_delta:
+        save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
+        st.best_step, st.best_nll = st.step, final_nll
+    if st.best_step == st.step:
+        best_full = whole(final_sub)
+    else:  # the kept adapter is an earlier one, better on the subset: the whole split decides
+        current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+        dist.wait()  # the main process has finished writing the adapter
+        set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
+        best_full = whole(subset_sums.get(st.best_step))
+        set_peft_model_state_dict(peft_model, current)
+        if final_nll is not None:
+            final_full = whole(final_sub)
+            if final_full < best_full - config.min_delta:  # the whole split prefers the final model
                 save_adapter(run)
-                st.best_step, best_full = st.step, final
-        base_full = base_cache.full
-        if base_full is None:
-            with peft_model.disable_adapter():
-                base_full = score(held_rows)
-        spent = time.perf_counter() - t
-        st.eval_s += spent
-        st.elapsed_s += spent
-        emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
-                                       "best_step": st.best_step, "eval_s": spent}))
-    if dist.main and st.base_nll is not None:
-        base_cache.save(st.base_nll, base_full)
+                st.best_step, best_full = st.step, final_full
+    base_full = base_cache.full
+    if base_full is None:  # a resumed run whose cache was removed
+        with peft_model.disable_adapter():
+            base_full = whole(None)
+        if dist.main and st.base_nll is not None:
+            base_cache.save(st.base_nll, base_full)
+    spent = time.perf_counter() - t
+    st.eval_s += spent
+    st.elapsed_s += spent
+    emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
+                                   "best_step": st.best_step, "eval_s": spent}))
     return base_full, best_full
+
+
+class _PlanFromRun:
+    """A :func:`~mimetic.loop.fit` callback that makes the run's plan line from its own first
+    steps, so planning costs no extra step: the peak memory after the first step (its batch
+    holds the epoch's longest row, :func:`epoch_batches`) and the speed of the steps after it
+    (the first one warms up); it fills ``out`` with the :class:`Plan` and emits it."""
+
+    def __init__(self, train_rows: list[dict], held_rows: list[dict], eval_tokens: int, config: TrainConfig,
+                 device: str, processes: int, out: list[Plan], emit: OnEvent):
+        self.args = (train_rows, held_rows, config, device, processes)
+        self.eval_tokens, self.out, self.emit = eval_tokens, out, emit
+        self.mark: tuple[float, int, float] | None = None
+
+    def after_step(self, run: Run) -> None:
+        st = run.state
+        last = min(3, st.total_steps)
+        if self.out or st.step < 1:
+            return
+        now = time.perf_counter()
+        if st.step == 1 and last > 1:
+            self.mark = (now, st.tokens, st.eval_s)
+            return
+        if st.step < last:
+            return
+        if self.mark is None:  # a one-step run: its only step, warm-up and all
+            spent, tokens0 = st.elapsed_s - st.eval_s, 0
+        else:
+            t0, tokens0, eval0 = self.mark
+            spent = now - t0 - (st.eval_s - eval0)
+        speed = (st.tokens - tokens0) / max(1e-9, spent)
+        plan = _plan_figures(speed, 0.0, *self.args)
+        self.out.append(plan)
+        if not st.last_eval_s:  # the base model was cached: the subset's cost, forward only (a third)
+            st.last_eval_s = self.eval_tokens / (3 * speed)
+        self.emit(Metric("train", st.step, {"plan_peak_memory_mb": plan.peak_memory_mb, "plan_tokens_per_s": plan.tokens_per_s,
+                                            "plan_epoch_min": plan.epoch_minutes, "plan_run_min": plan.run_minutes}))
+        self.emit(Finished("plan", plan.summary(), asdict(plan)))
+        if not plan.fits:
+            self.emit(Warning("plan", "This run may not fit in memory.", plan.advice))
 
 
 def _labelled(row: dict[str, Any]) -> int:
@@ -711,7 +785,8 @@ def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[l
     rows is sorted by length before it is cut into batches, and the batches are then shuffled:
     rows of similar length share a batch, so little of each batch is padding (the
     ``group_by_length`` sampler of HF ``Trainer`` works the same way). The number of batches is
-    ``ceil(len(lengths) / batch_size)`` either way.
+    ``ceil(len(lengths) / batch_size)`` either way, and the batch holding the longest row comes
+    first (:func:`_longest_first`).
     """
     import torch
 
@@ -719,14 +794,24 @@ def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[l
     perm = torch.randperm(len(lengths), generator=g).tolist()
     bs = config.batch_size
     if not config.group_by_length:
-        return [perm[i : i + bs] for i in range(0, len(perm), bs)]
+        return _longest_first([perm[i : i + bs] for i in range(0, len(perm), bs)], lengths)
     block = 32 * bs
     batches = []
     for m in range(0, len(perm), block):
         rows = sorted(perm[m : m + block], key=lambda i: lengths[i])
         batches += [rows[i : i + bs] for i in range(0, len(rows), bs)]
     order = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[k] for k in order]
+    return _longest_first([batches[k] for k in order], lengths)
+
+
+def _longest_first(batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
+    """Move the batch with the epoch's longest row to the front: the memory peak comes at the
+    first step, where the run's plan line measures it (HF ``LengthGroupedSampler`` does the same
+    so that an out-of-memory error comes at once, not an hour in)."""
+    if batches:
+        k = max(range(len(batches)), key=lambda j: max((lengths[i] for i in batches[j]), default=0))
+        batches.insert(0, batches.pop(k))
+    return batches
 
 
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
