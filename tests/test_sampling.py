@@ -53,6 +53,8 @@ def test_argmax_drops_the_penalty_too():
 
 
 def test_modelfile_parameters_use_ollama_names():
-    lines = SamplingParams.from_config(GenerateConfig()).modelfile_parameters()
+    lines = SamplingParams.from_config(GenerateConfig(temperature=0.8, top_p=0.95, min_p=0.05,
+                                                      repetition_penalty=1.1)).modelfile_parameters()
     assert lines == ["PARAMETER temperature 0.8", "PARAMETER top_p 0.95", "PARAMETER min_p 0.05",
                      "PARAMETER repeat_penalty 1.1", "PARAMETER num_predict 200"]
+    assert SamplingParams() == SamplingParams.from_config(GenerateConfig())  # one set of defaults

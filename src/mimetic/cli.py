@@ -324,7 +324,7 @@ def write(
     workspace: Path = WorkspaceOpt,
     continue_from: Optional[Path] = typer.Option(None, help="Continue the text of this file."),
     run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
-    temperature: Optional[float] = typer.Option(None, help="0 = greedy; higher = more surprising (default 0.8)."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy; lower = safer, higher = more surprising (default 1: the voice's own distribution)."),
     top_p: Optional[float] = typer.Option(None),
     min_p: Optional[float] = typer.Option(None),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),

@@ -48,10 +48,10 @@ class SamplingParams:
         max_new_tokens: the most tokens to generate after the prompt.
     """
 
-    temperature: float = 0.8
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repetition_penalty: float = 1.1
+    temperature: float = 1.0  # the defaults of GenerateConfig: the voice's own distribution
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
     max_new_tokens: int = 200
 
     @classmethod
