@@ -28,7 +28,8 @@ def test_events_stream_and_metrics_file_agree(ws, tiny_model):
     metrics = [e for e in events if isinstance(e, Metric)]
     lines = MetricsFile(r.run_dir / "metrics.jsonl").read()
     assert [{"step": m.step, **m.values} for m in metrics] == lines  # metrics.jsonl is a sink of the stream
-    progress = [e for e in events if isinstance(e, Progress) and e.stage == "train"]
+    progress = [e for e in events if isinstance(e, Progress) and e.stage == "train" and e.unit == "steps"]
+    assert any(isinstance(e, Progress) and "base model" in e.message for e in events)  # said before it is measured
     assert [p.done for p in progress] == [1, 2, 3, 4, 5] and progress[-1].total == 5
     assert all(p.eta_s is not None and p.eta_s >= 0 for p in progress) and progress[-1].eta_s == 0
     assert any(isinstance(e, Finished) and e.stage == "plan" and e.message.startswith("Plan:") for e in events)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from .config import TrainConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
-from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Started, Warning, fan_out
+from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out
 from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, scheduler_for  # noqa: F401 - lr_lambda: API
 from .models import autocast as _autocast_factory
 from .records import RunSummary, TrainOutcome
@@ -542,6 +542,7 @@ def train(
     if not run.resumed:
         if base_cache.subset is None or base_cache.full is None:
             # the model before training is the base model (LoRA's B matrices start at zero)
+            emit(Progress("train", message=f"measuring the base model on {len(held_rows)} held-out passages (once per voice)"))
             t = time.perf_counter()
             sub = sums(eval_rows)
             st.last_eval_s = time.perf_counter() - t
