@@ -127,6 +127,12 @@ def test_time_budget_spaces_evaluations_to_keep_measuring_within_its_share():
     evals = math.ceil((st.total_steps - st.step) / every) - 1  # at step + k·every, before the last step
     assert every > 5 and evals == 6, (every, evals, st.total_steps)
     assert 600 - 25 - 16 - 6 * 4 - 1 <= st.total_steps - 5 <= 600 - 25 - 16 - 6 * 4  # the steps fill the rest
+    run = SimpleNamespace(state=st, config=TrainConfig(eval_every=5))
+    pending = st.eval_at
+    st.step, st.elapsed_s = st.step + 5, st.elapsed_s + 5  # re-planned before the evaluation is due: it keeps its step
+    TimeBudget(10, OneProcess(), started=time.perf_counter() - st.elapsed_s, reserve=lambda r: 16,
+               eval_share=0.1).replan(run)
+    assert st.eval_at == pending
     assert budget_run(eval_s=50, last_eval_s=4, reserve=16, share=0.1).eval_at == 0  # no room: none before the end
     assert budget_run(eval_s=20, last_eval_s=4, reserve=16, share=0.0).eval_at is None  # no share: every eval_every
     assert budget_run(eval_s=0, last_eval_s=0.01, reserve=0, share=0.1).eval_at == 10  # room for all: eval_every

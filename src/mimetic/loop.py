@@ -403,7 +403,8 @@ def fit(
             on_event(Metric(stage, st.step, {
                 "epoch": st.step / max(1, st.steps_per_epoch),
                 "train_loss": st.window_loss / max(1, st.window_count), "lr": parts.scheduler.get_last_lr()[0],
-                "tokens": st.tokens, "tokens_per_s": speed, "elapsed_s": st.elapsed_s}))
+                "tokens": st.tokens, "tokens_per_s": speed, "elapsed_s": st.elapsed_s,
+                "peak_rss_mb": peak_rss_mb()}))
             st.window_loss, st.window_count = 0.0, 0
         left = (st.total_steps - st.step) * (st.elapsed_s - st.eval_s) / max(1, st.step)
         on_event(Progress(stage, st.step, st.total_steps, "steps", eta_s=left,
@@ -442,14 +443,23 @@ def fit(
     return stopped
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 class TimeBudget:
     """A :func:`fit` callback that fits the learning-rate schedule into ``minutes`` and ends the
     run when what is left would not fit: ``reserve(run)`` seconds are kept for the evaluation at
     the end (default: the cost of the last evaluation).
 
-    The schedule is re-planned after 5 steps and after every evaluation with the training time
-    per step measured so far (evaluation time excluded) and the cost of the last evaluation for
-    each evaluation still to come; it never plans beyond ``run.state.planned_steps``. Several
+    The schedule is re-planned after 5 steps, every ``eval_every`` steps and after every
+    evaluation, with the training time per step measured so far (evaluation time excluded) and
+    the cost of the last evaluation for each evaluation still to come; it never plans beyond ``run.state.planned_steps``. Several
     processes take the most cautious plan.
 
     With ``eval_share``, the in-run evaluations are spaced (at least ``eval_every`` steps apart)
@@ -491,11 +501,15 @@ class TimeBudget:
                 every = max(every, math.ceil((fit_to - st.step) / (evals + 1))) if evals else 0
             every = self.dist.min_int(every or 10**9)  # every process evaluates at the same steps
             every = 0 if every == 10**9 else every
-            st.eval_at = st.step + every if every else 0
+            if not every:
+                st.eval_at = 0
+            elif not (st.eval_at and st.eval_at > st.step):  # a pending evaluation keeps its step
+                st.eval_at = st.step + every
         st.total_steps = self.dist.min_int(max(st.step + 1, fit_to))
 
     def after_step(self, run: Run) -> None:
-        if run.state.step == 5:
+        st = run.state
+        if st.step == 5 or st.step % run.config.eval_every == 0:  # also when no evaluation is due
             self.replan(run)
         if time.perf_counter() + self.reserve(run) > self.deadline:
             run.stop_reason = f"time budget of {self.minutes:g} min reached"

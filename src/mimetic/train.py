@@ -28,7 +28,7 @@ from typing import Any, Callable
 from .config import TrainConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
 from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out
-from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, scheduler_for  # noqa: F401 - lr_lambda: API
+from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, peak_rss_mb, scheduler_for  # noqa: F401 - lr_lambda: API
 from .models import autocast as _autocast_factory
 from .records import RunSummary, TrainOutcome
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
@@ -561,7 +561,7 @@ def train(
         st.base_nll = st.best_nll = st.last_nll = base_cache.subset
         emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
                                  "base_nll_whole": base_cache.full, "eval_s": 0.0 if cached else spent,
-                                 "cached": cached}))
+                                 "cached": cached, "peak_rss_mb": peak_rss_mb()}))
         save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
 
     def stop_asked(run: Run) -> bool:
@@ -585,7 +585,7 @@ def train(
 
     base_full, best_full = _final_evaluation(run, model, sums, eval_rows, rest_rows, subset_sums, base_cache, stopped,
                                              save_adapter, dist, emit)
-    peak_rss_mb = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    peak_rss = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     dist.wait()
     if dist.main:
         _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id}: {config.base_model}, LoRA r={config.lora_r}")
@@ -602,7 +602,7 @@ def train(
         train_tokens=st.tokens,
         elapsed_s=st.elapsed_s,
         eval_s=st.eval_s,
-        peak_rss_mb=peak_rss_mb,  # the largest of the processes
+        peak_rss_mb=peak_rss,  # the largest of the processes
     )
     if not dist.main:
         return result
@@ -729,7 +729,7 @@ def _final_evaluation(run: Run, model: Any, sums: Callable[[list], tuple[float, 
     st.eval_s += spent
     st.elapsed_s += spent
     emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
-                                   "best_step": st.best_step, "eval_s": spent}))
+                                   "best_step": st.best_step, "eval_s": spent, "peak_rss_mb": peak_rss_mb()}))
     return base_full, best_full
 
 
