@@ -428,6 +428,7 @@ def fit(
             break
         if asked:
             save_checkpoint(run)
+            dist.wait()  # every process leaves once the checkpoint is written: a resume may follow at once
             raise TrainingInterrupted(
                 f"Training stopped at step {st.step} of {st.total_steps}; a checkpoint was saved.",
                 f"Resume with: mimetic train --resume {run.id} --workspace {run.workspace.root}"

@@ -708,6 +708,8 @@ def _final_evaluation(run: Run, model: Any, sums: Callable[[list], tuple[float, 
         st.best_step, st.best_nll = st.step, final_nll
     if st.best_step == st.step:
         best_full = whole(final_sub)
+    elif not rest_rows:  # the subset is the whole split: the kept adapter's score is already whole
+        best_full = st.best_nll
     else:  # the kept adapter is an earlier one, better on the subset: the whole split decides
         current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
         dist.wait()  # the main process has finished writing the adapter
