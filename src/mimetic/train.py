@@ -2,8 +2,9 @@
 
 Supervised fine-tuning as one use of the training loop :func:`mimetic.loop.fit`, around PEFT's LoRA:
 
-* held-out NLL (nats per token, token-weighted) and perplexity ``exp(NLL)`` at step 0 (the
-  base model), every ``eval_every`` steps and at the end;
+* held-out NLL (nats per token, token-weighted) and perplexity ``exp(NLL)`` before the first
+  step (the base model, once per voice), every ``eval_every`` steps (spaced further under a
+  time budget) and at the end;
 * early stopping after ``patience`` evaluations without improvement; the adapter with the
   best held-out NLL is kept in ``runs/<id>/adapter``;
 * a checkpoint (LoRA weights, AdamW and scheduler state, RNG states, data position) every
@@ -371,9 +372,12 @@ def train(
     next-token NLL of the training tokens (:func:`mimetic.nll.token_nll_sum`) over the step's
     labelled tokens; the score is the held-out NLL on a fixed, seeded subset of about
     ``config.eval_tokens`` held-out tokens (:func:`eval_subset`), and on the whole held-out split at
-    the end, where the final model and the kept adapter are compared; the base model's NLL is
-    cached per voice (:class:`BaseNLLCache`); the best adapter is kept in ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and scheduler state, run state, RNG
-    states of every process) in ``runs/<id>/checkpoint``.
+    the end (:func:`_final_evaluation` chooses between the final model and the kept adapter); the
+    base model's NLL is measured before the first step and cached per voice
+    (:class:`BaseNLLCache`); under a time budget the in-run evaluations are spaced so that
+    measuring stays within ``config.max_eval_share``; the plan line comes from the run's first
+    steps. The kept adapter is in ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and
+    scheduler state, run state, RNG states of every process) in ``runs/<id>/checkpoint``.
 
     Args:
         workspace: a prepared workspace.
