@@ -25,6 +25,10 @@ VARIANTS = {
     "fp32 weights, no dropout, fused loss": (dict(base_weights="fp32", lora_dropout=0.0), True),
     "bf16 weights, no dropout, fused loss (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
     "bf16 weights, dropout 0.05, fused loss": (dict(base_weights="bf16", lora_dropout=0.05), True),
+    # attention kernels for the new default (transformers' attn_implementation; "sdpa-math" is
+    # PyTorch's SDPA restricted to its math backend)
+    "new default, eager attention": (dict(base_weights="bf16", lora_dropout=0.0, attention="eager"), True),
+    "new default, SDPA math backend": (dict(base_weights="bf16", lora_dropout=0.0, attention="sdpa-math"), True),
 }
 
 
@@ -66,12 +70,18 @@ def main() -> None:
     batch = collate(batch_rows(tok, args.batch, args.seq), tok.pad_token_id or 0)
     tokens = int(batch["attention_mask"].sum())
     models = {}
+    attentions: dict[str, str] = {}
     for name, (changes, fused) in VARIANTS.items():
         if args.only and args.only not in name:
             continue
+        changes = dict(changes)
+        attention = changes.pop("attention", "sdpa")
         cfg = replace(TrainConfig(base_model="embedded"), **changes)
         torch.manual_seed(0)
         model, params = lora_model(cfg, "cpu", precision)
+        if attention == "eager":
+            model.base_model.model.config._attn_implementation = "eager"
+        attentions[name] = attention
         opt = torch.optim.AdamW(params, lr=1e-5)
         models[name] = (model, params, opt, fused)
     n_params = sum(p.numel() for p in next(iter(models.values()))[0].parameters())
@@ -83,9 +93,15 @@ def main() -> None:
     def step(name: str) -> float:
         model, params, opt, fused = models[name]
         nll.fused_head = own_head if fused else (lambda m: None)
+        from contextlib import nullcontext
+
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernel = sdpa_kernel(SDPBackend.MATH) if attentions[name] == "sdpa-math" else nullcontext()
         t = time.perf_counter()
-        s, c = nll.token_nll_sum(model, batch, "cpu", amp)
-        (s / c).backward()
+        with kernel:
+            s, c = nll.token_nll_sum(model, batch, "cpu", amp)
+            (s / c).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         first_loss.setdefault(name, float(s) / c)

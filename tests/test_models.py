@@ -44,3 +44,37 @@ def test_local_paths_are_checked(tmp_path):
         resolve(str(tmp_path / "folder"))
     assert resolve("Qwen/Qwen2.5-0.5B").kind == "hub"
     assert resolve("embedded").kind == "gguf"
+
+
+def test_lora_layers_take_their_input_in_the_compute_precision(tiny_model):
+    """Under bf16 autocast the LoRA adapters get the bf16 activations as they are (no fp32 copy
+    of the input in every layer), and compute the same output as with PEFT's casts; in fp32
+    PEFT's own behaviour is kept."""
+    import torch
+
+    from mimetic.config import TrainConfig
+    from mimetic.models import autocast
+    from mimetic.train import lora_model
+
+    cfg = TrainConfig(base_model=tiny_model, lora_r=4, lora_alpha=8)
+    model, params = lora_model(cfg, "cpu", "bf16")
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.05)  # a non-zero adapter, so its path changes the output
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+             for name, m in model.named_modules() if name.endswith("lora_A.default")]
+    ids = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.no_grad(), autocast("cpu", "bf16")():
+        fast = model(input_ids=ids).logits.float()
+    for h in hooks:
+        h.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    for m in model.modules():
+        if hasattr(m, "cast_input_dtype_enabled"):
+            m.cast_input_dtype_enabled = True  # PEFT's default: the input cast to the fp32 adapter
+    with torch.no_grad(), autocast("cpu", "bf16")():
+        cast = model(input_ids=ids).logits.float()
+    assert torch.allclose(fast, cast, atol=2e-2, rtol=2e-2)
+    fp32, _ = lora_model(cfg, "cpu", "fp32")
+    assert all(m.cast_input_dtype_enabled for m in fp32.modules() if hasattr(m, "cast_input_dtype_enabled"))

@@ -58,7 +58,7 @@ def test_linear_cross_entropy_chunks_agree_and_skip_ignored_rows():
     ref.sum().backward()
     ref_grad = h.grad.clone()
     h.grad = None
-    for chunk in (1, 7, 64):
+    for chunk in (1, 7, 64, None):  # None: the default size, by elements
         out = linear_cross_entropy(h, w, labels, None, chunk)
         assert torch.allclose(out, ref, atol=1e-5)
         (out * 2).sum().backward()  # backward scales the stored per-row gradient

@@ -93,7 +93,7 @@ class Voice:
         """
         from peft import PeftModel
 
-        from .models import load_model, load_tokenizer, pick_device, pick_precision
+        from .models import load_model, load_tokenizer, pick_device, pick_precision, skip_lora_input_casts
 
         run_dir = workspace.run_dir(run)
         adapter = run_dir / "adapter"
@@ -104,7 +104,7 @@ class Voice:
         precision = pick_precision(dev, vc.train.precision)
         tokenizer = load_tokenizer(vc.train.base_model)
         model = load_model(vc.train.base_model, dev, precision)
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter)), precision)
         model.eval()
         return cls(model, tokenizer, vc.train.base_model, str(adapter), vc.prepare.format, dev, precision)
 

@@ -286,6 +286,28 @@ def cpu_bf16_is_faster() -> bool:
     return _BF16_FASTER
 
 
+def skip_lora_input_casts(model: Any, precision: str) -> Any:
+    """Stop PEFT's LoRA layers from casting their input to the adapter's dtype; returns ``model``.
+
+    PEFT keeps LoRA weights in fp32 and, before each adapter, casts the layer's input to fp32
+    (``cast_input_dtype_enabled``), which autocast then casts back to bf16 for the matmul: two
+    full copies of the activations in every one of the 210 LoRA layers of SmolLM2, forward and
+    backward — 9% of a CPU training step (``benchmarks/step_profile.py``). Under bf16 or fp16
+    autocast the adapter's matmul runs in the compute precision either way (autocast casts the
+    small weight instead), so the casts are skipped there; in fp32 nothing changes. The model
+    must then only be run under :func:`autocast` of ``precision``, as mimetic always does.
+
+    Args:
+        model: a PEFT model (or any module; non-LoRA modules are left alone).
+        precision: the compute precision the model will run under (``bf16``, ``fp16``, ``fp32``).
+    """
+    if precision in ("bf16", "fp16"):
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
+    return model
+
+
 def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_4bit: bool = False,
                weights: str = "auto") -> Any:
     """Load base model ``name`` for training or generation on ``device``.

@@ -48,7 +48,10 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return out
 
 
-CHUNK_TOKENS = 512  # rows of logits materialised at once by the fused loss: 512 × vocabulary fp32
+# fp32 logits materialised at once by the fused loss: 2**23 values (32 MiB; 170 rows of SmolLM2's
+# 49k vocabulary), so the softmax passes stay near the CPU's cache. 512 rows per chunk made the
+# loss of a 4 × 512 batch 1.8× slower on this project's AMD EPYC (benchmarks/step_profile.py).
+CHUNK_ELEMENTS = 2**23
 
 
 def token_losses(model: Any, batch: dict[str, Any], device: str, autocast: Callable[[], Any]) -> tuple[Any, Any]:
@@ -120,7 +123,7 @@ def fused_head(model: Any) -> tuple[Any, Any] | None:
     return (decoder, head.weight) if decoder is not None and decoder is not lm else None
 
 
-def linear_cross_entropy(hidden: Any, weight: Any, labels: Any, dtype: Any = None, chunk: int = CHUNK_TOKENS) -> Any:
+def linear_cross_entropy(hidden: Any, weight: Any, labels: Any, dtype: Any = None, chunk: int | None = None) -> Any:
     """Cross-entropy of ``softmax(hidden @ weightᵀ)`` against ``labels``, chunk by chunk.
 
     The logits of ``chunk`` rows at a time are computed (in ``dtype``, then fp32 for the
@@ -135,11 +138,13 @@ def linear_cross_entropy(hidden: Any, weight: Any, labels: Any, dtype: Any = Non
         weight: ``(vocabulary, hidden size)``, frozen.
         labels: ``(rows,)`` int; :data:`IGNORE_INDEX` rows get loss 0 and no gradient.
         dtype: compute dtype of the matmuls (the autocast dtype), or ``None`` for ``hidden``'s.
-        chunk: rows per chunk.
+        chunk: rows per chunk; ``None``: :data:`CHUNK_ELEMENTS` logits (at least 16 rows).
 
     Returns:
         ``(rows,)`` fp32 NLL in nats.
     """
+    if chunk is None:
+        chunk = max(16, CHUNK_ELEMENTS // weight.shape[0])
     return _LinearCrossEntropy.apply(hidden, weight, labels, dtype, chunk)
 
 
@@ -161,13 +166,18 @@ def _linear_cross_entropy_function() -> Any:
                     if not bool(valid.any()):
                         continue
                     logits = (hidden[s : s + chunk].to(dt) @ w.T).float()
-                    lse = torch.logsumexp(logits, dim=-1)
                     target = lab.clamp(min=0)
-                    losses[s : s + chunk] = torch.where(valid, lse - logits.gather(1, target[:, None])[:, 0], 0.0)
+                    picked = logits.gather(1, target[:, None])[:, 0]
+                    # one exp over the chunk, in place: softmax numerator, then its sum
+                    top = logits.amax(dim=-1, keepdim=True)
+                    exps = logits.sub_(top).exp_()
+                    total = exps.sum(dim=-1, keepdim=True)
+                    lse = top[:, 0] + total[:, 0].log()
+                    losses[s : s + chunk] = torch.where(valid, lse - picked, 0.0)
                     if grad is not None:
-                        probs = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
-                        probs[torch.arange(len(lab), device=lab.device), target] -= 1.0
-                        probs.mul_(valid[:, None])
+                        # (softmax − one-hot) of the valid rows, 0 for ignored ones
+                        probs = exps.mul_(valid[:, None] / total)
+                        probs[torch.arange(len(lab), device=lab.device), target] -= valid.float()
                         grad[s : s + chunk] = (probs.to(dt) @ w).to(hidden.dtype)
             ctx.save_for_backward(grad if grad is not None else hidden.new_zeros(0))
             return losses

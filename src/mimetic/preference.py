@@ -258,12 +258,12 @@ def _policy(adapter: Path, config: Any, device: str, precision: str) -> tuple[An
     the policy is exactly the reference); returns ``(model, trainable params)`` in fp32."""
     from peft import LoraConfig, PeftModel
 
-    from .models import load_model
+    from .models import load_model, skip_lora_input_casts
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
     lora = LoraConfig.from_pretrained(str(adapter))
     lora.lora_dropout, lora.inference_mode = 0.0, False
-    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True, config=lora)
+    model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter), is_trainable=True, config=lora), precision)
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()

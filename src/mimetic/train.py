@@ -156,11 +156,12 @@ def _plot(metrics_path: Path, out: Path, title: str) -> None:
 def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, list[Any]]:
     """The base model with fresh LoRA adapters (PEFT) on ``device``; returns ``(model, trainable params)``.
 
-    LoRA weights are kept in fp32 whatever the compute precision.
+    LoRA weights are kept in fp32 whatever the compute precision; under bf16 / fp16 autocast
+    their input is not cast to fp32 first (:func:`mimetic.models.skip_lora_input_casts`).
     """
     from peft import LoraConfig, get_peft_model
 
-    from .models import load_model
+    from .models import load_model, skip_lora_input_casts
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
     if config.load_in_4bit:
@@ -175,7 +176,7 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
         task_type="CAUSAL_LM",
         bias="none",
     )
-    model = get_peft_model(model, lora)
+    model = skip_lora_input_casts(get_peft_model(model, lora), precision)
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
