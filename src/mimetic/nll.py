@@ -19,16 +19,35 @@ import numpy as np
 IGNORE_INDEX = -100  # PyTorch's ``cross_entropy`` default ignore_index
 
 
+def padded_length(n: int) -> int:
+    """``n`` tokens rounded up to a multiple of an eighth of its power of two (at least 8):
+    257–512 to multiples of 32, 513–1024 to multiples of 64, 1–64 to multiples of 8.
+
+    So a batch is at most 12.5% padding more than its longest row needs (about 6% on average),
+    and a run sees about eight distinct batch lengths per doubling instead of every length.
+    With every length its own shape, a CPU training run's memory grew step after step (the
+    allocator and oneDNN's per-shape caches; 3.0 → 4.7 GiB over 40 steps of Doyle); with lengths
+    rounded to 32 it levels off (3.1 → 3.9 GiB over 60 steps) at the same real tokens per
+    second (``benchmarks/RESULTS.md``, "Memory over a run"). The same idea as HF's
+    ``pad_to_multiple_of``, scaled to the length.
+    """
+    if n <= 0:
+        return 0
+    step = max(8, 1 << max(0, (n - 1).bit_length() - 4))
+    return -(-n // step) * step
+
+
 def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     """Right-pad a list of examples into tensors ``input_ids``, ``attention_mask``, ``labels``
-    of shape ``(batch, longest)``; padded label positions are ``-100``.
+    of shape ``(batch, length)``, ``length`` the longest row rounded up by :func:`padded_length`;
+    padded label positions are ``-100``.
 
     Packed rows (with ``position_ids``, see :func:`mimetic.train.pack`) also get
     ``position_ids``; their padding is a segment of its own (positions restart at 0), so the
     model needs no attention mask, and ``attention_mask`` only marks real tokens for counting."""
     import torch
 
-    n = max(len(r["input_ids"]) for r in rows)
+    n = padded_length(max(len(r["input_ids"]) for r in rows))
     ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), n), dtype=torch.long)
     labels = torch.full((len(rows), n), IGNORE_INDEX, dtype=torch.long)

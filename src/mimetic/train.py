@@ -823,8 +823,11 @@ def _longest_first(batches: list[list[int]], lengths: list[int]) -> list[list[in
 
 
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
-    """Share of token positions that are padding when each batch is padded to its longest row."""
-    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+    """Share of token positions that are padding when each batch is padded to its longest row
+    (rounded up by :func:`mimetic.nll.padded_length`, as :func:`mimetic.nll.collate` does)."""
+    from .nll import padded_length
+
+    padded = sum(len(b) * padded_length(max(lengths[i] for i in b)) for b in batches if b)
     return 1.0 - sum(lengths[i] for b in batches for i in b) / max(1, padded)
 
 
