@@ -90,7 +90,7 @@ def test_gutenberg_header_and_footer_removed():
     ],
 )
 def test_decoding(raw, expected_enc):
-    text, enc = decode_bytes(raw)
+    text, enc, _ = decode_bytes(raw)
     assert "Café" in text and "\r" not in text and "\ufeff" not in text
     if expected_enc:
         assert enc == expected_enc

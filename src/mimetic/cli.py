@@ -175,6 +175,7 @@ def ingest(
     keep: Optional[list[str]] = typer.Option(None, help="Never remove files matching this pattern as duplicates or boilerplate (repeatable)."),
     near_duplicate_threshold: Optional[float] = typer.Option(None, help="Similarity (0–1) from which texts count as near duplicates (default 0.8)."),
     min_words: Optional[int] = typer.Option(None, help="Skip documents shorter than this many words."),
+    encoding: Optional[str] = typer.Option(None, help="Text encoding of .txt and .md files when detection gets it wrong: cp1252, latin-1, mac_roman, …"),
 ) -> None:
     """Read and clean your writing into the voice's corpus (your files are never changed).
 
@@ -188,6 +189,7 @@ def ingest(
     vc.ingest = cfg.replace(
         vc.ingest, min_words=min_words, authors=author or None, redact=_csv(redact), aliases=_alias_map(alias),
         exclude_names=exclude_name or None, keep=keep or None, near_duplicate_threshold=near_duplicate_threshold,
+        encoding=encoding,
     )
     with RichEvents(console) as show:
         result = run(paths, ws, vc.ingest, on_event=show)

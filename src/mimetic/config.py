@@ -50,6 +50,9 @@ class IngestConfig:
             found in at least this many documents and this share of them is boilerplate
             (a blog footer, an e-mail disclaimer) and removed everywhere.
         names_report: how many names the names report lists.
+        encoding: the text encoding of plain-text and Markdown files (``cp1252``,
+            ``latin-1``, ``mac_roman``, …: any name Python knows), for when detection picks the
+            wrong one (the corpus report names files it was unsure of); empty: detect it.
     """
 
     min_words: int = 20
@@ -67,9 +70,12 @@ class IngestConfig:
     boilerplate_min_documents: int = 5
     boilerplate_share: float = 0.05
     names_report: int = 50
+    encoding: str = ""
 
     def __post_init__(self) -> None:
         _check(self.min_words >= 0, "ingest.min_words must be 0 or more")
+        _check(not self.encoding or _known_codec(self.encoding),
+               f"ingest.encoding: unknown encoding {self.encoding!r}; try cp1252, latin-1, mac_roman, utf-8 or utf-16")
         _check(self.max_file_mb > 0, "ingest.max_file_mb must be positive")
         _check(0 < self.near_duplicate_threshold <= 1, "ingest.near_duplicate_threshold must be in (0, 1]")
         _check(1 <= self.shingle_words <= 20, "ingest.shingle_words must be between 1 and 20")
@@ -471,6 +477,16 @@ def default_learning_rate(hidden_size: int) -> float:
     if hidden_size <= 0:
         raise ValueError("hidden_size must be positive")
     return 5e-5 * 10 * (2000 / hidden_size) ** 0.781
+
+
+def _known_codec(name: str) -> bool:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
 
 
 def _check(ok: bool, message: str) -> None:

@@ -102,10 +102,7 @@ def write(
     """
     config = config or workspace.load_config().generate
     if continue_from is not None:
-        try:
-            prompt = Path(continue_from).expanduser().read_text(encoding="utf-8", errors="replace")[-2000:] + prompt
-        except OSError as e:
-            raise MimeticError(f"Cannot read {continue_from}: {e.strerror}.", "Check the path given to --continue-from.") from e
+        prompt = read_text_file(continue_from, "Check the path given to --continue-from: a text file.")[-2000:] + prompt
     if not prompt.strip():
         raise MimeticError("Nothing to write from: the prompt is empty.", 'Give a prompt: mimetic write "The morning after…"')
     if engine not in ("transformers", "llama.cpp"):
@@ -167,16 +164,33 @@ def style_profile(workspace: Workspace) -> StyleProfile:
     return profile
 
 
+def read_text_file(path: Path | str, fix: str) -> str:
+    """The text of a file the writer gives (a draft to continue, a file of prompts), decoded as
+    ingest decodes files (:func:`mimetic.readers.decode_bytes`: a byte-order mark, UTF-8, UTF-16,
+    the Western 8-bit code pages).
+
+    Raises:
+        MimeticError: the file cannot be read, or is binary (``fix`` says what to give instead).
+    """
+    from .readers import ReadError, decode_bytes
+
+    try:
+        raw = Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise MimeticError(f"Cannot read {path}: {e.strerror}.", fix) from e
+    try:
+        return decode_bytes(raw).text
+    except ReadError as e:
+        raise MimeticError(f"{path} is not a text file mimetic can read ({e}).", fix) from e
+
+
 def read_prompts(path: Path) -> list[str]:
     """Prompts from a file: one per paragraph (blank-line separated); ``#`` lines are comments.
 
     Raises:
         MimeticError: unreadable file or no prompts in it.
     """
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as e:
-        raise MimeticError(f"Cannot read prompts file {path}: {e.strerror}.", "Give a text file with one prompt per paragraph.") from e
+    text = read_text_file(path, "Give a text file with one prompt per paragraph.")
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     prompts = [p.strip() for p in "\n".join(lines).split("\n\n") if p.strip()]
     if not prompts:

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 
 from .config import REDACTIONS, IngestConfig
 from .errors import MimeticError
-from .events import OnEvent, Progress, ignore
+from .events import OnEvent, Progress, Warning, ignore
 from .markdown import clean_markdown, split_front_matter  # noqa: F401 - re-exported: part of the ingest API
 from .readers import (  # noqa: F401 - re-exported: part of the ingest API
     FORMATS,
@@ -61,7 +61,7 @@ from .readers import (  # noqa: F401 - re-exported: part of the ingest API
 from .records import Manifest
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
 
-READER_VERSION = 2
+READER_VERSION = 3  # 3: 8-bit Western code pages read by their oddities
 """Bumped whenever a reader's output changes, so cached extractions are redone."""
 
 PROBLEM = "problem"
@@ -194,6 +194,7 @@ def _read_options(config: IngestConfig) -> ReadOptions:
         remove_blockquotes=config.remove_blockquotes,
         join_wrapped_lines=config.join_wrapped_lines,
         max_bytes=int(config.max_file_mb * 2**20),
+        encoding=config.encoding or None,
     )
 
 
@@ -647,6 +648,9 @@ def ingest(
         names = names_report(kept_docs, config)
         result = IngestResult(records, workspace.corpus_dir, removals, names, writer=writer or (", ".join(opts.authors) or None), reused=reused, read=read)
         result.report = corpus_report(result, redactor)
+        for doubt in result.report["encoding_doubts"]:
+            on_event(Warning("ingest", message=f"{doubt['path']}: {doubt['note']}",
+                             hint="Set the right one with --encoding (or ingest.encoding in mimetic.toml)."))
         Manifest(
             created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             sources=[str(p.resolve()) for p in paths],
@@ -739,6 +743,8 @@ def corpus_report(result: IngestResult, redactor: Redactor | None = None) -> dic
         "words_removed": dict(removed.most_common()),
         "skipped": dict(skipped.most_common()),
         "problems": [{"path": r.path, "reason": r.skipped} for r in result.problems],
+        "encoding_doubts": [{"path": r.path, "encoding": r.encoding, "note": n}
+                            for r in kept for n in r.notes if n.startswith("encoding uncertain")],
         "redacted": dict(redactor.counts) if redactor else {},
         "names": result.names[:20],
     }
@@ -772,6 +778,8 @@ def report_html(report: dict[str, Any]) -> str:
     parts.append(table("Words removed", ((k, f"{v:,}") for k, v in report["words_removed"].items()), ("reason", "words")))
     parts.append(table("Files or documents skipped", report["skipped"].items(), ("reason", "count")))
     parts.append(table("Files that could not be read", ((p["path"], p["reason"]) for p in report["problems"]), ("file", "reason")))
+    parts.append(table("Files whose encoding is uncertain (check their letters; fix with --encoding)",
+                       ((d["path"], d["note"]) for d in report.get("encoding_doubts", [])), ("file", "what was read")))
     parts.append(table("Redacted", report["redacted"].items(), ("kind", "replaced")))
     if report.get("names"):
         parts.append(

@@ -40,7 +40,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parsedate_to_datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from .markdown import clean_markdown, split_front_matter
 
@@ -124,6 +124,8 @@ class ReadOptions:
         join_wrapped_lines: join hard-wrapped lines into paragraphs.
         max_bytes: largest file (or zip member, uncompressed) read, in bytes.
         max_zip_members: most files read from one archive (a guard against zip bombs).
+        encoding: the writer's text encoding for plain-text and Markdown files (any name
+            Python's ``codecs`` knows), or ``None`` to detect it (:func:`decode_bytes`).
     """
 
     authors: tuple[str, ...] = ()
@@ -131,6 +133,7 @@ class ReadOptions:
     join_wrapped_lines: bool = True
     max_bytes: int = 64 * 2**20
     max_zip_members: int = 20_000
+    encoding: str | None = None
 
 
 _WORD = re.compile(r"\b[\w'’-]+\b")
@@ -151,20 +154,81 @@ def format_of(name: str) -> str | None:
 # Text: decoding, paragraphs, Project Gutenberg
 
 
-def decode_bytes(raw: bytes) -> tuple[str, str]:
+WESTERN_ENCODINGS = ("cp1252", "latin_1", "mac_roman")  # tried in this order; the first clean one wins a tie
+_ASCII = bytes(range(32, 127))  # a code page that changes these is not one a writer's text file uses (EBCDIC)
+_TYPOGRAPHIC = set("’‘“”–—…")  # Windows-1252's typographic punctuation: a tie with another page on these goes to it
+_FINE_SYMBOLS = set("£€¥¢°©®§¶µ×÷±")  # symbols that occur in prose; ‡, √, ∂, ƒ, ◊, ˜ do not
+
+
+class Decoded(NamedTuple):
+    """Text decoded from bytes: ``text``; ``encoding``, the codec used (Python's name); and
+    ``doubt``, a sentence for the writer when the choice was uncertain, else ``None``."""
+
+    text: str
+    encoding: str
+    doubt: str | None = None
+
+
+def oddities(text: str) -> int:
+    """How many characters of ``text`` are unlikely in prose: C1 control characters, letters
+    in the wrong case for their place (``cafÈ``, ``windÕs``, ``ÒIt``), non-ASCII lowercase
+    letters standing alone, and symbols that prose does not use (``‡``, ``√``, ``ƒ``). The
+    measure by which :func:`decode_bytes` tells one 8-bit Western code page from another: the
+    right one reads as words, a wrong one scatters such characters through them."""
+    odd = 0
+    for i, c in enumerate(text):
+        if c < "\x80":
+            continue
+        cat = unicodedata.category(c)
+        prev = text[i - 1] if i else " "
+        nxt = text[i + 1] if i + 1 < len(text) else " "
+        if cat == "Cc":
+            odd += 3
+        elif cat == "Lu":
+            after = text[i + 2] if i + 2 < len(text) else " "
+            if prev.islower() or (nxt.isupper() and after.islower()) or c in "ŸŽ":
+                odd += 1
+        elif cat == "Ll":
+            if (not prev.isalpha() and not nxt.isalpha() and c != "à") or (nxt.isascii() and nxt.isupper()):
+                odd += 1
+        elif cat[0] == "S" and c not in _FINE_SYMBOLS:
+            odd += 1
+        elif c in "†‡◊" or (c in "•¶§‘“" and prev.isalpha()) or (c in "¡¿" and prev.isalnum()):
+            odd += 1
+        elif c == "–" and prev.isalpha() and nxt.isalpha():
+            odd += 1
+    return odd
+
+
+def decode_bytes(raw: bytes, encoding: str | None = None) -> Decoded:
     """Decode file bytes to text and name the encoding used.
 
-    Order: a byte-order mark (UTF-8/UTF-16/UTF-32), strict UTF-8, then charset-normalizer's
-    best guess (it handles Latin-1, CP1252, UTF-16 without BOM and others). Text is repaired
-    with ftfy (mojibake; HTML entities are left alone), normalised to NFC, and newlines
-    (CRLF, CR) to LF.
+    Order: ``encoding`` when given (the writer's override; strict); a byte-order mark
+    (UTF-8/UTF-16/UTF-32); strict UTF-8; UTF-16 without a mark (NUL bytes on every other
+    byte); then the 8-bit Western code pages (:data:`WESTERN_ENCODINGS`: Windows-1252, Latin-1,
+    Mac Roman), keeping the one whose text has the fewest :func:`oddities` — unless all of
+    them read badly and charset-normalizer's best guess (any code page: Cyrillic, Greek, …)
+    reads cleanly. charset-normalizer alone reads short Western 8-bit text as Baltic or Central
+    European code pages (``café`` as ``cafķ``), hence the Western pages first. A choice between
+    code pages that give different text with similar scores, or a text that still reads
+    oddly, comes with a ``doubt`` naming a sample line and the ``--encoding`` override.
+    Text is repaired with ftfy (mojibake; HTML entities are left alone), normalised to NFC,
+    and newlines (CRLF, CR) to LF.
 
     Raises:
-        ReadError: the bytes look binary (NUL bytes without a UTF-16/32 layout) or no
-            encoding fits.
+        ReadError: the bytes look binary (NUL bytes without a UTF-16/32 layout), no
+            encoding fits, or they do not decode in the ``encoding`` asked for.
     """
     import codecs
 
+    if encoding:
+        try:
+            codec = codecs.lookup(encoding).name
+            return _checked(raw.decode(codec), codec)
+        except LookupError:
+            raise ReadError(f"unknown encoding {encoding!r} (try cp1252, latin-1, mac_roman, utf-8, utf-16)") from None
+        except UnicodeDecodeError as e:
+            raise ReadError(f"not valid {encoding} text (byte {e.start}); try another --encoding") from None
     boms = [
         (codecs.BOM_UTF32_LE, "utf-32"),
         (codecs.BOM_UTF32_BE, "utf-32"),
@@ -172,27 +236,66 @@ def decode_bytes(raw: bytes) -> tuple[str, str]:
         (codecs.BOM_UTF16_LE, "utf-16"),
         (codecs.BOM_UTF16_BE, "utf-16"),
     ]
-    text = encoding = None
     for bom, enc in boms:
         if raw.startswith(bom):
-            text, encoding = raw.decode(enc, errors="replace"), enc
-            break
-    if text is None:
+            return _checked(raw.decode(enc, errors="replace"), enc)
+    try:
+        return _checked(raw.decode("utf-8"), "utf-8")
+    except UnicodeDecodeError:
+        pass
+    even, odd_ = raw[0::2][:4096], raw[1::2][:4096]
+    if len(raw) >= 4 and len(raw) % 2 == 0 and max(even.count(0), odd_.count(0)) > 0.3 * len(even):
+        enc = "utf-16-le" if odd_.count(0) > even.count(0) else "utf-16-be"
         try:
-            text, encoding = raw.decode("utf-8"), "utf-8"
+            return _checked(raw.decode(enc), enc)
         except UnicodeDecodeError:
-            from charset_normalizer import from_bytes
+            pass
+    if raw.count(0) > 0:
+        raise ReadError("binary file (contains NUL bytes)")
+    scored = []
+    for enc in WESTERN_ENCODINGS:
+        try:
+            text = raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        high = sum(1 for c in text if c >= "\x80")
+        scored.append((oddities(text) / max(1, high), enc, text))
+    best_score, best_enc, best_text = min(scored, key=lambda t: t[0])  # stable: earlier pages win ties
+    letters = [c for c in best_text if c.isalpha()]
+    foreign = sum(1 for c in letters if c >= "\x80") / max(1, len(letters))
+    if best_score > 0.3 or (foreign > 0.3 and len(letters) >= 20):  # Western languages: few non-ASCII letters (French about 4%)
+        from charset_normalizer import from_bytes
 
-            best = from_bytes(raw).best()
-            if best is None:
-                raise ReadError("binary file, or text in an encoding mimetic does not recognise") from None
-            text, encoding = str(best), best.encoding
+        guess = from_bytes(raw).best()
+        ascii_safe = guess is not None and _ASCII.decode(guess.encoding, errors="replace") == _ASCII.decode()
+        if guess is not None and ascii_safe and guess.encoding not in WESTERN_ENCODINGS:
+            text = str(guess)
+            score = oddities(text) / max(1, sum(1 for c in text if c >= "\x80"))
+            if score < 0.1:
+                scored = [(score, guess.encoding, text)]
+                best_score, best_enc, best_text = score, guess.encoding, text
+        if best_enc in WESTERN_ENCODINGS:
+            best_score = max(best_score, 1.0)  # no page reads as a Western language: say so
+    rivals = [enc for score, enc, text in scored if enc != best_enc and text != best_text and score - best_score < 0.1
+              and not (best_enc == "cp1252" and {a for a, b in zip(best_text, text) if a != b} <= _TYPOGRAPHIC)]
+    doubt = None
+    if best_score > 0.1 or rivals:
+        lines = [ln.strip() for ln in best_text.splitlines() if ln.strip()]
+        sample = max(lines, key=lambda ln: sum(1 for c in ln if c >= "\x80"), default="")[:120]
+        other = ", ".join(rivals) or "cp1252, mac_roman, cp1251, …"
+        doubt = (f"encoding uncertain: read as {best_enc}, for example {sample!r}; if its letters look wrong, "
+                 f"run ingest again with --encoding set to the right one ({other})")
+    return _checked(best_text, best_enc, doubt)
+
+
+def _checked(text: str, encoding: str, doubt: str | None = None) -> Decoded:
+    """Refuse binary-looking text; repair and normalise the rest."""
     if "\x00" in text:
         raise ReadError("binary file (contains NUL bytes)")
     controls = sum(1 for c in text[:20000] if unicodedata.category(c) == "Cc" and c not in "\n\r\t\f")
     if controls > 0.01 * min(len(text), 20000):
         raise ReadError("binary file (mostly control characters)")
-    return repair(text), encoding
+    return Decoded(repair(text), encoding, doubt)
 
 
 def repair(text: str) -> str:
@@ -694,7 +797,7 @@ def read_chat(raw: bytes, opts: ReadOptions) -> list[Extracted]:
     Raises:
         ReadError: not JSON, or no layout with turns found.
     """
-    text, _ = decode_bytes(raw)
+    text = decode_bytes(raw).text  # JSON is UTF-8 (or a marked UTF-16/32)
     try:
         data = json.loads(text)
         objs = [data]
@@ -748,13 +851,13 @@ def read_chat(raw: bytes, opts: ReadOptions) -> list[Extracted]:
 
 def read_text(raw: bytes, opts: ReadOptions) -> list[Extracted]:
     """Plain text in any encoding; Project Gutenberg boilerplate removed."""
-    text, enc = decode_bytes(raw)
-    return [Extracted(paragraphs(strip_gutenberg(text), opts.join_wrapped_lines), encoding=enc)]
+    text, enc, doubt = decode_bytes(raw, opts.encoding)
+    return [Extracted(paragraphs(strip_gutenberg(text), opts.join_wrapped_lines), encoding=enc, notes=[doubt] if doubt else [])]
 
 
 def read_markdown(raw: bytes, opts: ReadOptions) -> list[Extracted]:
     """Markdown or Gemini text: front matter as metadata, syntax removed (see :mod:`mimetic.markdown`)."""
-    text, enc = decode_bytes(raw)
+    text, enc, doubt = decode_bytes(raw, opts.encoding)
     meta, text = split_front_matter(strip_gutenberg(text))
     tags = meta.get("tags") or []
     date = meta.get("date")
@@ -765,6 +868,7 @@ def read_markdown(raw: bytes, opts: ReadOptions) -> list[Extracted]:
             date=date.isoformat() if hasattr(date, "isoformat") else (str(date) if date else None),
             tags=[str(t) for t in (tags if isinstance(tags, list) else [tags])],
             encoding=enc,
+            notes=[doubt] if doubt else [],
         )
     ]
 
