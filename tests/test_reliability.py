@@ -88,3 +88,173 @@ def test_a_binary_prompt_file_is_refused(tmp_path):
     path.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(MimeticError, match="not a text file"):
         read_text_file(path, "Give a text file.")
+
+
+# -- one writer per voice; only finished runs are the voice ---------------------------------
+
+HOLD = """
+import sys, time
+from mimetic import Workspace
+with Workspace.open(sys.argv[1]).lock("trained"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_writer_is_told_who_holds_the_voice_and_kill_9_frees_it(tmp_path):
+    import subprocess
+    import sys
+
+    from mimetic import prepare
+
+    ws = Workspace.open(tmp_path / "voice")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ws.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MimeticError) as busy:
+            prepare(ws)  # any stage that changes the voice
+        assert f"being trained by process {holder.pid} since" in busy.value.message
+        assert "mimetic stop --workspace" in busy.value.hint
+        with pytest.raises(MimeticError, match="being trained"):
+            ingest([tmp_path], ws)
+    finally:
+        holder.kill()  # kill -9: the OS releases the lock with the process
+        holder.wait()
+    with ws.lock("ingested"), ws.lock("prepared"):  # free again, and re-entrant within a process
+        assert (ws.root / ".lock.json").exists()
+    assert not (ws.root / ".lock.json").exists()
+
+
+def test_run_ids_are_unique_within_a_second(tmp_path, monkeypatch):
+    import time
+
+    ws = Workspace.open(tmp_path / "voice")
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-120000")
+    ids = [ws.new_run_id() for _ in range(3)]
+    assert ids == ["20260101-120000", "20260101-120000-2", "20260101-120000-3"]
+    assert all((ws.runs_dir / i).is_dir() for i in ids)  # reserved at once: no second process can take them
+
+
+def test_a_failed_run_never_becomes_the_voice(tmp_path, tiny_model, monkeypatch):
+    from conftest import prepared_voice, small_train_config
+
+    from mimetic import train
+    from mimetic.engines import Voice
+
+    ws = prepared_voice(tmp_path, tiny_model)
+    good = train(ws, small_train_config(tiny_model, max_steps=2))
+
+    def full_disk(*args, **kwargs):
+        raise MimeticError("Not enough free disk space for a checkpoint.", "Free some space.")
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["mimetic.train"], "check_free_disk", full_disk)  # the module, not the function
+    with pytest.raises(MimeticError, match="disk"):
+        train(ws, small_train_config(tiny_model, max_steps=4))
+    failed = sorted(p.name for p in ws.runs_dir.iterdir() if p.name != good.run_id)[-1]
+    assert not (ws.runs_dir / failed / "summary.json").exists()
+    assert ws.run_dir() == good.run_dir  # the latest *finished* run
+    assert Voice.load(ws).adapter == str(good.run_dir / "adapter")
+    with pytest.raises(MimeticError, match="has not finished") as e:
+        ws.run_dir(failed)
+    assert f"--resume {failed}" in e.value.hint
+    assert ws.run_dir(failed, finished=False).name == failed  # resume and stop still find it
+
+
+# -- crash-safe swaps -------------------------------------------------------------------------
+
+SWAP = """
+import os, shutil, sys
+from pathlib import Path
+from mimetic.atomic import atomic_dir
+
+crash_at = sys.argv[2]
+real_replace, real_rmtree, calls = os.replace, shutil.rmtree, []
+
+def replace(a, b):
+    calls.append("replace")
+    if crash_at == f"rename {len(calls)}":
+        os.kill(os.getpid(), 9)  # kill -9 just before this rename
+    real_replace(a, b)
+
+def rmtree(path, *args, **kwargs):
+    if crash_at == "delete old" and Path(path).name.endswith(".old"):
+        os.kill(os.getpid(), 9)
+    real_rmtree(path, *args, **kwargs)
+
+os.replace, shutil.rmtree = replace, rmtree
+with atomic_dir(Path(sys.argv[1])) as tmp:
+    (tmp / "state.pt").write_text("new")
+"""
+
+
+@pytest.mark.parametrize("crash_at, expected", [("rename 1", "old"), ("rename 2", "old"), ("delete old", "new"), ("never", "new")])
+def test_a_kill_during_a_folder_swap_leaves_a_complete_copy(tmp_path, crash_at, expected):
+    import subprocess
+    import sys
+
+    ws = Workspace.open(tmp_path / "voice")
+    checkpoint = ws.runs_dir / "20260101-120000" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.pt").write_text("old")
+    done = subprocess.run([sys.executable, "-c", SWAP, str(checkpoint), crash_at])
+    assert done.returncode == (0 if crash_at == "never" else -9)
+    Workspace.open(ws.root)  # opening the voice repairs a half-done swap
+    assert (checkpoint / "state.pt").read_text() == expected
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["checkpoint"]  # no leftovers
+
+
+# -- damaged workspace files: a two-line error with the command that fixes it -----------------
+
+def test_damaged_workspace_files_are_named_with_the_fix(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from conftest import trained_voice
+
+    from mimetic.cli import app
+    from mimetic.engines import Voice
+    from mimetic.loop import Run
+    from mimetic.prepare import load_split
+
+    ws = trained_voice(tmp_path, tiny_model)
+    run_dir = ws.run_dir()
+    runner = CliRunner()
+
+    # a truncated adapter
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(MimeticError, match=f"adapter of run {run_dir.name} is damaged") as e:
+        Voice.load(ws)
+    assert "mimetic train" in e.value.hint
+    # a truncated checkpoint
+    state = run_dir / "checkpoint" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(MimeticError, match="checkpoint of run .* is damaged") as e:
+        Run.resume(ws, run_dir.name)
+    assert "mimetic train" in e.value.hint
+    # deleted held-out examples
+    import shutil
+
+    shutil.rmtree(ws.data_dir / "held_out")
+    with pytest.raises(MimeticError, match="held-out examples .* missing or damaged") as e:
+        load_split(ws, "held_out")
+    assert "mimetic prepare" in e.value.hint
+    # garbage settings: the CLI says so in two lines, no traceback
+    ws.config_path.write_bytes(b"\xff\xfe\x00garbage\x81")
+    r = runner.invoke(app, ["write", "Hello", "-w", str(ws.root)])
+    out = r.output.replace("\n", "")  # the console wraps long lines
+    assert r.exit_code == 1 and "mimetic.toml is damaged" in out and "mv " in out
+    assert "Traceback" not in out and "Unexpected error" not in out
+
+
+def test_a_damaged_log_never_loses_a_generation(tmp_path):
+    ws = Workspace.open(tmp_path / "voice")
+    ws.db_path.write_bytes(b"this is not an SQLite database" * 100)
+    row = dict(command="write", prompt="The sea", output=" was grey.", params={"seed": 1}, base_model="m",
+               adapter=None, seed=1, new_tokens=3, duration_s=0.1)
+    ws.log_generation(**row)
+    (aside,) = list(ws.root.glob("mimetic.db.damaged-*"))
+    assert aside.read_bytes().startswith(b"this is not")  # kept for recovery
+    assert [g["output"] for g in ws.generations()] == [" was grey."]
+    assert ws.notices and aside.name in ws.notices[0]

@@ -1,7 +1,8 @@
 """Atomic writes: readers see a file's old content or its new content, never half of it.
 
 Every file mimetic writes goes through these helpers (temporary file in the same folder, fsync,
-then ``os.replace``); whole directories are swapped in with one rename (:func:`atomic_dir`).
+then ``os.replace``); whole directories are swapped in crash-safely (:func:`atomic_dir`,
+repaired after a crash by :func:`recover_dir`).
 This module imports nothing of mimetic's, so any module (records, workspace) can use it.
 """
 
@@ -12,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,24 +44,92 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX: fsync the directory; a no-op elsewhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (what a library wrote there without fsync)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(folder))
+
+
+def _old(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old")
+
+
+def recover_dir(final: Path) -> None:
+    """Finish or undo a swap of ``final`` that a crash interrupted (see :func:`atomic_dir`).
+
+    ``final`` missing but its previous copy ``.<name>.old`` present (the crash came between
+    the two renames): the previous copy is put back. Both present (the crash came before the
+    previous copy was deleted): the previous copy is deleted. Temporary folders of unfinished
+    swaps (``.<name>.*.tmp``) are deleted. Called before every swap and when a workspace is
+    opened, so a half-swapped folder is repaired before anything reads it.
+    """
+    final = Path(final)
+    old = _old(final)
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
+            _fsync_dir(final.parent)
+    for tmp in final.parent.glob(f".{final.name}.*.tmp") if final.parent.exists() else ():
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``final`` in one rename.
+    """Yield a temporary sibling directory; on success it replaces ``final``.
 
-    On an exception the temporary directory is removed and ``final`` is left as it was.
+    Crash-safe: the new folder's files are fsynced; then ``final`` is renamed to
+    ``.<name>.old``, the new folder to ``final`` (each rename made durable with an fsync of the
+    parent folder), and only then is the old copy deleted. At every moment there is a complete
+    old or new copy on disk; a crash between the renames leaves ``final`` missing and
+    ``.<name>.old`` complete, which :func:`recover_dir` puts back. On an exception the
+    temporary directory is removed and ``final`` is left as it was.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    swap_in(tmp, final)
+
+
+def swap_in(new: Path, final: Path) -> None:
+    """Replace folder ``final`` with the complete folder ``new`` (a sibling), crash-safely:
+    fsync ``new``'s files, rename ``final`` to ``.<name>.old``, rename ``new`` to ``final``
+    (each rename made durable), then delete the old copy (see :func:`atomic_dir`)."""
+    new, final = Path(new), Path(final)
+    _fsync_tree(new)
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        old = _old(final)
+        if old.exists():
+            shutil.rmtree(old)
         os.replace(final, old)
-    os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    os.replace(new, final)
+    _fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -351,6 +351,7 @@ def write(
         best = ranked[0]
         console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
                       "the mean z-score of its style features against your own 150-word passages (lower is closer).")
+        _notices(ws)
         return
     if prompt:
         console.print(f"[dim]{escape(prompt)}[/]", end="")
@@ -360,6 +361,12 @@ def write(
 
     run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine)
     console.print()
+    _notices(ws)
+
+
+def _notices(ws: Workspace) -> None:
+    for notice in ws.notices:
+        err.print(f"[yellow]{escape(notice)}[/]")
 
 
 @app.command()
@@ -536,7 +543,7 @@ def stop(
     from .loop import Run
 
     ws = Workspace.open(workspace, create=False)
-    run_dir = ws.run_dir(run)
+    run_dir = ws.run_dir(run, finished=False)
     if (run_dir / "summary.json").exists():
         raise MimeticError(f"Run {run_dir.name} has already finished.", "Nothing to stop; see: mimetic runs")
     Run.request_stop(run_dir)

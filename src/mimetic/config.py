@@ -436,8 +436,12 @@ class VoiceConfig:
             return cls()
         try:
             return cls.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
-        except tomllib.TOMLDecodeError as e:
-            raise MimeticError(f"{path} is not valid TOML: {e}", "Fix the file or delete it to get the defaults back.") from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise MimeticError(f"{path} is damaged: not a valid settings file ({e}).",
+                               f"Fix it, or move it aside to get the defaults back (mv {path} {path}.damaged); "
+                               "each run keeps its own settings in runs/<id>/config.toml.") from None
+        except OSError as e:
+            raise MimeticError(f"Cannot read {path}: {e.strerror}.", "Check the voice folder's permissions.") from None
 
     def dumps(self) -> str:
         import tomli_w

@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from .atomic import swap_in
 from .errors import MimeticError
 
 
@@ -77,11 +77,7 @@ class Dist:
         self.acc.save_state(str(tmp))
         self.acc.wait_for_everyone()
         if self.main:
-            old = dest.with_name(dest.name + ".old")
-            if dest.exists():
-                os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_in(tmp, dest)
         self.acc.wait_for_everyone()
 
     def main_first(self) -> Any:

@@ -72,6 +72,16 @@ def load_llama() -> Any:
     return llama_cpp
 
 
+def damaged_adapter(workspace: Workspace, run_dir: Path, error: Exception) -> MimeticError:
+    """The two-line error for a run whose adapter files cannot be loaded."""
+    others = sorted(p.parent.name for p in workspace.runs_dir.glob("*/summary.json") if p.parent != run_dir)
+    return MimeticError(
+        f"The adapter of run {run_dir.name} is damaged ({type(error).__name__}: {str(error)[:120]}).",
+        (f"Use another run with --run ({', '.join(others[-3:])}), or train again" if others else "Train again")
+        + f": mimetic train --workspace {workspace.root}",
+    )
+
+
 class Voice:
     """A base model with a run's adapter attached, ready to generate (transformers).
 
@@ -104,7 +114,10 @@ class Voice:
         precision = pick_precision(dev, vc.train.precision)
         tokenizer = load_tokenizer(vc.train.base_model)
         model = load_model(vc.train.base_model, dev, precision)
-        model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter)), precision)
+        try:
+            model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter)), precision)
+        except Exception as e:  # a truncated or damaged adapter file (SafetensorError, OSError, ValueError …)
+            raise damaged_adapter(workspace, run_dir, e) from None
         model.eval()
         return cls(model, tokenizer, vc.train.base_model, str(adapter), vc.prepare.format, dev, precision)
 

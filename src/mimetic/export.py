@@ -407,7 +407,12 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
     n_params = sum(p.numel() for p in base.parameters())
     need = n_params * (2 + 2 + 1.1 + 0.7 + 2) + 50 * 2**20  # merged f16, GGUF f16/q8_0/q4_k_m, base f16
     check_free_disk(out, int(need), "the export")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
+    try:
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().eval()
+    except Exception as e:  # a truncated or damaged adapter file
+        from .engines import damaged_adapter
+
+        raise damaged_adapter(workspace, run_dir, e) from None
     files: dict[str, int] = {}
     verification: list[dict[str, Any]] = []
 

@@ -59,7 +59,7 @@ from .readers import (  # noqa: F401 - re-exported: part of the ingest API
     strip_gutenberg,
 )
 from .records import Manifest
-from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text
+from .workspace import Workspace, writes_voice, atomic_dir, atomic_write_json, atomic_write_text
 
 READER_VERSION = 3  # 3: 8-bit Western code pages read by their oddities
 """Bumped whenever a reader's output changes, so cached extractions are redone."""
@@ -447,6 +447,7 @@ def _remove(removals: list, what: str, doc: _Doc, reason: str, text: str, words:
     doc.rec.words_removed[reason] = doc.rec.words_removed.get(reason, 0) + words
 
 
+@writes_voice("ingested")
 def ingest(
     paths: Iterable[Path | str],
     workspace: Workspace,

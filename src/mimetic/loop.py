@@ -204,7 +204,7 @@ class Run:
         """
         import torch
 
-        run_dir = workspace.run_dir(run_id)
+        run_dir = workspace.run_dir(run_id, finished=False)
         state_file = run_dir / "checkpoint" / "state.pt"
         if not state_file.exists():
             raise MimeticError(f"Run {run_dir.name} has no checkpoint to resume from.", "Start a new run with: mimetic train")
@@ -213,7 +213,12 @@ class Run:
             raise MimeticError(f"{', '.join(unknown)} cannot change when a run is resumed (the run's settings are frozen).",
                                "Start a new run to change them: mimetic train")
         config = VoiceConfig.load(run_dir / "config.toml").train
-        blob = torch.load(state_file, weights_only=False)
+        try:
+            blob = torch.load(state_file, weights_only=False)
+        except Exception as e:  # truncated or damaged (RuntimeError, EOFError, UnpicklingError …)
+            raise MimeticError(f"The checkpoint of run {run_dir.name} is damaged ({type(e).__name__}).",
+                               f"Start a new run: mimetic train --workspace {workspace.root} (the run's adapter, "
+                               "if it has one, is still usable for writing).") from None
         state = RunState.from_dict(blob.get("state") or blob)
         options = RuntimeOptions.from_config(config, **runtime)
         if runtime.get("time_budget_min") is not None:  # a budget given anew counts from the resume

@@ -46,7 +46,7 @@ from .nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from .records import RunSummary
 from .sampling import SamplingParams
 from .train import compute_precision, rng_state, seed_all, set_rng_state, epoch_batches, padding_share
-from .workspace import Workspace, atomic_dir, atomic_write_text, check_free_disk
+from .workspace import Workspace, writes_voice, atomic_dir, atomic_write_text, check_free_disk
 
 PAIRS_FILE = "pairs.jsonl"
 POLISH_FILE = "polish.json"
@@ -278,6 +278,7 @@ def _stage_config(parent: Any, config: PolishConfig, lr: float) -> Any:
                    packing=False, time_budget_min=None, compile=False)
 
 
+@writes_voice("trained")
 def polish(
     workspace: Workspace,
     run: str | None = None,
@@ -323,7 +324,7 @@ def polish(
         raise MimeticError("mimetic polish runs in one process.", "Run it without accelerate or --processes.")
     meta = workspace.data_meta()
     if resume:
-        run_dir = workspace.run_dir(None if resume is True else str(resume))
+        run_dir = workspace.run_dir(None if resume is True else str(resume), finished=False)
         info_file = run_dir / POLISH_FILE
         if not info_file.exists():
             raise MimeticError(f"Run {run_dir.name} is not a polish run.", f"Resume it with: mimetic train --resume {run_dir.name}")

@@ -29,7 +29,7 @@ from .ingest import count_words, load_corpus
 from .nll import IGNORE_INDEX
 from .records import DataMeta
 from .stylometry import SENTENCE_END as _SENTENCE
-from .workspace import Workspace, atomic_dir
+from .workspace import Workspace, writes_voice, atomic_dir
 
 MIN_CORPUS_WORDS = 2000
 
@@ -199,6 +199,7 @@ def _template_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation
     return list(out)
 
 
+@writes_voice("prepared")
 def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_model: str | None = None) -> PrepareResult:
     """Make ``data/train`` and ``data/held_out`` from the workspace's corpus.
 
@@ -293,11 +294,19 @@ def _padding_share(lengths: list[int], max_tokens: int) -> float:
 
 
 def load_split(workspace: Workspace, split: str) -> Any:
-    """Load ``data/<split>`` (``train`` or ``held_out``) as a HF ``Dataset``."""
+    """Load ``data/<split>`` (``train`` or ``held_out``) as a HF ``Dataset``.
+
+    Raises:
+        MimeticError: no examples yet, or the split's folder is missing or damaged.
+    """
     from datasets import load_from_disk
 
     workspace.data_meta()  # a clear error when there are no examples yet
-    return load_from_disk(str(workspace.data_dir / split))
+    try:
+        return load_from_disk(str(workspace.data_dir / split))
+    except Exception as e:  # missing folder, damaged Arrow file or state.json: one message for all
+        raise MimeticError(f"The {split.replace('_', '-')} examples in {workspace.data_dir / split} are missing or damaged "
+                           f"({type(e).__name__}).", f"Make them again: mimetic prepare --workspace {workspace.root}") from None
 
 
 __all__ = ["prepare", "PrepareResult", "split_held_out", "chunk_paragraphs", "encode_example", "load_split"]

@@ -33,7 +33,7 @@ from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, peak_r
 from .models import autocast as _autocast_factory
 from .records import RunSummary, TrainOutcome
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
-from .workspace import Workspace, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
+from .workspace import Workspace, writes_voice, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
 
 
 @dataclass(kw_only=True)
@@ -358,6 +358,7 @@ def _plan_figures(speed: float, extra_mb: float, train_rows: list[dict], held_ro
     return Plan(round(peak), round(available), round(speed, 1), epoch_s / 60, run_s / 60, steps_per_epoch, evals, fits, advice)
 
 
+@writes_voice("trained")
 def train(
     workspace: Workspace,
     config: TrainConfig | None = None,

@@ -16,16 +16,48 @@ under its final name. The writer's original files are only ever read.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from . import logdb
+from .atomic import recover_dir
 from .atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401 - the stages import them from here
 from .config import VoiceConfig
 from .errors import MimeticError
 from .records import DataMeta, Manifest
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+_HELD: dict[Path, int] = {}  # workspaces whose lock this process holds, and how many times
+
+
+def writes_voice(doing: str) -> Callable[[F], F]:
+    """Decorator of a stage that changes a voice: it runs holding the workspace's lock
+    (:meth:`Workspace.lock`), found as the function's ``workspace`` argument. Under a launcher
+    of several processes only the main one (``RANK`` 0) takes it."""
+    import functools
+    import inspect
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            workspace = sig.bind(*args, **kwargs).arguments["workspace"]
+            if os.environ.get("RANK", "0") not in ("0", ""):
+                return fn(*args, **kwargs)
+            with workspace.lock(doing):
+                return fn(*args, **kwargs)
+
+        return locked  # type: ignore[return-value]
+
+    return wrap
 
 
 class Workspace:
@@ -43,6 +75,7 @@ class Workspace:
         self.runs_dir = self.root / "runs"
         self.compare_dir = self.root / "compare"
         self.db_path = self.root / "mimetic.db"
+        self.notices: list[str] = []  # things the writer should hear about (a damaged log set aside)
 
     @classmethod
     def open(cls, root: Path | str, create: bool = True) -> "Workspace":
@@ -55,7 +88,19 @@ class Workspace:
                 "Start one with: mimetic ingest PATH-TO-YOUR-WRITING --workspace " + str(root),
             )
         ws.root.mkdir(parents=True, exist_ok=True)
+        ws.recover()
         return ws
+
+    def recover(self) -> None:
+        """Repair folders whose swap a crash interrupted (:func:`mimetic.atomic.recover_dir`):
+        the corpus, the data, and every run's checkpoint and adapter."""
+        folders = [self.corpus_dir, self.data_dir]
+        if self.runs_dir.is_dir():
+            for run in self.runs_dir.iterdir():
+                folders += [run / "checkpoint", run / "adapter"]
+        for folder in folders:
+            if folder.parent.is_dir():
+                recover_dir(folder)
 
     # -- config -----------------------------------------------------------------------------
     def load_config(self) -> VoiceConfig:
@@ -96,30 +141,100 @@ class Workspace:
             )
         return DataMeta.load(meta)
 
-    # -- runs -------------------------------------------------------------------------------
-    def new_run_id(self) -> str:
-        base = time.strftime("%Y%m%d-%H%M%S")
-        run_id, n = base, 1
-        while (self.runs_dir / run_id).exists():
-            n += 1
-            run_id = f"{base}-{n}"
-        return run_id
+    # -- one writer at a time ------------------------------------------------------------------
+    @contextmanager
+    def lock(self, doing: str) -> Iterator[None]:
+        """Hold the voice's write lock while ``doing`` (``trained``, ``ingested``, ``prepared``…).
 
-    def run_dir(self, run_id: str | None = None) -> Path:
-        """The directory of ``run_id``, or of the latest run when ``None``.
+        One process at a time may change a voice: an OS file lock on ``.lock`` (``filelock``;
+        the OS releases it when the process ends, even after kill -9), with the holder's process
+        id, task and start time in ``.lock.json`` for the message a second writer gets. Readers
+        (write, evaluate, export, the app) take no lock: they only read finished runs
+        (:meth:`run_dir`). Re-entrant within a process (the main job holds it across stages).
 
         Raises:
-            MimeticError: no such run, or no run yet.
+            MimeticError: another process holds the lock; says which, since when, and what to do.
         """
+        from filelock import FileLock, Timeout
+
+        if _HELD.get(self.root):
+            _HELD[self.root] += 1
+            try:
+                yield
+            finally:
+                _HELD[self.root] -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        file_lock = FileLock(str(self.root / ".lock"), timeout=0)
+        try:
+            file_lock.acquire()
+        except Timeout:
+            raise self._busy() from None
+        try:
+            atomic_write_json(self.root / ".lock.json", {"pid": os.getpid(), "doing": doing,
+                                                         "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            _HELD[self.root] = 1
+            yield
+        finally:
+            _HELD.pop(self.root, None)
+            (self.root / ".lock.json").unlink(missing_ok=True)
+            file_lock.release()
+
+    def _busy(self) -> MimeticError:
+        try:
+            holder = json.loads((self.root / ".lock.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            holder = {}
+        who = f"process {holder['pid']}" if holder.get("pid") else "another process"
+        since = f" since {holder['since'][11:16]}" if len(holder.get("since", "")) >= 16 else ""
+        doing = holder.get("doing", "changed")
+        fix = "Wait for it to finish"
+        if doing == "trained":
+            fix += f", or stop it (it keeps a checkpoint) with: mimetic stop --workspace {self.root}"
+        return MimeticError(f"This voice is being {doing} by {who}{since}.", fix + ".")
+
+    # -- runs -------------------------------------------------------------------------------
+    def new_run_id(self) -> str:
+        """A new run's id (its start time to the second, then ``-2``, ``-3``… ), its folder
+        created at once so that no other process can take the same id."""
+        base = time.strftime("%Y%m%d-%H%M%S")
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        run_id, n = base, 1
+        while True:
+            try:
+                (self.runs_dir / run_id).mkdir()
+                return run_id
+            except FileExistsError:
+                n += 1
+                run_id = f"{base}-{n}"
+
+    def run_dir(self, run_id: str | None = None, finished: bool = True) -> Path:
+        """The directory of ``run_id``, or of the latest run when ``None``.
+
+        With ``finished`` (what write, evaluate, export and polish use) only a run that ended
+        (its ``summary.json`` written: completed, stopped early or by the writer) is taken: a
+        run in progress, or one that failed, is never "the latest voice". ``finished=False``
+        (resume, stop) takes any run.
+
+        Raises:
+            MimeticError: no such run, no (finished) run yet, or ``run_id`` has not finished.
+        """
+        runs = sorted(p.name for p in self.runs_dir.glob("*") if p.is_dir() and not p.name.startswith("."))
+        done = [r for r in runs if (self.runs_dir / r / "summary.json").exists()]
         if run_id is None:
-            runs = sorted(p.name for p in self.runs_dir.glob("*") if p.is_dir() and not p.name.startswith("."))
-            if not runs:
-                raise MimeticError(f"The voice in {self.root} has no training run yet.", f"Run: mimetic train --workspace {self.root}")
-            run_id = runs[-1]
+            pool = done if finished else runs
+            if not pool:
+                unfinished = f" ({len(runs)} unfinished: resume with mimetic train --resume)" if runs else ""
+                raise MimeticError(f"The voice in {self.root} has no finished training run yet{unfinished}.",
+                                   f"Run: mimetic train --workspace {self.root}")
+            run_id = pool[-1]
         d = self.runs_dir / run_id
         if not d.is_dir():
-            known = ", ".join(sorted(p.name for p in self.runs_dir.glob("*") if p.is_dir())) or "none"
-            raise MimeticError(f"No run named {run_id!r} in {self.root}.", f"Runs: {known}.")
+            raise MimeticError(f"No run named {run_id!r} in {self.root}.", f"Runs: {', '.join(runs) or 'none'}.")
+        if finished and run_id not in done:
+            raise MimeticError(f"Run {run_id} has not finished (it is training, was interrupted, or failed).",
+                               f"Resume it with: mimetic train --resume {run_id} --workspace {self.root}; "
+                               f"or use a finished run: {', '.join(done) or 'none yet'}.")
         return d
 
     # -- generation log ---------------------------------------------------------------------
@@ -138,13 +253,20 @@ class Workspace:
     ) -> int:
         """Append one generation to ``mimetic.db``; returns its row id.
 
-        Raises:
-            MimeticError: ``mimetic.db`` is damaged (not an SQLite database).
+        A generation is never lost to a damaged log: when ``mimetic.db`` cannot be read as a
+        database, it is moved aside (``mimetic.db.damaged-<time>``, kept for recovery), a new
+        log is started with this generation in it, and :attr:`notices` says so.
         """
-        return logdb.insert_generation(
-            self.db_path, command=command, prompt=prompt, output=output, params=params, base_model=base_model,
-            adapter=adapter, seed=seed, new_tokens=new_tokens, duration_s=duration_s,
-        )
+        row = dict(command=command, prompt=prompt, output=output, params=params, base_model=base_model,
+                   adapter=adapter, seed=seed, new_tokens=new_tokens, duration_s=duration_s)
+        try:
+            return logdb.insert_generation(self.db_path, **row)
+        except MimeticError:
+            aside = self.db_path.with_name(f"{self.db_path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.db_path, aside)
+            self.notices.append(f"{self.db_path.name} could not be read as a database: it was kept as {aside.name} "
+                                f"and a new log started with this generation.")
+            return logdb.insert_generation(self.db_path, **row)
 
     def generations(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest ``limit`` generations, newest first, as dicts (see :mod:`mimetic.logdb`)."""
