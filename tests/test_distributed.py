@@ -105,7 +105,7 @@ full = train(ws, c)
 try:
     train(ws, c, should_stop=lambda run: run.state.step == 2)
 except TrainingInterrupted as e:
-    stopped = ws.run_dir().name
+    stopped = ws.run_dir(finished=False).name  # the interrupted run: not finished
 resumed = train(ws, resume=stopped)
 if is_main_process():
     print(json.dumps({"full": full.run_id, "resumed": resumed.run_id, "stopped": stopped}))

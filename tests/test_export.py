@@ -125,7 +125,7 @@ def test_export_before_training_and_bad_format(tmp_path):
     from mimetic.export import export
 
     ws = Workspace.open(tmp_path / "empty")
-    with pytest.raises(MimeticError, match="no training run"):
+    with pytest.raises(MimeticError, match="no finished training run"):
         export(ws)
     with pytest.raises(MimeticError, match="export.formats"):
         ExportConfig(formats=["onnx"])

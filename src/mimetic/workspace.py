@@ -225,7 +225,8 @@ class Workspace:
             pool = done if finished else runs
             if not pool:
                 unfinished = f" ({len(runs)} unfinished: resume with mimetic train --resume)" if runs else ""
-                raise MimeticError(f"The voice in {self.root} has no finished training run yet{unfinished}.",
+                raise MimeticError(f"The voice in {self.root} has no {'finished ' if finished else ''}training run yet"
+                                   f"{unfinished if finished else ''}.",
                                    f"Run: mimetic train --workspace {self.root}")
             run_id = pool[-1]
         d = self.runs_dir / run_id
