@@ -162,7 +162,24 @@ def test_a_failed_run_never_becomes_the_voice(tmp_path, tiny_model, monkeypatch)
     assert ws.run_dir(failed, finished=False).name == failed  # resume and stop still find it
 
 
-# -- crash-safe swaps -------------------------------------------------------------------------
+# -- crash-safe writes and swaps --------------------------------------------------------------
+
+def test_an_interrupted_file_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    import os
+
+    from mimetic.atomic import atomic_write_text
+
+    path = tmp_path / "summary.json"
+    atomic_write_text(path, "old")
+
+    def crash(src, dst):
+        raise KeyboardInterrupt  # Ctrl-C between writing and renaming
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(path, "new " * 10_000)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
 
 SWAP = """
 import os, shutil, sys
@@ -207,7 +224,7 @@ def test_a_kill_during_a_folder_swap_leaves_a_complete_copy(tmp_path, crash_at, 
 
 # -- damaged workspace files: a two-line error with the command that fixes it -----------------
 
-def test_damaged_workspace_files_are_named_with_the_fix(tmp_path, tiny_model):
+def test_damaged_workspace_files_are_named_with_the_fix_and_nothing_uses_the_network(tmp_path, tiny_model, monkeypatch):
     from typer.testing import CliRunner
 
     from conftest import trained_voice
@@ -217,7 +234,23 @@ def test_damaged_workspace_files_are_named_with_the_fix(tmp_path, tiny_model):
     from mimetic.loop import Run
     from mimetic.prepare import load_split
 
-    ws = trained_voice(tmp_path, tiny_model)
+    import socket
+
+    from mimetic import GenerateConfig
+    from mimetic.generate import write
+
+    attempts = []
+
+    def no_network(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    ws = trained_voice(tmp_path, tiny_model)  # ingest, prepare, train
+    write(ws, "The sea", GenerateConfig(max_new_tokens=4))
+    assert attempts == []  # and nothing tried to connect anywhere
+    monkeypatch.undo()
     run_dir = ws.run_dir()
     runner = CliRunner()
 
