@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15)
     ap.add_argument("--sample-words", type=int, default=11000)
     ap.add_argument("--root", default="", help="where the workspaces go (default: a temporary folder)")
+    ap.add_argument("--keep-trained", action="store_true", help="evaluate a voice already trained under --root again, without training it")
     a = ap.parse_args()
     root = Path(a.root or tempfile.mkdtemp(prefix="mimetic-fidelity-"))
     rows = []
@@ -83,8 +84,11 @@ def main() -> None:
                 print("old recipe skipped: no --baseline-src")
                 continue
             ws = root / author / recipe
-            mimetic(["voice", str(AUTHORS / author), "--workspace", str(ws), "--time-budget", str(a.minutes)],
-                    a.baseline_src if recipe == "old" else None)
+            if a.keep_trained and list(ws.glob("runs/*/summary.json")):
+                print(f"{author} / {recipe}: a finished run is there; evaluating it")
+            else:
+                mimetic(["voice", str(AUTHORS / author), "--workspace", str(ws), "--time-budget", str(a.minutes)],
+                        a.baseline_src if recipe == "old" else None)
             mimetic(["evaluate", "--workspace", str(ws), "--references", str(refs), "--sample-words", str(a.sample_words)])
             rows.append({"author": author, "recipe": recipe, **measure(ws)})
             print(json.dumps(rows[-1]), flush=True)

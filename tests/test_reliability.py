@@ -291,3 +291,27 @@ def test_a_damaged_log_never_loses_a_generation(tmp_path):
     assert aside.read_bytes().startswith(b"this is not")  # kept for recovery
     assert [g["output"] for g in ws.generations()] == [" was grey."]
     assert ws.notices and aside.name in ws.notices[0]
+
+
+# -- a held-out share as configured -----------------------------------------------------------
+
+@pytest.mark.parametrize("n_docs", range(1, 21))
+def test_the_held_out_share_is_the_configured_fraction_for_any_number_of_documents(n_docs):
+    import random
+
+    from mimetic import PrepareConfig
+    from mimetic.prepare import split_held_out
+    from mimetic.readers import count_words
+
+    rng = random.Random(n_docs)
+    words = "the sea was grey and the town slept under a low sky while we walked".split()
+    docs = [{"doc_id": f"doc-{d:02d}", "title": None,
+             "paragraphs": [" ".join(rng.choices(words, k=rng.randint(20, 150))) for _ in range(rng.randint(10, 300))]}
+            for d in range(n_docs)]
+    total = sum(count_words(p) for d in docs for p in d["paragraphs"])
+    for fraction in (0.05, 0.1, 0.2):
+        mode, train, held = split_held_out(docs, PrepareConfig(held_out_fraction=fraction))
+        held_words = sum(count_words(p) for u in held for p in u["paragraphs"])
+        assert abs(held_words / total - fraction) <= 0.01, (mode, held_words / total)
+        assert sum(count_words(p) for u in train for p in u["paragraphs"]) + held_words == total
+        assert split_held_out(docs, PrepareConfig(held_out_fraction=fraction)) == (mode, train, held)  # reproducible

@@ -103,7 +103,7 @@ class Voice:
         """
         from peft import PeftModel
 
-        from .models import load_model, load_tokenizer, pick_device, pick_precision, skip_lora_input_casts
+        from .models import load_model, load_tokenizer, pick_device, pick_precision
 
         run_dir = workspace.run_dir(run)
         adapter = run_dir / "adapter"
@@ -115,7 +115,7 @@ class Voice:
         tokenizer = load_tokenizer(vc.train.base_model)
         model = load_model(vc.train.base_model, dev, precision)
         try:
-            model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter)), precision)
+            model = PeftModel.from_pretrained(model, str(adapter))  # PEFT's input casts kept: callers may skip autocast
         except Exception as e:  # a truncated or damaged adapter file (SafetensorError, OSError, ValueError …)
             raise damaged_adapter(workspace, run_dir, e) from None
         model.eval()

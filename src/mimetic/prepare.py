@@ -1,10 +1,11 @@
 """Stage 2 — prepare: cut the cleaned corpus into training examples and a held-out split.
 
-* **Held-out split by document**: a seeded share of documents (default 10%) never enters
-  training; the held-out NLL measured on them is how mimetic knows the voice generalises
-  rather than memorises. With few documents (e.g. four novels) each document is cut into
-  contiguous sections of about ``section_words`` words and whole sections are held out
-  (about 10% of each document's sections), so no held-out text sits inside a training chunk.
+* **Held-out split by document**: seeded, whole documents making up ``held_out_fraction`` of the
+  words (default 10%, met to within a point) never enter training; the held-out NLL measured
+  on them is how mimetic knows the voice generalises rather than memorises. With few
+  documents (e.g. four novels) the documents are cut into contiguous sections of about
+  ``section_words`` words and whole sections are held out, so no held-out text sits inside a
+  training chunk.
 * **Token-aware chunks**: consecutive paragraphs are packed into chunks of at most
   ``max_tokens`` tokens of the base model's tokenizer, cut at paragraph boundaries; a longer
   paragraph is cut at sentence boundaries, and a longer sentence at token boundaries.
@@ -50,53 +51,87 @@ class PrepareResult:
 def split_held_out(docs: list[dict[str, Any]], config: PrepareConfig) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """Split documents into training and held-out *units* (documents, or sections of them).
 
+    The held-out units are drawn in a seeded random order and kept while they bring the
+    held-out words closer to ``held_out_fraction`` of the corpus, so the share is met to
+    within a unit's size rather than rounded per document (six documents split by sections
+    once held out 37% for a fraction of 10%). Whole documents are the units when at least
+    ``min_held_out_documents`` of them make the share within a point; otherwise contiguous
+    sections of about ``section_words`` words (at most about 1% of the corpus, so a small corpus
+    still reaches its share), one of each document first, so no held-out text sits inside a
+    training chunk and every long document (each novel of a writer) is measured.
+
     Returns ``(mode, train_units, held_out_units)``; each unit is a dict with ``doc_id``,
     ``section`` (``None`` in document mode), ``title`` and ``paragraphs``. The split depends
-    only on the documents' ids and order, ``held_out_fraction`` and ``seed``.
+    only on the documents' ids, order and text, ``held_out_fraction``, ``section_words`` and
+    ``seed``.
 
     Raises:
         MimeticError: the corpus is too small to hold anything out.
     """
-    words = sum(count_words(p) for d in docs for p in d["paragraphs"])
+    sizes = [sum(count_words(p) for p in d["paragraphs"]) for d in docs]
+    words = sum(sizes)
     if words < MIN_CORPUS_WORDS:
         raise MimeticError(
             f"The corpus has {words:,} words; mimetic needs at least {MIN_CORPUS_WORDS:,} to keep a fair held-out "
             "test set (20,000 or more gives a recognisable voice).",
             "Add more of your writing to the folder and run ingest again.",
         )
+    target = config.held_out_fraction * words
     rng = random.Random(config.seed)
-    n_held = int(len(docs) * config.held_out_fraction)
-    if n_held >= config.min_held_out_documents:
+    if int(len(docs) * config.held_out_fraction) >= config.min_held_out_documents:
         order = sorted(range(len(docs)), key=lambda i: docs[i]["doc_id"])
-        held = set(rng.sample(order, n_held))
-        units = [{"doc_id": d["doc_id"], "section": None, "title": d.get("title"), "paragraphs": d["paragraphs"]} for d in docs]
-        return "documents", [u for i, u in enumerate(units) if i not in held], [u for i, u in enumerate(units) if i in held]
+        rng.shuffle(order)
+        held = _closest_share(order, sizes, target)
+        if len(held) >= config.min_held_out_documents and abs(sum(sizes[i] for i in held) - target) <= 0.01 * words:
+            units = [{"doc_id": d["doc_id"], "section": None, "title": d.get("title"), "paragraphs": d["paragraphs"]} for d in docs]
+            return "documents", [u for i, u in enumerate(units) if i not in held], [u for i, u in enumerate(units) if i in held]
 
-    train, held_out = [], []
+    section_words = max(20, min(config.section_words, words // 80))
+    units = []
     for d in sorted(docs, key=lambda d: d["doc_id"]):
         sections: list[list[str]] = [[]]
         n = 0
         for p in d["paragraphs"]:
-            if n >= config.section_words and sections[-1]:
+            if n >= section_words and sections[-1]:
                 sections.append([])
                 n = 0
             sections[-1].append(p)
             n += count_words(p)
-        if len(sections) > 1 and n < config.section_words / 4:  # fold a short tail into its neighbour
+        if len(sections) > 1 and n < section_words / 4:  # fold a short tail into its neighbour
             sections[-2].extend(sections.pop())
-        k = len(sections)
-        n_out = max(1, round(k * config.held_out_fraction)) if k >= 2 else 0
-        held_idx = set(rng.sample(range(k), n_out))
-        for i, paras in enumerate(sections):
-            unit = {"doc_id": d["doc_id"], "section": i, "title": d.get("title"), "paragraphs": paras}
-            (held_out if i in held_idx else train).append(unit)
+        units += [{"doc_id": d["doc_id"], "section": i, "title": d.get("title"), "paragraphs": paras}
+                  for i, paras in enumerate(sections)]
+    unit_sizes = [sum(count_words(p) for p in u["paragraphs"]) for u in units]
+    order = list(range(len(units)))
+    rng.shuffle(order)
+    firsts = {}  # one section of every document first, so that each contributes while the share allows
+    for i in order:
+        firsts.setdefault(units[i]["doc_id"], i)
+    first = set(firsts.values())
+    order = list(firsts.values()) + [i for i in order if i not in first]
+    held = _closest_share(order, unit_sizes, target)
+    train = [u for i, u in enumerate(units) if i not in held]
+    held_out = [u for i, u in enumerate(units) if i in held]
     if not held_out or not train:
-        need = MIN_CORPUS_WORDS if len(docs) > 1 else 2 * config.section_words
         raise MimeticError(
             f"The corpus ({words:,} words in {len(docs)} document(s)) is too small to split into training and held-out parts.",
-            f"Add writing (at least {need:,} words in all), or lower prepare.section_words.",
+            f"Add writing (at least {MIN_CORPUS_WORDS:,} words in all), or lower prepare.section_words.",
         )
     return "sections", train, held_out
+
+
+def _closest_share(order: list[int], sizes: list[int], target: float) -> set[int]:
+    """Units taken in ``order`` while each brings the total closer to ``target`` words; at
+    least one unit, never all of them."""
+    held: set[int] = set()
+    total = 0
+    for i in order:
+        if len(held) == len(order) - 1:
+            break
+        if abs(total + sizes[i] - target) < abs(total - target):
+            held.add(i)
+            total += sizes[i]
+    return held or {min(order, key=lambda i: sizes[i])}
 
 
 def _pieces(paragraph: str, tokenizer: Any, max_tokens: int) -> list[str]:
