@@ -93,3 +93,20 @@ def test_spread_is_null_with_a_reason_when_there_are_too_few_sets():
     assert sp["voice"] is None and sp["ratio"] is None and sp["narrower"] is None
     assert "at least 2 sets" in sp["note"] and "the voice has 1" in sp["note"]
     assert any(line.startswith("Range: not measured") for line in _headline(m))
+
+
+def test_the_writers_range_is_measured_like_the_voices_from_their_own_continuations():
+    """The voice's sets are stitched from samples of many openings; the writer's are stitched
+    the same way from their own continuations of those openings, not cut from whole passages."""
+    texts = [fake_text(60 + i, 300) for i in range(10)]
+    samples = [{"base": fake_text(50 + i, 300, tilt=9), "voice": v, "writer": fake_text(80 + i, 300), "prefix": "p", "seed": i}
+               for i, v in enumerate(texts)]
+    held = fake_text(7, 3000)
+    m, _ = analyse(_training_docs(), held, samples, EvaluateConfig(set_words=500, n_mfw=100))
+    sp = m["stylometry"]["spread"]
+    assert sp["writer_basis"] == "continuations" and sp["sets"]["writer"] == 6
+    whole, _ = analyse(_training_docs(), held, [{**s, "writer": ""} for s in samples], EvaluateConfig(set_words=500, n_mfw=100))
+    assert whole["stylometry"]["spread"]["writer_basis"] == "held-out text"
+    assert sp["writer_held_out_text"] == pytest.approx(whole["stylometry"]["spread"]["writer"])
+    assert sp["writer"] != pytest.approx(sp["writer_held_out_text"])
+    assert any("continuations of the same openings" in line for line in _headline(m))

@@ -291,7 +291,8 @@ def spread_summary(groups: dict[str, Sequence[np.ndarray]], z: ZScorer, config: 
 
     Args:
         groups: ``{"writer": sets, "voice": sets, "base model": sets}``, each a list of ``(V,)``
-            MFW profiles of ``config.set_words``-word sets (the writer's are held-out sets).
+            MFW profiles of ``config.set_words``-word sets (the writer's: sets of their own
+            continuations of the evaluation's openings, built like the voice's; see :func:`analyse`).
         z: the evaluation's z-scorer.
 
     Returns:
@@ -369,7 +370,15 @@ def analyse(
             "voice_to_training": mean_delta(voice_sets, pt, z, metric),
             "base_to_training": mean_delta(base_sets, pt, z, metric),
         }
-    range_ = spread_summary({"writer": held_sets, "voice": voice_sets, "base model": base_sets}, z, config)
+    # The writer's range on the same footing as the voice's: sets stitched from the writer's own
+    # continuations of the same openings (as the voice's sets are stitched from its samples), when
+    # there are two or more; otherwise sets of the contiguous held-out text, whose 1,000 words run
+    # on in one scene and so vary more (Twain: 0.89 against 0.79 for the continuations).
+    cont_sets = sets(words("\n\n".join(s.get("writer", "") for s in samples)))
+    writer_sets, basis_name = (cont_sets, "continuations") if len(cont_sets) >= 2 else (held_sets, "held-out text")
+    range_ = spread_summary({"writer": writer_sets, "voice": voice_sets, "base model": base_sets}, z, config)
+    range_["writer_basis"] = basis_name
+    range_["writer_held_out_text"] = None if len(held_sets) < 2 else spread(held_sets, z, config.metric)
     names = [writer] + sorted(references) + ["base model"]
     cands = np.stack([pt] + [prof(rw[a]) for a in sorted(references)] + [prof(bw) if bw else np.zeros(len(mfw))])
     attribution = {}
@@ -694,8 +703,12 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
         fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
         sp_rows = "".join(
             f"<tr><td>{label}</td><td>{sp['sets'].get(k, 0)}</td><td>{fmt(sp.get(k))}</td></tr>"
-            for k, label in (("writer", "your held-out writing"), ("voice", "voice samples"), ("base model", "base-model samples"))
+            for k, label in (("writer", "your own continuations of the same openings" if sp.get("writer_basis") == "continuations"
+                              else "your held-out writing"), ("voice", "voice samples"), ("base model", "base-model samples"))
         )
+        if sp.get("writer_basis") == "continuations" and sp.get("writer_held_out_text") is not None:
+            sp_rows += (f"<tr><td>your held-out writing in whole passages (for comparison: sets that run on in one "
+                        f"scene vary more)</td><td>—</td><td>{fmt(sp['writer_held_out_text'])}</td></tr>")
         ratio = (f" The voice's spread is {sp['ratio']:.2f} times yours"
                  + (f": <b>narrower than you</b> (below {sp['threshold']:.2f})." if sp["narrower"] else ".")) if sp.get("ratio") is not None else ""
         spread_html = (

@@ -392,7 +392,9 @@ def _range_lines(st: dict[str, Any]) -> list[str]:
     base = f", the base model's {sp['base model']:.3f}" if sp.get("base model") is not None else ""
     lines = [
         f"Range: the voice's {st['set_words']:,}-word sets differ from each other by {sp['voice']:.3f} ({unit}, "
-        f"{sp['sets']['voice']} sets), your own held-out sets by {sp['writer']:.3f} ({sp['sets']['writer']} sets){base}"
+        f"{sp['sets']['voice']} sets), your own "
+        + ("continuations of the same openings" if sp.get("writer_basis") == "continuations" else "held-out sets")
+        + f" by {sp['writer']:.3f} ({sp['sets']['writer']} sets){base}"
         + (f"; ratio {sp['ratio']:.2f}." if sp.get("ratio") is not None else ".")
     ]
     if sp.get("narrower"):
