@@ -315,3 +315,23 @@ def test_the_held_out_share_is_the_configured_fraction_for_any_number_of_documen
         assert abs(held_words / total - fraction) <= 0.01, (mode, held_words / total)
         assert sum(count_words(p) for u in train for p in u["paragraphs"]) + held_words == total
         assert split_held_out(docs, PrepareConfig(held_out_fraction=fraction)) == (mode, train, held)  # reproducible
+
+
+def test_opening_a_voice_while_it_is_being_written_leaves_the_writers_folders_alone(tmp_path):
+    import subprocess
+    import sys
+
+    ws = Workspace.open(tmp_path / "voice")
+    run = ws.runs_dir / "20260101-120000"
+    in_progress = run / ".checkpoint.abc123.tmp"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ws.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        in_progress.mkdir(parents=True)  # a checkpoint being written by the process that holds the voice
+        Workspace.open(ws.root)  # what write, evaluate or the app do while it trains
+        assert in_progress.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    Workspace.open(ws.root)  # the writer is gone: now the leftover is cleared
+    assert not in_progress.exists()

@@ -77,8 +77,9 @@ def recover_dir(final: Path) -> None:
     ``final`` missing but its previous copy ``.<name>.old`` present (the crash came between
     the two renames): the previous copy is put back. Both present (the crash came before the
     previous copy was deleted): the previous copy is deleted. Temporary folders of unfinished
-    swaps (``.<name>.*.tmp``) are deleted. Called before every swap and when a workspace is
-    opened, so a half-swapped folder is repaired before anything reads it.
+    swaps (``.<name>.*.tmp``) are deleted. Only call it when no other process may be writing
+    ``final`` (it would delete that process's temporary folder): a workspace calls it when its
+    lock is taken, and when it is opened while no process holds the lock.
     """
     final = Path(final)
     old = _old(final)
@@ -106,7 +107,6 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
@@ -122,11 +122,12 @@ def swap_in(new: Path, final: Path) -> None:
     (each rename made durable), then delete the old copy (see :func:`atomic_dir`)."""
     new, final = Path(new), Path(final)
     _fsync_tree(new)
-    old = None
-    if final.exists():
-        old = _old(final)
-        if old.exists():
-            shutil.rmtree(old)
+    old = _old(final)
+    if old.exists():  # left by an earlier crash; the copy being swapped in is complete
+        shutil.rmtree(old)
+    if not final.exists():
+        old = None
+    else:
         os.replace(final, old)
         _fsync_dir(final.parent)
     os.replace(new, final)

@@ -88,8 +88,26 @@ class Workspace:
                 "Start one with: mimetic ingest PATH-TO-YOUR-WRITING --workspace " + str(root),
             )
         ws.root.mkdir(parents=True, exist_ok=True)
-        ws.recover()
+        ws._recover_if_idle()
         return ws
+
+    def _recover_if_idle(self) -> None:
+        """:meth:`recover` when no process is changing the voice (its lock is free); a writer
+        in progress has its temporary folders, which recovery would delete, so it is left
+        alone (the next writer repairs the voice when it takes the lock)."""
+        from filelock import FileLock, Timeout
+
+        if _HELD.get(self.root):
+            return
+        probe = FileLock(str(self.root / ".lock"), timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            return
+        try:
+            self.recover()
+        finally:
+            probe.release()
 
     def recover(self) -> None:
         """Repair folders whose swap a crash interrupted (:func:`mimetic.atomic.recover_dir`):
@@ -174,6 +192,7 @@ class Workspace:
             atomic_write_json(self.root / ".lock.json", {"pid": os.getpid(), "doing": doing,
                                                          "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
             _HELD[self.root] = 1
+            self.recover()  # a writer starts from a whole voice
             yield
         finally:
             _HELD.pop(self.root, None)
