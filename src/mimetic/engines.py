@@ -74,7 +74,7 @@ def load_llama() -> Any:
 
 def damaged_adapter(workspace: Workspace, run_dir: Path, error: Exception) -> MimeticError:
     """The two-line error for a run whose adapter files cannot be loaded."""
-    others = sorted(p.parent.name for p in workspace.runs_dir.glob("*/summary.json") if p.parent != run_dir)
+    others = [r for r in workspace.finished_runs() if r != run_dir.name]
     return MimeticError(
         f"The adapter of run {run_dir.name} is damaged ({type(error).__name__}: {str(error)[:120]}).",
         (f"Use another run with --run ({', '.join(others[-3:])}), or train again" if others else "Train again")

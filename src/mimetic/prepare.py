@@ -68,7 +68,8 @@ def split_held_out(docs: list[dict[str, Any]], config: PrepareConfig) -> tuple[s
     Raises:
         MimeticError: the corpus is too small to hold anything out.
     """
-    sizes = [sum(count_words(p) for p in d["paragraphs"]) for d in docs]
+    counts = [[count_words(p) for p in d["paragraphs"]] for d in docs]  # words per paragraph, counted once
+    sizes = [sum(c) for c in counts]
     words = sum(sizes)
     if words < MIN_CORPUS_WORDS:
         raise MimeticError(
@@ -87,21 +88,24 @@ def split_held_out(docs: list[dict[str, Any]], config: PrepareConfig) -> tuple[s
             return "documents", [u for i, u in enumerate(units) if i not in held], [u for i, u in enumerate(units) if i in held]
 
     section_words = max(20, min(config.section_words, words // 80))
-    units = []
-    for d in sorted(docs, key=lambda d: d["doc_id"]):
+    units, unit_sizes = [], []
+    for j in sorted(range(len(docs)), key=lambda j: docs[j]["doc_id"]):
+        d = docs[j]
         sections: list[list[str]] = [[]]
-        n = 0
-        for p in d["paragraphs"]:
-            if n >= section_words and sections[-1]:
+        section_sizes = [0]
+        for p, k in zip(d["paragraphs"], counts[j]):
+            if section_sizes[-1] >= section_words and sections[-1]:
                 sections.append([])
-                n = 0
+                section_sizes.append(0)
             sections[-1].append(p)
-            n += count_words(p)
-        if len(sections) > 1 and n < section_words / 4:  # fold a short tail into its neighbour
+            section_sizes[-1] += k
+        if len(sections) > 1 and section_sizes[-1] < section_words / 4:  # fold a short tail into its neighbour
             sections[-2].extend(sections.pop())
+            tail = section_sizes.pop()
+            section_sizes[-1] += tail
         units += [{"doc_id": d["doc_id"], "section": i, "title": d.get("title"), "paragraphs": paras}
                   for i, paras in enumerate(sections)]
-    unit_sizes = [sum(count_words(p) for p in u["paragraphs"]) for u in units]
+        unit_sizes += section_sizes
     order = list(range(len(units)))
     rng.shuffle(order)
     firsts = {}  # one section of every document first, so that each contributes while the share allows

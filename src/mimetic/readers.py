@@ -200,6 +200,15 @@ def oddities(text: str) -> int:
     return odd
 
 
+def _non_ascii(chars: Iterable[str]) -> int:
+    return sum(1 for c in chars if c >= "\x80")
+
+
+def _odd_share(text: str) -> float:
+    """:func:`oddities` per non-ASCII character: 0 for text that reads as words."""
+    return oddities(text) / max(1, _non_ascii(text))
+
+
 def decode_bytes(raw: bytes, encoding: str | None = None) -> Decoded:
     """Decode file bytes to text and name the encoding used.
 
@@ -258,11 +267,10 @@ def decode_bytes(raw: bytes, encoding: str | None = None) -> Decoded:
             text = raw.decode(enc)
         except UnicodeDecodeError:
             continue
-        high = sum(1 for c in text if c >= "\x80")
-        scored.append((oddities(text) / max(1, high), enc, text))
+        scored.append((_odd_share(text), enc, text))
     best_score, best_enc, best_text = min(scored, key=lambda t: t[0])  # stable: earlier pages win ties
     letters = [c for c in best_text if c.isalpha()]
-    foreign = sum(1 for c in letters if c >= "\x80") / max(1, len(letters))
+    foreign = _non_ascii(letters) / max(1, len(letters))
     if best_score > 0.3 or (foreign > 0.3 and len(letters) >= 20):  # Western languages: few non-ASCII letters (French about 4%)
         from charset_normalizer import from_bytes
 
@@ -270,7 +278,7 @@ def decode_bytes(raw: bytes, encoding: str | None = None) -> Decoded:
         ascii_safe = guess is not None and _ASCII.decode(guess.encoding, errors="replace") == _ASCII.decode()
         if guess is not None and ascii_safe and guess.encoding not in WESTERN_ENCODINGS:
             text = str(guess)
-            score = oddities(text) / max(1, sum(1 for c in text if c >= "\x80"))
+            score = _odd_share(text)
             if score < 0.1:
                 scored = [(score, guess.encoding, text)]
                 best_score, best_enc, best_text = score, guess.encoding, text
@@ -281,7 +289,7 @@ def decode_bytes(raw: bytes, encoding: str | None = None) -> Decoded:
     doubt = None
     if best_score > 0.1 or rivals:
         lines = [ln.strip() for ln in best_text.splitlines() if ln.strip()]
-        sample = max(lines, key=lambda ln: sum(1 for c in ln if c >= "\x80"), default="")[:120]
+        sample = max(lines, key=_non_ascii, default="")[:120]
         other = ", ".join(rivals) or "cp1252, mac_roman, cp1251, …"
         doubt = (f"encoding uncertain: read as {best_enc}, for example {sample!r}; if its letters look wrong, "
                  f"run ingest again with --encoding set to the right one ({other})")

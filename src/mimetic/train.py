@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -336,7 +335,7 @@ def _plan_figures(speed: float, extra_mb: float, train_rows: list[dict], held_ro
     else:
         import psutil
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + extra_mb
+        peak = peak_rss_mb() + extra_mb
         available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
     train_tokens = sum(len(r["input_ids"]) for r in train_rows)
     held_tokens = sum(len(r["input_ids"]) for r in held_rows)
@@ -591,7 +590,7 @@ def train(
 
     base_full, best_full = _final_evaluation(run, model, sums, eval_rows, rest_rows, subset_sums, base_cache, stopped,
                                              save_adapter, dist, emit)
-    peak_rss = max(dist.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    peak_rss = max(dist.gather(peak_rss_mb()))
     dist.wait()
     if dist.main:
         _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id}: {config.base_model}, LoRA r={config.lora_r}")

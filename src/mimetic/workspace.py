@@ -95,11 +95,11 @@ class Workspace:
         """:meth:`recover` when no process is changing the voice (its lock is free); a writer
         in progress has its temporary folders, which recovery would delete, so it is left
         alone (the next writer repairs the voice when it takes the lock)."""
-        from filelock import FileLock, Timeout
+        from filelock import Timeout
 
         if _HELD.get(self.root):
             return
-        probe = FileLock(str(self.root / ".lock"), timeout=0)
+        probe = self._file_lock()
         try:
             probe.acquire()
         except Timeout:
@@ -173,7 +173,7 @@ class Workspace:
         Raises:
             MimeticError: another process holds the lock; says which, since when, and what to do.
         """
-        from filelock import FileLock, Timeout
+        from filelock import Timeout
 
         if _HELD.get(self.root):
             _HELD[self.root] += 1
@@ -183,7 +183,7 @@ class Workspace:
                 _HELD[self.root] -= 1
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        file_lock = FileLock(str(self.root / ".lock"), timeout=0)
+        file_lock = self._file_lock()
         try:
             file_lock.acquire()
         except Timeout:
@@ -198,6 +198,12 @@ class Workspace:
             _HELD.pop(self.root, None)
             (self.root / ".lock.json").unlink(missing_ok=True)
             file_lock.release()
+
+    def _file_lock(self) -> Any:
+        """The OS lock on ``.lock`` (``filelock``), tried without waiting."""
+        from filelock import FileLock
+
+        return FileLock(str(self.root / ".lock"), timeout=0)
 
     def _busy(self) -> MimeticError:
         try:
@@ -227,6 +233,10 @@ class Workspace:
                 n += 1
                 run_id = f"{base}-{n}"
 
+    def finished_runs(self) -> list[str]:
+        """Ids of the runs that ended (their ``summary.json`` written), oldest first."""
+        return sorted(p.parent.name for p in self.runs_dir.glob("*/summary.json") if not p.parent.name.startswith("."))
+
     def run_dir(self, run_id: str | None = None, finished: bool = True) -> Path:
         """The directory of ``run_id``, or of the latest run when ``None``.
 
@@ -239,7 +249,7 @@ class Workspace:
             MimeticError: no such run, no (finished) run yet, or ``run_id`` has not finished.
         """
         runs = sorted(p.name for p in self.runs_dir.glob("*") if p.is_dir() and not p.name.startswith("."))
-        done = [r for r in runs if (self.runs_dir / r / "summary.json").exists()]
+        done = self.finished_runs()
         if run_id is None:
             pool = done if finished else runs
             if not pool:
