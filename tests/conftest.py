@@ -105,13 +105,13 @@ def make_corpus(root: Path, n_docs: int = 12, paragraphs: int = 12) -> Path:
     return root
 
 
-def prepared_voice(root: Path, tiny_model: str, paragraphs: int = 8):
-    """A workspace under ``root`` with a small corpus (30 documents) ingested and prepared for the tiny model."""
+def prepared_voice(root: Path, tiny_model: str, paragraphs: int = 8, name: str = "voice", prepare_config=None):
+    """A workspace ``root/name`` with a small corpus (30 documents) ingested and prepared for the tiny model."""
     from mimetic import Workspace, ingest, prepare
 
-    ws = Workspace.open(root / "voice")
+    ws = Workspace.open(root / name)
     ingest([make_corpus(root / "writing", n_docs=30, paragraphs=paragraphs)], ws)
-    prepare(ws, base_model=tiny_model)
+    prepare(ws, prepare_config, base_model=tiny_model)
     return ws
 
 
@@ -125,11 +125,11 @@ def small_train_config(tiny_model: str, **changes):
     return TrainConfig(**base)
 
 
-def trained_voice(root: Path, tiny_model: str, paragraphs: int = 6, **train_settings):
-    """A workspace under ``root`` with a small corpus ingested, prepared and trained on the tiny model."""
+def trained_voice(root: Path, tiny_model: str, paragraphs: int = 6, name: str = "voice", prepare_config=None, **train_settings):
+    """A workspace ``root/name`` with a small corpus ingested, prepared and trained on the tiny model."""
     from mimetic import TrainConfig, train
 
-    ws = prepared_voice(root, tiny_model, paragraphs)
+    ws = prepared_voice(root, tiny_model, paragraphs, name, prepare_config)
     settings = dict(base_model=tiny_model, max_steps=4, batch_size=2, eval_every=2, learning_rate=1e-2, precision="fp32")
     settings.update(train_settings)
     train(ws, TrainConfig(**settings))

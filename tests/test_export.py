@@ -76,7 +76,8 @@ def test_write_with_llama_cpp_on_the_export(voice):
 
 def test_chat_voice_modelfile_has_template_and_system_prompt(tokenizer):
     from mimetic.config import GenerateConfig
-    from mimetic.export import default_system_prompt, modelfile
+    from mimetic.export import modelfile
+    from mimetic.identity import default_system_prompt
 
     text = modelfile("voice-q4_k_m.gguf", tokenizer, "chat", GenerateConfig(), default_system_prompt("anna"))
     assert "<|im_start|>system" in text and 'PARAMETER stop "<|im_end|>"' in text

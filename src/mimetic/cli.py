@@ -611,6 +611,63 @@ def polish(
     console.print(f"New run: {r.run_id}   Adapter: {r.run_dir / 'adapter'}")
 
 
+def _voice_folders(paths: Optional[list[Path]]) -> list[Path]:
+    """The folders to serve: those given, else ``voices/`` (where ``mimetic voice`` puts voices) if
+    there is one, else the ``--workspace`` default."""
+    if paths:
+        return paths
+    return [Path("voices")] if Path("voices").is_dir() else [Path(os.environ.get("MIMETIC_WORKSPACE", "voice"))]
+
+
+VoicesArg = typer.Argument(None, help="Voice folders, or folders of voices (default: voices/).")
+
+
+@app.command()
+@_friendly
+def serve(
+    paths: Optional[list[Path]] = VoicesArg,
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on. Anything but this machine needs --api-key."),
+    port: int = typer.Option(8000, help="TCP port (0: any free one)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="MIMETIC_API_KEY",
+                                          help="Require this key (Authorization: Bearer KEY) on every request."),
+    max_loaded: int = typer.Option(4, help="Voices kept in memory at once."),
+    threads: Optional[int] = typer.Option(None, help="llama.cpp threads per voice (default: every core)."),
+) -> None:
+    """Serve your exported voices to other programs: an OpenAI-compatible API on this machine."""
+    from .serve import ServeConfig
+    from .serve import serve as run_serve
+
+    config = ServeConfig(host=host, port=port, api_key=api_key, max_loaded=max_loaded, threads=threads)
+
+    def ready(url: str, models: list[Any], notes: list[str]) -> None:
+        t = Table(title=f"Serving at {url}", show_edge=False)
+        for col in ("model", "kind", "format", "GGUF"):
+            t.add_column(col)
+        for m in models:
+            t.add_row(m.id, m.kind, m.format, str(m.gguf))
+        console.print(t)
+        for n in notes:
+            console.print(f"[yellow]Not served:[/] {escape(n)}")
+        first = next(m.id for m in models if m.kind == "voice")
+        console.print(f"Try it: curl {url}/chat/completions -H 'Content-Type: application/json' "
+                      f"-d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"The morning after\"}}]}}'",
+                      highlight=False, soft_wrap=True)
+        console.print("Stop with Ctrl-C.")
+
+    run_serve(_voice_folders(paths), config, on_ready=ready)
+
+
+@app.command()
+@_friendly
+def mcp(paths: Optional[list[Path]] = VoicesArg) -> None:
+    """Let AI clients write in your voices: an MCP server on standard input and output.
+
+    Add it to a client's MCP settings (see the README) rather than running it by hand."""
+    from .mcpserver import run_stdio
+
+    run_stdio([p.resolve() for p in _voice_folders(paths)])
+
+
 def main() -> None:
     """Console-script entry point."""
     import warnings

@@ -44,6 +44,7 @@ from .config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
 from .engines import load_llama
 from .errors import MimeticError
 from .events import OnEvent, Progress, ignore
+from .identity import voice_system_prompt
 from .sampling import SamplingParams
 from .records import EvaluationMetrics, RunSummary
 from .workspace import Workspace, atomic_dir, atomic_write_json, atomic_write_text, check_free_disk
@@ -190,15 +191,6 @@ _CHATML = (
     "{{ if .Prompt }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n{{ end }}"
     "<|im_start|>assistant\n{{ .Response }}<|im_end|>\n"
 )
-
-
-def default_system_prompt(voice: str) -> str:
-    """A firm system prompt for a chat voice: small models need one to keep their identity
-    (one of the accounts this project grew from saw a 3B voice take correspondents' names as its own)."""
-    return (
-        f"You write in the voice of the writing you were trained on ({voice}). You are a language model, "
-        "not any person named in that writing. If asked who you are, say you are a model trained to write in this voice."
-    )
 
 
 def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: GenerateConfig, system: str) -> str:
@@ -503,9 +495,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
     system = ""
     command = None
     if "ollama" in wants and ggufs:
-        system = config.system_prompt or vc.prepare.system_prompt or vc.generate.system_prompt
-        if vc.prepare.format == "chat" and not system:
-            system = default_system_prompt(workspace.root.name)
+        system = config.system_prompt or voice_system_prompt(vc, workspace.root.name)
         smallest = min(ggufs, key=lambda n: files.get(n, 0))
         atomic_write_text(out / "Modelfile", modelfile(smallest, tokenizer, vc.prepare.format, vc.generate, system))
         record("Modelfile")

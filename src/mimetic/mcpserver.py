@@ -1,0 +1,100 @@
+"""The voices as tools for AI clients: an MCP server (Model Context Protocol, the ``mcp`` package).
+
+``mimetic mcp [VOICES]`` speaks MCP over standard input and output, the transport desktop
+clients start a server with (Claude Desktop, editors with MCP support). Its tools:
+
+* ``list_voices()``: every exported voice (and run) it can write with, as ``mimetic serve``
+  lists them (:func:`mimetic.serve.find_models`).
+* ``write_in_voice(voice, opening, brief, length, temperature, seed)``: a text in the voice. A
+  completion voice (trained on plain prose) continues ``opening``; a chat voice answers
+  ``brief`` (or continues ``opening`` when asked to), with its system prompt
+  (:func:`mimetic.identity.voice_system_prompt`).
+
+Generation runs in llama.cpp on the exported GGUF files and is logged in the voice's
+``mimetic.db`` (command ``serve mcp``), exactly as the HTTP server does (:class:`mimetic.serve.Voices`).
+Nothing listens on the network. Rewriting in the voice and searching the writer's archive come
+with the modes and the archive (not yet in mimetic).
+
+Protocol: https://modelcontextprotocol.io/specification (tools, stdio transport).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from .errors import MimeticError
+from .serve import BadRequest, ServeConfig, Voices, find_models, request_sampling
+
+
+def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
+    """An ``mcp.server.mcpserver.MCPServer`` with the tools above, over the voices under ``paths``.
+
+    Raises:
+        MimeticError: no exported voice under ``paths``.
+    """
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    models, notes = find_models(paths)
+    if not any(m.kind == "voice" for m in models):
+        raise MimeticError(f"No exported voice in {', '.join(str(p) for p in paths)}." + (f" ({'; '.join(notes)})" if notes else ""),
+                           "Export a voice first: mimetic export --workspace voices/<name>.")
+    voices = Voices(models, config or ServeConfig())
+    server = MCPServer("mimetic", instructions=(
+        "Write in the voices of a writer's own language models, trained by mimetic on their writing. "
+        "Call list_voices first; a 'completion' voice continues an opening, a 'chat' voice answers a brief."))
+
+    @server.tool()
+    def list_voices() -> list[dict[str, Any]]:
+        """The voices this server writes with: id (pass it as `voice`), format (completion: continues an
+        opening; chat: answers a brief), the base model and the training run."""
+        return [{"id": m.id, "format": m.format, "base_model": m.base_model, "run": m.run}
+                for m in voices.models.values() if m.kind == "voice"]
+
+    @server.tool()
+    def write_in_voice(voice: str, opening: str = "", brief: str = "", length: int = 200,
+                       temperature: float | None = None, seed: int | None = None) -> str:
+        """Write in a writer's voice. voice: an id from list_voices. opening: text to continue (for
+        completion voices). brief: what to write (for chat voices). length: at most this many tokens
+        (1-2000). temperature: 0-2 (default: the voice's own). seed: for a repeatable text."""
+        try:
+            m = voices.get(voice)
+        except BadRequest as e:
+            raise ToolError(e.message) from None
+        if not (opening.strip() or brief.strip()):
+            raise ToolError("Give an opening to continue or a brief to write from.")
+        if m.format == "completion":
+            if not opening.strip():
+                raise ToolError(f"The voice '{m.id}' continues text: give an opening (a first sentence or paragraph), not a brief.")
+            message = opening
+        else:
+            message = brief if brief.strip() else f"Continue this text:\n\n{opening}"
+        body: dict[str, Any] = {"max_tokens": length}
+        if temperature is not None:
+            body["temperature"] = temperature
+        try:
+            if not 1 <= length <= 2000:
+                raise BadRequest(400, "length must be from 1 to 2000 tokens.")
+            sampling = request_sampling(body, m)
+            parts = list(voices.generate(m, [{"role": "user", "content": message}], None, sampling,
+                                         random.randrange(2**31) if seed is None else seed, "mcp"))
+        except BadRequest as e:
+            raise ToolError(e.message) from None
+        return "".join(p.get("text", "") for p in parts)
+
+    server.voices = voices  # for closing, and for tests
+    return server
+
+
+def run_stdio(paths: list[Path], config: ServeConfig | None = None) -> None:
+    """Serve the voices under ``paths`` over MCP's stdio transport until the client closes it."""
+    server = create_server(paths, config)
+    try:
+        server.run("stdio")
+    finally:
+        server.voices.close()
+
+
+__all__ = ["create_server", "run_stdio"]
