@@ -194,3 +194,49 @@ def test_evaluate_bad_references_is_a_clear_error(trained, tmp_path):
 
     with pytest.raises(MimeticError, match="does not exist"):
         evaluate(trained, references=tmp_path / "nope")
+
+
+def test_claimed_names_reads_self_introductions_and_signatures():
+    from mimetic.identity import claimed_names, score_probe
+
+    assert claimed_names("Hello! I am Margaret Hale, and I live in Milton.") == ["Margaret Hale"]
+    assert claimed_names("My name is Thornton. Call me John.") == ["Thornton", "John"]
+    assert claimed_names("Thank you for the lovely evening.\n\nYours ever,\nFanny") == ["Fanny"]
+    assert claimed_names("Thank you.\n— Edmund") == ["Edmund"]
+    assert claimed_names("I am a language model trained to write in this voice.") == []
+    assert claimed_names("I am Happy to help. I'm not sure who wrote it.") == []
+    scored = score_probe([
+        {"setting": "with its system prompt", "question": "Who are you?", "answer": "I am a model trained to write in this voice."},
+        {"setting": "without one", "question": "Who are you?", "answer": "I'm Margaret, of course."},
+        {"setting": "without one", "question": "Name?", "answer": "My name is Zeb."},
+    ], ["Margaret Hale", "Thornton"])
+    assert scored["settings"]["with its system prompt"] == {"answers": 1, "claims_corpus_name": 0, "claims_any_name": 0,
+                                                           "says_it_is_a_model": 1, "names": {}}
+    without = scored["settings"]["without one"]
+    assert without["claims_corpus_name"] == 1 and without["claims_any_name"] == 2 and without["names"] == {"Margaret": 1}
+
+
+def test_identity_probe_runs_for_a_chat_voice(tmp_path, tiny_model):
+    from mimetic import PrepareConfig
+
+    ws = trained_voice(tmp_path, tiny_model, name="anna", prepare_config=PrepareConfig(format="chat"), max_steps=2, eval_every=10)
+    cfg = EvaluateConfig(sample_words=200, prefix_tokens=16, new_tokens=24, batch_size=4, set_words=100, n_mfw=50,
+                         extraction_prefixes=2, bootstrap=200)
+    ev = evaluate(ws, config=cfg)
+    probe = ev.metrics["identity"]["probe"]
+    from mimetic.identity import QUESTIONS
+
+    assert set(probe["settings"]) == {"with its system prompt", "without one"}
+    assert all(s["answers"] == len(QUESTIONS) for s in probe["settings"].values())
+    assert len(probe["answers"]) == 2 * len(QUESTIONS) and all(isinstance(a["answer"], str) for a in probe["answers"])
+    assert "Who does the voice say it is?" in ev.report.read_text()
+    assert any(line.startswith("Identity:") for line in ev.summary())
+    cached = json.loads((ev.metrics_path.parent / "cache.json").read_text())
+    assert len(cached["identity_probe"]) == 2 * len(QUESTIONS)
+
+
+def test_no_identity_probe_for_a_completion_voice(trained, tmp_path):
+    cfg = EvaluateConfig(sample_words=200, prefix_tokens=16, new_tokens=24, batch_size=4, set_words=100, n_mfw=50,
+                         extraction_prefixes=2, bootstrap=200)
+    ev = evaluate(trained, config=cfg)
+    assert "probe" not in ev.metrics["identity"] and not any(line.startswith("Identity:") for line in ev.summary())

@@ -203,3 +203,22 @@ def test_mcp_tools_over_stdio(voices):
     assert {v["id"] for v in listed} >= {"anna", "ben"} and {v["format"] for v in listed} == {"completion", "chat"}
     assert wrote and isinstance(chat, str)
     assert bad.is_error and "continues text: give an opening" in bad.content[0].text
+
+
+def test_the_embedded_base_model_is_offered_from_its_own_gguf(voices, tmp_path):
+    """A voice trained on the embedded model: the base model is served from the wheel's GGUF file."""
+    import shutil
+
+    from mimetic.config import VoiceConfig
+    from mimetic.models import embedded_gguf_path
+    from mimetic.serve import find_models
+
+    copy = shutil.copytree(voices / "anna", tmp_path / "dora", symlinks=True)
+    for path in (copy / "runs").glob("*/config.toml"):
+        vc = VoiceConfig.load(path)
+        vc.train.base_model = "smollm2-135m-instruct"
+        path.write_text(vc.dumps())
+    models, notes = find_models([copy])
+    base = [m for m in models if m.kind == "base"]
+    assert [(m.id, m.gguf, m.format) for m in base] == [("smollm2-135m-instruct", embedded_gguf_path(), "chat")]
+    assert base[0].workspace is None and not notes

@@ -641,10 +641,10 @@ def serve(
 
     def ready(url: str, models: list[Any], notes: list[str]) -> None:
         t = Table(title=f"Serving at {url}", show_edge=False)
-        for col in ("model", "kind", "format", "GGUF"):
+        for col in ("model", "kind", "format", "GGUF file"):
             t.add_column(col)
         for m in models:
-            t.add_row(m.id, m.kind, m.format, str(m.gguf))
+            t.add_row(m.id, m.kind, m.format, str(m.gguf.relative_to(m.workspace)) if m.workspace else m.gguf.name)
         console.print(t)
         for n in notes:
             console.print(f"[yellow]Not served:[/] {escape(n)}")

@@ -41,10 +41,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import EvaluateConfig, GenerateConfig
+from .config import EvaluateConfig, GenerateConfig, VoiceConfig
 from .engines import Voice, prompt_ids
 from .errors import MimeticError
 from .events import Artifact, OnEvent, Progress, ignore
+from .identity import QUESTIONS, score_probe, voice_system_prompt
 from .nll import IGNORE_INDEX, per_example_nll
 from .models import autocast
 from .memorization import TrainingIndex, audit
@@ -246,6 +247,21 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
                 match.append(n / len(want))
         result[name] = {"exact": exact / len(windows), "mean_match": float(np.mean(match))}
     return result
+
+
+def identity_probe(voice: Any, system_prompt: str, gc: GenerateConfig, seed: int, new_tokens: int = 64) -> list[dict[str, Any]]:
+    """A chat voice's answers to :data:`mimetic.identity.QUESTIONS`, with ``system_prompt`` and
+    without any (``setting`` says which), sampled with the ``[generate]`` settings and seeds
+    ``seed + i``; ``new_tokens`` tokens at most per answer."""
+    params = SamplingParams.from_config(gc, max_new_tokens=new_tokens)
+    out = []
+    for setting, system in (("with its system prompt", system_prompt), ("without one", "")):
+        if system == "" and setting != "without one":
+            continue
+        for i, q in enumerate(QUESTIONS):
+            ids = prompt_ids(voice.tokenizer, "chat", q, system)
+            out.append({"setting": setting, "question": q, "answer": _generate_batch(voice, [ids], params, seed + i)[0].strip()})
+    return out
 
 
 def _nullcontext() -> Any:
@@ -545,6 +561,15 @@ def evaluate(
         atomic_write_json(cache_path, cache)
     else:
         status("reusing the samples and NLL from the last evaluation of this run")
+    run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
+    if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
+        status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
+        t = time.perf_counter()
+        voice = voice or Voice.load(workspace, run_dir.name)
+        cache["identity_probe"] = identity_probe(voice, voice_system_prompt(run_vc, workspace.root.name), gc, config.seed,
+                                                 min(64, config.new_tokens))
+        cache.setdefault("timings", {})["identity_probe_s"] = time.perf_counter() - t
+        atomic_write_json(cache_path, cache)
     # resampling unit: a held-out document, or a held-out section when the split is by sections
     groups = [f"{held_rows[i]['doc_id']}§{held_rows[i]['section']}" for i in range(len(cache["counts"]))]
     nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
@@ -554,6 +579,8 @@ def evaluate(
     training = _doc_texts(train_rows)
     held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
     metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
+    if cache.get("identity_probe"):
+        metrics["identity"]["probe"] = score_probe(cache["identity_probe"], proper_names([t for _, t in training], min_count=3))
     free = cache.get("free", [])
     if free:
         metrics["memorization"]["free_prompts"] = audit(TrainingIndex(training), [f["voice"] for f in free],
@@ -755,6 +782,21 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
         f"<td>{100 * mem[k]['mean_share_13gram']:.2f}%</td><td>{mem[k]['flagged']}</td></tr>"
         for k, label in (("writer", "your own continuations (held-out)"), ("base", "base model"), ("voice", "voice")) if k in mem
     )
+    probe_html = ""
+    if idn.get("probe"):
+        pr_rows = "".join(f"<tr><td>{e(k)}</td><td>{v['claims_corpus_name']} of {v['answers']}</td><td>{v['claims_any_name']}</td>"
+                          f"<td>{v['says_it_is_a_model']}</td><td>{e(', '.join(v['names']) or '—')}</td></tr>"
+                          for k, v in idn["probe"]["settings"].items())
+        ans = "".join(f"<tr><td>{e(a['setting'])}</td><td>{e(a['question'])}</td><td>{e(a['answer'])}</td>"
+                      f"<td>{e(', '.join(a['claimed']) or '—')}</td></tr>" for a in idn["probe"]["answers"])
+        probe_html = (
+            "<h3>Who does the voice say it is?</h3><p>The voice answered questions about itself, with the system prompt it is "
+            "served with (<code>[generate] system_prompt</code>, or mimetic's default) and without one. A name it gives as its "
+            "own that comes from your writing is the confusion to watch for.</p>"
+            "<table><tr><th>setting</th><th>claimed a name from your writing</th><th>claimed any name</th>"
+            f"<th>said it is a model</th><th>names</th></tr>{pr_rows}</table>"
+            f"<details><summary>The answers</summary><table><tr><th>setting</th><th>question</th><th>answer</th><th>names claimed</th></tr>{ans}</table></details>"
+        )
     name_rows = "".join(
         f"<tr><td>{e(r['name'])}</td><td>{r['voice']}</td><td>{r['base']}</td><td>{r['writer']}</td><td>{r['corpus']}</td></tr>"
         for r in idn["names_in_voice"][:20]
@@ -820,6 +862,7 @@ runs found there. Your own held-out continuations are the baseline: everyone rep
 <p>Proper names from your corpus ({idn['corpus_names']} found) that the samples use. A small model that has read other people's
 names in your emails or chats may start to use them as its own: check this list.</p>
 <table><tr><th>name</th><th>voice</th><th>base model</th><th>your continuations</th><th>in your corpus</th></tr>{name_rows}</table>
+{probe_html}
 <h2>5. Samples</h2><p>The same opening from your held-out writing, continued by you, the base model and the voice (same seed).</p>
 {sample_html}{('<h3>Your prompts</h3>' + free_html) if free else ''}
 <p class=small>All numbers are in metrics.json next to this file. Made by mimetic, on your machine.</p></html>

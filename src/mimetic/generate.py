@@ -7,8 +7,10 @@
   and settings and writes the pairs as Markdown and as a self-contained HTML page.
 
 A completion-format voice continues the prompt as text; a chat-format voice answers it
-through the chat template, with the voice's system prompt. Every generation is logged in the
-workspace's SQLite ``mimetic.db`` (prompt, parameters, output, base model, adapter, time).
+through the chat template, with the voice's system prompt (``[generate] system_prompt``, else
+the one it was trained with, else :func:`mimetic.identity.default_system_prompt`). Every
+generation is logged in the workspace's SQLite ``mimetic.db`` (prompt, parameters, output, base
+model, adapter, time).
 
 The engines that generate (:class:`Voice`, transformers; :class:`GGUFVoice`, llama.cpp) live in
 :mod:`mimetic.engines` and are re-exported here with :func:`prompt_ids`; the ``[generate]``
@@ -28,6 +30,7 @@ from typing import Callable
 from .config import GenerateConfig
 from .engines import Engine, GGUFVoice, Voice, prompt_ids
 from .errors import MimeticError
+from .identity import default_system_prompt
 from .sampling import SamplingParams
 from .stylometry import StyleProfile
 from .workspace import Workspace, atomic_write_json, atomic_write_text
@@ -58,6 +61,14 @@ def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, confi
         new_tokens=g.new_tokens,
         duration_s=g.duration_s,
     )
+
+
+def _system_prompt(workspace: Workspace, voice: Engine, config: GenerateConfig) -> str:
+    """The system prompt of a chat voice: ``config``'s, else the one it was trained with, else the
+    default that keeps a small voice's identity; none for a completion voice (unless set)."""
+    if voice.format != "chat" or config.system_prompt:
+        return config.system_prompt
+    return workspace.load_config().prepare.system_prompt or default_system_prompt(workspace.root.name)
 
 
 def write(
@@ -113,12 +124,13 @@ def write(
     scorer = style_profile(workspace) if best_of > 1 else None
     voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
     params = SamplingParams.from_config(config)
+    system = _system_prompt(workspace, voice, config)
     results = []
     for i in range(best_of if scorer else config.num_samples):
         if i and on_text:
             on_text("\n\n")
         t = time.perf_counter()
-        text, n = voice.generate(prompt, params, config.seed + i, on_text, system_prompt=config.system_prompt)
+        text, n = voice.generate(prompt, params, config.seed + i, on_text, system_prompt=system)
         g = Generation(prompt, text, "voice", config.seed + i, n, time.perf_counter() - t)
         if scorer:
             g.style_distance = scorer.distance(text)
@@ -228,15 +240,16 @@ def compare(
     config = config or workspace.load_config().generate
     voice = voice or Voice.load(workspace, run)
     params = SamplingParams.from_config(config)
+    system = _system_prompt(workspace, voice, config)
     pairs = []
     for i, prompt in enumerate(prompts):
         seed = config.seed + i
         t = time.perf_counter()
         with voice.base():
-            text, n = voice.generate(prompt, params, seed, system_prompt=config.system_prompt)
+            text, n = voice.generate(prompt, params, seed, system_prompt=system)
         base = Generation(prompt, text, "base", seed, n, time.perf_counter() - t)
         t = time.perf_counter()
-        text, n = voice.generate(prompt, params, seed, system_prompt=config.system_prompt)
+        text, n = voice.generate(prompt, params, seed, system_prompt=system)
         tuned = Generation(prompt, text, "voice", seed, n, time.perf_counter() - t)
         for g in (base, tuned):
             _log(workspace, voice, "compare", g, config)

@@ -61,7 +61,7 @@ def voice_system_prompt(vc: VoiceConfig, voice: str) -> str:
 # "I am Anna", "I'm Anna Karenina", "my name is Anna", "call me Anna", "this is Anna speaking",
 # and a signature: a line of one or two capitalised words after "Yours," "Love," "— ".
 _CLAIM = re.compile(
-    r"\b(?:I am|I'm|I’m|my name is|my name's|call me|this is)\s+"
+    r"\b(?i:I am|I'm|I’m|my name is|my name's|call me|this is)\s+"
     r"((?:[A-Z][\w'’-]+)(?:\s+[A-Z][\w'’-]+){0,2})"
 )
 _SIGNATURE = re.compile(

@@ -436,6 +436,14 @@ def _headline(m: EvaluationMetrics) -> list[str]:
         f"Names: the voice used {idn['distinct']['voice']} names from your corpus ({top}); "
         f"{idn['per_1000_words']['voice']:.1f} per 1,000 words vs {idn['per_1000_words']['writer']:.1f} in your own continuations."
     )
+    probe = idn.get("probe")
+    if probe:
+        said = [f"{s['claims_corpus_name']} of {s['answers']} {setting}" for setting, s in probe["settings"].items()]
+        names = sorted({n for s in probe["settings"].values() for n in s["names"]})
+        lines.append(
+            f"Identity: asked who it is, the voice gave a name from your writing as its own in {' and '.join(said)}"
+            + (f" ({', '.join(names)})" if names else "") + "."
+        )
     return lines
 
 

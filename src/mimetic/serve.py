@@ -184,7 +184,7 @@ def find_models(paths: list[Path]) -> tuple[list[ServedModel], list[str]]:
                     src = resolve(vc.train.base_model)
                 except MimeticError:
                     pass
-                bases[vc.train.base_model] = (Path(src.path) if src is not None and src.kind == "gguf"
+                bases[vc.train.base_model] = (Path(src.location) if src is not None and src.kind == "gguf"
                                               else base_f16 if base_f16.exists() else None)
     ids = {m.id for m in models}
     for base, gguf in bases.items():
