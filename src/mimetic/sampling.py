@@ -48,7 +48,7 @@ class SamplingParams:
         max_new_tokens: the most tokens to generate after the prompt.
     """
 
-    temperature: float = 1.0  # the defaults of GenerateConfig: the voice's own distribution
+    temperature: float = 1.2  # the defaults of GenerateConfig (see its docstring for why 1.2)
     top_p: float = 1.0
     min_p: float = 0.0
     repetition_penalty: float = 1.0
