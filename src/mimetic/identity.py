@@ -94,7 +94,8 @@ def claimed_names(answer: str) -> list[str]:
     return found
 
 
-_SAYS_MODEL = re.compile(r"\b(?:language model|a model|an? AI\b|artificial intelligence|a program|an assistant|trained (?:on|to))", re.IGNORECASE)
+_SAYS_MODEL = re.compile(r"\b(?:I am|I'm|I’m)\s+(?:just\s+|only\s+|not a person but\s+)?(?:a|an)\s+(?:[\w-]+\s+){0,2}"
+                         r"(?:model|AI|program|assistant|chatbot)\b|\blanguage model\b", re.IGNORECASE)
 
 
 def score_probe(answers: Iterable[dict[str, Any]], corpus_names: Iterable[str]) -> dict[str, Any]:
