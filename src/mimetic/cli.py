@@ -41,6 +41,16 @@ WorkspaceOpt = typer.Option(
 )
 
 
+def _let_the_main_process_speak(seconds: float = 5.0) -> None:
+    """Under a launcher (accelerate, torchrun) only the main process prints, and the launcher stops
+    every process as soon as one exits with an error: a silent process that meets the same error
+    waits a moment, so that the main one has printed the message before it is stopped."""
+    from .distributed import is_main_process
+
+    if not is_main_process():
+        time.sleep(seconds)
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command, turning errors into short messages and exit status 1."""
 
@@ -51,11 +61,13 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except TrainingInterrupted as e:
             err.print(f"[yellow]{e.message}[/]")
             err.print(e.hint or "")
+            _let_the_main_process_speak()
             raise typer.Exit(130) from None
         except MimeticError as e:
             err.print(f"[bold red]Error:[/] {e.message}")
             if e.hint:
                 err.print(f"[dim]→[/] {e.hint}")
+            _let_the_main_process_speak()
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[yellow]Stopped.[/] Nothing was half-written; run the same command again to redo this step.")
