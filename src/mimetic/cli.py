@@ -217,19 +217,30 @@ def ingest(
 def prepare(
     workspace: Path = WorkspaceOpt,
     base_model: Optional[str] = typer.Option(None, help="Model whose tokenizer to use (default: the voice's)."),
-    format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
+    format: Optional[str] = typer.Option(None, "--format", help="completion (default: continue your text), chat, brief (write from a brief of each passage) or mixed (write, continue and rewrite)."),
     max_tokens: Optional[int] = typer.Option(None, help="Largest training example, in tokens (default 512)."),
     held_out: Optional[float] = typer.Option(None, help="Share of documents held out (default 0.1)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the held-out split."),
+    brief_model: Optional[str] = typer.Option(None, help="Who writes the briefs: auto, base, extractive, an OpenAI-compatible server on this machine (http://127.0.0.1:11434/v1), a .gguf file or a model folder."),
+    brief_model_name: Optional[str] = typer.Option(None, help="The model to ask on that server (e.g. qwen2.5:7b; default: the first it lists)."),
 ) -> None:
-    """Cut the corpus into training examples and a held-out split."""
+    """Cut the corpus into training examples and a held-out split.
+
+    With --format brief or mixed, a brief (and for mixed a plain paraphrase) of every passage is
+    made first and kept in data/briefs.jsonl: edit it and run prepare again to train on your
+    edits."""
     from .prepare import prepare as run
 
     ws = Workspace.open(workspace, create=False)
     vc = ws.load_config()
-    pc = cfg.replace(vc.prepare, format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed)
-    with console.status("Preparing training examples…"):
-        r = run(ws, pc, base_model)
+    pc = cfg.replace(vc.prepare, format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed,
+                     brief_model=brief_model, brief_model_name=brief_model_name)
+    if pc.format in ("brief", "mixed"):
+        with RichEvents(console) as show:
+            r = run(ws, pc, base_model, on_event=show)
+    else:
+        with console.status("Preparing training examples…"):
+            r = run(ws, pc, base_model)
     _prepare_report(r)
 
 
@@ -240,6 +251,12 @@ def _prepare_report(r: Any) -> None:
     t.add_row("training", _words(r.train_examples), _words(r.train_tokens))
     t.add_row("held out", _words(r.held_out_examples), _words(r.held_out_tokens))
     console.print(t)
+    briefs = r.meta.get("briefs") or {}
+    if briefs:
+        made = ", ".join(f"{n:,} by {k}" for k, n in briefs["sources"].items())
+        modes = ", ".join(f"{n:,} {k}" for k, n in briefs["modes"]["train"].items())
+        console.print(f"Briefs: {made}. Training examples: {modes}.")
+        console.print("[dim]Review or edit them in data/briefs.jsonl, then run prepare again to use your edits.[/]")
 
 
 def _train_summary(r: Any) -> None:
@@ -337,6 +354,7 @@ def write(
     prompt: str = typer.Argument("", help="The opening to continue (or, for a chat voice, the request)."),
     workspace: Path = WorkspaceOpt,
     continue_from: Optional[Path] = typer.Option(None, help="Continue the text of this file."),
+    brief: Optional[str] = typer.Option(None, help='Write on a brief: "a storm over a harbour town, told by a child" (voices prepared with --format brief or mixed).'),
     run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy; lower = safer, higher = more surprising (default 1: the voice's own distribution)."),
     top_p: Optional[float] = typer.Option(None),
@@ -347,15 +365,22 @@ def write(
     engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF (faster on a CPU)."),
     best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them by closeness to your style."),
 ) -> None:
-    """Write in your voice, streamed to the terminal (or, with --best-of N, N drafts ranked)."""
+    """Write in your voice, streamed to the terminal (or, with --best-of N, N drafts ranked).
+
+    A prompt is continued; --brief asks for a passage on a brief; --continue-from continues a file."""
     from .generate import write as run_write
 
     ws = Workspace.open(workspace, create=False)
+    mode = None
+    if brief is not None:
+        if prompt or continue_from:
+            raise MimeticError("Give a brief, or a prompt to continue, not both.", 'mimetic write --brief "a storm over a harbour town"')
+        prompt, mode = brief, "write"
     gc = _gen_config(ws, temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens,
                      seed=seed, num_samples=samples)
     if best_of > 1:
         with console.status(f"Drafting {best_of} texts and scoring them against your style…"):
-            ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of)
+            ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of, mode=mode)
         for rank, g in enumerate(ranked, 1):
             console.rule(f"#{rank} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
             console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
@@ -365,13 +390,43 @@ def write(
                       "the mean z-score of its style features against your own 150-word passages (lower is closer).")
         _notices(ws)
         return
-    if prompt:
+    if prompt and mode is None:
         console.print(f"[dim]{escape(prompt)}[/]", end="")
+    elif mode:
+        console.print(f"[dim]Brief: {escape(prompt)}[/]")
 
     def stream(text: str) -> None:
         console.print(text, end="", highlight=False, markup=False)
 
-    run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine)
+    run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine, mode=mode)
+    console.print()
+    _notices(ws)
+
+
+@app.command()
+@_friendly
+def rewrite(
+    draft: Path = typer.Argument(..., help="A text file: your flat draft, or another text, to rewrite in your voice."),
+    workspace: Path = WorkspaceOpt,
+    run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
+    temperature: Optional[float] = typer.Option(None, help="Lower keeps closer to the draft's wording."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
+    seed: Optional[int] = typer.Option(None),
+    samples: Optional[int] = typer.Option(None, help="How many versions to write."),
+    engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF."),
+) -> None:
+    """Rewrite a draft in your voice (voices prepared with --format mixed)."""
+    from .generate import read_text_file
+    from .generate import rewrite as run_rewrite
+
+    ws = Workspace.open(workspace, create=False)
+    text = read_text_file(draft, "Give a text file with the draft to rewrite.")
+    gc = _gen_config(ws, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, num_samples=samples)
+
+    def stream(t: str) -> None:
+        console.print(t, end="", highlight=False, markup=False)
+
+    run_rewrite(ws, text, gc, run=run, on_text=stream, engine=engine)
     console.print()
     _notices(ws)
 
@@ -385,20 +440,29 @@ def _notices(ws: Workspace) -> None:
 @_friendly
 def compare(
     workspace: Path = WorkspaceOpt,
-    prompts: Optional[Path] = typer.Option(None, help="File of prompts, one per paragraph (default: 5 held-out openings)."),
+    prompts: Optional[Path] = typer.Option(None, help="File of prompts (openings, briefs or drafts), one per paragraph (default: 5 held-out ones)."),
+    mode: Optional[str] = typer.Option(None, help="write (from briefs), continue or rewrite, for voices prepared with --format brief or mixed."),
     run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
     temperature: Optional[float] = typer.Option(None),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
     seed: Optional[int] = typer.Option(None),
 ) -> None:
     """Base model and your voice on the same prompts, side by side (Markdown and HTML)."""
+    import functools as ft
+
     from .generate import compare as run_compare
-    from .generate import held_out_prompts, read_prompts
+    from .generate import default_mode, held_out_prompts, mode_prompts, read_prompts, run_format
 
     ws = Workspace.open(workspace, create=False)
     gc = _gen_config(ws, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    plist = read_prompts(prompts) if prompts else held_out_prompts(ws)
-    result = _compare(ws, plist, gc, run, run_compare)
+    mode = mode or default_mode(run_format(ws, run))
+    if prompts:
+        plist = read_prompts(prompts)
+    elif mode in ("write", "rewrite") or (mode == "continue" and run_format(ws, run) == "mixed"):
+        plist = [p["prompt"] for p in mode_prompts(ws, mode)]
+    else:
+        plist = held_out_prompts(ws)
+    result = _compare(ws, plist, gc, run, ft.partial(run_compare, mode=mode))
     console.print(f"Side by side: {result.html}\nMarkdown: {result.markdown}")
 
 

@@ -90,8 +90,11 @@ class PrepareConfig:
     """How ``mimetic prepare`` turns the cleaned corpus into training examples.
 
     Attributes:
-        format: ``"completion"`` (plain text, the model learns to continue your prose) or
-            ``"chat"`` (each chunk becomes an assistant reply through the model's chat template).
+        format: ``"completion"`` (plain text, the model learns to continue your prose),
+            ``"chat"`` (each chunk becomes an assistant reply through the model's chat template),
+            ``"brief"`` (each chunk is the reply to a brief of it: write on a brief) or ``"mixed"``
+            (a third each of write, continue and rewrite examples, one adapter for the three
+            modes; see :mod:`mimetic.briefs`). The default main job stays ``completion``.
         max_tokens: largest example, in tokens of the base model's tokenizer (default 512).
         min_tokens: shorter chunks are merged with a neighbour or dropped.
         held_out_fraction: share of documents (or of sections, for corpora with few documents)
@@ -101,6 +104,12 @@ class PrepareConfig:
         section_words: section size (words) for the section split.
         seed: seed of the split; the same seed and corpus give the same split.
         system_prompt: system prompt for the chat format (and for writing with a chat voice).
+        brief_model: where briefs (``brief`` and ``mixed`` formats) come from: ``auto`` (the base
+            model when it is an instruct model, else extractive), ``base``, ``extractive``, an
+            ``http://`` address of an OpenAI-compatible server on this machine, a ``.gguf`` file
+            or a transformers model folder (:func:`mimetic.briefs.resolve_source`). A server's
+            API key, if it needs one, is read from ``MIMETIC_BRIEF_API_KEY``, never stored.
+        brief_model_name: the model to ask on that server (default: the first it lists).
     """
 
     format: str = "completion"
@@ -111,9 +120,11 @@ class PrepareConfig:
     section_words: int = 2000
     seed: int = 1234
     system_prompt: str = ""
+    brief_model: str = "auto"
+    brief_model_name: str = ""
 
     def __post_init__(self) -> None:
-        _check(self.format in ("completion", "chat"), "prepare.format must be 'completion' or 'chat'")
+        _check(self.format in ("completion", "chat", "brief", "mixed"), "prepare.format must be 'completion', 'chat', 'brief' or 'mixed'")
         _check(32 <= self.max_tokens <= 32768, "prepare.max_tokens must be between 32 and 32768")
         _check(0 < self.held_out_fraction < 0.5, "prepare.held_out_fraction must be in (0, 0.5)")
         _check(self.section_words >= 100, "prepare.section_words must be at least 100")
@@ -279,6 +290,10 @@ class EvaluateConfig:
     0-5% of 200 draws (5th percentile 0.82-0.94): a lower ratio is rarely noise. 0 turns the
     flag off.
 
+    Modes: a voice trained with briefs (``brief``, ``mixed``) is also asked, for each mode it
+    learned, on ``mode_prompts`` held-out briefs, openings or paraphrases (:mod:`mimetic.briefs`),
+    side by side with the base model given the same requests.
+
     ``bootstrap`` resamples (over held-out documents) give the NLL 95% intervals;
     ``max_held_out_tokens`` (0 = all) caps the NLL pass on very large held-out splits.
     """
@@ -287,6 +302,7 @@ class EvaluateConfig:
     prefix_tokens: int = 64
     new_tokens: int = 256
     batch_size: int = 8
+    mode_prompts: int = 24
     n_mfw: int = 300
     set_words: int = 1000
     metric: str = "cosine"

@@ -31,7 +31,8 @@ class Engine(Protocol):
         tokenizer: the base model's Hugging Face tokenizer (prompts are tokenized with it).
         base_model: the base model's name or path.
         adapter: what was added to the base model (the adapter folder, or the GGUF file).
-        format: ``completion`` or ``chat``, as the voice was trained (see :func:`prompt_ids`).
+        format: ``completion``, ``chat``, ``brief`` or ``mixed``, as the voice was trained (see
+            :func:`prompt_ids`).
     """
 
     tokenizer: Any
@@ -49,8 +50,10 @@ class Engine(Protocol):
 
 def prompt_ids(tokenizer: Any, fmt: str, prompt: str, system_prompt: str = "") -> list[int]:
     """Token ids of ``prompt`` as the voice was trained: plain text for a ``completion`` voice,
-    the chat template with a generation prompt (and the system prompt, if any) for a ``chat`` voice."""
-    if fmt == "chat":
+    the chat template with a generation prompt (and the system prompt, if any) for the others
+    (``chat``, ``brief``, ``mixed``; the mode's marker is already in ``prompt``, see
+    :func:`mimetic.briefs.request`)."""
+    if fmt != "completion":
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
         return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
     return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])

@@ -18,6 +18,14 @@
    Carlini-style extraction from training prefixes.
 5. **Identity leakage**: the corpus's proper names that the samples use, ranked, next to their
    counts in the corpus and in the base model's samples.
+6. **Modes** (voices prepared with ``--format brief`` or ``mixed``): for each mode the voice
+   learned, held-out briefs, openings or paraphrases given to the voice and to the base model
+   alike (:func:`mode_samples`); per mode, the attribution of each one's 1,000-word sets, and
+   *adherence* (:func:`mimetic.briefs.adherence`: the share of the brief's content words the
+   output uses; for rewrite, of the draft's), next to the writer's own passage for the same
+   request. A voice that writes *its* voice over the brief shows here as attribution up and
+   adherence down. The samples of a brief or mixed voice are these (continuing raw text is not
+   what it learned).
 
 Model work (NLL, sampling, extraction) is cached in ``evaluation/cache.json``, so re-running
 with other reference authors only redoes the analysis, which takes seconds
@@ -41,6 +49,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .briefs import FORMAT_MODES, adherence, notes, request
 from .config import EvaluateConfig, GenerateConfig, VoiceConfig
 from .engines import Voice, prompt_ids
 from .errors import MimeticError
@@ -200,6 +209,85 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
         if min(nb, nv) >= config.sample_words:
             break
     return samples
+
+
+def _generate_padded(voice: Any, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
+    """Continue token prompts of different lengths in one batch (left-padded, masked); returns
+    the decoded continuations."""
+    import torch
+
+    n = max(len(p) for p in prompts)
+    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+    ids = torch.tensor([[pad] * (n - len(p)) + list(p) for p in prompts], device=voice.device)
+    mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts], device=voice.device)
+    torch.manual_seed(seed)
+    with torch.no_grad(), autocast(voice.device, voice.precision)():
+        out = voice.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **params.transformers_kwargs())
+    return [voice.tokenizer.decode(row[n:], skip_special_tokens=True) for row in out]
+
+
+def mode_samples(voice: Any, workspace: Workspace, modes: Sequence[str], config: EvaluateConfig, gc: GenerateConfig,
+                 system_prompt: str, status: Status) -> dict[str, list[dict[str, Any]]]:
+    """The voice and the base model asked in each of ``modes`` on held-out requests
+    (:func:`mimetic.generate.mode_prompts`: briefs, openings, paraphrases), same requests, seeds
+    and settings. Per mode, ``max(config.mode_prompts, enough for sample_words / len(modes))``
+    requests (as many as the held-out split has).
+
+    Returns:
+        ``{mode: [{"document", "prefix" (the request as the writer would type it), "writer" (the
+        writer's passage for it), "base", "voice", "seed"}]}``.
+    """
+    from .generate import mode_prompts, rewrites_from_notes
+
+    per_sample = max(20, int(config.new_tokens * 0.7))
+    n = max(config.mode_prompts, math.ceil(config.sample_words / per_sample / max(1, len(modes))))
+    params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
+    from_notes = rewrites_from_notes(workspace)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for mode in modes:
+        items = mode_prompts(workspace, mode, n)
+        rows: list[dict[str, Any]] = []
+        for b in range(0, len(items), config.batch_size):
+            batch = items[b : b + config.batch_size]
+            asked = [request(voice.format, mode, notes(x["prompt"]) if mode == "rewrite" and from_notes else x["prompt"]) for x in batch]  # held-out notes stay as they are (notes is idempotent)
+            ids = [prompt_ids(voice.tokenizer, voice.format, a, system_prompt) for a in asked]
+            seed = config.seed + b // config.batch_size
+            with voice.base():
+                base = _generate_padded(voice, ids, params, seed)
+            tuned = _generate_padded(voice, ids, params, seed)
+            rows += [{"document": x["doc_id"], "prefix": x["prompt"], "writer": x["passage"], "base": y, "voice": v, "seed": seed}
+                     for x, y, v in zip(batch, base, tuned)]
+            status(f"{mode}: {len(rows)} of {len(items)} held-out requests, base model and voice")
+        out[mode] = rows
+    return out
+
+
+def mode_summary(mode: str, samples: Sequence[dict[str, Any]], training: Sequence[tuple[str, str]], config: EvaluateConfig,
+                 references: dict[str, str]) -> dict[str, Any]:
+    """One mode's figures: attribution shares of the voice's, the base model's and the writer's
+    own sets (:func:`analyse`, the writer's passages for the same requests as the control),
+    mean adherence of each (``None`` for ``continue``), words, and the voice's longest verbatim
+    overlap with the training text (characters)."""
+    m, _ = analyse(training, "\n\n".join(s["writer"] for s in samples), samples, config, references)
+    att = m["stylometry"]["attribution"]
+
+    def share(k: str) -> float | None:
+        return att[k]["writer_share"] if k in att else None
+
+    def adh(k: str) -> float | None:
+        if mode == "continue":
+            return None
+        vals = [a for a in (adherence(s["prefix"], s[k]) for s in samples) if a is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {
+        "requests": len(samples),
+        "attribution": {"voice": share("voice"), "base": share("base"), "writer": share("held_out"),
+                        "sets": {k: att[k]["sets"] for k in att}},
+        "adherence": {"voice": adh("voice"), "base": adh("base"), "writer": adh("writer")},
+        "words": {"voice": m["words"]["voice_samples"], "base": m["words"]["base_samples"], "writer": m["words"]["held_out"]},
+        "overlap_characters": m["memorization"]["voice"]["longest_characters"],
+    }
 
 
 def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int = 50, target: int = 50) -> dict[str, Any]:
@@ -540,7 +628,11 @@ def evaluate(
         tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        samples = generate_samples(voice, held_rows, config, gc, status)
+        run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
+        modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
+        by_mode = mode_samples(voice, workspace, modes_taught, config, gc, voice_system_prompt(run_vc, workspace.root.name),
+                               status) if modes_taught else {}
+        samples = [s for rows_ in by_mode.values() for s in rows_] if by_mode else generate_samples(voice, held_rows, config, gc, status)
         free = []
         params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
         for i, p in enumerate(prompts):
@@ -555,7 +647,7 @@ def evaluate(
         timings["extraction_s"] = time.perf_counter() - t
         cache = {
             "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),
-            "samples": samples, "free": free,
+            "samples": samples, "free": free, "mode_samples": by_mode,
             "extraction": extraction, "timings": timings, "base_model": voice.base_model, "device": voice.device,
         }
         atomic_write_json(cache_path, cache)
@@ -579,6 +671,9 @@ def evaluate(
     training = _doc_texts(train_rows)
     held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
     metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
+    if cache.get("mode_samples"):
+        status("each mode: attribution and adherence")
+        metrics["modes"] = {mode: mode_summary(mode, rows_, training, config, refs) for mode, rows_ in cache["mode_samples"].items()}
     if cache.get("identity_probe"):
         metrics["identity"]["probe"] = score_probe(cache["identity_probe"], proper_names([t for _, t in training], min_count=3))
     free = cache.get("free", [])
@@ -797,6 +892,27 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
             f"<th>said it is a model</th><th>names</th></tr>{pr_rows}</table>"
             f"<details><summary>The answers</summary><table><tr><th>setting</th><th>question</th><th>answer</th><th>names claimed</th></tr>{ans}</table></details>"
         )
+    modes_html = ""
+    if m.get("modes"):
+        pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        mode_rows = "".join(
+            f"<tr><td>{e(mode)}</td><td>{r['requests']}</td>"
+            + "".join(f"<td>{pct(r['attribution'][k])}</td>" for k in ("voice", "base", "writer"))
+            + "".join(f"<td>{pct(r['adherence'][k])}</td>" for k in ("voice", "base", "writer"))
+            + f"<td>{r['overlap_characters']}</td></tr>"
+            for mode, r in m["modes"].items()
+        )
+        modes_html = (
+            "<h2>Modes: your voice, and what was asked</h2><p>For each mode the voice learned, held-out requests — briefs "
+            "(write), openings (continue), plain paraphrases (rewrite) of passages it never trained on — given to the voice and "
+            "to the base model alike. <b>Attribution</b>: share of each one's sets attributed to you (your own passages for the "
+            "same requests are the control). <b>Adherence</b>: share of the request's content words the text uses (for "
+            "rewrite, of the draft's); your own passage is the reference. A voice that writes its voice over the brief shows "
+            "here: attribution up, adherence down.</p>"
+            "<table><tr><th>mode</th><th>requests</th><th>voice → you</th><th>base → you</th><th>your passages → you</th>"
+            "<th>adherence: voice</th><th>base</th><th>your passages</th><th>voice's longest overlap (chars)</th></tr>"
+            f"{mode_rows}</table>"
+        )
     name_rows = "".join(
         f"<tr><td>{e(r['name'])}</td><td>{r['voice']}</td><td>{r['base']}</td><td>{r['writer']}</td><td>{r['corpus']}</td></tr>"
         for r in idn["names_in_voice"][:20]
@@ -863,11 +979,12 @@ runs found there. Your own held-out continuations are the baseline: everyone rep
 names in your emails or chats may start to use them as its own: check this list.</p>
 <table><tr><th>name</th><th>voice</th><th>base model</th><th>your continuations</th><th>in your corpus</th></tr>{name_rows}</table>
 {probe_html}
+{modes_html}
 <h2>5. Samples</h2><p>The same opening from your held-out writing, continued by you, the base model and the voice (same seed).</p>
 {sample_html}{('<h3>Your prompts</h3>' + free_html) if free else ''}
 <p class=small>All numbers are in metrics.json next to this file. Made by mimetic, on your machine.</p></html>
 """
 
 
-__all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test",
+__all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test", "mode_samples", "mode_summary",
            "read_references", "render_report", "headline"]

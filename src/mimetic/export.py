@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .briefs import MARKERS
 from .config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
 from .engines import load_llama
 from .errors import MimeticError
@@ -199,10 +200,18 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: GenerateConfig, sys
     A completion voice (trained on plain prose) gets a raw template, so ``ollama run`` continues
     the text it is given; a chat voice gets its chat template (ChatML written out for Ollama,
     otherwise Ollama's own reading of the template stored in the GGUF), its stop tokens and the
-    system prompt. The sampling ``PARAMETER`` lines come from ``gen``
-    (:meth:`mimetic.sampling.SamplingParams.modelfile_parameters`).
+    system prompt. A brief voice's template puts the ``Write:`` marker it was trained with before
+    the prompt, so ``ollama run`` takes a bare brief; a mixed voice's comment lines say which
+    marker asks for which mode (:data:`mimetic.briefs.MARKERS`). The sampling ``PARAMETER`` lines
+    come from ``gen`` (:meth:`mimetic.sampling.SamplingParams.modelfile_parameters`).
     """
-    lines = ["# Ollama Modelfile written by mimetic. Create the model with: ollama create <name> -f Modelfile", f"FROM ./{gguf_name}"]
+    lines = ["# Ollama Modelfile written by mimetic. Create the model with: ollama create <name> -f Modelfile"]
+    if fmt == "brief":
+        lines.append("# This voice writes on a brief: ollama run <name> \"a storm over a harbour town, told by a child\"")
+    elif fmt == "mixed":
+        lines += ["# This voice has three modes; start the prompt with the mode's marker:"] + [
+            f"#   {m:<9} {marker}…" for m, marker in MARKERS.items()]
+    lines.append(f"FROM ./{gguf_name}")
     template = getattr(tokenizer, "chat_template", None) or ""
     stops = []
     if fmt == "completion":
@@ -211,11 +220,13 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: GenerateConfig, sys
             stops.append(tokenizer.eos_token)
     else:
         if "<|im_start|>" in template:
-            lines.append(f'TEMPLATE """{_CHATML}"""')
+            chatml = _CHATML.replace("user\n{{ .Prompt }}", "user\n" + MARKERS["write"] + "{{ .Prompt }}") if fmt == "brief" else _CHATML
+            lines.append(f'TEMPLATE """{chatml}"""')
             stops += ["<|im_end|>", "<|im_start|>"]
         elif tokenizer.eos_token:
             stops.append(tokenizer.eos_token)
-        lines.append(f'SYSTEM """{system}"""')
+        if system or fmt == "chat":
+            lines.append(f'SYSTEM """{system}"""')
     lines += SamplingParams.from_config(gen).modelfile_parameters()
     lines += [f'PARAMETER stop "{s}"' for s in dict.fromkeys(stops)]
     return "\n".join(lines) + "\n"

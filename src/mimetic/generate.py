@@ -8,9 +8,11 @@
 
 A completion-format voice continues the prompt as text; a chat-format voice answers it
 through the chat template, with the voice's system prompt (``[generate] system_prompt``, else
-the one it was trained with, else :func:`mimetic.identity.default_system_prompt`). Every
-generation is logged in the workspace's SQLite ``mimetic.db`` (prompt, parameters, output, base
-model, adapter, time).
+the one it was trained with, else :func:`mimetic.identity.default_system_prompt`). A voice
+trained with briefs (``brief``, ``mixed``) is asked in one of its *modes*
+(:func:`mimetic.briefs.request`): ``write`` from a brief, ``continue`` an opening, or
+:func:`rewrite` a draft. Every generation is logged in the workspace's SQLite ``mimetic.db``
+(prompt, mode, parameters, output, base model, adapter, time).
 
 The engines that generate (:class:`Voice`, transformers; :class:`GGUFVoice`, llama.cpp) live in
 :mod:`mimetic.engines` and are re-exported here with :func:`prompt_ids`; the ``[generate]``
@@ -27,7 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import GenerateConfig
+from .briefs import MODES, notes, read_briefs, request, split_opening
+from .config import GenerateConfig, VoiceConfig
 from .engines import Engine, GGUFVoice, Voice, prompt_ids
 from .errors import MimeticError
 from .identity import default_system_prompt
@@ -66,9 +69,24 @@ def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, confi
 def _system_prompt(workspace: Workspace, voice: Engine, config: GenerateConfig) -> str:
     """The system prompt of a chat voice: ``config``'s, else the one it was trained with, else the
     default that keeps a small voice's identity; none for a completion voice (unless set)."""
-    if voice.format != "chat" or config.system_prompt:
+    if voice.format == "completion" or config.system_prompt:
         return config.system_prompt
-    return workspace.load_config().prepare.system_prompt or default_system_prompt(workspace.root.name)
+    own = workspace.load_config().prepare.system_prompt
+    return own or (default_system_prompt(workspace.root.name) if voice.format == "chat" else "")
+
+
+def default_mode(fmt: str) -> str | None:
+    """The mode a plain prompt asks of a voice trained in format ``fmt``: ``continue``
+    (completion and mixed voices), ``write`` (brief voices), none for chat voices (the prompt
+    is the request as written)."""
+    return {"completion": "continue", "brief": "write", "mixed": "continue"}.get(fmt)
+
+
+def run_format(workspace: Workspace, run: str | None = None) -> str:
+    """The training format of ``run`` (default: latest): ``completion``, ``chat``, ``brief`` or
+    ``mixed``. Raises :class:`MimeticError` when there is no trained run."""
+    path = workspace.run_dir(run) / "config.toml"
+    return VoiceConfig.load(path).prepare.format if path.exists() else workspace.load_config().prepare.format
 
 
 def write(
@@ -82,13 +100,17 @@ def write(
     voice: Engine | None = None,
     engine: str = "transformers",
     best_of: int = 1,
+    mode: str | None = None,
 ) -> list[Generation]:
     """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text), or
     draft ``best_of`` and rank them by closeness to the writer's style.
 
     Args:
         workspace: a workspace with a trained run.
-        prompt: the opening to continue, or (chat voices) the request.
+        prompt: the opening to continue, the brief (``mode="write"``), the draft
+            (``mode="rewrite"``), or (chat voices) the request.
+        mode: ``write``, ``continue`` or ``rewrite`` (:data:`mimetic.briefs.MODES`); default
+            :func:`default_mode` of the voice's format (``continue`` with ``continue_from``).
         config: sampling settings (default: the workspace's ``[generate]``). Sample ``i`` uses
             seed ``config.seed + i``.
         run: run id (default: latest).
@@ -109,13 +131,17 @@ def write(
     Raises:
         MimeticError: no prompt, unreadable file, no trained run, no GGUF export for llama.cpp,
             ``best_of`` below 1 or combined with ``num_samples`` above 1, too little training
-            text for a style profile.
+            text for a style profile, a mode the voice was not trained for (the hint says how).
     """
     config = config or workspace.load_config().generate
     if continue_from is not None:
         prompt = read_text_file(continue_from, "Check the path given to --continue-from: a text file.")[-2000:] + prompt
+        mode = mode or "continue"
     if not prompt.strip():
         raise MimeticError("Nothing to write from: the prompt is empty.", 'Give a prompt: mimetic write "The morning after…"')
+    fmt = voice.format if voice is not None else run_format(workspace, run)
+    mode = mode or default_mode(fmt)
+    asked = request(fmt, mode, prompt) if mode else prompt  # checks the mode before a model is loaded
     if engine not in ("transformers", "llama.cpp"):
         raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
     if best_of < 1 or (best_of > 1 and config.num_samples > 1):
@@ -130,14 +156,89 @@ def write(
         if i and on_text:
             on_text("\n\n")
         t = time.perf_counter()
-        text, n = voice.generate(prompt, params, config.seed + i, on_text, system_prompt=system)
+        text, n = voice.generate(asked, params, config.seed + i, on_text, system_prompt=system)
         g = Generation(prompt, text, "voice", config.seed + i, n, time.perf_counter() - t)
         if scorer:
             g.style_distance = scorer.distance(text)
         extra = {"best_of": best_of, "style_distance": g.style_distance} if scorer else {}
+        if mode:
+            extra["mode"] = mode
         _log(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config, **extra)
         results.append(g)
     return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
+
+
+def rewrites_from_notes(workspace: Workspace) -> bool:
+    """Whether the voice learned to rewrite from :func:`mimetic.briefs.notes` (no model made
+    its paraphrases), so a draft is reduced to notes the same way before rewriting."""
+    try:
+        made = workspace.data_meta().briefs.get("paraphrases", {})
+    except MimeticError:
+        return False
+    return made.get("notes", 0) > sum(made.values()) / 2
+
+
+def rewrite(
+    workspace: Workspace,
+    draft: str,
+    config: GenerateConfig | None = None,
+    *,
+    run: str | None = None,
+    on_text: Callable[[str], None] | None = None,
+    voice: Engine | None = None,
+    engine: str = "transformers",
+) -> list[Generation]:
+    """Rewrite ``draft`` (the writer's flat draft, or another text) in the voice: :func:`write`
+    in ``rewrite`` mode, for voices prepared with ``--format mixed``. When the voice learned to
+    rewrite from notes (:func:`rewrites_from_notes`) the draft is reduced to notes first, as its
+    training paraphrases were; ``Generation.prompt`` is the draft as given.
+
+    Raises:
+        MimeticError: an empty draft, a voice not trained to rewrite (the hint says how), or
+            any error of :func:`write`.
+    """
+    source = notes(draft) if draft.strip() and rewrites_from_notes(workspace) else draft
+    out = write(workspace, source, config, run=run, on_text=on_text, voice=voice, engine=engine, mode="rewrite")
+    for g in out:
+        g.prompt = draft
+    return out
+
+
+def mode_prompts(workspace: Workspace, mode: str, n: int = 5) -> list[dict[str, str]]:
+    """Held-out requests for ``mode``, evenly spread over the held-out split: ``write`` gives the
+    held-out passages' briefs, ``continue`` their openings, ``rewrite`` their paraphrases
+    (``data/briefs.jsonl``); each dict has ``prompt`` (what the voice is asked), ``passage``
+    (what the writer wrote: the whole passage, or the rest after the opening) and ``doc_id``.
+    The voice never trained on any of them.
+
+    Raises:
+        MimeticError: no examples yet, unknown mode, or (``write``, ``rewrite``) no briefs.
+    """
+    from .briefs import BRIEFS_FILE, passage_hash
+    from .prepare import load_split
+
+    if mode not in MODES:
+        raise MimeticError(f"Unknown mode {mode!r}.", f"Use one of: {', '.join(MODES)}.")
+    rows = load_split(workspace, "held_out")
+    briefs = read_briefs(workspace.data_dir / BRIEFS_FILE)
+    if mode != "continue" and not briefs:
+        raise MimeticError("This voice has no briefs to ask it with.", f"Make them: mimetic prepare --format mixed --workspace {workspace.root}")
+    out = []
+    for i in range(len(rows)):
+        text = rows[i]["text"]
+        if mode == "continue":
+            opening, rest = split_opening(text)
+            if rest:
+                out.append({"prompt": opening, "passage": rest, "doc_id": rows[i]["doc_id"]})
+            continue
+        b = briefs.get(passage_hash(text))
+        got = b and (b.brief if mode == "write" else b.paraphrase)
+        if got:
+            out.append({"prompt": got, "passage": text, "doc_id": rows[i]["doc_id"]})
+    if len(out) > n:
+        step = len(out) / n
+        out = [out[int(k * step)] for k in range(n)]
+    return out
 
 
 STYLE_PROFILE_FILE = "style_profile.json"
@@ -227,17 +328,26 @@ def compare(
     run: str | None = None,
     voice: Voice | None = None,
     on_pair: Callable[[int, Generation, Generation], None] | None = None,
+    mode: str | None = None,
 ) -> Comparison:
     """Generate from the base model and from the voice on each prompt, same seed and settings.
 
-    Writes ``compare/<time>.md`` and ``compare/<time>.html`` (self-contained, side by side).
+    ``mode`` (``write``, ``continue``, ``rewrite``; default :func:`default_mode`) asks both
+    models in that mode (:func:`mimetic.briefs.request`): the base model gets exactly the
+    request the voice gets. Writes ``compare/<time>.md`` and ``compare/<time>.html``
+    (self-contained, side by side).
 
     Raises:
-        MimeticError: no prompts, no trained run.
+        MimeticError: no prompts, no trained run, a mode the voice was not trained for.
     """
     if not prompts:
         raise MimeticError("No prompts to compare on.", "Pass --prompts FILE with one prompt per paragraph.")
     config = config or workspace.load_config().generate
+    fmt = voice.format if voice is not None else run_format(workspace, run)
+    mode = mode or default_mode(fmt)
+    asked = [request(fmt, mode, p) if mode else p for p in prompts]
+    if mode == "rewrite" and rewrites_from_notes(workspace):
+        asked = [request(fmt, mode, notes(p)) for p in prompts]
     voice = voice or Voice.load(workspace, run)
     params = SamplingParams.from_config(config)
     system = _system_prompt(workspace, voice, config)
@@ -246,46 +356,52 @@ def compare(
         seed = config.seed + i
         t = time.perf_counter()
         with voice.base():
-            text, n = voice.generate(prompt, params, seed, system_prompt=system)
+            text, n = voice.generate(asked[i], params, seed, system_prompt=system)
         base = Generation(prompt, text, "base", seed, n, time.perf_counter() - t)
         t = time.perf_counter()
-        text, n = voice.generate(prompt, params, seed, system_prompt=system)
+        text, n = voice.generate(asked[i], params, seed, system_prompt=system)
         tuned = Generation(prompt, text, "voice", seed, n, time.perf_counter() - t)
         for g in (base, tuned):
-            _log(workspace, voice, "compare", g, config)
+            _log(workspace, voice, "compare", g, config, **({"mode": mode} if mode else {}))
         pairs.append((base, tuned))
         if on_pair:
             on_pair(i, base, tuned)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md_path, html_path = workspace.compare_dir / f"{stamp}.md", workspace.compare_dir / f"{stamp}.html"
-    atomic_write_text(md_path, comparison_markdown(pairs, voice, config))
-    atomic_write_text(html_path, comparison_html(pairs, voice, config))
+    atomic_write_text(md_path, comparison_markdown(pairs, voice, config, mode))
+    atomic_write_text(html_path, comparison_html(pairs, voice, config, mode))
     return Comparison(pairs, md_path, html_path)
 
 
-def _settings_line(voice: Voice, config: GenerateConfig) -> str:
+_MODE_TITLE = {None: "Prompt", "continue": "Opening", "write": "Brief", "rewrite": "Draft"}
+
+
+def _settings_line(voice: Voice, config: GenerateConfig, mode: str | None = None) -> str:
     return (
-        f"base model `{voice.base_model}` · adapter `{voice.adapter}` · temperature {config.temperature} · "
+        (f"mode **{mode}** · " if mode else "")
+        + f"base model `{voice.base_model}` · adapter `{voice.adapter}` · temperature {config.temperature} · "
         f"top-p {config.top_p} · min-p {config.min_p} · max new tokens {config.max_new_tokens}"
     )
 
 
-def comparison_markdown(pairs: list[tuple[Generation, Generation]], voice: Voice, config: GenerateConfig) -> str:
-    """The comparison as Markdown: one section per prompt, base then voice."""
-    out = ["# Base model vs your voice", "", _settings_line(voice, config), ""]
+def comparison_markdown(pairs: list[tuple[Generation, Generation]], voice: Voice, config: GenerateConfig,
+                        mode: str | None = None) -> str:
+    """The comparison as Markdown: one section per prompt (brief, opening or draft), base then voice."""
+    out = ["# Base model vs your voice", "", _settings_line(voice, config, mode), ""]
     for i, (base, tuned) in enumerate(pairs, 1):
-        out += [f"## Prompt {i} (seed {base.seed})", "", "> " + base.prompt.replace("\n", "\n> "), "",
+        out += [f"## {_MODE_TITLE.get(mode, 'Prompt')} {i} (seed {base.seed})", "", "> " + base.prompt.replace("\n", "\n> "), "",
                 "**Base model**", "", base.output.strip(), "", "**Your voice**", "", tuned.output.strip(), ""]
     return "\n".join(out)
 
 
-def comparison_html(pairs: list[tuple[Generation, Generation]], voice: Voice, config: GenerateConfig) -> str:
+def comparison_html(pairs: list[tuple[Generation, Generation]], voice: Voice, config: GenerateConfig,
+                    mode: str | None = None) -> str:
     """The comparison as one self-contained HTML page, base and voice in two columns."""
     e = html.escape
     rows = []
     for i, (base, tuned) in enumerate(pairs, 1):
         rows.append(
-            f"<section><h2>Prompt {i} <small>seed {base.seed}</small></h2><blockquote>{e(base.prompt)}</blockquote>"
+            f"<section><h2>{_MODE_TITLE.get(mode, 'Prompt')} {i} <small>seed {base.seed}</small></h2><blockquote>{e(base.prompt)}</blockquote>"
             f"<div class=pair><div><h3>Base model</h3><p>{e(base.output.strip())}</p></div>"
             f"<div class=voice><h3>Your voice</h3><p>{e(tuned.output.strip())}</p></div></div></section>"
         )
@@ -298,7 +414,7 @@ def comparison_html(pairs: list[tuple[Generation, Generation]], voice: Voice, co
     )
     return (
         f"<!doctype html><html lang=en><meta charset=utf-8><title>Base model vs your voice</title><style>{css}</style>"
-        f"<h1>Base model vs your voice</h1><p class=meta>{e(_settings_line(voice, config))}</p>{''.join(rows)}</html>\n"
+        f"<h1>Base model vs your voice</h1><p class=meta>{e(_settings_line(voice, config, mode))}</p>{''.join(rows)}</html>\n"
     )
 
 
@@ -319,4 +435,4 @@ def held_out_prompts(workspace: Workspace, n: int = 5, words: int = 40) -> list[
     return prompts
 
 
-__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
+__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]

@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .briefs import request
 from .errors import MimeticError
 from .serve import BadRequest, ServeConfig, Voices, find_models, request_sampling
 
@@ -69,6 +70,11 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
             if not opening.strip():
                 raise ToolError(f"The voice '{m.id}' continues text: give an opening (a first sentence or paragraph), not a brief.")
             message = opening
+        elif m.format in ("brief", "mixed"):
+            try:
+                message = request(m.format, "write" if brief.strip() else "continue", brief or opening)
+            except MimeticError as e:
+                raise ToolError(f"{e.message} {e.hint}") from None
         else:
             message = brief if brief.strip() else f"Continue this text:\n\n{opening}"
         body: dict[str, Any] = {"max_tokens": length}

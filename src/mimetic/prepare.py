@@ -9,9 +9,11 @@
 * **Token-aware chunks**: consecutive paragraphs are packed into chunks of at most
   ``max_tokens`` tokens of the base model's tokenizer, cut at paragraph boundaries; a longer
   paragraph is cut at sentence boundaries, and a longer sentence at token boundaries.
-* **Formats**: ``completion`` (the text itself; EOS only where a document really ends) or
+* **Formats**: ``completion`` (the text itself; EOS only where a document really ends),
   ``chat`` (the chunk is the assistant's reply to a short request, through the model's chat
-  template; loss only on the reply).
+  template; loss only on the reply), ``brief`` (the reply to a brief of the chunk) and
+  ``mixed`` (a third each of write, continue and rewrite examples, chosen by the chunk's
+  hash; :mod:`mimetic.briefs` makes the briefs and paraphrases, kept in ``data/briefs.jsonl``).
 
 Examples are saved with HF datasets as Arrow in ``data/train`` and ``data/held_out``, with
 ``data/meta.json`` describing the split.
@@ -19,13 +21,16 @@ Examples are saved with HF datasets as Arrow in ``data/train`` and ``data/held_o
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from .briefs import BRIEFS_FILE, Brief, make_briefs, mode_of, passage_hash, request, resolve_source, split_opening
 from .config import PrepareConfig
 from .errors import MimeticError
+from .events import OnEvent, ignore
 from .ingest import count_words, load_corpus
 from .nll import IGNORE_INDEX
 from .records import DataMeta
@@ -204,26 +209,51 @@ def _chat_request(unit: dict[str, Any]) -> str:
     return f"Write a passage of “{title}” in my voice." if title else "Write a passage in my voice."
 
 
-def encode_example(text: str, tokenizer: Any, config: PrepareConfig, unit: dict[str, Any], ends_document: bool) -> dict[str, Any]:
+def example_mode(text: str, config: PrepareConfig, brief: Brief | None) -> str:
+    """The mode a chunk's example teaches: ``continue`` (completion), ``chat``, ``write``
+    (brief) or, in the mixed format, the chunk's :func:`mimetic.briefs.mode_of` — ``write``
+    instead where the chunk is one sentence (nothing to continue) or has no paraphrase."""
+    if config.format in ("completion", "chat"):
+        return {"completion": "continue", "chat": "chat"}[config.format]
+    mode = "write" if config.format == "brief" else mode_of(text)
+    if mode == "continue" and not split_opening(text)[1]:
+        return "write"
+    if mode == "rewrite" and not (brief and brief.paraphrase):
+        return "write"
+    return mode
+
+
+def encode_example(text: str, tokenizer: Any, config: PrepareConfig, unit: dict[str, Any], ends_document: bool,
+                   brief: Brief | None = None) -> dict[str, Any]:
     """Tokenize one chunk in the configured format.
 
-    Returns a dict with ``input_ids`` and ``labels`` (``-100`` where no loss is taken: the
-    chat prompt). In completion format the EOS token is appended only if the chunk ends its
-    document, so the model does not learn to stop mid-text.
+    Returns a dict with ``input_ids``, ``labels`` (``-100`` where no loss is taken: the chat
+    prompt, or a brief, opening or paraphrase) and ``mode`` (:func:`example_mode`). In
+    completion format the EOS token is appended only if the chunk ends its document, so the
+    model does not learn to stop mid-text. The ``brief`` and ``mixed`` formats need the chunk's
+    ``brief`` (:func:`mimetic.briefs.make_briefs`).
     """
+    mode = example_mode(text, config, brief)
     if config.format == "completion":
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if ends_document and tokenizer.eos_token_id is not None:
             ids = ids + [tokenizer.eos_token_id]
-        return {"input_ids": ids, "labels": list(ids)}
+        return {"input_ids": ids, "labels": list(ids), "mode": mode}
+    if config.format == "chat":
+        user = _chat_request(unit)
+    elif mode == "continue":
+        user, text = split_opening(text)
+        user = request(config.format, "continue", user)
+    else:
+        user = request(config.format, mode, (brief.brief if mode == "write" else brief.paraphrase) if brief else "…")
     messages = ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else []) + [
-        {"role": "user", "content": _chat_request(unit)}
+        {"role": "user", "content": user}
     ]
     prompt = _template_ids(tokenizer, messages, add_generation_prompt=True)
     full = _template_ids(tokenizer, messages + [{"role": "assistant", "content": text}], add_generation_prompt=False)
     if full[: len(prompt)] != prompt:  # templates that rewrite earlier turns: mask nothing rather than guess
-        return {"input_ids": full, "labels": list(full)}
-    return {"input_ids": full, "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt) :]}
+        return {"input_ids": full, "labels": list(full), "mode": mode}
+    return {"input_ids": full, "labels": [IGNORE_INDEX] * len(prompt) + full[len(prompt) :], "mode": mode}
 
 
 def _template_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
@@ -238,8 +268,12 @@ def _template_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation
     return list(out)
 
 
+BRIEF_ALLOWANCE = 64  # tokens kept free in a brief-format example for the brief itself
+
+
 @writes_voice("prepared")
-def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_model: str | None = None) -> PrepareResult:
+def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_model: str | None = None,
+            on_event: OnEvent = ignore) -> PrepareResult:
     """Make ``data/train`` and ``data/held_out`` from the workspace's corpus.
 
     Args:
@@ -247,9 +281,17 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
         config: prepare settings (default :class:`PrepareConfig`).
         base_model: the model whose tokenizer counts tokens (default: the workspace's
             ``train.base_model``). Training checks that it uses the same model.
+        on_event: receives the briefs' :class:`~mimetic.events.Progress` (``brief`` and
+            ``mixed`` formats).
+
+    In the ``brief`` and ``mixed`` formats a chunk holds at most ``max_tokens`` minus the chat
+    template and :data:`BRIEF_ALLOWANCE` tokens; a rewrite example (paraphrase + passage) may
+    then be up to about twice ``max_tokens``. Briefs are made or reused (``data/briefs.jsonl``,
+    edits kept) before the examples, and written with them.
 
     Raises:
-        MimeticError: no corpus, corpus too small, model not found, no chat template.
+        MimeticError: no corpus, corpus too small, model not found, no chat template, the brief
+            model failed (the briefs made so far are kept; run again to resume).
     """
     from datasets import Dataset
 
@@ -262,9 +304,10 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
     mode, train_units, held_units = split_held_out(docs, config)
     tokenizer = load_tokenizer(base_model)
     budget = config.max_tokens
-    if config.format == "chat":
-        overhead = len(encode_example("", tokenizer, config, {"title": "x" * 40}, False)["input_ids"])
-        budget = config.max_tokens - overhead
+    if config.format != "completion":
+        probe = Brief("", "", "", "", "x", "", "")
+        overhead = len(encode_example("", tokenizer, config, {"title": "x" * 40}, False, probe)["input_ids"])
+        budget = config.max_tokens - overhead - (BRIEF_ALLOWANCE if config.format in ("brief", "mixed") else 0)
         if budget < 32:
             raise MimeticError("prepare.max_tokens is too small for the chat template.", "Raise --max-tokens.")
 
@@ -273,24 +316,42 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
         key = u["doc_id"]
         last_unit[key] = max(last_unit.get(key, -1), u["section"] if u["section"] is not None else 0)
 
-    def build(units: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        cols: dict[str, list[Any]] = {k: [] for k in ("text", "input_ids", "labels", "doc_id", "section", "n_tokens")}
+    def chunks_of(units: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, bool]]:
+        out = []
         for u in units:
             chunks = chunk_paragraphs(u["paragraphs"], tokenizer, budget)
             for j, text in enumerate(chunks):
                 ends = j == len(chunks) - 1 and (u["section"] is None or u["section"] == last_unit[u["doc_id"]])
-                ex = encode_example(text, tokenizer, config, u, ends)
-                if sum(1 for x in ex["labels"] if x != IGNORE_INDEX) < config.min_tokens:
-                    continue
-                cols["text"].append(text)
-                cols["input_ids"].append(ex["input_ids"])
-                cols["labels"].append(ex["labels"])
-                cols["doc_id"].append(u["doc_id"])
-                cols["section"].append(-1 if u["section"] is None else u["section"])
-                cols["n_tokens"].append(len(ex["input_ids"]))
+                out.append((u, text, ends))
+        return out
+
+    train_chunks, held_chunks = chunks_of(train_units), chunks_of(held_units)
+    briefs: dict[str, Brief] = {}
+    briefs_path = workspace.data_dir / BRIEFS_FILE
+    if config.format in ("brief", "mixed"):
+        import os
+
+        source = resolve_source(config.brief_model, base_model, config.brief_model_name, os.environ.get("MIMETIC_BRIEF_API_KEY", ""))
+        passages = [("train", u["doc_id"], t) for u, t, _ in train_chunks] + [("held_out", u["doc_id"], t) for u, t, _ in held_chunks]
+        briefs = make_briefs(passages, briefs_path, source, on_event=on_event,
+                             paraphrase=lambda split, text: config.format == "mixed" and (split == "held_out" or mode_of(text) == "rewrite"))
+
+    def build(chunks: list[tuple[dict[str, Any], str, bool]]) -> dict[str, list[Any]]:
+        cols: dict[str, list[Any]] = {k: [] for k in ("text", "input_ids", "labels", "doc_id", "section", "n_tokens", "mode")}
+        for u, text, ends in chunks:
+            ex = encode_example(text, tokenizer, config, u, ends, briefs.get(passage_hash(text)))
+            if sum(1 for x in ex["labels"] if x != IGNORE_INDEX) < config.min_tokens:
+                continue
+            cols["text"].append(text)
+            cols["input_ids"].append(ex["input_ids"])
+            cols["labels"].append(ex["labels"])
+            cols["doc_id"].append(u["doc_id"])
+            cols["section"].append(-1 if u["section"] is None else u["section"])
+            cols["n_tokens"].append(len(ex["input_ids"]))
+            cols["mode"].append(ex["mode"])
         return cols
 
-    train_cols, held_cols = build(train_units), build(held_units)
+    train_cols, held_cols = build(train_chunks), build(held_chunks)
     if not train_cols["text"] or not held_cols["text"]:
         raise MimeticError("After chunking, the training or held-out set is empty.", "Add more writing, or lower --max-tokens.")
     held_docs = sorted({u["doc_id"] for u in held_units}) if mode == "documents" else []
@@ -306,11 +367,15 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
         train={"examples": len(train_cols["text"]), "tokens": sum(train_cols["n_tokens"])},
         held_out={"examples": len(held_cols["text"]), "tokens": sum(held_cols["n_tokens"])},
         padding_share=_padding_share(train_cols["n_tokens"], config.max_tokens),
+        briefs=_briefs_summary(briefs, train_cols, held_cols) if briefs else {},
     )
     with atomic_dir(workspace.data_dir) as tmp:
         Dataset.from_dict(train_cols).save_to_disk(str(tmp / "train"))
         Dataset.from_dict(held_cols).save_to_disk(str(tmp / "held_out"))
         meta.save(tmp / "meta.json")
+        if briefs:  # one row per passage of this split, in corpus order: what the writer reviews and edits
+            rows = [briefs[h] for h in dict.fromkeys(passage_hash(t) for _, t, _ in train_chunks + held_chunks)]
+            (tmp / BRIEFS_FILE).write_text("".join(json.dumps(b.__dict__, ensure_ascii=False) + "\n" for b in rows), encoding="utf-8")
     vc.prepare = config
     vc.train.base_model = base_model
     workspace.save_config(vc)
@@ -323,6 +388,19 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
         held_docs,
         meta.to_dict(),
     )
+
+
+def _briefs_summary(briefs: dict[str, Brief], train: dict[str, list[Any]], held: dict[str, list[Any]]) -> dict[str, Any]:
+    """What :class:`~mimetic.records.DataMeta` records of the briefs: where they came from, and
+    how many examples of each mode each split holds."""
+    from collections import Counter
+
+    return {
+        "file": BRIEFS_FILE,
+        "sources": dict(Counter(b.source for b in briefs.values())),
+        "paraphrases": dict(Counter(b.paraphrase_source for b in briefs.values() if b.paraphrase)),
+        "modes": {"train": dict(Counter(train["mode"])), "held_out": dict(Counter(held["mode"]))},
+    }
 
 
 def _padding_share(lengths: list[int], max_tokens: int) -> float:

@@ -194,6 +194,9 @@ class DataMeta(Record):
         held_out_sections: ``[doc_id, section]`` of each held-out section (``sections`` mode).
         train, held_out: ``{"examples": count, "tokens": count}`` of each split.
         padding_share: share of padding positions if every example were padded to ``max_tokens``.
+        briefs: for the ``brief`` and ``mixed`` formats: ``{"file", "sources": {source: count},
+            "paraphrases": {source: count}, "modes": {"train": {mode: count}, "held_out": …}}``;
+            empty otherwise.
     """
 
     WHAT: ClassVar[str] = "training data description"
@@ -209,6 +212,7 @@ class DataMeta(Record):
     train: dict[str, int]
     held_out: dict[str, int]
     padding_share: float
+    briefs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fix_hint(cls, path: Path) -> str:
@@ -336,6 +340,10 @@ class EvaluationMetrics(Record):
         extraction: the extraction test (``windows``, per model ``exact``…), ``{}`` if not run.
         samples: number of held-out prefixes sampled.
         timings: seconds per phase.
+        modes: for voices trained with briefs, per mode (``write``, ``continue``, ``rewrite``):
+            ``requests``, ``attribution`` (share of sets attributed to the writer: ``voice``,
+            ``base``, ``writer``), ``adherence`` (mean share of the request's content words
+            used; ``None`` for continue), ``words``, ``overlap_characters``; ``{}`` otherwise.
     """
 
     WHAT: ClassVar[str] = "evaluation metrics"
@@ -354,6 +362,7 @@ class EvaluationMetrics(Record):
     extraction: dict[str, Any] = field(default_factory=dict)
     samples: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    modes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fix_hint(cls, path: Path) -> str:
@@ -443,6 +452,15 @@ def _headline(m: EvaluationMetrics) -> list[str]:
         lines.append(
             f"Identity: asked who it is, the voice gave a name from your writing as its own in {' and '.join(said)}"
             + (f" ({', '.join(names)})" if names else "") + "."
+        )
+    for mode, r in m.modes.items():
+        a, d = r["attribution"], r["adherence"]
+        pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        lines.append(
+            f"Mode {mode} ({r['requests']} held-out requests): sets attributed to you: voice {pct(a['voice'])}, base model "
+            f"{pct(a['base'])}, your own passages {pct(a['writer'])}"
+            + ("" if d["voice"] is None else f"; adherence to the request: voice {pct(d['voice'])}, base model {pct(d['base'])}, "
+               f"your own passages {pct(d['writer'])}") + "."
         )
     return lines
 

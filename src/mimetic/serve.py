@@ -262,7 +262,7 @@ class Voices:
         if text is not None:
             return list(tokenizer(text, add_special_tokens=False)["input_ids"]), text
         assert messages is not None
-        if m.format == "chat":
+        if m.format != "completion":
             if not any(x["role"] == "system" for x in messages) and m.system_prompt:
                 messages = [{"role": "system", "content": m.system_prompt}] + messages
             ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
