@@ -11,6 +11,7 @@ import http.server
 import json
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -352,3 +353,31 @@ def test_the_modelfile_of_a_brief_voice_takes_a_bare_brief(tokenizer):
     assert "<|im_start|>user\nWrite: {{ .Prompt }}<|im_end|>" in brief and "SYSTEM" not in brief
     mixed = modelfile("voice-q8_0.gguf", tokenizer, "mixed", GenerateConfig(), "")
     assert "#   rewrite   Rewrite in my voice: …" in mixed and "user\n{{ .Prompt }}" in mixed
+
+
+def test_absurd_briefs_are_refused_with_a_reason():
+    from mimetic.briefs import request
+    from mimetic.errors import MimeticError
+
+    with pytest.raises(MimeticError, match="no words"):
+        request("brief", "write", "!!! 1234 ???")
+    with pytest.raises(MimeticError, match="400 words long") as e:
+        request("mixed", "write", "word " * 400)
+    assert "mimetic rewrite" in e.value.hint
+    assert request("mixed", "rewrite", "word " * 400).startswith("Rewrite in my voice: word")  # a draft may be long
+
+
+def test_served_brief_and_mixed_voices_read_a_message_as_a_brief(tokenizer):
+    from mimetic.serve import BadRequest, ServeConfig, ServedModel, Voices
+
+    voices = Voices([ServedModel("b", "voice", Path("b.gguf"), "embedded", "brief"),
+                     ServedModel("m", "voice", Path("m.gguf"), "embedded", "mixed")], ServeConfig())
+    b, m = voices.get("b"), voices.get("m")
+    ids, logged = voices.prompt(b, tokenizer, [{"role": "user", "content": "a storm over a harbour town"}], None)
+    assert "user\nWrite: a storm over a harbour town<|im_end|>" in tokenizer.decode(ids)
+    ids, _ = voices.prompt(m, tokenizer, [{"role": "user", "content": "Rewrite in my voice: flat draft"}], None)
+    assert "user\nRewrite in my voice: flat draft<|im_end|>" in tokenizer.decode(ids)  # a marker is kept, not doubled
+    ids, _ = voices.prompt(m, tokenizer, None, "It was late when")
+    assert "user\nContinue: It was late when<|im_end|>" in tokenizer.decode(ids)  # /v1/completions continues
+    with pytest.raises(BadRequest, match="send the brief as a user message"):
+        voices.prompt(b, tokenizer, [{"role": "system", "content": "hi"}], None)

@@ -54,6 +54,7 @@ FORMAT_MODES = {"completion": ("continue",), "chat": ("write", "continue", "rewr
                 "mixed": ("write", "continue", "rewrite")}
 BRIEFS_FILE = "briefs.jsonl"
 MAX_BRIEF_WORDS = 60
+MAX_REQUEST_WORDS = 300  # a brief longer than this is a draft: refused with the commands for drafts
 MIN_BRIEF_WORDS = 3
 
 # Words a brief uses to describe a passage rather than its content: not counted by adherence.
@@ -91,13 +92,18 @@ def request(fmt: str, mode: str, text: str) -> str:
 
     Raises:
         MimeticError: the voice was not trained for that mode (the hint says how to train it),
-            or ``text`` is empty.
+            ``text`` is empty or has no words, or a brief runs over :data:`MAX_REQUEST_WORDS`.
     """
     if mode not in MODES:
         raise MimeticError(f"Unknown mode {mode!r}.", f"Use one of: {', '.join(MODES)}.")
+    what = {"write": "brief", "continue": "opening", "rewrite": "draft"}[mode]
     if not text.strip():
-        what = {"write": "brief", "continue": "opening", "rewrite": "draft"}[mode]
         raise MimeticError(f"The {what} is empty.", f"Give a {what} to work from.")
+    if not words(text):
+        raise MimeticError(f"The {what} has no words in it ({text.strip()[:40]!r}).", f"Give a {what} in words.")
+    if mode == "write" and len(text.split()) > MAX_REQUEST_WORDS:
+        raise MimeticError(f"That brief is {len(text.split()):,} words long; a brief says in a sentence or two what to write.",
+                           "Shorten it, or rewrite the text in the voice (mimetic rewrite FILE) or continue it (--continue-from FILE).")
     if mode not in FORMAT_MODES.get(fmt, ()):
         taught = {"completion": "to continue text", "brief": "to write from briefs"}.get(fmt, f"in the {fmt} format")
         how = "prepare --format mixed" if mode != "write" or fmt == "brief" else "prepare --format brief (or mixed)"

@@ -8,12 +8,15 @@ clients start a server with (Claude Desktop, editors with MCP support). Its tool
 * ``write_in_voice(voice, opening, brief, length, temperature, seed)``: a text in the voice. A
   completion voice (trained on plain prose) continues ``opening``; a chat voice answers
   ``brief`` (or continues ``opening`` when asked to), with its system prompt
-  (:func:`mimetic.identity.voice_system_prompt`).
+  (:func:`mimetic.identity.voice_system_prompt`); a voice trained with briefs (``brief``,
+  ``mixed``) writes on ``brief`` in its *write* mode, or continues ``opening`` (mixed).
+* ``rewrite_in_voice(voice, draft, length, temperature, seed)``: a draft rewritten in the voice
+  (voices trained with ``--format mixed``; :func:`mimetic.generate.rewrite`).
 
 Generation runs in llama.cpp on the exported GGUF files and is logged in the voice's
 ``mimetic.db`` (command ``serve mcp``), exactly as the HTTP server does (:class:`mimetic.serve.Voices`).
-Nothing listens on the network. Rewriting in the voice and searching the writer's archive come
-with the modes and the archive (not yet in mimetic).
+Nothing listens on the network. Searching the writer's archive comes with the archive (not yet
+in mimetic).
 
 Protocol: https://modelcontextprotocol.io/specification (tools, stdio transport).
 """
@@ -27,6 +30,7 @@ from typing import Any
 from .briefs import request
 from .errors import MimeticError
 from .serve import BadRequest, ServeConfig, Voices, find_models, request_sampling
+from .workspace import Workspace
 
 
 def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
@@ -45,12 +49,14 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
     voices = Voices(models, config or ServeConfig())
     server = MCPServer("mimetic", instructions=(
         "Write in the voices of a writer's own language models, trained by mimetic on their writing. "
-        "Call list_voices first; a 'completion' voice continues an opening, a 'chat' voice answers a brief."))
+        "Call list_voices first; a 'completion' voice continues an opening, a 'chat' or 'brief' voice writes on a brief, "
+        "and a 'mixed' voice does both and rewrites a draft (rewrite_in_voice)."))
 
     @server.tool()
     def list_voices() -> list[dict[str, Any]]:
         """The voices this server writes with: id (pass it as `voice`), format (completion: continues an
-        opening; chat: answers a brief), the base model and the training run."""
+        opening; chat and brief: write on a brief; mixed: write on a brief, continue, rewrite), the
+        base model and the training run."""
         return [{"id": m.id, "format": m.format, "base_model": m.base_model, "run": m.run}
                 for m in voices.models.values() if m.kind == "voice"]
 
@@ -58,7 +64,7 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
     def write_in_voice(voice: str, opening: str = "", brief: str = "", length: int = 200,
                        temperature: float | None = None, seed: int | None = None) -> str:
         """Write in a writer's voice. voice: an id from list_voices. opening: text to continue (for
-        completion voices). brief: what to write (for chat voices). length: at most this many tokens
+        completion and mixed voices). brief: what to write (for chat, brief and mixed voices). length: at most this many tokens
         (1-2000). temperature: 0-2 (default: the voice's own). seed: for a repeatable text."""
         try:
             m = voices.get(voice)
@@ -85,6 +91,37 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
                 raise BadRequest(400, "length must be from 1 to 2000 tokens.")
             sampling = request_sampling(body, m)
             parts = list(voices.generate(m, [{"role": "user", "content": message}], None, sampling,
+                                         random.randrange(2**31) if seed is None else seed, "mcp"))
+        except BadRequest as e:
+            raise ToolError(e.message) from None
+        return "".join(p.get("text", "") for p in parts)
+
+    @server.tool()
+    def rewrite_in_voice(voice: str, draft: str, length: int = 400, temperature: float | None = None,
+                         seed: int | None = None) -> str:
+        """Rewrite a draft (the writer's flat draft, or another text) in a writer's voice; for voices
+        trained with three modes (format mixed in list_voices). voice: an id from list_voices.
+        draft: the text to rewrite. length: at most this many tokens (1-2000). temperature: 0-2
+        (default: the voice's own). seed: for a repeatable text."""
+        from .briefs import notes
+        from .generate import rewrites_from_notes
+
+        try:
+            m = voices.get(voice)
+            if m.workspace is not None and rewrites_from_notes(Workspace.open(m.workspace, create=False)):
+                draft = notes(draft) if draft.strip() else draft
+            message = request(m.format, "rewrite", draft)
+        except BadRequest as e:
+            raise ToolError(e.message) from None
+        except MimeticError as e:
+            raise ToolError(f"{e.message} {e.hint}") from None
+        body: dict[str, Any] = {"max_tokens": length}
+        if temperature is not None:
+            body["temperature"] = temperature
+        try:
+            if not 1 <= length <= 2000:
+                raise BadRequest(400, "length must be from 1 to 2000 tokens.")
+            parts = list(voices.generate(m, [{"role": "user", "content": message}], None, request_sampling(body, m),
                                          random.randrange(2**31) if seed is None else seed, "mcp"))
         except BadRequest as e:
             raise ToolError(e.message) from None

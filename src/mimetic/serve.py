@@ -22,7 +22,10 @@ Prompts are built as the voice was trained (:func:`mimetic.engines.prompt_ids`):
 gets its chat template with all the request's messages and, when the request has no system
 message, the voice's system prompt (:func:`mimetic.identity.voice_system_prompt`, which keeps a
 small voice from taking names in the writing as its own); a completion voice, trained on plain
-prose, continues the text of the last user message (chat) or the prompt (completions).
+prose, continues the text of the last user message (chat) or the prompt (completions). A voice
+trained with briefs (``brief``, ``mixed``) reads a chat message as a brief (``Write:`` is put
+before it unless it starts with a mode's marker, :data:`mimetic.briefs.MARKERS`) and, on
+``/v1/completions``, continues the prompt (``mixed``) or writes on it as a brief (``brief``).
 
 Every generation is logged in the voice's ``mimetic.db`` as ``write`` logs it (command ``serve``).
 The server binds to 127.0.0.1; another interface needs ``host`` and an API key, which clients
@@ -48,6 +51,7 @@ from typing import Any, Iterator
 
 from fastapi import Request  # at module level: FastAPI reads the routes' annotations from this module's names
 
+from .briefs import MARKERS, request
 from .config import GenerateConfig, VoiceConfig
 from .engines import load_llama, prompt_ids
 from .errors import MimeticError
@@ -106,7 +110,7 @@ class ServedModel:
         kind: ``voice`` or ``base``.
         gguf: the GGUF file llama.cpp runs.
         base_model: the base model's name (its tokenizer builds the prompts).
-        format: ``completion`` or ``chat``, as the voice was trained.
+        format: ``completion``, ``chat``, ``brief`` or ``mixed``, as the voice was trained.
         system_prompt: used when a chat request has no system message.
         generate: the voice's ``[generate]`` settings (defaults of a request).
         workspace: the voice's folder (its ``mimetic.db`` logs the generations); ``None`` for a base model.
@@ -259,9 +263,22 @@ class Voices:
     def prompt(self, m: ServedModel, tokenizer: Any, messages: list[dict[str, str]] | None, text: str | None) -> tuple[list[int], str]:
         """Token ids for a chat request's ``messages`` or a completion request's ``text``, and the
         prompt as logged. See the module docstring for how each kind of voice reads them."""
-        if text is not None:
+        if text is not None and m.format in ("brief", "mixed"):
+            try:
+                messages = [{"role": "user", "content": request(m.format, "continue" if m.format == "mixed" else "write", text)}]
+            except MimeticError as e:
+                raise BadRequest(400, f"{e.message} {e.hint}", "prompt") from None
+        elif text is not None:
             return list(tokenizer(text, add_special_tokens=False)["input_ids"]), text
         assert messages is not None
+        if m.format in ("brief", "mixed"):
+            users = [i for i, x in enumerate(messages) if x["role"] == "user"]
+            if not users:
+                raise BadRequest(400, f"The voice '{m.id}' writes on a brief: send the brief as a user message.", "messages")
+            last = users[-1]
+            if not messages[last]["content"].startswith(tuple(MARKERS.values())):
+                messages = [*messages[:last], {**messages[last], "content": MARKERS["write"] + messages[last]["content"]},
+                            *messages[last + 1 :]]
         if m.format != "completion":
             if not any(x["role"] == "system" for x in messages) and m.system_prompt:
                 messages = [{"role": "system", "content": m.system_prompt}] + messages
