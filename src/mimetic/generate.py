@@ -368,8 +368,9 @@ def compare(
             on_pair(i, base, tuned)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md_path, html_path = workspace.compare_dir / f"{stamp}.md", workspace.compare_dir / f"{stamp}.html"
-    atomic_write_text(md_path, comparison_markdown(pairs, voice, config, mode))
-    atomic_write_text(html_path, comparison_html(pairs, voice, config, mode))
+    shown = mode if fmt in ("brief", "mixed") else None  # a completion or chat voice has one way to be asked
+    atomic_write_text(md_path, comparison_markdown(pairs, voice, config, shown))
+    atomic_write_text(html_path, comparison_html(pairs, voice, config, shown))
     return Comparison(pairs, md_path, html_path)
 
 
