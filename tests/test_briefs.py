@@ -381,3 +381,18 @@ def test_served_brief_and_mixed_voices_read_a_message_as_a_brief(tokenizer):
     assert "user\nContinue: It was late when<|im_end|>" in tokenizer.decode(ids)  # /v1/completions continues
     with pytest.raises(BadRequest, match="send the brief as a user message"):
         voices.prompt(b, tokenizer, [{"role": "system", "content": "hi"}], None)
+
+
+def test_a_brief_that_parrots_the_example_or_names_nothing_is_refused():
+    from mimetic.briefs import clean_brief
+
+    assert clean_brief("This passage is a brief summary of a story about a child's account of a storm over a harbour "
+                       "town, in the first person.", PASSAGE) is None
+    assert clean_brief("This passage is a brief summary of a scene from a fictional story. It is written in a "
+                       "conversational tone.", PASSAGE) is None
+    long = ("This passage describes a doctor reading a letter with his friend in a cold room after Christmas. " * 2
+            + "It is written in a conversational tone, with a mix of formal and informal language and many other features "
+              "that a reader may notice when reading it slowly and with care.")
+    assert clean_brief(long, PASSAGE) == ("This passage describes a doctor reading a letter with his friend in a cold room "
+                                          "after Christmas. This passage describes a doctor reading a letter with his friend "
+                                          "in a cold room after Christmas.")

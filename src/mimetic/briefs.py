@@ -259,11 +259,12 @@ def notes(text: str) -> str:
 
 
 BRIEF_SYSTEM = "You describe passages of prose as short writing briefs. You never quote the passage."
+BRIEF_EXAMPLE = "A child's account of a storm over a harbour town, breathless and frightened, in the first person"
 BRIEF_PROMPT = (
     "Passage:\n\n{text}\n\n"
     "In one sentence of at most 30 words, describe what this passage does: its subject, its form, its tone and its "
-    "point of view, as a brief a writer could write it from (for example: \"A child's account of a storm over a "
-    "harbour town, breathless and frightened, in the first person\"). Answer with the brief only."
+    "point of view, as a brief a writer could write it from (for example: \"" + BRIEF_EXAMPLE + "\"). Answer with "
+    "the brief only."
 )
 PARAPHRASE_SYSTEM = "You rewrite prose in plain, neutral, everyday English."
 PARAPHRASE_PROMPT = (
@@ -503,18 +504,30 @@ def _strip_preamble(text: str) -> str:
 
 def clean_brief(reply: str, passage: str) -> str | None:
     """A model's reply made into a brief: framing lines, labels and quotes stripped, first
-    paragraph, at most :data:`MAX_BRIEF_WORDS` words; ``None`` when unusable (too short, looping,
-    or it copies eight or more consecutive words of the passage)."""
+    paragraph, whole sentences up to :data:`MAX_BRIEF_WORDS` words. ``None`` when unusable: too
+    short, looping, copying eight or more consecutive words of the passage or four of the
+    prompt's example (a small model parrots it), or naming nothing the passage is about (no
+    content word in common: "This passage is a brief summary of a story")."""
     text = _strip_preamble(reply).split("\n\n")[0].strip()
     text = re.sub(r"^\s*(\*\*)?(brief|writing brief|answer)\s*:?\s*(\*\*)?\s*:?\s*", "", text, flags=re.I).strip()
     text = text.strip("\"“”'‘’* ").strip()
-    ws = text.split()
-    if len(ws) < MIN_BRIEF_WORDS or _degenerate(text):
+    if len(text.split()) < MIN_BRIEF_WORDS or _degenerate(text):
         return None
+    kept: list[str] = []
+    for s in SENTENCE_END.split(text):
+        if kept and len(" ".join(kept + [s]).split()) > MAX_BRIEF_WORDS:
+            break
+        kept.append(s)
+    text = " ".join(kept)
+    ws = text.split()
     if len(ws) > MAX_BRIEF_WORDS:
         text = " ".join(ws[:MAX_BRIEF_WORDS]).rstrip(",;:") + "…"
-    low, src = words(text), " ".join(words(passage))
+    low, src, example = words(text), " ".join(words(passage)), " ".join(words(BRIEF_EXAMPLE))
     if any(" ".join(low[i : i + 8]) in src for i in range(max(0, len(low) - 7))):
+        return None
+    if any(" ".join(low[i : i + 4]) in example and " ".join(low[i : i + 4]) not in src for i in range(max(0, len(low) - 3))):
+        return None
+    if not set(content_words(text)) & set(content_words(passage)):
         return None
     return text
 
