@@ -45,6 +45,7 @@ def test_notes_keep_content_drop_style_and_are_idempotent():
     assert n.split(" / ")[0] == "called friend Sherlock Holmes second morning Christmas"
     assert "," not in n and "the " not in n.lower().split(" / ")[1]
     assert notes(n) == n
+    assert notes("She never loved him. He did not go. I can't swim.") == "never loved / not go / can't swim"  # polarity kept
 
 
 def test_split_opening_cuts_at_a_sentence():
@@ -54,6 +55,9 @@ def test_split_opening_cuts_at_a_sentence():
     assert opening == "I had called upon my friend Sherlock Holmes upon the second morning after Christmas. The letter lay open on the table, and Holmes was bent over it with his lens."
     assert rest.startswith("\u201cYou see, Watson")
     assert split_opening("One sentence only.") == ("One sentence only.", "")
+    said = "\u201cCome in,\u201d she said. \u201cSit down.\u201d He sat by the fire and waited for her to speak again, as he always did."
+    assert split_opening(said) == ("\u201cCome in,\u201d she said. \u201cSit down.\u201d", "He sat by the fire and waited for her to speak again, as he always did.")
+    assert split_opening("No. No. I will not go out tonight, whatever the weather does, and whoever calls.")[1].startswith("I will not")
 
 
 def test_adherence_counts_the_briefs_content_words():
@@ -350,7 +354,8 @@ def test_the_modelfile_of_a_brief_voice_takes_a_bare_brief(tokenizer):
     from mimetic.export import modelfile
 
     brief = modelfile("voice-q8_0.gguf", tokenizer, "brief", GenerateConfig(), "")
-    assert "<|im_start|>user\nWrite: {{ .Prompt }}<|im_end|>" in brief and "SYSTEM" not in brief
+    assert "<|im_start|>user\nWrite: {{ .Prompt }}<|im_end|>" in brief
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in brief  # the template's own, as in training
     mixed = modelfile("voice-q8_0.gguf", tokenizer, "mixed", GenerateConfig(), "")
     assert "#   rewrite   Rewrite in my voice: …" in mixed and "user\n{{ .Prompt }}" in mixed
 
@@ -379,6 +384,10 @@ def test_served_brief_and_mixed_voices_read_a_message_as_a_brief(tokenizer):
     assert "user\nRewrite in my voice: flat draft<|im_end|>" in tokenizer.decode(ids)  # a marker is kept, not doubled
     ids, _ = voices.prompt(m, tokenizer, None, "It was late when")
     assert "user\nContinue: It was late when<|im_end|>" in tokenizer.decode(ids)  # /v1/completions continues
+    with pytest.raises(BadRequest, match="not to continue"):
+        voices.prompt(b, tokenizer, [{"role": "user", "content": "Continue: It was late"}], None)
+    with pytest.raises(BadRequest, match="brief is empty"):
+        voices.prompt(b, tokenizer, [{"role": "user", "content": "Write:   "}], None)
     with pytest.raises(BadRequest, match="send the brief as a user message"):
         voices.prompt(b, tokenizer, [{"role": "system", "content": "hi"}], None)
 
@@ -396,3 +405,26 @@ def test_a_brief_that_parrots_the_example_or_names_nothing_is_refused():
     assert clean_brief(long, PASSAGE) == ("This passage describes a doctor reading a letter with his friend in a cold room "
                                           "after Christmas. This passage describes a doctor reading a letter with his friend "
                                           "in a cold room after Christmas.")
+
+
+def test_the_briefs_file_survives_edits_mistakes_stops_and_other_formats(tmp_path, tiny_model):
+    from mimetic import PrepareConfig, prepare
+    from mimetic.briefs import make_briefs, read_briefs
+    from mimetic.errors import MimeticError
+
+    ws = prepared_voice(tmp_path, tiny_model, prepare_config=PrepareConfig(format="brief"))
+    path = ws.data_dir / "briefs.jsonl"
+    good = path.read_text()
+    lines = good.splitlines()
+    path.write_text("\n".join([lines[0][:-1] + ",}", *lines[1:]]) + "\n")  # a hand edit that broke a line
+    with pytest.raises(MimeticError, match="Line 1 of .* is not valid JSON"):
+        prepare(ws, PrepareConfig(format="brief"), base_model=tiny_model)
+    rows = [json.loads(x) for x in lines]
+    rows[1]["brief"] = ""  # blanked: made again
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + lines[2][:40])  # and a run stopped mid-line
+    prepare(ws, PrepareConfig(format="brief"), base_model=tiny_model)
+    again = read_briefs(path)
+    assert again[rows[1]["hash"]].brief.startswith("A passage of about") and len(again) == len(lines)
+    prepare(ws, PrepareConfig(format="completion"), base_model=tiny_model)
+    assert path.read_text() == good  # another format keeps the briefs for later
+    assert make_briefs([("train", "d", PASSAGE)], tmp_path / "b.jsonl", None)  # a fresh file

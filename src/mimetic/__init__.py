@@ -9,6 +9,8 @@ The Python API mirrors the pipeline, one function and one config object per stag
     result = mimetic.train(ws)                                # TrainConfig
     mimetic.write(ws, "The morning after the storm")          # GenerateConfig
     mimetic.compare(ws, mimetic.held_out_prompts(ws))
+    # with briefs: mimetic.prepare(ws, mimetic.PrepareConfig(format="mixed")), then
+    # mimetic.write(ws, "a storm over a harbour town", mode="write"); mimetic.rewrite(ws, draft)
     mimetic.evaluate(ws, references="~/reference-authors")   # EvaluateConfig
     mimetic.export(ws)                                        # ExportConfig
 
@@ -20,7 +22,7 @@ from .config import (EvaluateConfig, ExportConfig, GenerateConfig, IngestConfig,
 from .errors import MimeticError, TrainingInterrupted
 from .evaluate import evaluate
 from .export import export
-from .generate import Voice, compare, held_out_prompts, read_prompts, write
+from .generate import Voice, compare, held_out_prompts, mode_prompts, read_prompts, rewrite, write
 from .ingest import ingest
 from .pipeline import make_voice
 from .preference import polish
@@ -53,6 +55,8 @@ __all__ = [
     "polish",
     "prepare",
     "read_prompts",
+    "rewrite",
+    "mode_prompts",
     "train",
     "write",
 ]

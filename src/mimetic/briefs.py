@@ -75,6 +75,10 @@ _STOP = set(FUNCTION_WORDS) | set(
 )
 
 
+# Kept in notes although they are function words: without them a draft's "did not go" becomes "go".
+_NEGATIONS = set("not no nor never nothing nobody none neither nowhere without cannot".split())
+
+
 def passage_hash(text: str) -> str:
     """The cache key of a passage: the first 16 hex digits of the SHA-256 of its UTF-8 text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -99,7 +103,7 @@ def request(fmt: str, mode: str, text: str) -> str:
     what = {"write": "brief", "continue": "opening", "rewrite": "draft"}[mode]
     if not text.strip():
         raise MimeticError(f"The {what} is empty.", f"Give a {what} to work from.")
-    if not words(text):
+    if mode != "continue" and not words(text):
         raise MimeticError(f"The {what} has no words in it ({text.strip()[:40]!r}).", f"Give a {what} in words.")
     if mode == "write" and len(text.split()) > MAX_REQUEST_WORDS:
         raise MimeticError(f"That brief is {len(text.split()):,} words long; a brief says in a sentence or two what to write.",
@@ -120,19 +124,15 @@ def split_opening(text: str, share: float = 0.3) -> tuple[str, str]:
     """Cut a passage into an opening (whole sentences, about ``share`` of its words, at least
     one sentence) and the rest, for *continue* examples. Returns ``(opening, rest)``; ``rest`` is
     empty when the passage is a single sentence."""
-    parts = [s for s in SENTENCE_END.split(text.strip()) if s.strip()]
+    text = text.strip()
     total = max(1, len(text.split()))
-    taken, n = [], 0
-    for s in parts[:-1]:
-        taken.append(s)
-        n += len(s.split())
-        if n >= share * total:
-            break
-    if not taken:
-        return text.strip(), ""
-    opening = " ".join(taken)
-    cut = text.find(taken[-1]) + len(taken[-1])
-    return opening.strip(), text[cut:].strip()
+    for m in SENTENCE_END.finditer(text):  # boundaries: closing quotes stay with their sentence
+        if len(text[: m.start()].split()) >= share * total:
+            return text[: m.end()].strip(), text[m.end() :].strip()
+    ends = list(SENTENCE_END.finditer(text))
+    if not ends:
+        return text, ""
+    return text[: ends[-1].end()].strip(), text[ends[-1].end() :].strip()
 
 
 def content_words(text: str) -> list[str]:
@@ -249,7 +249,8 @@ def notes(text: str) -> str:
         return text.strip()
     out = []
     for s in SENTENCE_END.split(text.strip()):
-        kept = [w for w in re.findall(r"[^\W_]+(?:['’][^\W_]+)*", s) if w.lower().replace("’", "'") not in _STOP]
+        kept = [w for w in re.findall(r"[^\W_]+(?:['’][^\W_]+)*", s)
+                if (low := w.lower().replace("’", "'")) not in _STOP or low in _NEGATIONS or low.endswith("n't")]
         if kept:
             out.append(" ".join(kept))
     return " / ".join(out)
@@ -357,14 +358,14 @@ class LlamaSource:
         self.n_ctx = n_ctx
 
     def chat(self, system: str, user: str, max_tokens: int) -> str:
-        budget = self.n_ctx - max_tokens - 64
-        toks = self._llm.tokenize(user.encode("utf-8"), add_bos=False)
-        if len(toks) > budget:  # a passage longer than the context: keep its beginning
-            user = self._llm.detokenize(toks[:budget]).decode("utf-8", "replace")
         self._llm.reset()
-        out = self._llm.create_chat_completion(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            max_tokens=max_tokens, temperature=0.0, seed=0)
+        try:
+            out = self._llm.create_chat_completion(
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                max_tokens=min(max_tokens, self.n_ctx // 4), temperature=0.0, seed=0)
+        except ValueError as e:  # llama.cpp: the prompt does not fit its context
+            raise MimeticError(f"The brief model could not read a passage ({e}).",
+                               "Lower prepare.max_tokens, or use --brief-model extractive.") from None
         return out["choices"][0]["message"]["content"] or ""
 
 
@@ -465,22 +466,27 @@ def read_briefs(path: Path) -> dict[str, Brief]:
     count); unreadable lines (a run stopped mid-line, a bad edit) are skipped.
 
     Raises:
-        MimeticError: a line is not valid (names the line and what is wrong) — only for lines
-            that parse as JSON but lack ``hash`` or ``brief``.
+        MimeticError: a line other than the last is not JSON, or lacks ``hash`` or ``brief``
+            (names the line).
     """
     out: dict[str, Brief] = {}
     if not path.exists():
         return out
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    for k, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError:
-            continue
+            if k == len(lines):  # the last line, unfinished: a run stopped while writing it
+                continue
+            raise MimeticError(f"Line {k} of {path} is not valid JSON (an edit went wrong?).",
+                               "Fix the line (each line is one JSON object), or delete it to have that brief made again.") from None
         if not isinstance(row, dict) or not isinstance(row.get("hash"), str) or not isinstance(row.get("brief"), str):
             raise MimeticError(f"Line {k} of {path} has no 'hash' or 'brief'.", "Fix the line (or delete it to make it again).")
-        fields = {f: str(row.get(f, "")) for f in Brief.__dataclass_fields__}
+        fields = {f: str(row.get(f) or "") for f in Brief.__dataclass_fields__}
         out[row["hash"]] = Brief(**fields)
     return out
 
@@ -561,7 +567,8 @@ def make_briefs(
     Args:
         passages: ``(split, doc_id, text)`` of every chunk; ``split`` is ``train`` or ``held_out``.
         path: the briefs file (``data/briefs.jsonl``); rows already there are reused by hash, as
-            written (edits included), and a missing paraphrase is added when now needed.
+            written (edits included); a blanked brief, a missing paraphrase now needed, and an
+            unedited extractive brief when a model is now named are made again.
         source: the model to ask, or ``None`` for extractive briefs and :func:`notes`.
         paraphrase: whether a passage needs a paraphrase (``mixed`` format: rewrite examples
             and every held-out passage).
@@ -580,12 +587,17 @@ def make_briefs(
     made = 0
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        with open(path, "a", encoding="utf-8") as f:  # a run stopped mid-line: start the next row on its own line
+            f.write("\n")
     with open(path, "a", encoding="utf-8") as f:
         for k, (split, doc_id, text) in enumerate(todo, 1):
             h = passage_hash(text)
             row = have.get(h) or out.get(h)
             needs_para = paraphrase(split, text)
-            if row is None or (needs_para and not row.paraphrase):
+            if row is not None and source is not None and row.source == "extractive" and row.brief == extractive_brief(text):
+                row.brief = ""  # made without a model, never edited: a model is named now, so ask it
+            if row is None or not row.brief or (needs_para and not row.paraphrase):
                 row = row or Brief(h, split, doc_id, text[:100], "", "", "")
                 if not row.brief:
                     row.brief, row.source = _brief(source, text)
@@ -602,10 +614,18 @@ def make_briefs(
     return out
 
 
+MAX_PASSAGE_WORDS = 1200  # what a brief model is shown of a passage (chunks are far shorter by default)
+
+
+def _shown(text: str) -> str:
+    ws = text.split(" ")
+    return text if len(ws) <= MAX_PASSAGE_WORDS else " ".join(ws[:MAX_PASSAGE_WORDS]) + " …"
+
+
 def _brief(source: BriefSource | None, text: str) -> tuple[str, str]:
     if source is None:
         return extractive_brief(text), "extractive"
-    got = clean_brief(source.chat(BRIEF_SYSTEM, BRIEF_PROMPT.format(text=text), 80), text)
+    got = clean_brief(source.chat(BRIEF_SYSTEM, BRIEF_PROMPT.format(text=_shown(text)), 80), text)
     return (got, source.name) if got else (extractive_brief(text), "extractive (model reply unusable)")
 
 
@@ -613,7 +633,7 @@ def _paraphrase(source: BriefSource | None, text: str) -> tuple[str, str]:
     if source is None:
         return notes(text), "notes"
     n = len(text.split())
-    got = clean_paraphrase(source.chat(PARAPHRASE_SYSTEM, PARAPHRASE_PROMPT.format(text=text), int(n * 2) + 32), text)
+    got = clean_paraphrase(source.chat(PARAPHRASE_SYSTEM, PARAPHRASE_PROMPT.format(text=_shown(text)), min(2048, int(n * 2) + 32)), text)
     return (got, source.name) if got else (notes(text), "notes")
 
 

@@ -236,6 +236,12 @@ def prepare(
     pc = cfg.replace(vc.prepare, format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed,
                      brief_model=brief_model, brief_model_name=brief_model_name)
     if pc.format in ("brief", "mixed"):
+        from urllib.parse import urlparse
+
+        host = urlparse(pc.brief_model).hostname if pc.brief_model.startswith(("http://", "https://")) else None
+        if host and host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[yellow]Your passages (held-out ones too) will be sent to {escape(host)} to be described.[/] "
+                      "Use a server on this machine (127.0.0.1) to keep them here.")
         with RichEvents(console) as show:
             r = run(ws, pc, base_model, on_event=show)
     else:

@@ -106,7 +106,8 @@ class PrepareConfig:
         system_prompt: system prompt for the chat format (and for writing with a chat voice).
         brief_model: where briefs (``brief`` and ``mixed`` formats) come from: ``auto`` (the base
             model when it is an instruct model, else extractive), ``base``, ``extractive``, an
-            ``http://`` address of an OpenAI-compatible server on this machine, a ``.gguf`` file
+            ``http://`` address of an OpenAI-compatible server (on this machine, or one the writer
+            trusts with every passage: the passages are sent to it), a ``.gguf`` file
             or a transformers model folder (:func:`mimetic.briefs.resolve_source`). A server's
             API key, if it needs one, is read from ``MIMETIC_BRIEF_API_KEY``, never stored.
         brief_model_name: the model to ask on that server (default: the first it lists).

@@ -635,8 +635,11 @@ def evaluate(
         samples = [s for rows_ in by_mode.values() for s in rows_] if by_mode else generate_samples(voice, held_rows, config, gc, status)
         free = []
         params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
+        from .generate import default_mode
+
         for i, p in enumerate(prompts):
-            ids = prompt_ids(voice.tokenizer, voice.format, p, gc.system_prompt)
+            mode = default_mode(voice.format) if voice.format in ("brief", "mixed") else None
+            ids = prompt_ids(voice.tokenizer, voice.format, request(voice.format, mode, p) if mode else p, gc.system_prompt)
             with voice.base():
                 b = _generate_batch(voice, [ids], params, config.seed + i)[0]
             free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], params, config.seed + i)[0]})

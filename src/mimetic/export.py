@@ -31,6 +31,7 @@ each file with ``llama_cpp.Llama``. Everything stays offline.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -225,11 +226,24 @@ def modelfile(gguf_name: str, tokenizer: Any, fmt: str, gen: GenerateConfig, sys
             stops += ["<|im_end|>", "<|im_start|>"]
         elif tokenizer.eos_token:
             stops.append(tokenizer.eos_token)
+        system = system or _template_system(tokenizer)  # what training's template put there when none was set
         if system or fmt == "chat":
             lines.append(f'SYSTEM """{system}"""')
     lines += SamplingParams.from_config(gen).modelfile_parameters()
     lines += [f'PARAMETER stop "{s}"' for s in dict.fromkeys(stops)]
     return "\n".join(lines) + "\n"
+
+
+def _template_system(tokenizer: Any) -> str:
+    """The system prompt a chat template adds by itself when a conversation has none (SmolLM2's
+    "You are a helpful AI assistant named SmolLM…"), so that Ollama's template, which writes a
+    system turn only when given one, builds the prompt the voice was trained on; ``""`` if none."""
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    except Exception:  # noqa: BLE001 - no template, or one that needs more: no default to copy
+        return ""
+    found = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.S)
+    return found.group(1) if found else ""
 
 
 def human_size(n: float) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -376,6 +377,8 @@ def prepare(workspace: Workspace, config: PrepareConfig | None = None, base_mode
         if briefs:  # one row per passage of this split, in corpus order: what the writer reviews and edits
             rows = [briefs[h] for h in dict.fromkeys(passage_hash(t) for _, t, _ in train_chunks + held_chunks)]
             (tmp / BRIEFS_FILE).write_text("".join(json.dumps(b.__dict__, ensure_ascii=False) + "\n" for b in rows), encoding="utf-8")
+        elif briefs_path.exists():  # another format now: the briefs (and the writer's edits) are kept for later
+            shutil.copy2(briefs_path, tmp / BRIEFS_FILE)
     vc.prepare = config
     vc.train.base_model = base_model
     workspace.save_config(vc)

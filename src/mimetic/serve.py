@@ -276,9 +276,13 @@ class Voices:
             if not users:
                 raise BadRequest(400, f"The voice '{m.id}' writes on a brief: send the brief as a user message.", "messages")
             last = users[-1]
-            if not messages[last]["content"].startswith(tuple(MARKERS.values())):
-                messages = [*messages[:last], {**messages[last], "content": MARKERS["write"] + messages[last]["content"]},
-                            *messages[last + 1 :]]
+            said = messages[last]["content"]
+            mode = next((k for k, marker in MARKERS.items() if said.startswith(marker)), "write")
+            try:  # the request as training built it: a mode this voice learned, a brief that is one
+                asked = request(m.format, mode, said[len(MARKERS[mode]) :] if said.startswith(MARKERS[mode]) else said)
+            except MimeticError as e:
+                raise BadRequest(400, f"{e.message} {e.hint}", "messages") from None
+            messages = [*messages[:last], {**messages[last], "content": asked}, *messages[last + 1 :]]
         if m.format != "completion":
             if not any(x["role"] == "system" for x in messages) and m.system_prompt:
                 messages = [{"role": "system", "content": m.system_prompt}] + messages
