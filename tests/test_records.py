@@ -30,6 +30,7 @@ META = {
     "created_at": "2025-01-01T12:00:00+0000", "base_model": "embedded", "tokenizer": "t", "vocab_size": 100,
     "config": {"max_tokens": 256}, "split_mode": "documents", "held_out_documents": ["a-1"], "held_out_sections": [],
     "train": {"examples": 10, "tokens": 900}, "held_out": {"examples": 2, "tokens": 100}, "padding_share": 0.2,
+    "briefs": {},
 }
 METRICS = {
     "run": "20250101-120000", "base_model": "embedded", "evaluated_at": "2025-01-01T13:00:00+0000",
@@ -43,7 +44,7 @@ METRICS = {
     "profiles": {}, "memorization": {"voice": {"longest_tokens": 9, "longest_characters": 40, "flagged": 0, "samples": [{}, {}]}},
     "identity": {"names_in_voice": [{"name": "Ada", "voice": 2}], "distinct": {"voice": 1},
                  "per_1000_words": {"voice": 1.5, "writer": 2.0}},
-    "extraction": {"windows": 4, "voice": {"exact": 0.25}}, "samples": 8, "timings": {"nll_s": 1.0},
+    "extraction": {"windows": 4, "voice": {"exact": 0.25}}, "samples": 8, "timings": {"nll_s": 1.0}, "modes": {},
 }
 CASES = [  # record, its file inside a workspace, today's keys, the command its errors point to
     (RunSummary, "runs/20250101-120000/summary.json", SUMMARY, "mimetic train"),
