@@ -197,9 +197,11 @@ def test_mcp_tools_over_stdio(voices):
             wrote = await s.call_tool("write_in_voice", {"voice": "anna", "opening": "The kettle", "length": 6, "seed": 2})
             chat = await s.call_tool("write_in_voice", {"voice": "ben", "brief": "A note about rain.", "length": 6, "seed": 2})
             bad = await s.call_tool("write_in_voice", {"voice": "anna", "brief": "A note about rain."})
-            return tools, listed.structured_content["result"], wrote.content[0].text, chat.content[0].text, bad
-    tools, listed, wrote, chat, bad = anyio.run(session)
-    assert {"list_voices", "write_in_voice"} <= set(tools)
+            no_rewrite = await s.call_tool("rewrite_in_voice", {"voice": "anna", "draft": "It rained. We stayed in."})
+            return tools, listed.structured_content["result"], wrote.content[0].text, chat.content[0].text, bad, no_rewrite
+    tools, listed, wrote, chat, bad, no_rewrite = anyio.run(session)
+    assert {"list_voices", "write_in_voice", "rewrite_in_voice"} <= set(tools)
+    assert no_rewrite.is_error and "trained to continue text, not to rewrite" in no_rewrite.content[0].text
     assert {v["id"] for v in listed} >= {"anna", "ben"} and {v["format"] for v in listed} == {"completion", "chat"}
     assert wrote and isinstance(chat, str)
     assert bad.is_error and "continues text: give an opening" in bad.content[0].text
