@@ -64,8 +64,8 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
     def write_in_voice(voice: str, opening: str = "", brief: str = "", length: int = 200,
                        temperature: float | None = None, seed: int | None = None) -> str:
         """Write in a writer's voice. voice: an id from list_voices. opening: text to continue (for
-        completion and mixed voices). brief: what to write (for chat, brief and mixed voices). length: at most this many tokens
-        (1-2000). temperature: 0-2 (default: the voice's own). seed: for a repeatable text."""
+        completion and mixed voices). brief: what to write (for chat, brief and mixed voices).
+        length: at most this many tokens (1-2000). temperature: 0-2 (default: the voice's own). seed: for a repeatable text."""
         try:
             m = voices.get(voice)
         except BadRequest as e:
@@ -83,18 +83,7 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
                 raise ToolError(f"{e.message} {e.hint}") from None
         else:
             message = brief if brief.strip() else f"Continue this text:\n\n{opening}"
-        body: dict[str, Any] = {"max_tokens": length}
-        if temperature is not None:
-            body["temperature"] = temperature
-        try:
-            if not 1 <= length <= 2000:
-                raise BadRequest(400, "length must be from 1 to 2000 tokens.")
-            sampling = request_sampling(body, m)
-            parts = list(voices.generate(m, [{"role": "user", "content": message}], None, sampling,
-                                         random.randrange(2**31) if seed is None else seed, "mcp"))
-        except BadRequest as e:
-            raise ToolError(e.message) from None
-        return "".join(p.get("text", "") for p in parts)
+        return _answer(m, message, length, temperature, seed)
 
     @server.tool()
     def rewrite_in_voice(voice: str, draft: str, length: int = 400, temperature: float | None = None,
@@ -115,6 +104,10 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
             raise ToolError(e.message) from None
         except MimeticError as e:
             raise ToolError(f"{e.message} {e.hint}") from None
+        return _answer(m, message, length, temperature, seed)
+
+    def _answer(m: Any, message: str, length: int, temperature: float | None, seed: int | None) -> str:
+        """One generation for a tool: ``message`` as the user turn, ``length`` tokens at most."""
         body: dict[str, Any] = {"max_tokens": length}
         if temperature is not None:
             body["temperature"] = temperature
