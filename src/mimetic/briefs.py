@@ -90,16 +90,30 @@ def mode_of(text: str) -> str:
     return MODES[int(passage_hash(text)[:8], 16) % len(MODES)]
 
 
-def request(fmt: str, mode: str, text: str) -> str:
+def default_mode(fmt: str) -> str | None:
+    """The mode a plain prompt asks of a voice trained in format ``fmt``: ``continue``
+    (completion and mixed voices), ``write`` (brief voices), none for chat voices (the prompt
+    is the request as written)."""
+    return {"completion": "continue", "brief": "write", "mixed": "continue"}.get(fmt)
+
+
+def request(fmt: str, mode: str | None, text: str, from_notes: bool = False) -> str:
     """The user turn (or, for a completion voice, the text) that asks a voice trained in format
-    ``fmt`` for ``mode`` on ``text`` (a brief, an opening, or a draft).
+    ``fmt`` for ``mode`` on ``text`` (a brief, an opening, or a draft). ``mode`` ``None`` (a
+    chat voice's plain prompt, :func:`default_mode`) gives ``text`` as written. ``from_notes``:
+    the voice learned to rewrite from :func:`notes`, so a draft is reduced to notes first, as
+    its training paraphrases were.
 
     Raises:
         MimeticError: the voice was not trained for that mode (the hint says how to train it),
             ``text`` is empty or has no words, or a brief runs over :data:`MAX_REQUEST_WORDS`.
     """
+    if mode is None:
+        return text
     if mode not in MODES:
         raise MimeticError(f"Unknown mode {mode!r}.", f"Use one of: {', '.join(MODES)}.")
+    if mode == "rewrite" and from_notes:
+        text = notes(text)
     what = {"write": "brief", "continue": "opening", "rewrite": "draft"}[mode]
     if not text.strip():
         raise MimeticError(f"The {what} is empty.", f"Give a {what} to work from.")
@@ -491,6 +505,11 @@ def read_briefs(path: Path) -> dict[str, Brief]:
     return out
 
 
+def _runs(ws: list[str], n: int) -> list[str]:
+    """Every run of ``n`` consecutive words of ``ws``, each joined by spaces."""
+    return [" ".join(ws[i : i + n]) for i in range(max(0, len(ws) - n + 1))]
+
+
 def _degenerate(text: str) -> bool:
     """A reply that loops: a 'word' over 30 characters (``Sr.ht.Sr.ht.Sr.ht…``), or fewer than
     half of its words distinct (over 12 words)."""
@@ -529,9 +548,9 @@ def clean_brief(reply: str, passage: str) -> str | None:
     if len(ws) > MAX_BRIEF_WORDS:
         text = " ".join(ws[:MAX_BRIEF_WORDS]).rstrip(",;:") + "…"
     low, src, example = words(text), " ".join(words(passage)), " ".join(words(BRIEF_EXAMPLE))
-    if any(" ".join(low[i : i + 8]) in src for i in range(max(0, len(low) - 7))):
+    if any(r in src for r in _runs(low, 8)):
         return None
-    if any(" ".join(low[i : i + 4]) in example and " ".join(low[i : i + 4]) not in src for i in range(max(0, len(low) - 3))):
+    if any(r in example and r not in src for r in _runs(low, 4)):
         return None
     if not set(content_words(text)) & set(content_words(passage)):
         return None
@@ -547,8 +566,7 @@ def clean_paraphrase(reply: str, passage: str) -> str | None:
     if n < m / 3 or n > 2.5 * m or _degenerate(text):
         return None
     a, b = words(text), words(passage)
-    grams = {" ".join(b[i : i + 6]) for i in range(max(0, len(b) - 5))}
-    runs = [" ".join(a[i : i + 6]) for i in range(max(0, len(a) - 5))]
+    grams, runs = set(_runs(b, 6)), _runs(a, 6)
     if runs and sum(r in grams for r in runs) / len(runs) > 0.5:
         return None
     return text
@@ -638,7 +656,7 @@ def _paraphrase(source: BriefSource | None, text: str) -> tuple[str, str]:
 
 
 __all__ = [
-    "MODES", "MARKERS", "FORMAT_MODES", "BRIEFS_FILE", "Brief", "BriefSource", "ServerSource", "LlamaSource",
+    "MODES", "MARKERS", "FORMAT_MODES", "BRIEFS_FILE", "default_mode", "Brief", "BriefSource", "ServerSource", "LlamaSource",
     "TransformersSource", "resolve_source", "make_briefs", "read_briefs", "extractive_brief", "notes", "request",
     "mode_of", "split_opening", "content_words", "adherence", "passage_hash", "key_terms", "clean_brief",
     "clean_paraphrase",

@@ -461,10 +461,11 @@ def compare(
 
     ws = Workspace.open(workspace, create=False)
     gc = _gen_config(ws, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-    mode = mode or default_mode(run_format(ws, run))
+    fmt = run_format(ws, run)
+    mode = mode or default_mode(fmt)
     if prompts:
         plist = read_prompts(prompts)
-    elif mode in ("write", "rewrite") or (mode == "continue" and run_format(ws, run) == "mixed"):
+    elif mode in ("write", "rewrite") or (mode == "continue" and fmt == "mixed"):
         plist = [p["prompt"] for p in mode_prompts(ws, mode)]
     else:
         plist = held_out_prompts(ws)

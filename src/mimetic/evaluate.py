@@ -49,7 +49,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .briefs import FORMAT_MODES, adherence, notes, request
+from .briefs import FORMAT_MODES, adherence, default_mode, request
 from .config import EvaluateConfig, GenerateConfig, VoiceConfig
 from .engines import Voice, prompt_ids
 from .errors import MimeticError
@@ -137,16 +137,18 @@ def bootstrap_nll(
 
 
 def _generate_batch(voice: Voice, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
-    """Continue equal-length token prefixes (shape ``(batch, n)``) in one batch with ``params``;
-    returns the decoded continuations."""
+    """Continue token prefixes in one batch with ``params`` (shorter ones left-padded and masked,
+    so equal-length prefixes run exactly as given); returns the decoded continuations."""
     import torch
 
-    ids = torch.tensor(prefixes, device=voice.device)
+    n = max(len(p) for p in prefixes)
+    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+    ids = torch.tensor([[pad] * (n - len(p)) + list(p) for p in prefixes], device=voice.device)
+    mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prefixes], device=voice.device)
     torch.manual_seed(seed)
     with torch.no_grad(), autocast(voice.device, voice.precision)():
-        out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
-                                   **params.transformers_kwargs())
-    return [voice.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in out]
+        out = voice.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **params.transformers_kwargs())
+    return [voice.tokenizer.decode(row[n:], skip_special_tokens=True) for row in out]
 
 
 def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: int) -> list[dict[str, Any]]:
@@ -211,21 +213,6 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
     return samples
 
 
-def _generate_padded(voice: Any, prompts: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
-    """Continue token prompts of different lengths in one batch (left-padded, masked); returns
-    the decoded continuations."""
-    import torch
-
-    n = max(len(p) for p in prompts)
-    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
-    ids = torch.tensor([[pad] * (n - len(p)) + list(p) for p in prompts], device=voice.device)
-    mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prompts], device=voice.device)
-    torch.manual_seed(seed)
-    with torch.no_grad(), autocast(voice.device, voice.precision)():
-        out = voice.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **params.transformers_kwargs())
-    return [voice.tokenizer.decode(row[n:], skip_special_tokens=True) for row in out]
-
-
 def mode_samples(voice: Any, workspace: Workspace, modes: Sequence[str], config: EvaluateConfig, gc: GenerateConfig,
                  system_prompt: str, status: Status) -> dict[str, list[dict[str, Any]]]:
     """The voice and the base model asked in each of ``modes`` on held-out requests
@@ -249,12 +236,12 @@ def mode_samples(voice: Any, workspace: Workspace, modes: Sequence[str], config:
         rows: list[dict[str, Any]] = []
         for b in range(0, len(items), config.batch_size):
             batch = items[b : b + config.batch_size]
-            asked = [request(voice.format, mode, notes(x["prompt"]) if mode == "rewrite" and from_notes else x["prompt"]) for x in batch]  # held-out notes stay as they are (notes is idempotent)
+            asked = [request(voice.format, mode, x["prompt"], from_notes) for x in batch]  # held-out notes stay as they are
             ids = [prompt_ids(voice.tokenizer, voice.format, a, system_prompt) for a in asked]
             seed = config.seed + b // config.batch_size
             with voice.base():
-                base = _generate_padded(voice, ids, params, seed)
-            tuned = _generate_padded(voice, ids, params, seed)
+                base = _generate_batch(voice, ids, params, seed)
+            tuned = _generate_batch(voice, ids, params, seed)
             rows += [{"document": x["doc_id"], "prefix": x["prompt"], "writer": x["passage"], "base": y, "voice": v, "seed": seed}
                      for x, y, v in zip(batch, base, tuned)]
             status(f"{mode}: {len(rows)} of {len(items)} held-out requests, base model and voice")
@@ -605,6 +592,7 @@ def evaluate(
     key = _cache_key(run_dir, config, gc, prompts)
     cache_path = out_dir / "cache.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
     timings: dict[str, float] = {}
     if cache.get("key") != key:
         status("loading the base model and the voice")
@@ -628,18 +616,14 @@ def evaluate(
         tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
         modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
         by_mode = mode_samples(voice, workspace, modes_taught, config, gc, voice_system_prompt(run_vc, workspace.root.name),
                                status) if modes_taught else {}
         samples = [s for rows_ in by_mode.values() for s in rows_] if by_mode else generate_samples(voice, held_rows, config, gc, status)
         free = []
         params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
-        from .generate import default_mode
-
         for i, p in enumerate(prompts):
-            mode = default_mode(voice.format) if voice.format in ("brief", "mixed") else None
-            ids = prompt_ids(voice.tokenizer, voice.format, request(voice.format, mode, p) if mode else p, gc.system_prompt)
+            ids = prompt_ids(voice.tokenizer, voice.format, request(voice.format, default_mode(voice.format), p), gc.system_prompt)
             with voice.base():
                 b = _generate_batch(voice, [ids], params, config.seed + i)[0]
             free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], params, config.seed + i)[0]})
@@ -656,7 +640,6 @@ def evaluate(
         atomic_write_json(cache_path, cache)
     else:
         status("reusing the samples and NLL from the last evaluation of this run")
-    run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
     if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
         status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
         t = time.perf_counter()

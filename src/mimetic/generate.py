@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .briefs import MODES, notes, read_briefs, request, split_opening
+from .briefs import MODES, default_mode, read_briefs, request, split_opening
 from .config import GenerateConfig, VoiceConfig
 from .engines import Engine, GGUFVoice, Voice, prompt_ids
 from .errors import MimeticError
@@ -75,13 +75,6 @@ def _system_prompt(workspace: Workspace, voice: Engine, config: GenerateConfig) 
     return own or (default_system_prompt(workspace.root.name) if voice.format == "chat" else "")
 
 
-def default_mode(fmt: str) -> str | None:
-    """The mode a plain prompt asks of a voice trained in format ``fmt``: ``continue``
-    (completion and mixed voices), ``write`` (brief voices), none for chat voices (the prompt
-    is the request as written)."""
-    return {"completion": "continue", "brief": "write", "mixed": "continue"}.get(fmt)
-
-
 def run_format(workspace: Workspace, run: str | None = None) -> str:
     """The training format of ``run`` (default: latest): ``completion``, ``chat``, ``brief`` or
     ``mixed``. Raises :class:`MimeticError` when there is no trained run."""
@@ -110,7 +103,9 @@ def write(
         prompt: the opening to continue, the brief (``mode="write"``), the draft
             (``mode="rewrite"``), or (chat voices) the request.
         mode: ``write``, ``continue`` or ``rewrite`` (:data:`mimetic.briefs.MODES`); default
-            :func:`default_mode` of the voice's format (``continue`` with ``continue_from``).
+            :func:`default_mode` of the voice's format (``continue`` with ``continue_from``). A
+            rewrite's draft is reduced to notes first when the voice learned from notes
+            (:func:`rewrites_from_notes`).
         config: sampling settings (default: the workspace's ``[generate]``). Sample ``i`` uses
             seed ``config.seed + i``.
         run: run id (default: latest).
@@ -141,7 +136,7 @@ def write(
         raise MimeticError("Nothing to write from: the prompt is empty.", 'Give a prompt: mimetic write "The morning after…"')
     fmt = voice.format if voice is not None else run_format(workspace, run)
     mode = mode or default_mode(fmt)
-    asked = request(fmt, mode, prompt) if mode else prompt  # checks the mode before a model is loaded
+    asked = request(fmt, mode, prompt, mode == "rewrite" and rewrites_from_notes(workspace))  # checked before a model loads
     if engine not in ("transformers", "llama.cpp"):
         raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
     if best_of < 1 or (best_of > 1 and config.num_samples > 1):
@@ -197,11 +192,7 @@ def rewrite(
         MimeticError: an empty draft, a voice not trained to rewrite (the hint says how), or
             any error of :func:`write`.
     """
-    source = notes(draft) if draft.strip() and rewrites_from_notes(workspace) else draft
-    out = write(workspace, source, config, run=run, on_text=on_text, voice=voice, engine=engine, mode="rewrite")
-    for g in out:
-        g.prompt = draft
-    return out
+    return write(workspace, draft, config, run=run, on_text=on_text, voice=voice, engine=engine, mode="rewrite")
 
 
 def mode_prompts(workspace: Workspace, mode: str, n: int = 5) -> list[dict[str, str]]:
@@ -345,9 +336,8 @@ def compare(
     config = config or workspace.load_config().generate
     fmt = voice.format if voice is not None else run_format(workspace, run)
     mode = mode or default_mode(fmt)
-    asked = [request(fmt, mode, p) if mode else p for p in prompts]
-    if mode == "rewrite" and rewrites_from_notes(workspace):
-        asked = [request(fmt, mode, notes(p)) for p in prompts]
+    from_notes = mode == "rewrite" and rewrites_from_notes(workspace)
+    asked = [request(fmt, mode, p, from_notes) for p in prompts]
     voice = voice or Voice.load(workspace, run)
     params = SamplingParams.from_config(config)
     system = _system_prompt(workspace, voice, config)

@@ -92,14 +92,12 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
         trained with three modes (format mixed in list_voices). voice: an id from list_voices.
         draft: the text to rewrite. length: at most this many tokens (1-2000). temperature: 0-2
         (default: the voice's own). seed: for a repeatable text."""
-        from .briefs import notes
         from .generate import rewrites_from_notes
 
         try:
             m = voices.get(voice)
-            if m.workspace is not None and rewrites_from_notes(Workspace.open(m.workspace, create=False)):
-                draft = notes(draft) if draft.strip() else draft
-            message = request(m.format, "rewrite", draft)
+            from_notes = m.workspace is not None and rewrites_from_notes(Workspace.open(m.workspace, create=False))
+            message = request(m.format, "rewrite", draft, from_notes)
         except BadRequest as e:
             raise ToolError(e.message) from None
         except MimeticError as e:

@@ -51,7 +51,7 @@ from typing import Any, Iterator
 
 from fastapi import Request  # at module level: FastAPI reads the routes' annotations from this module's names
 
-from .briefs import MARKERS, request
+from .briefs import MARKERS, default_mode, request
 from .config import GenerateConfig, VoiceConfig
 from .engines import load_llama, prompt_ids
 from .errors import MimeticError
@@ -265,7 +265,7 @@ class Voices:
         prompt as logged. See the module docstring for how each kind of voice reads them."""
         if text is not None and m.format in ("brief", "mixed"):
             try:
-                messages = [{"role": "user", "content": request(m.format, "continue" if m.format == "mixed" else "write", text)}]
+                messages = [{"role": "user", "content": request(m.format, default_mode(m.format), text)}]
             except MimeticError as e:
                 raise BadRequest(400, f"{e.message} {e.hint}", "prompt") from None
         elif text is not None:
