@@ -78,6 +78,8 @@ def test_requests_by_format_and_mode():
     assert request("mixed", "rewrite", "flat draft") == "Rewrite in my voice: flat draft"
     assert request("brief", "write", "  a storm ") == "Write: a storm"
     assert request("completion", "continue", "It was") == "It was"
+    assert request("mixed", "rewrite", "She did not go. It rained.", from_notes=True) == "Rewrite in my voice: not go / rained"
+    assert request("chat", None, "  as written ") == "  as written "
     with pytest.raises(MimeticError, match="trained to continue text, not to write") as e:
         request("completion", "write", "a storm")
     assert "--format brief" in e.value.hint
@@ -301,8 +303,13 @@ def test_three_modes_write_and_are_logged(mixed_voice):
     b = write(mixed_voice, "a storm over a harbour town, told by a child", gc, mode="write")[0]
     assert a.output == b.output and a.new_tokens == 6  # same seed, same text
     draft = "The man walked to the shop. It was raining, and he was sad."
-    r = rewrite(mixed_voice, draft, gc)[0]
-    assert r.prompt == draft
+    from mimetic.engines import Voice
+
+    voice, asked = Voice.load(mixed_voice), []
+    real = voice.generate
+    voice.generate = lambda prompt, *a, **k: (asked.append(prompt), real(prompt, *a, **k))[1]
+    r = rewrite(mixed_voice, draft, gc, voice=voice)[0]
+    assert r.prompt == draft and asked == ["Rewrite in my voice: man walked shop / raining sad"]  # as it trained: from notes
     modes = [(c, p["mode"]) for c, _, p in _logged(mixed_voice)]
     assert modes[-3:] == [("write", "write"), ("write", "write"), ("write", "rewrite")]
     assert notes(draft) == "man walked shop / raining sad"
