@@ -101,6 +101,33 @@ with Workspace.open(sys.argv[1]).lock("trained"):
 """
 
 
+PROBE = """
+import sys, time
+from mimetic import Workspace
+probe = Workspace(sys.argv[1])._file_lock()  # what Workspace.open holds while it checks for an interrupted swap
+probe.acquire()
+print("probing", flush=True)
+time.sleep(0.5)
+probe.release()
+"""
+
+
+def test_a_readers_brief_probe_does_not_turn_a_writer_away(tmp_path):
+    """Two processes of one training run: one opens the voice (probing the lock for a moment to
+    repair it if idle) while the other takes the lock to train. The writer must not fail."""
+    import subprocess
+    import sys
+
+    ws = Workspace.open(tmp_path / "voice")
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(ws.root)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert probe.stdout.readline().strip() == "probing"
+        with ws.lock("trained"):  # taken while the other process still holds its probe
+            assert json.loads((ws.root / ".lock.json").read_text())["doing"] == "trained"
+    finally:
+        probe.wait(timeout=30)
+
+
 def test_a_second_writer_is_told_who_holds_the_voice_and_kill_9_frees_it(tmp_path):
     import subprocess
     import sys

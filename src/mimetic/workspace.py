@@ -34,7 +34,11 @@ from .records import DataMeta, Manifest
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-_HELD: dict[Path, int] = {}  # workspaces whose lock this process holds, and how many times
+_HELD: dict[Path, int] = {}
+# A writer waits this long for the lock: a reader opening the voice holds it for milliseconds
+# (:meth:`Workspace._recover_if_idle`), a writer for minutes. Without the wait, two processes
+# of one training run (one opening the voice, one taking the lock) could turn the writer away.
+WRITER_WAIT_S = 2.0  # workspaces whose lock this process holds, and how many times
 
 
 def writes_voice(doing: str) -> Callable[[F], F]:
@@ -166,7 +170,8 @@ class Workspace:
 
         One process at a time may change a voice: an OS file lock on ``.lock`` (``filelock``;
         the OS releases it when the process ends, even after kill -9), with the holder's process
-        id, task and start time in ``.lock.json`` for the message a second writer gets. Readers
+        id, task and start time in ``.lock.json`` for the message a second writer gets (after
+        waiting :data:`WRITER_WAIT_S` for it, so a reader's brief probe is not taken for one). Readers
         (write, evaluate, export, the app) take no lock: they only read finished runs
         (:meth:`run_dir`). Re-entrant within a process (the main job holds it across stages).
 
@@ -183,7 +188,7 @@ class Workspace:
                 _HELD[self.root] -= 1
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        file_lock = self._file_lock()
+        file_lock = self._file_lock(WRITER_WAIT_S)
         try:
             file_lock.acquire()
         except Timeout:
@@ -199,11 +204,11 @@ class Workspace:
             (self.root / ".lock.json").unlink(missing_ok=True)
             file_lock.release()
 
-    def _file_lock(self) -> Any:
-        """The OS lock on ``.lock`` (``filelock``), tried without waiting."""
+    def _file_lock(self, wait_s: float = 0) -> Any:
+        """The OS lock on ``.lock`` (``filelock``), waited for at most ``wait_s`` seconds."""
         from filelock import FileLock
 
-        return FileLock(str(self.root / ".lock"), timeout=0)
+        return FileLock(str(self.root / ".lock"), timeout=wait_s)
 
     def _busy(self) -> MimeticError:
         try:
