@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# llama.cpp for GGUF export (mimetic export): llama-cpp-python is only published as source, so it
 	# is compiled here (about 6 minutes on 2 cores, once); its sdist also carries llama.cpp's
 	# converters, which are kept in .venv/share/mimetic/llama.cpp. A failed build only disables GGUF export.
+	# Its vocabulary files (Qwen2, Llama 3, GPT-2 tokenizers, 15 MB) give the tests real tokenizers offline.
 	test -f $(LLAMA_SDIST) || $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(VENV)/src
 	$(BIN)/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP)')" 2>/dev/null \
 		|| { echo "Building llama.cpp for GGUF export (about 6 minutes, once)…"; \
@@ -36,7 +37,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_hf_to_gguf.py \
 		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/convert_lora_to_gguf.py \
 		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/conversion \
-		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/gguf-py
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/gguf-py \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf \
+		llama_cpp_python-$(LLAMA_CPP)/vendor/llama.cpp/models/ggml-vocab-gpt-2.gguf
 	touch $(STAMP)
 
 install: $(STAMP)

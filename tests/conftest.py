@@ -47,6 +47,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> str:
     return str(path)
 
 
+def has_llama_cpp() -> bool:
+    """llama-cpp-python and llama.cpp's converters are installed (``make install`` does both)."""
+    import importlib.util
+
+    from mimetic import MimeticError
+    from mimetic.export import llama_cpp_tools
+
+    try:
+        llama_cpp_tools()
+    except MimeticError:
+        return False
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+# only the GGUF conversions and llama.cpp itself need llama.cpp; everything else always runs
+needs_llama_cpp = pytest.mark.skipif(not has_llama_cpp(), reason="llama-cpp-python and its converters are installed by `make install`")
+
+
 PROSE = [
     "The kettle had been singing for some minutes before I noticed it, and by then the kitchen was full of steam.",
     "My grandmother kept her letters in a biscuit tin, tied with string, and she never once told us who wrote them.",

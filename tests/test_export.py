@@ -5,23 +5,8 @@ import json
 
 import pytest
 
-from conftest import trained_voice
+from conftest import needs_llama_cpp, trained_voice
 from mimetic import ExportConfig, MimeticError, Workspace
-
-def _has_llama_cpp() -> bool:
-    import importlib.util
-
-    from mimetic.export import llama_cpp_tools
-
-    try:
-        llama_cpp_tools()
-    except MimeticError:
-        return False
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
-# only the GGUF conversions and llama.cpp itself need llama.cpp; everything else always runs
-needs_llama_cpp = pytest.mark.skipif(not _has_llama_cpp(), reason="llama-cpp-python and its converters are installed by `make install`")
 
 
 @pytest.fixture(scope="module")

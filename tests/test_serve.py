@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from conftest import trained_voice
-from test_export import needs_llama_cpp
+from conftest import needs_llama_cpp
 
 pytestmark = needs_llama_cpp
 

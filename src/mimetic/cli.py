@@ -223,18 +223,22 @@ def prepare(
     seed: Optional[int] = typer.Option(None, help="Seed of the held-out split."),
     brief_model: Optional[str] = typer.Option(None, help="Who writes the briefs: auto, base, extractive, an OpenAI-compatible server on this machine (http://127.0.0.1:11434/v1), a .gguf file or a model folder."),
     brief_model_name: Optional[str] = typer.Option(None, help="The model to ask on that server (e.g. qwen2.5:7b; default: the first it lists)."),
+    preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`); its settings are saved in mimetic.toml."),
 ) -> None:
     """Cut the corpus into training examples and a held-out split.
 
     With --format brief or mixed, a brief (and for mixed a plain paraphrase) of every passage is
     made first and kept in data/briefs.jsonl: edit it and run prepare again to train on your
     edits."""
+    from .pipeline import choose_settings
     from .prepare import prepare as run
 
     ws = Workspace.open(workspace, create=False)
-    vc = ws.load_config()
-    pc = cfg.replace(vc.prepare, format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed,
-                     brief_model=brief_model, brief_model_name=brief_model_name)
+    changes = dict(format=format, max_tokens=max_tokens, held_out_fraction=held_out, seed=seed,
+                   brief_model=brief_model, brief_model_name=brief_model_name)
+    with RichEvents(console) as show:
+        vc, _ = choose_settings(ws, preset=preset, base_model=base_model, prepare_changes=changes, on_event=show)
+    pc, base_model = vc.prepare, vc.train.base_model
     if pc.format in ("brief", "mixed"):
         from urllib.parse import urlparse
 
@@ -304,6 +308,7 @@ def train(
     plan_only: bool = typer.Option(False, "--plan", help="Only predict memory and time from a short warm-up, then stop."),
     base_weights: Optional[str] = typer.Option(None, help="Store the frozen base weights as fp32 or bf16 (half the memory; bf16 compute)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training steps: minutes to compile, faster after; for long runs."),
+    preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`); prepare with the same preset first."),
     processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
     accelerate_config: Optional[Path] = typer.Option(None, help="An accelerate config file (FSDP, DeepSpeed: see configs/accelerate/ in mimetic's repository)."),
 ) -> None:
@@ -324,19 +329,25 @@ def train(
     if resume:
         frozen = dict(base_model=base_model, epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r,
                       lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every,
-                      patience=patience, four_bit=four_bit or None, packing=packing)
+                      patience=patience, four_bit=four_bit or None, packing=packing, preset=preset)
         given = sorted(k.replace("_", "-") for k, v in frozen.items() if v is not None)
         if given:
             raise MimeticError(f"A resumed run keeps its settings: --{', --'.join(given)} cannot change.",
                                "Resume without them, or start a new run to change them: mimetic train")
     else:
-        tc = cfg.replace(
-            ws.load_config().train, base_model=base_model, epochs=epochs, max_steps=max_steps, learning_rate=lr,
-            lora_r=lora_r, lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every,
-            patience=patience, load_in_4bit=four_bit or None, packing=packing, **runtime,
-        )
+        from .pipeline import choose_settings
+
+        with RichEvents(console) as show:
+            vc, _ = choose_settings(
+                ws, preset=preset, base_model=base_model, on_event=show, always_recommend=plan_only, save=False,
+                epochs=epochs, max_steps=max_steps, learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha,
+                batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, patience=patience,
+                load_in_4bit=four_bit or None, packing=packing, **runtime,
+            )
+        _check_prepared_for(ws, vc, preset)
+        tc = vc.train
     if plan_only:
-        with console.status("Measuring a short warm-up…"):
+        with console.status(f"Measuring a short warm-up of {tc.base_model}…"):
             p = plan(ws, tc)
         console.print(p.summary())
         console.print(f"[dim]{p.steps_per_epoch} steps per epoch, {p.evals_per_epoch} held-out evaluations per epoch.[/]")
@@ -348,6 +359,20 @@ def train(
         r = run(ws, tc, resume=(True if resume == "latest" else resume) or None, runtime=runtime if resume else None,
                 on_event=show, should_stop=ctrl_c)
     _train_summary(r)
+
+
+def _check_prepared_for(ws: Workspace, vc: cfg.VoiceConfig, preset: str | None) -> None:
+    """A preset's training needs data prepared its way (its model's tokenizer, its format)."""
+    if not preset:
+        return
+    meta = ws.data_meta()
+    fmt = meta.config.get("format", "completion")
+    if meta.base_model != vc.train.base_model or fmt != vc.prepare.format:
+        raise MimeticError(
+            f"The training data was prepared for {meta.base_model} ({fmt}); preset {preset} trains "
+            f"{vc.train.base_model} ({vc.prepare.format}).",
+            f"Prepare it for the preset first: mimetic prepare --preset {preset} --workspace {ws.root}, then mimetic train",
+        )
 
 
 def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
@@ -523,7 +548,8 @@ def _evaluation_summary(result: Any) -> None:
 def voice(
     corpus: list[Path] = typer.Argument(..., help="Folder(s) of your writing."),
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Voice folder (default: voices/<folder name>)."),
-    base_model: str = typer.Option(cfg.EMBEDDED_MODEL, help="Base model: the embedded default, a folder, a .gguf or a hub id."),
+    base_model: Optional[str] = typer.Option(None, help="Base model: the embedded default, a folder, a .gguf, a hub id, or auto (the largest this machine trains in the time budget)."),
+    preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`)."),
     time_budget: Optional[float] = typer.Option(15.0, help="Minutes of training at most (evaluation included)."),
     epochs: Optional[float] = typer.Option(None, help="Passes over your writing (default 1)."),
     format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
@@ -545,7 +571,7 @@ def voice(
             if isinstance(e, Finished) and e.stage == "prepare":
                 _prepare_report(e.values["result"])
 
-        r = make_voice(corpus, workspace, base_model=base_model, time_budget_min=time_budget, epochs=epochs,
+        r = make_voice(corpus, workspace, base_model=base_model, preset=preset, time_budget_min=time_budget, epochs=epochs,
                        format=format, on_event=on_event, should_stop=ctrl_c)
     _train_summary(r.train)
     console.print(f"Side by side: {r.compare.html}")
@@ -593,6 +619,25 @@ def export(
     if result.ollama_command:
         console.print(f"Run it in Ollama: [bold]{escape(result.ollama_command)}[/]")
     console.print(f"Model card: {result.out_dir / 'README.md'}")
+
+
+@app.command()
+@_friendly
+def presets(name: Optional[str] = typer.Argument(None, help="Show one preset in full.")) -> None:
+    """The setups of the writers mimetic grew from, one per kind of machine (use with --preset)."""
+    from .presets import PRESETS, get_preset
+
+    for p in [get_preset(name)] if name else PRESETS.values():
+        console.rule(f"[bold]{p.name}[/] — {escape(p.title)}")
+        console.print(f"For: {escape(p.hardware)}")
+        console.print(f"From: {escape(p.source)}")
+        for section, values in (("prepare", p.prepare), ("train", p.train), ("export", p.export)):
+            console.print(f"  [{section}] " + ", ".join(f"{k} = {v!r}" for k, v in values.items()), markup=False)
+        console.print(f"[dim]{escape(p.filled_in)}[/]")
+    if not name:
+        console.print("Use one: mimetic voice ~/my-writing --preset NAME (or mimetic prepare --preset NAME); "
+                      "its settings go into the voice's mimetic.toml, where you can change them. "
+                      "Or let mimetic choose a base model for this machine: --base-model auto")
 
 
 @app.command()

@@ -16,6 +16,8 @@ from typing import Any
 from .errors import MimeticError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_ALIASES = {EMBEDDED_MODEL, "embedded", "default", "smollm2"}
+"""Names that mean the embedded model."""
 
 
 REDACTIONS = ("emails", "urls", "phones", "ips", "cards")
@@ -141,6 +143,8 @@ class TrainConfig:
     and a voice trains for about one epoch, where dropout's regularisation has little to do
     (Unsloth's default is 0 too); 0.05–0.1 is the QLoRA paper's choice for many epochs.
     ``learning_rate`` of ``None`` means the size-aware default of :func:`default_learning_rate`.
+    ``preset`` names the preset (:mod:`mimetic.presets`) these settings were written from, if any;
+    it is a record only: the settings themselves are what count.
 
     Batching: ``group_by_length`` puts examples of similar length in one batch (less padding);
     ``packing`` instead concatenates whole examples into rows of up to the longest example's
@@ -171,6 +175,7 @@ class TrainConfig:
     """
 
     base_model: str = EMBEDDED_MODEL
+    preset: str = ""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0

@@ -75,6 +75,26 @@ def load_llama() -> Any:
     return llama_cpp
 
 
+def open_gguf(path: Path, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(model_path=path, **kwargs)``, with a refusal by llama.cpp turned into a
+    two-line error (llama-cpp-python raises a bare ``ValueError`` and prints the reason only
+    when verbose).
+
+    Raises:
+        MimeticError: llama-cpp-python is missing, or llama.cpp cannot load the file.
+    """
+    llama_cpp = load_llama()
+    try:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    except ValueError as e:
+        raise MimeticError(
+            f"llama.cpp could not load {Path(path).name}: the file is damaged, or its shapes are not what "
+            "llama.cpp expects for this architecture.",
+            "Export 'adapter' and 'merged' instead (they do not need llama.cpp), or try a model llama.cpp supports; "
+            f"llama.cpp's own message: python -c \"import llama_cpp; llama_cpp.Llama('{path}')\"",
+        ) from e
+
+
 def damaged_adapter(workspace: Workspace, run_dir: Path, error: Exception) -> MimeticError:
     """The two-line error for a run whose adapter files cannot be loaded."""
     others = [r for r in workspace.finished_runs() if r != run_dir.name]
@@ -194,9 +214,8 @@ class GGUFVoice:
                     f"Export it first: mimetic export {run_dir.name} --workspace {workspace.root}",
                 )
             gguf = files[0]
-        llama_cpp = load_llama()
         vc = VoiceConfig.load(run_dir / "config.toml")
-        llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, verbose=False, n_threads=os.cpu_count() or 1)
+        llm = open_gguf(gguf, n_ctx=4096, verbose=False, n_threads=os.cpu_count() or 1)
         return cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(gguf), vc.prepare.format)
 
     def generate(

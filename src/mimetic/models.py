@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import EMBEDDED_MODEL
+from .config import EMBEDDED_ALIASES, EMBEDDED_MODEL
 from .errors import MimeticError
 from .workspace import atomic_dir, check_free_disk
 
-EMBEDDED_ALIASES = {EMBEDDED_MODEL, "embedded", "default", "smollm2"}
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -33,11 +33,59 @@ def default_workspace(corpus: Path) -> Path:
     return Path("voices") / corpus.expanduser().resolve().name
 
 
+def choose_settings(
+    ws: Workspace,
+    *,
+    preset: str | None = None,
+    base_model: str | None = None,
+    prepare_changes: dict[str, Any] | None = None,
+    on_event: OnEvent = ignore,
+    always_recommend: bool = False,
+    save: bool = True,
+    **train_changes: Any,
+) -> tuple[cfg.VoiceConfig, Any]:
+    """The voice's settings with a preset and a base model applied, saved in its ``mimetic.toml``.
+
+    ``preset`` writes the preset's settings first (:func:`mimetic.presets.apply_preset`); then
+    ``prepare_changes`` and ``train_changes`` (``None`` values ignored) win over it. ``base_model="auto"`` asks
+    :func:`mimetic.hardware.recommend` for the largest catalog model that fits this machine's
+    memory and the time budget and is already on this machine (the embedded model at worst),
+    with the batch and 4-bit setting it was estimated for; any other name is used as given.
+    With ``always_recommend`` the recommendation is made (and sent as a ``Finished("base model")``
+    event) even when the model is named, so the writer sees it. ``save``: write the result into
+    the voice's ``mimetic.toml`` (a plan-only run does not).
+
+    Returns:
+        ``(settings, recommendation)``: the recommendation is ``None`` when none was asked for.
+
+    Raises:
+        MimeticError: an unknown preset or setting.
+    """
+    from .hardware import apply_choice, corpus_tokens, recommend
+    from .presets import apply_preset
+
+    vc = ws.load_config()
+    if preset:
+        vc = apply_preset(vc, preset)
+    vc.prepare = cfg.replace(vc.prepare, **(prepare_changes or {}))
+    vc.train = cfg.replace(vc.train, base_model=None if base_model == "auto" else base_model, **train_changes)
+    rec = None
+    if base_model == "auto" or always_recommend:
+        rec = recommend(vc.train, vc.prepare.max_tokens, corpus_tokens(ws, vc.prepare.held_out_fraction))
+        if base_model == "auto":
+            vc.train = apply_choice(vc.train, rec.chosen)
+        on_event(Finished("base model", "\n".join(rec.lines()), {"recommendation": rec}))
+    if save:
+        ws.save_config(vc)
+    return vc, rec
+
+
 def make_voice(
     corpus: Sequence[Path],
     workspace: Path | None = None,
     *,
-    base_model: str = cfg.EMBEDDED_MODEL,
+    base_model: str | None = None,
+    preset: str | None = None,
     time_budget_min: float | None = 15.0,
     epochs: float | None = None,
     format: str | None = None,
@@ -53,7 +101,10 @@ def make_voice(
     Args:
         corpus: folders (or files) of the writer's text; never modified.
         workspace: the voice's folder (default :func:`default_workspace` of the first folder).
-        base_model: the embedded default, a folder, a ``.gguf`` file or a hub id.
+        base_model: the embedded default, a folder, a ``.gguf`` file, a hub id, or ``auto``
+            (the largest model this machine trains in the time budget: :func:`choose_settings`);
+            ``None``: the workspace's (the embedded model for a new voice).
+        preset: a preset of :mod:`mimetic.presets` applied first (its settings saved in the voice).
         time_budget_min: minutes of training at most, evaluations included (``None``: no limit).
         epochs: passes over the training data (default: the workspace's, 1).
         format: ``completion`` or ``chat`` (default: the workspace's).
@@ -72,16 +123,15 @@ def make_voice(
     from .train import train
 
     ws = Workspace.open(workspace or default_workspace(Path(corpus[0])))
-    vc = ws.load_config()
-    vc.prepare = cfg.replace(vc.prepare, format=format)
-    vc.train = cfg.replace(vc.train, base_model=base_model, time_budget_min=time_budget_min, epochs=epochs)
-    ws.save_config(vc)
     on_event(Started("voice", f"making a voice in {ws.root}"))
     on_event(Started("ingest", "Reading your writing"))
-    ingested = ingest(list(corpus), ws, vc.ingest, on_event=on_event)
+    ingested = ingest(list(corpus), ws, ws.load_config().ingest, on_event=on_event)
     on_event(Finished("ingest", f"{ingested.words:,} words kept", {"result": ingested}))
+    # after ingest: the recommendation knows the corpus's size
+    vc, _ = choose_settings(ws, preset=preset, base_model=base_model, prepare_changes={"format": format},
+                            on_event=on_event, always_recommend=True, time_budget_min=time_budget_min, epochs=epochs)
     on_event(Started("prepare", "Preparing training examples"))
-    prepared = prepare(ws, vc.prepare, base_model)
+    prepared = prepare(ws, vc.prepare, vc.train.base_model)
     on_event(Finished("prepare", f"{prepared.train_examples:,} training examples", {"result": prepared}))
     trained = train(ws, vc.train, on_event=on_event, should_stop=should_stop)
     on_event(Started("compare", "Writing side by side"))

@@ -83,7 +83,7 @@ class RichEvents:
         elif isinstance(event, Warning):
             self.console.print(f"[yellow]{escape(event.message)}[/] {escape(event.hint)}")
         elif isinstance(event, Finished):
-            if event.stage == "plan":
+            if event.stage in ("plan", "base model"):
                 self.console.print(escape(event.message))
             else:
                 self._close()
