@@ -265,7 +265,8 @@ class Callback(Protocol):
 class Parts:
     """What :func:`fit` trains with: ``model`` (wrapped for several processes), ``step_model``
     (the same, or its compiled version), the trainable ``params``, ``optimizer``,
-    ``scheduler`` (stepped once per optimizer step), and ``dist`` (:class:`mimetic.distributed.Dist`)."""
+    ``scheduler`` (stepped once per optimizer step), ``dist`` (:class:`mimetic.distributed.Dist`)
+    and, for fp16 compute, a ``scaler`` (``torch.amp.GradScaler``: :func:`grad_scaler`)."""
 
     model: Any
     step_model: Any
@@ -273,6 +274,23 @@ class Parts:
     optimizer: Any
     scheduler: Any
     dist: Any
+    scaler: Any = None
+
+
+def grad_scaler(device: str, precision: str) -> Any:
+    """A ``torch.amp.GradScaler`` for fp16 compute, else ``None``.
+
+    fp16 has five exponent bits: small gradients flush to zero unless the loss is multiplied up
+    first and the gradients divided back before the step, and a step whose gradients overflow is
+    skipped while the factor is halved (PyTorch's automatic mixed precision recipe,
+    Micikevicius et al. 2018, "Mixed Precision Training"). bf16 and fp32 need none. fp16 is what
+    a GPU without bf16 computes in (an RTX 2070, the qwen3b-8gb preset's card), or an older Mac.
+    """
+    if precision != "fp16":
+        return None
+    import torch
+
+    return torch.amp.GradScaler(device)
 
 
 def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -387,12 +405,18 @@ def fit(
                 loss = s / max(1, n_units)
                 if dist.world > 1:  # DDP averages gradients over processes: undo that for a global mean
                     loss = loss * (weight * dist.world)
-                dist.backward(loss)
+                dist.backward(loss if parts.scaler is None else parts.scaler.scale(loss))
             loss_sum += float(s.detach()) * weight
         loss_sum = dist.sum([loss_sum])[0]
+        if parts.scaler is not None:
+            parts.scaler.unscale_(parts.optimizer)  # true gradients, for clipping and the step
         if config.max_grad_norm:
             dist.clip_grad_norm_(parts.model, parts.params, config.max_grad_norm)
-        parts.optimizer.step()
+        if parts.scaler is None:
+            parts.optimizer.step()
+        else:  # skips the step when a gradient overflowed, and adjusts the scale
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
         parts.scheduler.step()
         parts.optimizer.zero_grad(set_to_none=True)
         st.step = step + 1

@@ -221,7 +221,8 @@ def pick_device(requested: str = "auto") -> str:
 def pick_precision(device: str, requested: str = "auto") -> str:
     """Compute precision; trainable LoRA weights stay fp32 whatever this returns.
 
-    ``auto``: bf16 on CUDA GPUs that support it (else fp16), fp16 on Apple MPS, and on CPU
+    ``auto``: bf16 on CUDA GPUs that support it (else fp16, trained with loss scaling), on Apple
+    MPS bf16 where PyTorch supports it there (macOS 14 or later) else fp16, and on CPU
     whichever of bf16 autocast and fp32 multiplies matrices faster here, measured once per
     process (:func:`cpu_bf16_is_faster`): CPUs with AMX run bf16 several times faster, but
     some with only AVX512-BF16 run it at half the fp32 speed (measured on this project's CI
@@ -234,8 +235,35 @@ def pick_precision(device: str, requested: str = "auto") -> str:
     if device == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device == "mps":
-        return "fp16"
+        return "bf16" if _mps_bf16() else "fp16"
     return "bf16" if cpu_bf16_is_faster() else "fp32"
+
+
+def _mps_bf16() -> bool:
+    """bf16 on Apple's GPU: PyTorch supports it from macOS 14 (``torch.backends.mps.is_macos_or_newer``)."""
+    import torch
+
+    check = getattr(torch.backends.mps, "is_macos_or_newer", None)
+    return bool(check and check(14, 0))
+
+
+def weights_dtype(device: str, precision: str, weights: str = "auto") -> str:
+    """The dtype the frozen base weights are stored in (``float32``, ``bfloat16``, ``float16``).
+
+    ``weights="auto"``: the compute precision on a GPU (CUDA, MPS) when it is 16-bit, and on a CPU
+    when it is bf16; fp32 otherwise. On a GPU this halves the memory (Phi-2: 5.6 GB instead of
+    11 GB, what lets it train on a 16 GB Mac); on a CPU whose probe picks bf16 it also saves a
+    cast of every weight at every matmul. ``fp32`` / ``bf16`` force it.
+    """
+    if weights == "fp32":
+        return "float32"
+    if weights == "bf16":
+        return "bfloat16"
+    if precision == "bf16" and device in ("cpu", "cuda", "mps"):
+        return "bfloat16"
+    if precision == "fp16" and device in ("cuda", "mps"):
+        return "float16"
+    return "float32"
 
 
 def autocast(device: str, precision: str) -> Callable[[], Any]:
@@ -311,12 +339,11 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_
                weights: str = "auto") -> Any:
     """Load base model ``name`` for training or generation on ``device``.
 
-    ``weights="auto"`` stores the weights in the compute precision where that is bf16 (a CPU
-    whose probe picks bf16, a CUDA GPU): half the memory, and no cast of every weight at every
-    matmul (on this project's AVX-512-BF16 CPU a LoRA step was 8% faster, and the base model's NLL
-    the same to 0.1%; ``benchmarks/step_profile.py``); fp32 otherwise. ``fp32`` / ``bf16`` force
-    it. On CUDA fp16 compute loads fp16 weights, or in 4-bit NF4 through bitsandbytes when ``load_in_4bit`` (QLoRA, Dettmers et
-    al. 2023).
+    The weights' dtype is :func:`weights_dtype` of ``weights`` (on this project's AVX-512-BF16 CPU
+    bf16 weights made a LoRA step 8% faster, and the base model's NLL the same to 0.1%;
+    ``benchmarks/step_profile.py``); on CUDA they may instead be loaded in 4-bit NF4 through
+    bitsandbytes when ``load_in_4bit`` (QLoRA, Dettmers et al. 2023). Attention uses PyTorch's
+    SDPA kernels, transformers' default for Llama, Qwen2 and Phi.
 
     Raises:
         MimeticError: unknown model, offline without a cached copy, 4-bit asked off CUDA.
@@ -327,16 +354,12 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_
     quiet_hf()
     src = resolve(name)
     location = str(_convert_gguf(src)) if src.kind == "gguf" else src.location
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
-    if device == "cuda" and precision in ("bf16", "fp16"):
-        kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float16
-    if weights == "bf16" or (weights == "auto" and precision == "bf16" and device in ("cpu", "cuda")):
-        kwargs["dtype"] = torch.bfloat16
-    elif weights == "fp32":
-        kwargs["dtype"] = torch.float32
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, weights_dtype(device, precision, weights))}
     if load_in_4bit:
         if device != "cuda":
-            raise MimeticError("4-bit QLoRA needs an NVIDIA GPU (bitsandbytes).", "Drop --4bit to train in bf16/fp32.")
+            raise MimeticError(
+                "4-bit QLoRA needs an NVIDIA GPU (bitsandbytes)" + (", not Apple's." if device == "mps" else "."),
+                "Drop --4bit (train.load_in_4bit = false) to train in 16-bit; on a Mac, the phi2-mac preset fits 16 GB.")
         try:
             from transformers import BitsAndBytesConfig
         except ImportError as e:  # pragma: no cover

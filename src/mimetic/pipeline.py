@@ -122,6 +122,10 @@ def make_voice(
     from .prepare import prepare
     from .train import train
 
+    if preset:
+        from .presets import get_preset
+
+        get_preset(preset)  # an unknown name is refused before the corpus is read
     ws = Workspace.open(workspace or default_workspace(Path(corpus[0])))
     on_event(Started("voice", f"making a voice in {ws.root}"))
     on_event(Started("ingest", "Reading your writing"))

@@ -41,7 +41,7 @@ from typing import Any, Callable
 from .config import PolishConfig, VoiceConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
 from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out, ignore
-from .loop import Parts, Run, RunState, RuntimeOptions, fit, scheduler_for
+from .loop import Parts, Run, RunState, RuntimeOptions, fit, grad_scaler, scheduler_for
 from .nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from .records import RunSummary
 from .sampling import SamplingParams
@@ -415,7 +415,7 @@ def polish(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999), eps=1e-8)
     dist = Dist(dev)
     scheduler = scheduler_for(optimizer, run_)
-    parts = Parts(model, model, params, optimizer, scheduler, dist)
+    parts = Parts(model, model, params, optimizer, scheduler, dist, grad_scaler(dev, precision))
     trainable, total_params = model.get_nb_trainable_parameters()
     if run_.resumed:
         optimizer.load_state_dict(ckpt["optimizer"])

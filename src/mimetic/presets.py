@@ -148,7 +148,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "after epoch 3: \"voice, not versatility\".",
         prepare=dict(format="brief", max_tokens=1024),
         train=dict(base_model="meta-llama/Llama-3.1-8B", device="cuda", precision="auto", load_in_4bit=False,
-                   lora_r=16, lora_alpha=32, batch_size=2, grad_accum=2, learning_rate=round(default_learning_rate(4096), 7),
+                   lora_r=16, lora_alpha=32, batch_size=2, grad_accum=2, learning_rate=default_learning_rate(4096),
                    lr_schedule="linear", epochs=3.0, patience=2),
         export=dict(quantizations=["q8_0", "q4_k_m"]),
         filled_in="Rank 16, alpha 32, batch 2 × 2 and 1,024-token examples are mimetic's choices, sized for 16 GB of "

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from .config import TrainConfig, default_learning_rate, replace
 from .errors import MimeticError, TrainingInterrupted
 from .events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out
-from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, lr_lambda, peak_rss_mb, scheduler_for  # noqa: F401 - lr_lambda: API
+from .loop import Parts, Run, RuntimeOptions, TimeBudget, fit, grad_scaler, lr_lambda, peak_rss_mb, scheduler_for  # noqa: F401 - lr_lambda: API
 from .models import autocast as _autocast_factory
 from .records import RunSummary, TrainOutcome
 from .nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
@@ -465,7 +465,7 @@ def train(
     model, optimizer = dist.prepare(model, optimizer)
     step_model = _compiled(model) if config.compile else model  # training steps only; evaluation runs eagerly
     scheduler = scheduler_for(optimizer, run)
-    parts = Parts(model, step_model, params, optimizer, scheduler, dist)
+    parts = Parts(model, step_model, params, optimizer, scheduler, dist, grad_scaler(device, precision))
     trainable, total_params = dist.unwrap(model).get_nb_trainable_parameters()
     if run.resumed:
         if dist.sharded:  # FSDP / DeepSpeed: sharded weights and optimizer, saved by accelerate
@@ -473,6 +473,8 @@ def train(
         else:
             optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if parts.scaler is not None and "grad_scaler" in ckpt:
+            parts.scaler.load_state_dict(ckpt["grad_scaler"])
         metrics_file.truncate_after(st.step)  # the interrupted tail
         set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
         emit(Started("train", f"resuming run {run.id} at step {st.step} of {st.total_steps}"))
@@ -499,6 +501,8 @@ def train(
         blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0], "processes": dist.world}
         if dist.world > 1:
             blob["rng_by_process"] = rngs
+        if parts.scaler is not None:
+            blob["grad_scaler"] = parts.scaler.state_dict()
         if not dist.sharded:
             blob["lora"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(dist.unwrap(model)).items()}
             blob["optimizer"] = optimizer.state_dict()
