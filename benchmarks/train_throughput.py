@@ -66,18 +66,11 @@ def prepare_data(root: Path, words: int, seq: int) -> Path:
 
 
 def peak_gflops(dtype_name: str) -> float:
-    """Best of a few (2048×2048)·(2048×2048) matmuls, GFLOP/s."""
-    import torch
+    """Best of a few (2048×2048)·(2048×2048) matmuls on the CPU after a warm-up, GFLOP/s
+    (:func:`mimetic.hardware.matmul_gflops`, what ``--base-model auto`` measures)."""
+    from mimetic.hardware import matmul_gflops
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
-    return best
+    return matmul_gflops("cpu", dtype_name)
 
 
 def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:

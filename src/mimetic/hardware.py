@@ -34,11 +34,13 @@ from typing import Any
 from .config import EMBEDDED_MODEL, TrainConfig
 from .presets import BASE_MODELS, PRESETS, BaseModel
 
-EFFICIENCY = {"cpu": 0.30, "cuda": 0.35, "mps": 0.30}
-"""Share of the measured matmul peak a LoRA training step reaches (model FLOPs utilisation).
-CPU: 0.31 measured for SmolLM2-135M on real batches (``benchmarks/RESULTS.md``, issue 20);
-CUDA and MPS: not measured by this project (no GPU or Mac in its CI), set to the CPU's figure
-(MPS) and to the 30–40% that LoRA fine-tuning reaches with SDPA on data-centre GPUs (CUDA)."""
+EFFICIENCY = {"cpu": 0.25, "cuda": 0.35, "mps": 0.25}
+"""Share of the measured matmul peak a LoRA training step reaches (model FLOPs utilisation, with
+this module's FLOPs per token). CPU: 0.25, SmolLM2-135M's ``train --plan`` on the Doyle voice
+(286 tokens/s against a 676 GFLOP/s bf16 peak; ``benchmarks/plan_estimate.py``), 0.31 on the
+real batches of ``benchmarks/train_throughput.py`` (issue 20). CUDA and MPS: not measured by
+this project (no GPU or Mac was available to it): the CPU's figure for MPS, and for CUDA the
+30–40% that LoRA fine-tuning reaches with SDPA on data-centre GPUs."""
 
 QLORA_SLOWDOWN = 0.6
 """4-bit QLoRA dequantizes every weight at every matmul: its speed as a share of 16-bit LoRA's
@@ -91,9 +93,11 @@ class Hardware:
                 f"{self.peak_gflops:,.0f} GFLOP/s measured in {self.precision}")
 
 
-def matmul_gflops(device: str, dtype_name: str, n: int = 1024, repeats: int = 4) -> float:
+def matmul_gflops(device: str, dtype_name: str, n: int = 2048, repeats: int = 5, warmup: int = 3) -> float:
     """Best rate of ``repeats`` (n×n)·(n×n) matmuls on ``device`` in ``dtype_name``, GFLOP/s
-    (2n³ FLOPs each; one untimed warm-up). About 0.1 s on a CPU at n = 1024."""
+    (2n³ FLOPs each), after ``warmup`` untimed ones: the first matmuls of a process ran at half
+    speed on this project's CPU (thread pool and clocks still waking up). About 0.2 s on a CPU
+    at 800 GFLOP/s, 1 s at 150."""
     import torch
 
     dtype = getattr(torch, dtype_name)
@@ -106,7 +110,8 @@ def matmul_gflops(device: str, dtype_name: str, n: int = 1024, repeats: int = 4)
         elif device == "mps":
             torch.mps.synchronize()
 
-    a @ b
+    for _ in range(warmup):
+        a @ b
     sync()
     best = 0.0
     for _ in range(repeats):
@@ -150,7 +155,7 @@ def probe(device: str = "auto") -> Hardware:
         name = "Apple MPS"
         memory = (torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory")
                   else psutil.virtual_memory().total * 2 / 3) / 1e9
-        peak = matmul_gflops(device, dtype, n=2048)
+        peak = matmul_gflops(device, dtype)
     else:
         name = _cpu_name()
         memory = psutil.virtual_memory().available / 1e9
@@ -350,6 +355,9 @@ def recommend(config: TrainConfig, seq_len: int, corpus_tokens: int | None, hw: 
                      "trains as much as the budget allows.")
     if preset:
         notes.append(f"--preset {preset} sets the full recipe a writer used with {best.model.id} on such a machine.")
+    if hw.device == "cpu" and best.model.id == EMBEDDED_MODEL:
+        notes.append("On a CPU the embedded model is the honest choice; an NVIDIA GPU or an Apple Silicon Mac trains "
+                     "larger ones (mimetic presets).")
     return Recommendation(hw, corpus_tokens, estimates, best, chosen, preset, notes)
 
 
