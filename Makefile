@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORPUS ?=
 VOICE  ?=
+PRESET ?=
+BASE_MODEL ?=
 MINUTES ?= 15
 LLAMA_CPP := 0.3.36
 LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP).tar.gz
@@ -47,7 +49,8 @@ install: $(STAMP)
 
 voice: $(STAMP)
 	@test -n "$(CORPUS)" || { echo 'Tell me where your writing is:  make voice CORPUS=~/my-writing'; exit 2; }
-	$(BIN)/mimetic voice "$(CORPUS)" $(if $(VOICE),--workspace "$(VOICE)") --time-budget $(MINUTES)
+	$(BIN)/mimetic voice "$(CORPUS)" $(if $(VOICE),--workspace "$(VOICE)") --time-budget $(MINUTES) \
+		$(if $(PRESET),--preset "$(PRESET)") $(if $(BASE_MODEL),--base-model "$(BASE_MODEL)")
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
