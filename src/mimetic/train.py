@@ -231,9 +231,10 @@ class Plan:
     """What a training run will need, from a short measured warm-up (see :func:`plan`).
 
     Attributes:
-        peak_memory_mb: predicted peak resident memory of the training process (CPU/MPS), or
-            peak GPU memory on CUDA, in MiB.
-        available_mb: memory available now (RAM, or free GPU memory), MiB.
+        peak_memory_mb: predicted peak resident memory of the training process (CPU), plus
+            what Metal has allocated (MPS), or peak GPU memory on CUDA, in MiB.
+        available_mb: memory available now (RAM, free GPU memory, or MPS's recommended working
+            set), MiB.
         tokens_per_s: measured training speed on a full-length batch.
         epoch_minutes: predicted minutes per epoch, held-out evaluations included.
         run_minutes: predicted minutes for the configured run (epochs, max steps, time budget).
@@ -332,6 +333,9 @@ def _plan_figures(speed: float, extra_mb: float, train_rows: list[dict], held_ro
         peak = torch.cuda.max_memory_allocated() / 2**20 + extra_mb
         free, _ = torch.cuda.mem_get_info()
         available = free / 2**20 + peak
+    elif device == "mps":  # unified memory: the GPU's allocations do not show in the process's RSS
+        peak = peak_rss_mb() + torch.mps.driver_allocated_memory() / 2**20 + extra_mb
+        available = torch.mps.recommended_max_memory() / 2**20
     else:
         import psutil
 
