@@ -395,6 +395,7 @@ def write(
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
     engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF (faster on a CPU)."),
     best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them by closeness to your style."),
+    show_sources: bool = typer.Option(False, "--sources", help="After each text, the passages of your own writing nearest to it, and its longest verbatim overlap with them."),
 ) -> None:
     """Write in your voice, streamed to the terminal (or, with --best-of N, N drafts ranked).
 
@@ -416,6 +417,8 @@ def write(
             console.rule(f"#{rank} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
             console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
             console.print(g.output, highlight=False, markup=False)
+            if show_sources:
+                _show_sources(ws, g.output)
         best = ranked[0]
         console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
                       "the mean z-score of its style features against your own 150-word passages (lower is closer).")
@@ -429,9 +432,47 @@ def write(
     def stream(text: str) -> None:
         console.print(text, end="", highlight=False, markup=False)
 
-    run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine, mode=mode)
+    written = run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine, mode=mode)
     console.print()
+    if show_sources:
+        for g in written:
+            _show_sources(ws, g.output)
     _notices(ws)
+
+
+def _show_sources(ws: Workspace, text: str) -> None:
+    """Where ``text`` comes from: the writer's nearest passages and the longest verbatim overlap."""
+    from .generate import sources
+
+    found = sources(ws, text)
+    console.rule("[dim]nearest in your own writing[/]")
+    for hit in found.nearest:
+        console.print(f"[bold]{escape(hit.where())}[/]  [dim]{escape(hit.path)}[/]")
+        console.print(f"  {escape(hit.snippet)}", highlight=False)
+    if not found.nearest:
+        console.print("[dim]No passage of yours shares its distinctive words.[/]")
+    o = found.overlap
+    if o.tokens:
+        console.print(f"Longest stretch found word for word in your writing: {o.tokens} tokens ({o.characters} characters), "
+                      f"from {escape(o.document or '?')}: [italic]{escape(o.passage[:200])}[/]")
+
+
+@app.command()
+@_friendly
+def search(
+    query: str = typer.Argument(..., help='Words to look for in your own writing: mimetic search "harbour wall"'),
+    workspace: Path = WorkspaceOpt,
+    limit: int = typer.Option(10, min=1, help="How many passages to show."),
+) -> None:
+    """Search your own writing (the living archive): every passage with its file, date and paragraph."""
+    from .archive import search as run_search
+
+    ws = Workspace.open(workspace, create=False)
+    hits, seconds = run_search(ws.corpus_dir, query, limit)
+    for hit in hits:
+        console.print(f"[bold]{escape(hit.where())}[/]  [dim]{escape(hit.path)} · score {hit.score:.1f}[/]")
+        console.print(f"  {escape(hit.snippet)}", highlight=False)
+    console.print(f"[dim]{len(hits)} passage{'s' if len(hits) != 1 else ''} in {seconds * 1000:.0f} ms.[/]")
 
 
 @app.command()

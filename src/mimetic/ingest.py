@@ -18,6 +18,7 @@ Pipeline (``ingest``):
    LSH over word shingles, datasketch). Nothing is removed silently: ``corpus/review.json``
    lists every removal with its reason and what it duplicates, and ``--keep`` protects files.
 4. **Write** ``corpus/docs/<doc-id>.txt`` (paragraphs separated by a blank line),
+   ``corpus/archive.db`` (every paragraph with its provenance, full-text indexed: :mod:`mimetic.archive`),
    ``corpus/manifest.json`` (provenance: per source path, sha256, format, bytes, words kept
    and removed, date, language), ``corpus/names.json`` (the most frequent proper names: whose
    names the model will learn) and a corpus report (``report.json``, ``report.html``).
@@ -59,6 +60,7 @@ from .readers import (  # noqa: F401 - re-exported: part of the ingest API
     strip_gutenberg,
 )
 from .records import Manifest
+from . import archive
 from .workspace import Workspace, writes_voice, atomic_dir, atomic_write_json, atomic_write_text
 
 READER_VERSION = 3  # 3: 8-bit Western code pages read by their oddities
@@ -662,6 +664,8 @@ def ingest(
             files=[asdict(r) for r in records],
             inputs=inputs,
         ).save(tmp / "manifest.json")
+        archive.build(tmp / archive.ARCHIVE, ({"doc_id": d.rec.doc_id, "path": d.rec.path, "title": d.rec.title,
+                                               "date": d.rec.date, "paragraphs": d.paras} for d in kept_docs))
         atomic_write_json(tmp / "review.json", {"removals": removals, "how_to_keep": "add a glob to ingest.keep (or --keep) to protect files"})
         atomic_write_json(tmp / "names.json", {"names": names})
         atomic_write_json(tmp / "report.json", result.report)
