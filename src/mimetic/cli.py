@@ -732,6 +732,31 @@ def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How 
 
 @app.command()
 @_friendly
+def rate(
+    generation: int = typer.Argument(..., help="The text's number, as `mimetic log` shows it."),
+    mark: str = typer.Argument(..., help="keep, discard, or best (with --over)."),
+    over: Optional[str] = typer.Option(None, help="With best: the numbers of the drafts it was better than, e.g. 13,14."),
+    note: str = typer.Option("", help="Why, in your words (kept with the mark)."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """Mark a text the voice wrote: keep it, discard it, or pick it as the best of several drafts.
+
+    Marks are kept in the voice's mimetic.db with the prompt, settings and run of the text, for
+    the feedback loop."""
+    from .logdb import add_marks
+
+    ws = Workspace.open(workspace, create=False)
+    try:
+        others = [int(x) for x in (over or "").replace(" ", "").split(",") if x]
+    except ValueError:
+        raise MimeticError(f"--over takes numbers separated by commas, not {over!r}.", "mimetic rate 12 best --over 13,14") from None
+    ids = add_marks(ws.db_path, generation, mark, others, note)
+    what = f"#{generation} marked {mark}" + (f" over #{', #'.join(map(str, others))}" if others else "")
+    console.print(f"{what} ({len(ids)} mark{'s' if len(ids) > 1 else ''} saved in {ws.db_path.name}).")
+
+
+@app.command()
+@_friendly
 def polish(
     run: Optional[str] = typer.Argument(None, help="The trained run to polish (default: latest)."),
     workspace: Path = WorkspaceOpt,

@@ -65,6 +65,74 @@ CREATE TABLE IF NOT EXISTS generations (
     )
 
 
+@migration
+def m002_marks(con: sqlite3.Connection) -> None:
+    """The writer's marks on generations (the feedback loop of issue 16): ``keep`` / ``discard``
+    of one text (KTO's labels), or ``best`` / ``worse`` among drafts written for the same prompt
+    and marked together under one ``group_id`` (DPO's pairs). The prompt, the sampling settings
+    and the run (``adapter``) are the generation's own row."""
+    con.execute(
+        """
+CREATE TABLE marks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    generation_id INTEGER NOT NULL REFERENCES generations(id),
+    label TEXT NOT NULL CHECK (label IN ('keep', 'discard', 'best', 'worse')),
+    group_id TEXT,
+    note TEXT NOT NULL DEFAULT ''
+)"""
+    )
+    con.execute("CREATE INDEX marks_generation ON marks (generation_id)")
+
+
+MARKS = ("keep", "discard", "best")
+"""What a writer can say of a generation (``best`` needs the drafts it was better than)."""
+
+
+def add_marks(path: Path, generation_id: int, label: str, over: Iterable[int] = (), note: str = "") -> list[int]:
+    """Store the writer's mark on generation ``generation_id``; returns the new marks' ids.
+
+    ``keep`` / ``discard`` mark one text. ``best`` marks it the best of the drafts ``over``
+    (each of them gets a ``worse`` mark in the same group), all in one transaction.
+
+    Raises:
+        MimeticError: an unknown label, a generation not in the log, ``best`` without the drafts
+            it beat, or a draft marked better than itself.
+    """
+    if label not in MARKS:
+        raise MimeticError(f"Unknown mark {label!r}.", f"Mark a text {', '.join(MARKS)}: mimetic rate ID keep")
+    over = [int(i) for i in over]
+    if label == "best" and not over:
+        raise MimeticError("'best' needs the drafts it was better than.", "mimetic rate 12 best --over 13,14")
+    if generation_id in over:
+        raise MimeticError(f"Generation #{generation_id} cannot be better than itself.", "List the other drafts after --over.")
+    with contextlib.closing(connect(path)) as con, con:
+        known = {r[0] for r in con.execute(
+            f"SELECT id FROM generations WHERE id IN ({', '.join('?' * (1 + len(over)))})", (generation_id, *over))}
+        missing = sorted({generation_id, *over} - known)
+        if missing:
+            raise MimeticError(f"No generation #{', #'.join(map(str, missing))} in this voice's log.",
+                               "See the numbers with: mimetic log")
+        group = f"{generation_id}>{','.join(map(str, over))}" if over else None
+        rows = [(generation_id, label, group)] + [(g, "worse", group) for g in over]
+        return [int(con.execute("INSERT INTO marks (created_at, generation_id, label, group_id, note) VALUES (?, ?, ?, ?, ?)",
+                                 (_now(), g, lab, grp, note)).lastrowid) for g, lab, grp in rows]
+
+
+def marks(path: Path) -> list[dict[str, Any]]:
+    """Every mark with its generation's prompt, output, settings and run, oldest first
+    (``[]`` without a log)."""
+    if not Path(path).exists():
+        return []
+    with contextlib.closing(connect(path)) as con:
+        con.row_factory = sqlite3.Row
+        rows = con.execute(
+            """SELECT m.id, m.created_at, m.generation_id, m.label, m.group_id, m.note,
+                      g.prompt, g.output, g.params, g.base_model, g.adapter, g.seed
+               FROM marks m JOIN generations g ON g.id = m.generation_id ORDER BY m.id""").fetchall()
+    return [dict(r) for r in rows]
+
+
 def migrate(con: sqlite3.Connection, migrations: Iterable[Migration] | None = None) -> list[str]:
     """Apply the migrations (default :data:`MIGRATIONS`) that ``_migrations`` does not list yet.
 
@@ -141,4 +209,5 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-__all__ = ["MIGRATIONS", "migration", "migrate", "connect", "insert_generation", "latest_generations"]
+__all__ = ["MIGRATIONS", "migration", "migrate", "connect", "insert_generation", "latest_generations", "MARKS", "add_marks",
+           "marks"]
