@@ -768,15 +768,25 @@ def polish(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     batch_size: Optional[int] = typer.Option(None, help="Pairs per optimizer step (default 4)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
+    from_feedback: bool = typer.Option(False, "--from-feedback", help="Learn from your marks (mimetic rate) instead: DPO on your picks among drafts, KTO on what you kept or discarded."),
 ) -> None:
-    """Polish a trained voice towards your writing: self-play preference training (DPO).
+    """Polish a trained voice towards your writing: preference training on top of it.
 
-    The voice continues openings of your training passages; your real continuation is
-    preferred to the voice's own. Makes a new run; the trained one is left as it was."""
+    By default self-play (DPO): the voice continues openings of your training passages, and your
+    real continuation is preferred to the voice's own. With --from-feedback, your own marks are
+    what it learns from. Makes a new run; the trained one is left as it was."""
     from .preference import polish as run_polish
 
     ws = Workspace.open(workspace, create=False)
     pc = None
+    feedback = None
+    if from_feedback and not resume:
+        from .generate import feedback_examples
+
+        feedback = feedback_examples(ws, run)
+        console.print(f"Learning from {feedback['marks']} marks: {len(feedback['pairs'])} picks among drafts (DPO), "
+                      f"{len(feedback['singles'])} texts kept or discarded (KTO)"
+                      + (f"; {feedback['skipped']} left out (not the voice's, or prompts that cannot be rebuilt)." if feedback["skipped"] else "."))
     if resume:
         given = sorted(k.replace("_", "-") for k, v in dict(pairs=pairs, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps,
                                                            batch_size=batch_size).items() if v is not None)
@@ -788,17 +798,18 @@ def polish(
     else:
         pc = cfg.replace(ws.load_config().polish, pairs=pairs, beta=beta, learning_rate=lr, epochs=epochs,
                          max_steps=max_steps, batch_size=batch_size)
-    console.print("Making preference pairs (your continuation against the voice's own), then training (Ctrl-C saves and stops)…")
+    if feedback is None:
+        console.print("Making preference pairs (your continuation against the voice's own), then training (Ctrl-C saves and stops)…")
     with CtrlC() as ctrl_c, RichEvents(console) as show:
         r = run_polish(ws, run, pc, resume=(True if resume == "latest" else resume) or None, device=device,
-                       on_event=show, should_stop=ctrl_c)
+                       on_event=show, should_stop=ctrl_c, feedback=feedback)
     t = Table(title=f"Run {r.run_id} (polished from {r.parent_run_id})", show_edge=False, show_header=False)
     t.add_column()
     t.add_column(justify="right")
     t.add_row("held-out NLL, before", f"{r.nll_before:.3f} nats/token")
     t.add_row("held-out NLL, after", f"{r.nll_after:.3f} (best {r.best_nll:.3f} at step {r.best_step}, kept)")
     t.add_row("preference margin (train pairs)", f"{r.margin_before:+.3f} → {r.margin_after:+.3f}")
-    t.add_row("preferred your text", f"{100 * r.accuracy_after:.0f}% of pairs")
+    t.add_row("preferred the text you chose" if feedback else "preferred your text", f"{100 * r.accuracy_after:.0f}% of pairs")
     t.add_row("pairs, steps", f"{r.pairs}, {r.final_step}")
     t.add_row("stopped because", r.stopped_because)
     console.print(t)

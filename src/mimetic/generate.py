@@ -426,6 +426,73 @@ def held_out_prompts(workspace: Workspace, n: int = 5, words: int = 40) -> list[
     return prompts
 
 
+def feedback_examples(workspace: Workspace, run: str | None = None) -> dict[str, Any]:
+    """The writer's marks (``mimetic rate``, the app) as training examples for a preference stage
+    on ``run`` (default: latest), in that run's tokens.
+
+    Each marked text's prompt is rebuilt as the voice saw it when it wrote the text (its format's
+    template, the logged mode and system prompt: :func:`mimetic.briefs.request`,
+    :func:`mimetic.engines.prompt_ids`). A pick among drafts (``best`` over ``worse``) gives one
+    DPO pair per draft it beat; a kept or discarded text gives one KTO example. Texts the base
+    model wrote in a comparison are left out (the voice did not write them).
+
+    Returns:
+        ``{"pairs": [{prompt, chosen, rejected, marks}], "singles": [{prompt, completion,
+        desirable, marks}], "marks": count used, "skipped": count left out}``: token id lists,
+        ``marks`` the mark ids behind each example.
+
+    Raises:
+        MimeticError: no trained run.
+    """
+    from .identity import voice_system_prompt
+    from .logdb import marks as read_marks
+    from .models import load_tokenizer
+
+    run_dir = workspace.run_dir(run)
+    vc = VoiceConfig.load(run_dir / "config.toml")
+    fmt, tokenizer = vc.prepare.format, load_tokenizer(vc.train.base_model)
+    notes = rewrites_from_notes(workspace)
+    rows = read_marks(workspace.db_path)
+
+    def tokens(m: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+        params = json.loads(m["params"] or "{}")
+        if params.get("model", "voice") != "voice":
+            return None
+        mode = params.get("mode") or default_mode(fmt)
+        try:
+            asked = request(fmt, mode, m["prompt"], mode == "rewrite" and notes)
+        except MimeticError:  # a mode this run did not learn: its prompt cannot be rebuilt
+            return None
+        system = params.get("system_prompt") or voice_system_prompt(vc, workspace.root.name)
+        completion = list(tokenizer(m["output"], add_special_tokens=False)["input_ids"])
+        return prompt_ids(tokenizer, fmt, asked, system), completion
+
+    pairs, singles, used, skipped = [], [], set(), 0
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in rows:
+        if m["group_id"]:
+            groups.setdefault(m["group_id"], []).append(m)
+            continue
+        made = tokens(m)
+        if made is None or not made[1]:
+            skipped += 1
+            continue
+        singles.append({"prompt": made[0], "completion": made[1], "desirable": m["label"] == "keep", "marks": [m["id"]]})
+        used.add(m["id"])
+    for group in groups.values():
+        best = [m for m in group if m["label"] == "best"]
+        made_best = tokens(best[0]) if best else None
+        for worse in (m for m in group if m["label"] == "worse"):
+            made_worse = tokens(worse)
+            if made_best is None or made_worse is None or made_best[0] != made_worse[0]:
+                skipped += 1  # drafts of different prompts are not a pick among drafts
+                continue
+            pairs.append({"prompt": made_best[0], "chosen": made_best[1], "rejected": made_worse[1],
+                          "marks": [best[0]["id"], worse["id"]]})
+            used.update((best[0]["id"], worse["id"]))
+    return {"pairs": pairs, "singles": singles, "marks": len(used), "skipped": skipped}
+
+
 @dataclass
 class Sources:
     """Where a generated passage comes from, in the writer's own archive.
@@ -460,4 +527,4 @@ def sources(workspace: Workspace, text: str, k: int = 3) -> Sources:
     return Sources(nearest(workspace.corpus_dir, text, k), index.overlap(text))
 
 
-__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "sources", "Sources", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
+__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "sources", "Sources", "feedback_examples", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]

@@ -99,6 +99,58 @@ def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_reje
     return -F.logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))
 
 
+def kto_loss(policy: Any, reference: Any, desirable: Any, beta: float) -> Any:
+    """KTO's loss of every marked text (Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect
+    Theoretic Optimization", eq. 8, λ_D = λ_U = 1), shape ``(texts,)``: with the reward
+    ``r = β(log π(y|x) − log π_ref(y|x))``, ``1 − σ(r)`` for a text the writer kept and ``σ(r)``
+    for one discarded. The reference point z₀ is 0 rather than estimated from mismatched pairs in
+    the batch (TRL's ``KTOTrainer`` with ``loss_type="apo_zero_unpaired"``, D'Oosterlinck et al.
+    2024): a writer's few dozen marks make batches too small for that estimate. At step 0
+    (policy = reference) it is 0.5 for every text.
+
+    Args:
+        policy, reference: summed log-probabilities of each text given its prompt, nats, ``(n,)``.
+        desirable: ``(n,)`` booleans, ``True`` for a kept text.
+    """
+    import torch
+
+    reward = beta * (policy - reference)
+    return torch.where(desirable, 1 - torch.sigmoid(reward), torch.sigmoid(reward))
+
+
+def completion_logps(model: Any, items: list[dict[str, Any]], pad_id: int, device: str, autocast: Callable[[], Any]) -> Any:
+    """Summed log-probabilities (nats) of each item's ``completion`` after its ``prompt``, ``(n,)``
+    (the prompt masked; :func:`mimetic.nll.token_losses` negated)."""
+    rows = [{"input_ids": list(i["prompt"]) + list(i["completion"]),
+             "labels": [IGNORE_INDEX] * len(i["prompt"]) + list(i["completion"])} for i in items]
+    losses, _ = token_losses(model, collate(rows, pad_id), device, autocast)
+    return -losses.sum(dim=1)
+
+
+def feedback_loss(model: Any, rows: list[dict[str, Any]], beta: float, pad_id: int, device: str,
+                  autocast: Callable[[], Any]) -> Any:
+    """The summed loss of a batch of feedback rows: DPO for a pick among drafts (``kind`` ``pair``),
+    KTO for a kept or discarded text (``kind`` ``single``), each with its stored reference
+    log-probabilities."""
+    import torch
+
+    pairs = [r for r in rows if r.get("kind", "pair") == "pair"]
+    singles = [r for r in rows if r.get("kind") == "single"]
+    total = None
+    if pairs:
+        pc, pr = sequence_logps(model, pairs, pad_id, device, autocast)
+        rc = torch.tensor([p["ref_chosen"] for p in pairs], device=pc.device)
+        rr = torch.tensor([p["ref_rejected"] for p in pairs], device=pc.device)
+        total = dpo_loss(pc, pr, rc, rr, beta).sum()
+    if singles:
+        lp = completion_logps(model, singles, pad_id, device, autocast)
+        ref = torch.tensor([s["ref"] for s in singles], device=lp.device)
+        good = torch.tensor([bool(s["desirable"]) for s in singles], device=lp.device)
+        part = kto_loss(lp, ref, good, beta).sum()
+        total = part if total is None else total + part
+    return total
+
+
 def sequence_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``2n`` scored rows of ``n`` pairs: every chosen, then every rejected continuation,
     each after its prompt, labelled on the continuation only (the prompt is masked)."""
@@ -250,6 +302,38 @@ def make_pairs(model: Any, openings: list[dict[str, Any]], path: Path, params: S
     return pairs
 
 
+def feedback_rows(model: Any, feedback: dict[str, list[dict[str, Any]]], path: Path, pad_id: int, device: str,
+                  autocast: Callable[[], Any], batch_size: int = 8) -> list[dict[str, Any]]:
+    """The training rows of a feedback run, with the reference's log-probabilities (``model`` is
+    the policy at step 0, which is the reference), written to ``path`` in one atomic write.
+
+    Args:
+        feedback: ``{"pairs": [{prompt, chosen, rejected}], "singles": [{prompt, completion,
+            desirable}]}`` of token ids, as :func:`mimetic.generate.feedback_examples` makes them.
+    """
+    import torch
+
+    was = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    with torch.no_grad():
+        pairs = [dict(p, kind="pair") for p in feedback.get("pairs", [])]
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i : i + batch_size]
+            rc, rr = sequence_logps(model, chunk, pad_id, device, autocast)
+            for p, c, r in zip(chunk, rc.float().cpu().tolist(), rr.float().cpu().tolist()):
+                p["ref_chosen"], p["ref_rejected"] = c, r
+        singles = [dict(s, kind="single") for s in feedback.get("singles", [])]
+        for i in range(0, len(singles), batch_size):
+            chunk = singles[i : i + batch_size]
+            for s, r in zip(chunk, completion_logps(model, chunk, pad_id, device, autocast).float().cpu().tolist()):
+                s["ref"] = r
+        rows = pairs + singles
+    model.train(was)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
 # ----------------------------------------------------------------------------------- the stage
 
 
@@ -278,6 +362,47 @@ def _stage_config(parent: Any, config: PolishConfig, lr: float) -> Any:
                    packing=False, time_budget_min=None, compile=False)
 
 
+def _self_play_pairs(workspace: Workspace, model: Any, config: PolishConfig, gen: Any, pairs_file: Path, run_: Run,
+                     tokenizer: Any, dev: str, autocast: Any, emit: OnEvent, stop: Callable[[], bool],
+                     resume_hint: str) -> list[dict[str, Any]]:
+    """Self-play pairs of the training split: cached in ``pairs_file``, the missing ones made."""
+    from .prepare import load_split
+
+    train_rows = load_split(workspace, "train")
+    openings = select_openings(train_rows, config)
+    if not openings:
+        raise MimeticError(
+            f"No training passage has {config.prompt_tokens + config.continuation_tokens} tokens for a preference pair.",
+            "Lower polish.prompt_tokens / polish.continuation_tokens, or prepare longer examples (prepare.max_tokens).")
+    if len(openings) < config.pairs:
+        emit(Warning("polish", f"Only {len(openings)} training passages are long enough: {len(openings)} pairs, not {config.pairs}."))
+    params_gen = SamplingParams.from_config(gen, max_new_tokens=config.continuation_tokens)
+    cached = read_pairs(pairs_file)
+    if len(cached) >= len(openings):
+        pairs = cached[: len(openings)]
+    else:
+        if run_.resumed:
+            raise MimeticError(f"Run {run_.id}'s {PAIRS_FILE} is incomplete.", "Start a new polish run: mimetic polish")
+        try:
+            pairs = make_pairs(model, openings, pairs_file, params_gen, config, tokenizer, dev, autocast, on_event=emit,
+                               should_stop=stop)
+        except TrainingInterrupted as e:
+            run_.stop_file().unlink(missing_ok=True)
+            raise TrainingInterrupted(e.message, resume_hint) from None
+    return pairs
+
+
+def _feedback_pairs(model: Any, feedback: dict[str, list[dict[str, Any]]], pairs_file: Path, run_: Run, pad_id: int,
+                    dev: str, autocast: Any) -> list[dict[str, Any]]:
+    """The feedback run's rows: read back on resume, else made with the reference's log-probabilities."""
+    cached = read_pairs(pairs_file)
+    if cached or run_.resumed:
+        if not cached:
+            raise MimeticError(f"Run {run_.id}'s {PAIRS_FILE} is missing.", "Start a new run: mimetic polish --from-feedback")
+        return cached
+    return feedback_rows(model, feedback, pairs_file, pad_id, dev, autocast)
+
+
 @writes_voice("trained")
 def polish(
     workspace: Workspace,
@@ -288,8 +413,10 @@ def polish(
     device: str | None = None,
     on_event: OnEvent = ignore,
     should_stop: Callable[[Run], bool] | None = None,
+    feedback: dict[str, list[dict[str, Any]]] | None = None,
 ) -> PolishResult:
-    """Polish the voice of ``run`` (default: the latest run) with self-play DPO into a new run.
+    """Polish the voice of ``run`` (default: the latest run) into a new run: with self-play DPO,
+    or with the writer's own marks (``feedback``).
 
     Args:
         workspace: a prepared workspace with a trained run.
@@ -304,6 +431,10 @@ def polish(
             ``metrics.jsonl`` is written whatever it is.
         should_stop: called between pair batches and after every step; ``True`` checkpoints
             and raises :class:`TrainingInterrupted`. A file ``runs/<id>/stop`` does the same.
+        feedback: train on the writer's marks instead of self-play pairs: DPO on picks among
+            drafts, KTO on kept and discarded texts (:func:`feedback_loss`), token ids as
+            :func:`mimetic.generate.feedback_examples` makes them. Ignored on resume (the run's
+            rows are in its ``pairs.jsonl``).
 
     Returns:
         :class:`PolishResult` (held-out NLL and DPO margins before and after).
@@ -322,6 +453,9 @@ def polish(
 
     if launched_processes() > 1:
         raise MimeticError("mimetic polish runs in one process.", "Run it without accelerate or --processes.")
+    if not resume and feedback is not None and not feedback.get("pairs") and not feedback.get("singles"):
+        raise MimeticError("There are no marks to learn from yet.",
+                           "Mark what the voice writes: mimetic rate ID keep|discard, or mimetic rate ID best --over ID,ID")
     meta = workspace.data_meta()
     if resume:
         run_dir = workspace.run_dir(None if resume is True else str(resume), finished=False)
@@ -330,6 +464,7 @@ def polish(
             raise MimeticError(f"Run {run_dir.name} is not a polish run.", f"Resume it with: mimetic train --resume {run_dir.name}")
         info = json.loads(info_file.read_text())
         config, parent_id = PolishConfig(**info["config"]), info["parent_run_id"]
+        feedback = {} if info.get("source") == "feedback" else None
         vc = VoiceConfig.load(run_dir / "config.toml")
         gen = vc.generate
         if (run_dir / "checkpoint" / "state.pt").exists():
@@ -367,6 +502,7 @@ def polish(
         workspace.save_config(vc)  # like every stage: the settings it ran with are the workspace's from now on
         atomic_write_text(r.dir / "config.toml", VoiceConfig(vc.ingest, vc.prepare, r.config, gen, vc.evaluate, vc.export, config).dumps())
         atomic_write_text(r.dir / POLISH_FILE, json.dumps({"version": POLISH_VERSION, "parent_run_id": parent_id,
+                                                           "source": "feedback" if feedback is not None else "self-play",
                                                            "config": asdict(config)}, indent=2))
     lr = r.config.learning_rate
     run_: Run = r
@@ -376,30 +512,16 @@ def polish(
         return run.stop_file().exists() or bool(should_stop and should_stop(run))
 
     resume_hint = f"Resume with: mimetic polish --resume {run_.id} --workspace {workspace.root}"
-    train_rows = load_split(workspace, "train")
     pairs_file = run_.dir / PAIRS_FILE
-    openings = select_openings(train_rows, config)
-    if not openings:
-        raise MimeticError(
-            f"No training passage has {config.prompt_tokens + config.continuation_tokens} tokens for a preference pair.",
-            "Lower polish.prompt_tokens / polish.continuation_tokens, or prepare longer examples (prepare.max_tokens).")
-    if len(openings) < config.pairs:
-        emit(Warning("polish", f"Only {len(openings)} training passages are long enough: {len(openings)} pairs, not {config.pairs}."))
-    params_gen = SamplingParams.from_config(gen, max_new_tokens=config.continuation_tokens)
-    cached = read_pairs(pairs_file)
-    if len(cached) >= len(openings):
-        pairs = cached[: len(openings)]
+    if feedback is not None:
+        pairs = _feedback_pairs(model, feedback, pairs_file, run_, pad_id, dev, autocast)
     else:
-        if run_.resumed:
-            raise MimeticError(f"Run {run_.id}'s {PAIRS_FILE} is incomplete.", "Start a new polish run: mimetic polish")
-        try:
-            pairs = make_pairs(model, openings, pairs_file, params_gen, config, tokenizer, dev, autocast, on_event=emit,
-                               should_stop=lambda: stop_asked(run_))
-        except TrainingInterrupted as e:
-            run_.stop_file().unlink(missing_ok=True)
-            raise TrainingInterrupted(e.message, resume_hint) from None
-    for p in pairs:  # what fit counts as the step's tokens: both sequences are run
-        p["input_ids"] = p["prompt"] + p["chosen"] + p["prompt"] + p["rejected"]
+        pairs = _self_play_pairs(workspace, model, config, gen, pairs_file, run_, tokenizer, dev, autocast, emit,
+                                 lambda: stop_asked(run_), resume_hint)
+    for p in pairs:  # what fit counts as the step's tokens: every sequence that is run
+        p["input_ids"] = (p["prompt"] + p["completion"] if p.get("kind") == "single"
+                          else p["prompt"] + p["chosen"] + p["prompt"] + p["rejected"])
+    pair_rows = [p for p in pairs if p.get("kind", "pair") == "pair"]
 
     held = list(load_split(workspace, "held_out"))
     if config.held_out_examples and len(held) > config.held_out_examples:
@@ -433,15 +555,13 @@ def polish(
         return [pairs[i] for i in epoch_batches(lengths, tc, epoch)[index]]
 
     def loss_fn(m: Any, rows: list[dict[str, Any]]) -> tuple[Any, int]:
-        pc, pr = sequence_logps(m, rows, pad_id, dev, autocast)
-        rc = torch.tensor([p["ref_chosen"] for p in rows], device=pc.device)
-        rr = torch.tensor([p["ref_rejected"] for p in rows], device=pc.device)
-        return dpo_loss(pc, pr, rc, rr, config.beta).sum(), len(rows)
+        return feedback_loss(m, rows, config.beta, pad_id, dev, autocast), len(rows)
 
     seen: dict[str, float] = {}
 
     def evaluate(step: int) -> float:
-        margin, acc, loss = _margins(model, pairs[:MARGIN_PAIRS], config.beta, pad_id, dev, autocast, tc.eval_batch_size)
+        margin, acc, loss = (_margins(model, pair_rows[:MARGIN_PAIRS], config.beta, pad_id, dev, autocast, tc.eval_batch_size)
+                             if pair_rows else (0.0, 0.0, 0.0))  # marks with no picks: KTO only
         seen.setdefault("margin", margin)
         seen.setdefault("accuracy", acc)
         seen["margin_after"], seen["accuracy_after"] = margin, acc
@@ -480,10 +600,15 @@ def polish(
         accuracy_before=seen.get("accuracy", 0.0), accuracy_after=seen.get("accuracy_after", 0.0),
         learning_rate=lr, beta=config.beta, elapsed_s=st.elapsed_s)
     info = {"version": POLISH_VERSION, "parent_run_id": parent_id, "config": asdict(config),
+            "source": "feedback" if feedback is not None else "self-play",
             "result": {k: v for k, v in asdict(result).items() if k not in ("run_id", "run_dir", "parent_run_id")}}
     atomic_write_text(run_.dir / POLISH_FILE, json.dumps(info, indent=2))
     pair_batches = epoch_batches(lengths, tc, 0)
-    seq_lengths = [len(p["prompt"]) + len(p["chosen"]) for p in pairs] + [len(p["prompt"]) + len(p["rejected"]) for p in pairs]
+    if feedback is not None:  # rows of one or two sequences: their summed lengths
+        seq_lengths, pair_batches = lengths, [b + [] for b in pair_batches]
+    else:
+        seq_lengths = [len(p["prompt"]) + len(p["chosen"]) for p in pairs] + [len(p["prompt"]) + len(p["rejected"]) for p in pairs]
+        pair_batches = [b + [i + len(pairs) for i in b] for b in pair_batches]
     RunSummary(
         run_id=run_.id, run_dir=str(run_.dir), base_nll=st.base_nll, best_nll=st.best_nll, best_step=st.best_step,
         final_step=st.step, stopped_because=stopped, tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),
@@ -491,7 +616,7 @@ def polish(
         held_out_nll_drop=1.0 - st.best_nll / st.base_nll, base_ppl=math.exp(st.base_nll), best_ppl=math.exp(st.best_nll),
         learning_rate=lr, device=dev, precision=precision, trainable_parameters=trainable, total_parameters=total_params,
         steps_per_epoch=steps_per_epoch,
-        padding_share=padding_share(seq_lengths, [b + [i + len(pairs) for i in b] for b in pair_batches]),
+        padding_share=padding_share(seq_lengths, pair_batches),
         planned_steps=st.total_steps, processes=1, global_batch_size=tc.batch_size,
     ).save(run_.dir / "summary.json")
     emit(Artifact("polish", run_.dir / "summary.json", "summary"))
@@ -499,4 +624,4 @@ def polish(
     return result
 
 
-__all__ = ["PolishResult", "dpo_loss", "make_pairs", "polish", "read_pairs", "select_openings", "sequence_logps", "sequence_rows"]
+__all__ = ["PolishResult", "dpo_loss", "kto_loss", "feedback_loss", "feedback_rows", "completion_logps", "make_pairs", "polish", "read_pairs", "select_openings", "sequence_logps", "sequence_rows"]
