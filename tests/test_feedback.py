@@ -105,3 +105,5 @@ def test_cli_polish_from_feedback(marked):
     out = " ".join(r.output.split())  # the terminal's line wrapping undone
     assert "Learning from 16 marks: 8 picks among drafts (DPO), 4 texts kept or discarded (KTO)" in out
     assert "preferred the text you chose" in out and "New run:" in out
+    r = CliRunner().invoke(app, ["train", "--from-feedback", "--max-steps", "1", "-w", str(ws.root)])  # the spelling
+    assert r.exit_code == 0 and "Learning from 16 marks" in " ".join(r.output.split()), r.output

@@ -309,6 +309,7 @@ def train(
     base_weights: Optional[str] = typer.Option(None, help="Store the frozen base weights as fp32 or bf16 (half the memory; bf16 compute)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training steps: minutes to compile, faster after; for long runs."),
     preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`); prepare with the same preset first."),
+    from_feedback: bool = typer.Option(False, "--from-feedback", help="Learn from your marks (mimetic rate) on top of the latest run: the same as mimetic polish --from-feedback."),
     processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
     accelerate_config: Optional[Path] = typer.Option(None, help="An accelerate config file (FSDP, DeepSpeed: see configs/accelerate/ in mimetic's repository)."),
 ) -> None:
@@ -319,6 +320,10 @@ def train(
     from .distributed import is_main_process, launched_processes, relaunch
     from .train import plan
     from .train import train as run
+
+    if from_feedback:
+        return polish(run=None, workspace=workspace, resume=None, pairs=None, beta=None, lr=lr, epochs=epochs,
+                      max_steps=max_steps, batch_size=batch_size, device=device, from_feedback=True)
 
     if (processes > 1 or accelerate_config) and launched_processes() == 1 and not plan_only:
         console.print(f"[dim]Starting {processes} training processes through accelerate…[/]")
