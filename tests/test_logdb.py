@@ -130,3 +130,5 @@ def test_rate_command(tmp_path):
     r = runner.invoke(app, ["rate", "7", "keep", "-w", str(ws.root)])
     assert r.exit_code != 0 and "mimetic log" in r.output and "Traceback" not in r.output
     assert [m["label"] for m in logdb.marks(ws.db_path)] == ["best", "worse", "worse"]
+    r = runner.invoke(app, ["log", "-w", str(ws.root)])
+    assert r.exit_code == 0 and "#2 " in r.output and "marked best" in r.output and "marked worse" in r.output

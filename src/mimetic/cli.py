@@ -728,10 +728,16 @@ def stop(
 @app.command()
 @_friendly
 def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How many generations.")) -> None:
-    """Show the latest generations from the voice's log (mimetic.db)."""
+    """Show the latest generations from the voice's log (mimetic.db), with your marks on them."""
+    from .logdb import marks
+
     ws = Workspace.open(workspace, create=False)
+    marked: dict[int, list[str]] = {}
+    for m in marks(ws.db_path) if ws.db_path.exists() else []:
+        marked.setdefault(m["generation_id"], []).append(m["label"])
     for g in ws.generations(limit):
-        console.rule(f"#{g['id']} {g['created_at']} · {g['command']} · {json.loads(g['params']).get('model')}")
+        labels = f" · marked {', '.join(marked[g['id']])}" if g["id"] in marked else ""
+        console.rule(f"#{g['id']} {g['created_at']} · {g['command']} · {json.loads(g['params']).get('model')}{labels}")
         console.print(f"[dim]{escape(g['prompt'])}[/]{escape(g['output'])}", highlight=False)
 
 
