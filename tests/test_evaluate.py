@@ -178,6 +178,7 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     page = ev.report.read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<script" not in page
     assert "How close is the voice?" in page and "The harbour" in page
+    assert "Nearest in your writing to the voice's text: <b>" in page and ", paragraph " in page  # the archive
     assert len(ev.summary()) >= 4
     sp = m["stylometry"]["spread"]
     assert sp["sets"]["voice"] >= 2 and sp["voice"] is not None and sp["base model"] is not None

@@ -682,7 +682,8 @@ def evaluate(
     metrics_path, report_path = out_dir / "metrics.json", out_dir / "report.html"
     EvaluationMetrics.from_dict(metrics).save(metrics_path)
     curve = _read_curve(run_dir / "metrics.jsonl")
-    atomic_write_text(report_path, render_report(metrics, plots, cache["samples"], free, curve))
+    atomic_write_text(report_path, render_report(metrics, plots, cache["samples"], free, curve,
+                                                 _sample_sources(workspace, cache["samples"][:6])))
     on_event(Artifact("evaluate", metrics_path, "metrics"))
     on_event(Artifact("evaluate", report_path, "report"))
     return Evaluation(metrics, report_path, metrics_path)
@@ -785,9 +786,21 @@ def _plots(m: dict[str, Any], plots: dict[str, Any], curve: list[tuple[int, floa
     return out
 
 
+def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list[Any]:
+    """For each sample the report shows, the writer's paragraph nearest to the voice's text
+    (:func:`mimetic.archive.nearest`), or ``None``; ``[]`` for a corpus ingested before the archive."""
+    from .archive import nearest
+
+    try:
+        return [next(iter(nearest(workspace.corpus_dir, s["voice"], 1)), None) for s in samples]
+    except MimeticError:
+        return []
+
+
 def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[str, Any]], free: list[dict[str, Any]],
-                  curve: list[tuple[int, float, str]]) -> str:
-    """The evaluation as one self-contained HTML page (plots inlined as PNG data URIs)."""
+                  curve: list[tuple[int, float, str]], sources: list[Any] | None = None) -> str:
+    """The evaluation as one self-contained HTML page (plots inlined as PNG data URIs); ``sources``:
+    for each shown sample, the writer's nearest paragraph (:class:`mimetic.archive.Hit`) or ``None``."""
     e = html.escape
     img = _plots(m, plots, curve)
     st, pr, mem, idn, n = m["stylometry"], m["profiles"], m["memorization"], m["identity"], m["nll"]
@@ -907,8 +920,10 @@ def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[s
         f"<section class=sample><p class=prefix>…{e(s['prefix'])}</p><div class=trio>"
         f"<div><h4>You wrote</h4><p>{e(s.get('writer', ''))}</p></div>"
         f"<div><h4>Base model</h4><p>{e(s['base'])}</p></div>"
-        f"<div class=v><h4>Voice</h4><p>{e(s['voice'])}</p></div></div><p class=meta>{e(str(s['document']))} · seed {s['seed']}</p></section>"
-        for s in samples[:6]
+        f"<div class=v><h4>Voice</h4><p>{e(s['voice'])}</p></div></div><p class=meta>{e(str(s['document']))} · seed {s['seed']}</p>"
+        + (f"<p class=meta>Nearest in your writing to the voice's text: <b>{e(src.where())}</b> — {e(src.snippet)}</p>" if src else "")
+        + "</section>"
+        for s, src in zip(samples[:6], [*(sources or []), *[None] * 6])
     )
     free_html = "".join(
         f"<section class=sample><p class=prefix>{e(f['prompt'])}</p><div class=trio2><div><h4>Base model</h4><p>{e(f['base'])}</p></div>"
