@@ -60,6 +60,23 @@ def test_write_best_of_ranks_the_drafts_and_logs_them_all(trained):
     plain = write(trained, "The kettle", GenerateConfig(max_new_tokens=24, seed=5, num_samples=3), voice=voice)
     assert [g.seed for g in plain] == [5, 6, 7] and all(g.style_distance is None for g in plain)
     assert {g.seed: g.output for g in plain} == {g.seed: g.output for g in ranked}
+    # each draft knows its number in the log, which `mimetic rate` takes
+    ids = dict(sqlite3.connect(trained.db_path).execute("SELECT id, output FROM generations WHERE command='write'").fetchall())
+    assert all(ids[g.log_id] == g.output for g in ranked + plain) and len({g.log_id for g in ranked + plain}) == 6
+
+
+def test_write_best_of_on_the_command_line_says_how_to_mark_the_best(trained):
+    from typer.testing import CliRunner
+
+    from mimetic.cli import app
+
+    r = CliRunner().invoke(app, ["write", "The kettle", "-w", str(trained.root), "-n", "8", "--best-of", "2"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    import re
+
+    best, other = re.search(r"mimetic rate (\d+) best --over (\d+)", out).groups()
+    assert f"text {best} " in out and f"text {other} " in out
 
 
 def test_the_style_profile_is_cached_in_the_workspace(trained):

@@ -419,7 +419,7 @@ def write(
         with console.status(f"Drafting {best_of} texts and scoring them against your style…"):
             ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of, mode=mode)
         for rank, g in enumerate(ranked, 1):
-            console.rule(f"#{rank} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
+            console.rule(f"#{rank} · text {g.log_id} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
             console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
             console.print(g.output, highlight=False, markup=False)
             if show_sources:
@@ -427,6 +427,9 @@ def write(
         best = ranked[0]
         console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
                       "the mean z-score of its style features against your own 150-word passages (lower is closer).")
+        others = ",".join(str(g.log_id) for g in ranked if g is not best)
+        console.print(f"Which sounds most like you? Mark it, and the voice can learn from it (mimetic train --from-feedback): "
+                      f"mimetic rate {best.log_id} best --over {others} --workspace {ws.root}", markup=False)
         _notices(ws)
         return
     if prompt and mode is None:

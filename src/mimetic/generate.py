@@ -50,10 +50,11 @@ class Generation:
     new_tokens: int
     duration_s: float
     style_distance: float | None = None  # best-of drafts only: StyleProfile.distance, lower = closer
+    log_id: int | None = None  # its number in mimetic.db (mimetic log, mimetic rate)
 
 
 def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, config: GenerateConfig, **extra: object) -> None:
-    workspace.log_generation(
+    g.log_id = workspace.log_generation(
         command=command,
         prompt=g.prompt,
         output=g.output,
