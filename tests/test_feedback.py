@@ -81,6 +81,22 @@ def test_a_feedback_round_trains_a_new_run_towards_the_picks(marked):
     assert all(math.isfinite(row["ref"]) for row in rows if row["kind"] == "single")
     assert r.margin_before == pytest.approx(0.0, abs=1e-3) and r.margin_after > 0.01  # the picks became more likely
     assert math.isfinite(r.nll_after) and (r.run_dir / "adapter" / "adapter_model.safetensors").exists()
+    # scored by the marks, guarded by the held-out NLL: the kept adapter fits the marks better than the parent
+    lines = [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    pref = {x["step"]: x["preference_loss"] for x in lines if "preference_loss" in x}
+    nll = {x["step"]: x["held_out_nll"] for x in lines if "held_out_nll" in x}
+    assert set(pref) == set(nll) and pref[0] == pytest.approx((8 * math.log(2) + 4 * 0.5) / 12, abs=1e-3)
+    print(f"preference loss {pref}, held-out NLL {nll}, kept step {r.best_step}")
+    kept = r.best_step
+    assert kept > 0 and pref[kept] < pref[0] and nll[kept] <= nll[0] * 1.01 and r.best_nll == pytest.approx(nll[kept])
+    assert r.nll_before == pytest.approx(nll[0])
+    # no rise of the held-out NLL allowed: every trained adapter is refused, the parent's is kept, and the writer is told
+    from mimetic.events import Warning as Warn
+
+    events = []
+    strict = polish(ws, parent, PolishConfig(**PC, max_steps=4, max_nll_rise=0.0), feedback=feedback_examples(ws, parent),
+                    on_event=events.append)
+    assert strict.best_step == 0 and any(isinstance(e, Warn) and "not kept" in e.message for e in events)
 
 
 def test_no_marks_is_refused_before_a_run_is_made(tmp_path, tiny_model):

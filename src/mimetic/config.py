@@ -357,6 +357,11 @@ class PolishConfig:
         held_out_examples: held-out examples scored at each evaluation (0: all), a seeded subset.
         generate_batch_size: openings sampled together when building the pairs.
         seed: selects the passages and seeds the samples and the training order.
+        max_nll_rise: a feedback run (``--from-feedback``) keeps the adapter that fits the
+            writer's marks best (lowest preference loss on them) among those whose held-out NLL
+            rose by at most this share over the parent's (0.01: 1%); beyond it the voice is
+            learning the marks rather than the writer (the "stylistic overfitting" one account
+            warns of), and that adapter is not kept. Self-play runs keep the best held-out NLL.
     """
 
     pairs: int = 64
@@ -371,6 +376,7 @@ class PolishConfig:
     held_out_examples: int = 64
     generate_batch_size: int = 8
     seed: int = 1234
+    max_nll_rise: float = 0.01
 
     def __post_init__(self) -> None:
         _check(self.pairs >= 1, "polish.pairs must be at least 1")
@@ -383,6 +389,7 @@ class PolishConfig:
         _check(self.batch_size >= 1 and self.generate_batch_size >= 1 and self.eval_every >= 1,
                "polish.batch_size, polish.generate_batch_size and polish.eval_every must be at least 1")
         _check(self.held_out_examples >= 0, "polish.held_out_examples must be 0 or more")
+        _check(self.max_nll_rise >= 0, "polish.max_nll_rise must be 0 or more")
 
 
 EXPORT_FORMATS = ("adapter", "merged", "gguf", "lora-gguf", "ollama")

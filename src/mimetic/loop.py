@@ -333,6 +333,7 @@ def fit(
     callbacks: Sequence[Any] = (),
     on_event: OnEvent = ignore,
     stage: str = "train",
+    score_name: str = "held_out_nll",
 ) -> str:
     """Train ``run`` from ``run.state.step`` to ``run.state.total_steps``; returns why it stopped.
 
@@ -343,7 +344,8 @@ def fit(
     and processes. Gradients are clipped to ``config.max_grad_norm`` (0: off).
 
     Evaluation: at step 0 when ``run.state.base_nll`` is unset, every ``config.eval_every``
-    steps and at the end, ``evaluate(step)`` gives a score (lower is better); an improvement by
+    steps and at the end, ``evaluate(step)`` gives a score (lower is better; logged as
+    ``score_name``, the held-out NLL unless a stage scores otherwise); an improvement by
     more than ``config.min_delta`` calls ``save_best``; ``config.patience`` evaluations without
     one stop the run early. ``save_checkpoint`` is called every ``config.checkpoint_every``
     steps, on a stop and at the end.
@@ -368,7 +370,10 @@ def fit(
         st.last_eval_s = time.perf_counter() - t
         st.eval_s += st.last_eval_s
         st.last_nll = score
-        on_event(Metric(stage, step, {"held_out_nll": score, "held_out_ppl": math.exp(min(score, 700)), "eval_s": st.last_eval_s}))
+        values = {score_name: score, "eval_s": st.last_eval_s}
+        if score_name == "held_out_nll":
+            values["held_out_ppl"] = math.exp(min(score, 700))
+        on_event(Metric(stage, step, values))
         improved = st.best_nll is None or score < st.best_nll - config.min_delta
         if improved:
             st.best_nll, st.best_step, st.bad_evals = score, step, 0

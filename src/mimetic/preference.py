@@ -193,6 +193,22 @@ def _margins(model: Any, pairs: list[dict[str, Any]], beta: float, pad_id: int, 
     return sum(margins) / n, sum(m > 0 for m in margins) / n, sum(losses) / n
 
 
+def _preference_loss(model: Any, rows: list[dict[str, Any]], beta: float, pad_id: int, device: str, autocast: Any,
+                     batch_size: int) -> float:
+    """Mean :func:`feedback_loss` of ``model`` over all ``rows`` (no gradients, eval mode): how well
+    the voice fits the writer's marks (DPO's log 2 and KTO's 0.5 at step 0; lower is better)."""
+    import torch
+
+    was = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            total += float(feedback_loss(model, rows[i : i + batch_size], beta, pad_id, device, autocast))
+    model.train(was)
+    return total / max(1, len(rows))
+
+
 # ----------------------------------------------------------------------------------- the pairs
 
 
@@ -558,6 +574,7 @@ def polish(
         return feedback_loss(m, rows, config.beta, pad_id, dev, autocast), len(rows)
 
     seen: dict[str, float] = {}
+    nll_at: dict[int, float] = dict(ckpt.get("nll_at", {}))  # feedback runs: held-out NLL at each evaluation
 
     def evaluate(step: int) -> float:
         margin, acc, loss = (_margins(model, pair_rows[:MARGIN_PAIRS], config.beta, pad_id, dev, autocast, tc.eval_batch_size)
@@ -567,7 +584,23 @@ def polish(
         seen["margin_after"], seen["accuracy_after"] = margin, acc
         emit(Metric("polish", step, {"reward_margin": margin, "reward_accuracy": acc, "dpo_loss": loss}))
         total, n = nll_sums(model, held, pad_id, dev, autocast, tc.eval_batch_size)
-        return total / max(1, n)
+        nll = total / max(1, n)
+        if feedback is None:
+            return nll
+        # A feedback run is scored by how well it fits the marks, as long as the held-out NLL
+        # stays within max_nll_rise of the parent's (step 0): past that it is not kept.
+        nll_at[step] = nll
+        pref = _preference_loss(model, pairs, config.beta, pad_id, dev, autocast, tc.eval_batch_size)
+        emit(Metric("polish", step, {"held_out_nll": nll, "held_out_ppl": math.exp(min(nll, 700))}))
+        if nll > nll_at[min(nll_at)] * (1 + config.max_nll_rise):
+            if not seen.get("warned"):
+                seen["warned"] = 1.0
+                emit(Warning("polish", f"Held-out NLL rose {100 * (nll / nll_at[min(nll_at)] - 1):.1f}% at step {step}: the "
+                                       "voice is learning your marks more than your writing, so this adapter is not kept.",
+                             "Mark more texts, or allow more with polish.max_nll_rise (now "
+                             f"{100 * config.max_nll_rise:g}%)."))
+            return math.inf
+        return pref
 
     def save_adapter(run: Run) -> None:
         with atomic_dir(run.dir / "adapter") as tmp:
@@ -580,7 +613,8 @@ def polish(
         check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
         blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "processes": 1,
                 "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
-                "optimizer": optimizer.state_dict(), "margin_before": seen.get("margin"), "accuracy_before": seen.get("accuracy")}
+                "optimizer": optimizer.state_dict(), "margin_before": seen.get("margin"), "accuracy_before": seen.get("accuracy"),
+                "nll_at": dict(nll_at)}
         with atomic_dir(run.dir / "checkpoint") as tmp:
             torch.save(blob, tmp / "state.pt")
 
@@ -588,14 +622,18 @@ def polish(
         seen["margin"], seen["accuracy"] = ckpt["margin_before"], ckpt["accuracy_before"]
     try:
         stopped = fit(run_, parts, loss_fn, batches, evaluate, count=len, save_best=save_adapter,
-                      save_checkpoint=save_checkpoint, should_stop=stop_asked, on_event=emit, stage="polish")
+                      save_checkpoint=save_checkpoint, should_stop=stop_asked, on_event=emit, stage="polish",
+                      score_name="held_out_nll" if feedback is None else "preference_loss")
     except TrainingInterrupted as e:
         run_.stop_file().unlink(missing_ok=True)
         raise TrainingInterrupted(e.message, resume_hint) from None
 
+    nll_before, nll_after, best_nll = st.base_nll, st.last_nll, st.best_nll
+    if feedback is not None:  # the scores were preference losses: report the held-out NLLs
+        nll_before, nll_after, best_nll = nll_at[min(nll_at)], nll_at[max(nll_at)], nll_at[st.best_step]
     result = PolishResult(
-        run_id=run_.id, run_dir=run_.dir, parent_run_id=parent_id, pairs=len(pairs), nll_before=st.base_nll,
-        nll_after=st.last_nll, best_nll=st.best_nll, best_step=st.best_step, final_step=st.step, stopped_because=stopped,
+        run_id=run_.id, run_dir=run_.dir, parent_run_id=parent_id, pairs=len(pairs), nll_before=nll_before,
+        nll_after=nll_after, best_nll=best_nll, best_step=st.best_step, final_step=st.step, stopped_because=stopped,
         margin_before=seen.get("margin", 0.0), margin_after=seen.get("margin_after", 0.0),
         accuracy_before=seen.get("accuracy", 0.0), accuracy_after=seen.get("accuracy_after", 0.0),
         learning_rate=lr, beta=config.beta, elapsed_s=st.elapsed_s)
@@ -610,10 +648,10 @@ def polish(
         seq_lengths = [len(p["prompt"]) + len(p["chosen"]) for p in pairs] + [len(p["prompt"]) + len(p["rejected"]) for p in pairs]
         pair_batches = [b + [i + len(pairs) for i in b] for b in pair_batches]
     RunSummary(
-        run_id=run_.id, run_dir=str(run_.dir), base_nll=st.base_nll, best_nll=st.best_nll, best_step=st.best_step,
+        run_id=run_.id, run_dir=str(run_.dir), base_nll=nll_before, best_nll=best_nll, best_step=st.best_step,
         final_step=st.step, stopped_because=stopped, tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),
         train_tokens=st.tokens, elapsed_s=st.elapsed_s, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        held_out_nll_drop=1.0 - st.best_nll / st.base_nll, base_ppl=math.exp(st.base_nll), best_ppl=math.exp(st.best_nll),
+        held_out_nll_drop=1.0 - best_nll / nll_before, base_ppl=math.exp(nll_before), best_ppl=math.exp(best_nll),
         learning_rate=lr, device=dev, precision=precision, trainable_parameters=trainable, total_parameters=total_params,
         steps_per_epoch=steps_per_epoch,
         padding_share=padding_share(seq_lengths, pair_batches),
