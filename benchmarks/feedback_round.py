@@ -56,18 +56,24 @@ def main() -> None:
     ap.add_argument("--drafts", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=120)
     ap.add_argument("--sample-words", type=int, default=3000)
+    ap.add_argument("--reuse-marks", action="store_true", help="Train on the marks already in the voice's log.")
     args = ap.parse_args()
     ws = Workspace.open(args.voice, create=False)
-    parent = ws.run_dir(None).name
+    parent = sorted(p.name for p in ws.runs_dir.iterdir() if not (p / "polish.json").exists())[-1]  # the trained run
     t = time.perf_counter()
-    marks = mark_drafts(ws, parent, held_out_prompts(ws, n=args.prompts), args.drafts, args.new_tokens)
+    if args.reuse_marks:
+        from mimetic.logdb import marks as read_marks
+
+        marks = len(read_marks(ws.db_path))
+    else:
+        marks = mark_drafts(ws, parent, held_out_prompts(ws, n=args.prompts), args.drafts, args.new_tokens)
     t_marks = time.perf_counter() - t
     fb = feedback_examples(ws, parent)
     t = time.perf_counter()
     r = polish(ws, parent, PolishConfig(epochs=2.0, batch_size=4, eval_every=4, held_out_examples=64), feedback=fb)
     t_polish = time.perf_counter() - t
     ec = EvaluateConfig(sample_words=args.sample_words)
-    out = {"marks": marks, "pairs": len(fb["pairs"]), "singles": len(fb["singles"]), "marking_s": round(t_marks),
+    out = {"marks": marks, "run": r.run_id, "pairs": len(fb["pairs"]), "singles": len(fb["singles"]), "marking_s": round(t_marks),
            "polish_s": round(t_polish), "polish": {k: getattr(r, k) for k in ("nll_before", "nll_after", "best_nll",
                                                                               "best_step", "final_step", "margin_after",
                                                                               "accuracy_after", "learning_rate")}}
