@@ -40,6 +40,23 @@ def mark_drafts(ws: Workspace, parent: str, prompts: list[str], drafts: int, new
     return made
 
 
+def new_draft_distance(ws: Workspace, runs: dict[str, str], skip: int, n: int, drafts: int, new_tokens: int) -> dict:
+    """Mean style distance (what the marking rule picked by) of fresh drafts from each run, on ``n``
+    held-out openings after the first ``skip`` (not those the marks were made on), same seeds."""
+    from statistics import mean
+
+    from mimetic.generate import style_profile
+
+    scorer = style_profile(ws)
+    prompts = held_out_prompts(ws, n=skip + n)[skip:]
+    out = {}
+    for name, run in runs.items():
+        texts = [g.output for k, p in enumerate(prompts)
+                 for g in write(ws, p, GenerateConfig(max_new_tokens=new_tokens, seed=7000 + 10 * k, num_samples=drafts), run=run)]
+        out[name] = round(mean(scorer.distance(t) for t in texts), 4)
+    return out
+
+
 def figures(metrics: dict) -> dict:
     att, mem = metrics["stylometry"]["attribution"]["voice"], metrics["memorization"]["voice"]
     return {"held_out_nll": metrics["nll"]["voice"]["nll"], "sets_to_writer": f"{att['to']['you']}/{att['sets']}",
@@ -57,9 +74,15 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=120)
     ap.add_argument("--sample-words", type=int, default=3000)
     ap.add_argument("--reuse-marks", action="store_true", help="Train on the marks already in the voice's log.")
+    ap.add_argument("--fresh-prompts", type=int, default=10, help="Held-out openings, not marked, for fresh drafts.")
+    ap.add_argument("--only-fresh", help="Skip training and evaluation: compare the trained run with this feedback run.")
     args = ap.parse_args()
     ws = Workspace.open(args.voice, create=False)
     parent = sorted(p.name for p in ws.runs_dir.iterdir() if not (p / "polish.json").exists())[-1]  # the trained run
+    if args.only_fresh:
+        print(json.dumps(new_draft_distance(ws, {"parent": parent, "feedback": args.only_fresh}, args.prompts,
+                                            args.fresh_prompts, args.drafts, args.new_tokens)))
+        return
     t = time.perf_counter()
     if args.reuse_marks:
         from mimetic.logdb import marks as read_marks
@@ -81,6 +104,8 @@ def main() -> None:
         ev = evaluate(ws, run, ec, references=args.references)
         out[name] = {"run": run, **figures(ev.metrics), "summary": ev.summary()[:4]}
         print(name, json.dumps(out[name], indent=1), flush=True)
+    out["fresh_draft_style_distance"] = new_draft_distance(ws, {"parent": parent, "feedback": r.run_id}, args.prompts,
+                                                           args.fresh_prompts, args.drafts, args.new_tokens)
     print(json.dumps(out, indent=1))
 
 
