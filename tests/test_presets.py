@@ -23,7 +23,15 @@ def test_a_preset_is_written_into_mimetic_toml_and_the_command_line_wins(tmp_pat
     from mimetic.pipeline import choose_settings
 
     ws = Workspace.open(tmp_path / "v")
-    vc, rec = choose_settings(ws, preset="qwen3b-8gb", lora_r=8, prepare_changes={"max_tokens": 256})
+    events = []
+    vc, rec = choose_settings(ws, preset="qwen3b-8gb", lora_r=8, prepare_changes={"max_tokens": 256}, on_event=events.append)
+    import torch
+
+    from mimetic.events import Warning as Warn
+
+    warned = [e for e in events if isinstance(e, Warn) and e.stage == "preset"]
+    assert bool(warned) == (not torch.cuda.is_available())  # no NVIDIA GPU here: said at once, with what to do
+    assert not warned or ("8 GB" in warned[0].message and "--base-model auto" in warned[0].hint)
     saved = tomllib.loads(ws.config_path.read_text())
     assert rec is None  # a named model: nothing probed
     assert saved["train"]["preset"] == "qwen3b-8gb" and saved["train"]["base_model"] == "Qwen/Qwen2.5-3B-Instruct"

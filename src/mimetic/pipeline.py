@@ -67,6 +67,7 @@ def choose_settings(
     vc = ws.load_config()
     if preset:
         vc = apply_preset(vc, preset)
+        _warn_if_preset_device_missing(preset, on_event)
     vc.prepare = cfg.replace(vc.prepare, **(prepare_changes or {}))
     vc.train = cfg.replace(vc.train, base_model=None if base_model == "auto" else base_model, **train_changes)
     rec = None
@@ -78,6 +79,22 @@ def choose_settings(
     if save:
         ws.save_config(vc)
     return vc, rec
+
+
+def _warn_if_preset_device_missing(name: str, on_event: OnEvent) -> None:
+    """A preset made for a GPU this machine lacks cannot train here: say so when it is chosen,
+    not minutes later when training starts."""
+    import torch
+
+    from .events import Warning
+    from .presets import get_preset
+
+    p = get_preset(name)
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present.get(p.device, False):
+        on_event(Warning("preset", f"Preset {name} is made for: {p.hardware}. This machine has no "
+                                   f"{'NVIDIA GPU' if p.device == 'cuda' else 'Apple GPU'}, so training with it will not start here.",
+                         "Prepare here and train on that machine, or choose for this one: --base-model auto (mimetic presets lists the others)."))
 
 
 def make_voice(
