@@ -82,7 +82,7 @@ def test_where_a_generated_passage_comes_from(tmp_path, tiny_model):
 
     ws = trained_voice(tmp_path, tiny_model, max_steps=2)
     quote = "My grandmother kept her letters in a biscuit tin, tied with string, and she never once told us who wrote them."
-    found = sources(ws, "It rained. " + quote + " Then the moon rose over a city that has never existed.")
+    found, = sources(ws, ["It rained. " + quote + " Then the moon rose over a city that has never existed."])
     assert found.overlap.tokens == 24 and found.overlap.passage == quote  # 21 words and 3 marks, verbatim
     assert found.nearest and "biscuit" in found.nearest[0].text
     assert nearest(ws.corpus_dir, "zzz qqq") == []  # words the writer never used: nothing is near

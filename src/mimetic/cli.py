@@ -340,7 +340,7 @@ def train(
             raise MimeticError(f"A resumed run keeps its settings: --{', --'.join(given)} cannot change.",
                                "Resume without them, or start a new run to change them: mimetic train")
     else:
-        from .pipeline import choose_settings
+        from .pipeline import check_prepared_for, choose_settings
 
         with RichEvents(console) as show:
             vc, _ = choose_settings(
@@ -349,7 +349,8 @@ def train(
                 batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, patience=patience,
                 load_in_4bit=four_bit or None, packing=packing, **runtime,
             )
-        _check_prepared_for(ws, vc, preset)
+        if preset:
+            check_prepared_for(ws, vc, preset)
         tc = vc.train
     if plan_only:
         with console.status(f"Measuring a short warm-up of {tc.base_model}…"):
@@ -364,20 +365,6 @@ def train(
         r = run(ws, tc, resume=(True if resume == "latest" else resume) or None, runtime=runtime if resume else None,
                 on_event=show, should_stop=ctrl_c)
     _train_summary(r)
-
-
-def _check_prepared_for(ws: Workspace, vc: cfg.VoiceConfig, preset: str | None) -> None:
-    """A preset's training needs data prepared its way (its model's tokenizer, its format)."""
-    if not preset:
-        return
-    meta = ws.data_meta()
-    fmt = meta.config.get("format", "completion")
-    if meta.base_model != vc.train.base_model or fmt != vc.prepare.format:
-        raise MimeticError(
-            f"The training data was prepared for {meta.base_model} ({fmt}); preset {preset} trains "
-            f"{vc.train.base_model} ({vc.prepare.format}).",
-            f"Prepare it for the preset first: mimetic prepare --preset {preset} --workspace {ws.root}, then mimetic train",
-        )
 
 
 def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
@@ -418,12 +405,13 @@ def write(
     if best_of > 1:
         with console.status(f"Drafting {best_of} texts and scoring them against your style…"):
             ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of, mode=mode)
-        for rank, g in enumerate(ranked, 1):
+        found = _sources(ws, ranked) if show_sources else [None] * len(ranked)
+        for rank, (g, src) in enumerate(zip(ranked, found), 1):
             console.rule(f"#{rank} · text {g.log_id} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
             console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
             console.print(g.output, highlight=False, markup=False)
-            if show_sources:
-                _show_sources(ws, g.output)
+            if src:
+                _show_sources(src)
         best = ranked[0]
         console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
                       "the mean z-score of its style features against your own 150-word passages (lower is closer).")
@@ -443,20 +431,30 @@ def write(
     written = run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine, mode=mode)
     console.print()
     if show_sources:
-        for g in written:
-            _show_sources(ws, g.output)
+        for src in _sources(ws, written):
+            _show_sources(src)
     _notices(ws)
 
 
-def _show_sources(ws: Workspace, text: str) -> None:
-    """Where ``text`` comes from: the writer's nearest passages and the longest verbatim overlap."""
+def _sources(ws: Workspace, generations: list[Any]) -> list[Any]:
     from .generate import sources
 
-    found = sources(ws, text)
+    with console.status("Looking for where these come from in your writing…"):
+        return sources(ws, [g.output for g in generations])
+
+
+def _print_hit(hit: Any, extra: str = "") -> None:
+    """One passage of the writer's archive: where it is, then its snippet."""
+    console.print(f"[bold]{escape(hit.where())}[/]  [dim]{escape(hit.path)}{extra}[/]")
+    console.print(f"  {escape(hit.snippet)}", highlight=False)
+
+
+def _show_sources(found: Any) -> None:
+    """Where a text comes from (:class:`mimetic.generate.Sources`): the writer's nearest passages
+    and the longest verbatim overlap."""
     console.rule("[dim]nearest in your own writing[/]")
     for hit in found.nearest:
-        console.print(f"[bold]{escape(hit.where())}[/]  [dim]{escape(hit.path)}[/]")
-        console.print(f"  {escape(hit.snippet)}", highlight=False)
+        _print_hit(hit)
     if not found.nearest:
         console.print("[dim]No passage of yours shares its distinctive words.[/]")
     o = found.overlap
@@ -478,8 +476,7 @@ def search(
     ws = Workspace.open(workspace, create=False)
     hits, seconds = run_search(ws.corpus_dir, query, limit)
     for hit in hits:
-        console.print(f"[bold]{escape(hit.where())}[/]  [dim]{escape(hit.path)} · score {hit.score:.1f}[/]")
-        console.print(f"  {escape(hit.snippet)}", highlight=False)
+        _print_hit(hit, f" · score {hit.score:.1f}")
     console.print(f"[dim]{len(hits)} passage{'s' if len(hits) != 1 else ''} in {seconds * 1000:.0f} ms.[/]")
 
 
@@ -736,7 +733,7 @@ def log(workspace: Path = WorkspaceOpt, limit: int = typer.Option(10, help="How 
 
     ws = Workspace.open(workspace, create=False)
     marked: dict[int, list[str]] = {}
-    for m in marks(ws.db_path) if ws.db_path.exists() else []:
+    for m in marks(ws.db_path):
         marked.setdefault(m["generation_id"], []).append(m["label"])
     for g in ws.generations(limit):
         labels = f" · marked {', '.join(marked[g['id']])}" if g["id"] in marked else ""

@@ -509,12 +509,13 @@ class Sources:
     overlap: Any
 
 
-def sources(workspace: Workspace, text: str, k: int = 3) -> Sources:
-    """The writer's passages nearest to ``text`` and its longest verbatim overlap with the corpus.
+def sources(workspace: Workspace, texts: list[str], k: int = 3) -> list[Sources]:
+    """For each of ``texts``, the writer's ``k`` passages nearest to it and its longest verbatim
+    overlap with the corpus.
 
     The overlap is measured against the whole cleaned corpus (held-out documents too), through the
-    suffix-array index the memorization audit uses, built here (well under a second for a
-    300k-word corpus).
+    suffix-array index the memorization audit uses, built once here for all the texts (well under
+    a second for a 300k-word corpus).
 
     Raises:
         MimeticError: nothing ingested, or an archive from an earlier mimetic (ingest again).
@@ -525,7 +526,7 @@ def sources(workspace: Workspace, text: str, k: int = 3) -> Sources:
 
     docs = load_corpus(workspace)
     index = TrainingIndex([(d["doc_id"], "\n\n".join(d["paragraphs"])) for d in docs])
-    return Sources(nearest(workspace.corpus_dir, text, k), index.overlap(text))
+    return [Sources(nearest(workspace.corpus_dir, text, k), index.overlap(text)) for text in texts]
 
 
 __all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "sources", "Sources", "feedback_examples", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]

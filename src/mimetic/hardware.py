@@ -245,17 +245,18 @@ def estimate_tokens_per_s(model: BaseModel, hw: Hardware, seq_len: int, four_bit
 
 
 def is_available(model_id: str) -> bool:
-    """The embedded model, or a hub model whose ``config.json`` is in the local Hugging Face
-    cache (``huggingface_hub.try_to_load_from_cache``: no network)."""
+    """The embedded model, or a hub model that loading would find in the local Hugging Face
+    cache (:func:`mimetic.models.base_model_dir`: no network)."""
     if model_id == EMBEDDED_MODEL:
         return True
-    try:
-        from huggingface_hub import try_to_load_from_cache
+    from .errors import MimeticError
+    from .models import base_model_dir
 
-        found = try_to_load_from_cache(model_id, "config.json")
-    except Exception:  # noqa: BLE001 - a damaged cache is the same as no cache
+    try:
+        base_model_dir(model_id)
+    except MimeticError:
         return False
-    return isinstance(found, str)
+    return True
 
 
 def estimate(model: BaseModel, hw: Hardware, config: TrainConfig, seq_len: int, corpus_tokens: int | None) -> Estimate:

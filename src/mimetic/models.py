@@ -259,7 +259,7 @@ def weights_dtype(device: str, precision: str, weights: str = "auto") -> str:
         return "float32"
     if weights == "bf16":
         return "bfloat16"
-    if precision == "bf16" and device in ("cpu", "cuda", "mps"):
+    if precision == "bf16":
         return "bfloat16"
     if precision == "fp16" and device in ("cuda", "mps"):
         return "float16"

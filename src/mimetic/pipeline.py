@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import config as cfg
+from .errors import MimeticError
 from .events import Finished, OnEvent, Started, ignore
 from .workspace import Workspace
 
@@ -81,17 +82,34 @@ def choose_settings(
     return vc, rec
 
 
+def check_prepared_for(ws: Workspace, vc: cfg.VoiceConfig, preset: str) -> None:
+    """Training with ``preset`` needs data prepared its way (its model's tokenizer, its format).
+
+    Raises:
+        MimeticError: nothing prepared, or prepared for another model or format (the hint is the
+            prepare command for the preset).
+    """
+    meta = ws.data_meta()
+    fmt = meta.config.get("format", "completion")
+    if meta.base_model != vc.train.base_model or fmt != vc.prepare.format:
+        raise MimeticError(
+            f"The training data was prepared for {meta.base_model} ({fmt}); preset {preset} trains "
+            f"{vc.train.base_model} ({vc.prepare.format}).",
+            f"Prepare it for the preset first: mimetic prepare --preset {preset} --workspace {ws.root}, then mimetic train",
+        )
+
+
 def _warn_if_preset_device_missing(name: str, on_event: OnEvent) -> None:
     """A preset made for a GPU this machine lacks cannot train here: say so when it is chosen,
     not minutes later when training starts."""
-    import torch
-
     from .events import Warning
+    from .models import pick_device
     from .presets import get_preset
 
     p = get_preset(name)
-    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not present.get(p.device, False):
+    try:
+        pick_device(p.device)
+    except MimeticError:
         on_event(Warning("preset", f"Preset {name} is made for: {p.hardware}. This machine has no "
                                    f"{'NVIDIA GPU' if p.device == 'cuda' else 'Apple GPU'}, so training with it will not start here.",
                          "Prepare here and train on that machine, or choose for this one: --base-model auto (mimetic presets lists the others)."))

@@ -121,8 +121,7 @@ def kto_loss(policy: Any, reference: Any, desirable: Any, beta: float) -> Any:
 def completion_logps(model: Any, items: list[dict[str, Any]], pad_id: int, device: str, autocast: Callable[[], Any]) -> Any:
     """Summed log-probabilities (nats) of each item's ``completion`` after its ``prompt``, ``(n,)``
     (the prompt masked; :func:`mimetic.nll.token_losses` negated)."""
-    rows = [{"input_ids": list(i["prompt"]) + list(i["completion"]),
-             "labels": [IGNORE_INDEX] * len(i["prompt"]) + list(i["completion"])} for i in items]
+    rows = [_continuation_row(i["prompt"], i["completion"]) for i in items]
     losses, _ = token_losses(model, collate(rows, pad_id), device, autocast)
     return -losses.sum(dim=1)
 
@@ -151,15 +150,16 @@ def feedback_loss(model: Any, rows: list[dict[str, Any]], beta: float, pad_id: i
     return total
 
 
+def _continuation_row(prompt: list[int], continuation: list[int]) -> dict[str, Any]:
+    """A scored row: ``prompt`` then ``continuation``, labelled on the continuation only."""
+    prompt, continuation = list(prompt), list(continuation)
+    return {"input_ids": prompt + continuation, "labels": [IGNORE_INDEX] * len(prompt) + continuation}
+
+
 def sequence_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``2n`` scored rows of ``n`` pairs: every chosen, then every rejected continuation,
     each after its prompt, labelled on the continuation only (the prompt is masked)."""
-    rows = []
-    for side in ("chosen", "rejected"):
-        for p in pairs:
-            prompt, cont = list(p["prompt"]), list(p[side])
-            rows.append({"input_ids": prompt + cont, "labels": [IGNORE_INDEX] * len(prompt) + cont})
-    return rows
+    return [_continuation_row(p["prompt"], p[side]) for side in ("chosen", "rejected") for p in pairs]
 
 
 def sequence_logps(model: Any, pairs: list[dict[str, Any]], pad_id: int, device: str, autocast: Callable[[], Any]) -> tuple[Any, Any]:
@@ -331,7 +331,6 @@ def feedback_rows(model: Any, feedback: dict[str, list[dict[str, Any]]], path: P
 
     was = model.training
     model.eval()
-    rows: list[dict[str, Any]] = []
     with torch.no_grad():
         pairs = [dict(p, kind="pair") for p in feedback.get("pairs", [])]
         for i in range(0, len(pairs), batch_size):
@@ -643,7 +642,7 @@ def polish(
     atomic_write_text(run_.dir / POLISH_FILE, json.dumps(info, indent=2))
     pair_batches = epoch_batches(lengths, tc, 0)
     if feedback is not None:  # rows of one or two sequences: their summed lengths
-        seq_lengths, pair_batches = lengths, [b + [] for b in pair_batches]
+        seq_lengths = lengths
     else:
         seq_lengths = [len(p["prompt"]) + len(p["chosen"]) for p in pairs] + [len(p["prompt"]) + len(p["rejected"]) for p in pairs]
         pair_batches = [b + [i + len(pairs) for i in b] for b in pair_batches]
