@@ -312,18 +312,26 @@ def train(
     from_feedback: bool = typer.Option(False, "--from-feedback", help="Learn from your marks (mimetic rate) on top of the latest run: the same as mimetic polish --from-feedback."),
     processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
     accelerate_config: Optional[Path] = typer.Option(None, help="An accelerate config file (FSDP, DeepSpeed: see configs/accelerate/ in mimetic's repository)."),
+    version: Optional[str] = typer.Option(None, "--version", help="Name the version this run makes (e.g. 2014-2016)."),
+    where: Optional[str] = typer.Option(None, help='Train on part of your writing: "date < 2017", "folder = essays", "format = email" (with --version).'),
+    publish: Optional[bool] = typer.Option(None, "--publish/--no-publish", help="Make this run the voice write, export and the app use when it finishes (default: yes for an unnamed run, no for a named version)."),
 ) -> None:
     """Fine-tune a LoRA adapter on your writing, watching held-out NLL.
 
     With --resume only the run's runtime options may be given (--device, --time-budget,
-    --base-weights, --compile); a run's other settings are frozen when it starts."""
+    --base-weights, --compile); a run's other settings are frozen when it starts.
+    --version NAME --where "date < 2017" trains a version on part of your writing."""
     from .distributed import is_main_process, launched_processes, relaunch
     from .train import plan
     from .train import train as run
 
     if from_feedback:
+        if where:
+            raise MimeticError("A feedback run learns on the selection of the version it starts from.",
+                               "Leave out --where: mimetic train --from-feedback [--version NAME]")
         return polish(run=None, workspace=workspace, resume=None, pairs=None, beta=None, lr=lr, epochs=epochs,
-                      max_steps=max_steps, batch_size=batch_size, device=device, from_feedback=True)
+                      max_steps=max_steps, batch_size=batch_size, device=device, from_feedback=True,
+                      version=version, publish=publish)
 
     if (processes > 1 or accelerate_config) and launched_processes() == 1 and not plan_only:
         console.print(f"[dim]Starting {processes} training processes through accelerate…[/]")
@@ -334,7 +342,8 @@ def train(
     if resume:
         frozen = dict(base_model=base_model, epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r,
                       lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every,
-                      patience=patience, four_bit=four_bit or None, packing=packing, preset=preset)
+                      patience=patience, four_bit=four_bit or None, packing=packing, preset=preset, version=version,
+                      where=where)
         given = sorted(k.replace("_", "-") for k, v in frozen.items() if v is not None)
         if given:
             raise MimeticError(f"A resumed run keeps its settings: --{', --'.join(given)} cannot change.",
@@ -351,7 +360,15 @@ def train(
             )
         if preset:
             check_prepared_for(ws, vc, preset)
-        tc = vc.train
+        tc = cfg.replace(vc.train, version=version, where=where)
+        if not plan_only:
+            from .train import check_version
+
+            check_version(ws, tc)
+            if where:
+                from .selection import parse as parse_where
+
+                console.print(f"Version {tc.version}: {parse_where(where).describe(ws.read_manifest().files)} ({where}).")
     if plan_only:
         with console.status(f"Measuring a short warm-up of {tc.base_model}…"):
             p = plan(ws, tc)
@@ -363,8 +380,20 @@ def train(
     console.print("Measuring the base model on your held-out writing, then training (Ctrl-C saves and stops)…")
     with CtrlC() as ctrl_c, RichEvents(console, quiet=not is_main_process()) as show:
         r = run(ws, tc, resume=(True if resume == "latest" else resume) or None, runtime=runtime if resume else None,
-                on_event=show, should_stop=ctrl_c)
+                on_event=show, should_stop=ctrl_c, publish=publish)
     _train_summary(r)
+    _published_line(ws, r.run_id)
+
+
+def _published_line(ws: Workspace, run_id: str) -> None:
+    """Say whether the finished run is now the voice, and how to publish it if not."""
+    names = ws.names_of(run_id)
+    label = f"version {names[0]} (run {run_id})" if names else f"run {run_id}"
+    if ws.published_run() == run_id:
+        console.print(f"Published: {label} is now the voice that write, export and the app use.")
+    else:
+        console.print(f"Kept as {label}; the published voice is still {ws.published_run()}. "
+                      f"Publish it with: mimetic publish {names[0] if names else run_id} --workspace {ws.root}")
 
 
 def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
@@ -378,7 +407,7 @@ def write(
     workspace: Path = WorkspaceOpt,
     continue_from: Optional[Path] = typer.Option(None, help="Continue the text of this file."),
     brief: Optional[str] = typer.Option(None, help='Write on a brief: "a storm over a harbour town, told by a child" (voices prepared with --format brief or mixed).'),
-    run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
+    run: Optional[str] = typer.Option(None, help="Run id or version name (default: the published version)."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy; lower = safer, higher = more surprising (default 1: the voice's own distribution)."),
     top_p: Optional[float] = typer.Option(None),
     min_p: Optional[float] = typer.Option(None),
@@ -485,7 +514,7 @@ def search(
 def rewrite(
     draft: Path = typer.Argument(..., help="A text file: your flat draft, or another text, to rewrite in your voice."),
     workspace: Path = WorkspaceOpt,
-    run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
+    run: Optional[str] = typer.Option(None, help="Run id or version name (default: the published version)."),
     temperature: Optional[float] = typer.Option(None, help="Lower keeps closer to the draft's wording."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
     seed: Optional[int] = typer.Option(None),
@@ -519,12 +548,15 @@ def compare(
     workspace: Path = WorkspaceOpt,
     prompts: Optional[Path] = typer.Option(None, help="File of prompts (openings, briefs or drafts), one per paragraph (default: 5 held-out ones)."),
     mode: Optional[str] = typer.Option(None, help="write (from briefs), continue or rewrite, for voices prepared with --format brief or mixed."),
-    run: Optional[str] = typer.Option(None, help="Run id (default: latest)."),
+    run: Optional[str] = typer.Option(None, help="Run id or version name (default: the published version)."),
     temperature: Optional[float] = typer.Option(None),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
     seed: Optional[int] = typer.Option(None),
+    versions: Optional[str] = typer.Option(None, "--versions", help="Compare versions of your voice instead, side by side: a,b,c (names or run ids; see mimetic versions)."),
 ) -> None:
-    """Base model and your voice on the same prompts, side by side (Markdown and HTML)."""
+    """Base model and your voice on the same prompts, side by side (Markdown and HTML).
+
+    With --versions a,b,c: those versions of your voice on the same prompts and seeds."""
     import functools as ft
 
     from .generate import compare as run_compare
@@ -532,6 +564,22 @@ def compare(
 
     ws = Workspace.open(workspace, create=False)
     gc = _gen_config(ws, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    if versions:
+        from .versions import compare_versions
+
+        if run or mode:
+            raise MimeticError("--versions compares the versions you name, each in its own way of being asked.",
+                               "Leave out --run and --mode: mimetic compare --versions a,b")
+        plist = read_prompts(prompts) if prompts else held_out_prompts(ws)
+
+        def show(i: int, info: Any, g: Any) -> None:
+            console.rule(f"{info.label} · prompt {i + 1} · seed {g.seed}")
+            console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
+            console.print(g.output, highlight=False, markup=False)
+
+        result = compare_versions(ws, _csv([versions]) or [], plist, gc, on_text=show)
+        console.print(f"Side by side: {result.html}\nMarkdown: {result.markdown}")
+        return
     fmt = run_format(ws, run)
     mode = mode or default_mode(fmt)
     if prompts:
@@ -561,7 +609,7 @@ def _compare(ws: Workspace, prompts: list[str], gc: cfg.GenerateConfig, run: str
 @app.command()
 @_friendly
 def evaluate(
-    run: Optional[str] = typer.Argument(None, help="Run id (default: latest)."),
+    run: Optional[str] = typer.Argument(None, help="Run id or version name (default: the published version)."),
     workspace: Path = WorkspaceOpt,
     references: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of texts per reference author."),
     prompts: Optional[Path] = typer.Option(None, help="Your own prompts (one per paragraph) for free generations."),
@@ -629,7 +677,7 @@ def voice(
 @app.command()
 @_friendly
 def export(
-    run: Optional[str] = typer.Argument(None, help="Run to export (default: the latest; see `mimetic runs`)."),
+    run: Optional[str] = typer.Argument(None, help="Run or version to export (default: the published version; see `mimetic versions`)."),
     workspace: Path = WorkspaceOpt,
     format: Optional[str] = typer.Option(None, "--format", help="Comma-separated: adapter,merged,gguf,lora-gguf,ollama (default: all)."),
     quant: Optional[str] = typer.Option(None, help="GGUF types: f16,q8_0,q4_k_m (default: all three)."),
@@ -709,6 +757,91 @@ def runs(workspace: Path = WorkspaceOpt) -> None:
 
 @app.command()
 @_friendly
+def versions(
+    workspace: Path = WorkspaceOpt,
+    where: Optional[str] = typer.Option(None, help='Only show what this selection would pick, e.g. "date < 2017".'),
+) -> None:
+    """The versions of your voice: what each learned from, its settings and how close it came.
+
+    The published one (★) is the voice write, export and the app use; change it with mimetic publish."""
+    from .versions import list_versions
+
+    ws = Workspace.open(workspace, create=False)
+    if where is not None:
+        from .selection import parse as parse_where
+
+        console.print(f"{where!r} selects {parse_where(where).describe(ws.read_manifest().files)}.")
+        return
+    infos = list_versions(ws)
+    if not infos:
+        raise MimeticError(f"The voice in {ws.root} has no finished training run yet.", f"Run: mimetic train --workspace {ws.root}")
+    t = Table(show_edge=False)
+    for col in ("", "version", "run", "learned from", "settings", "held-out NLL", "attribution", "spread"):
+        t.add_column(col, justify="right" if col in ("held-out NLL", "attribution", "spread") else "left")
+    for v in infos:
+        data = v.where or "all your writing"
+        if v.selected and v.where:
+            data += f" ({v.selected.split(' (')[0].split(' of ')[0]} documents)"
+        if v.parent:
+            data = f"{v.kind} on {ws.names_of(v.parent)[0] if ws.names_of(v.parent) else v.parent}"
+        settings = f"{v.base_model}, r {v.lora_r}/α {v.lora_alpha}, lr {v.learning_rate:.1e}, {v.steps} steps"
+        attribution = "–" if v.attribution is None else f"{v.attribution:.0%}" + (f" (you {v.control:.0%})" if v.control is not None else "")
+        spread_ = "–" if v.spread_ratio is None else f"{v.spread_ratio:.2f}×"
+        t.add_row("★" if v.published else "", ", ".join(v.names) or "–", v.run, data, settings,
+                  f"{v.held_out_nll:.3f} ({-100 * v.held_out_nll_drop:+.1f}%)", attribution, spread_)
+    console.print(t)
+    console.print("[dim]held-out NLL: on the held-out part of what the version learned from (change from the base model, "
+                  "or from the parent for polish and feedback). attribution: share of its 1,000-word sets attributed to you "
+                  "in its last evaluation (mimetic evaluate VERSION). ★ published.[/]")
+
+
+@app.command()
+@_friendly
+def publish(
+    version: str = typer.Argument(..., help="The version's name or run id (see mimetic versions)."),
+    workspace: Path = WorkspaceOpt,
+) -> None:
+    """Make a version the voice that write, export, serve and the app use."""
+    ws = Workspace.open(workspace, create=False)
+    with ws.lock("published"):
+        run_id = ws.publish(version)
+    names = ws.names_of(run_id)
+    console.print(f"Published {'version ' + names[0] + ' (run ' + run_id + ')' if names else 'run ' + run_id}: "
+                  "write, export, serve and the app now use it.")
+
+
+@app.command()
+@_friendly
+def drift(
+    versions: str = typer.Option(..., "--versions", help="The versions to place among your years: a,b,c (names or run ids)."),
+    workspace: Path = WorkspaceOpt,
+    sample_words: Optional[int] = typer.Option(None, help="Words each version writes (default 5,000: five 1,000-word sets)."),
+    mfw: Optional[int] = typer.Option(None, help="Number of most-frequent words (default 300)."),
+) -> None:
+    """Style drift: your writing year by year and each version's samples on one style map, and
+    which of your eras each version's writing reads as."""
+    from .versions import drift as run_drift
+
+    ws = Workspace.open(workspace, create=False)
+    ec = cfg.replace(ws.load_config().evaluate, sample_words=sample_words, n_mfw=mfw)
+    with RichEvents(console) as show:
+        d = run_drift(ws, _csv([versions]) or [], ec, on_event=show)
+    t = Table(title="Which era does each one's writing read as? (1,000-word sets)", show_edge=False)
+    t.add_column("")
+    for era in d.eras:
+        t.add_column(era, justify="right")
+    t.add_column("in its own era", justify="right")
+    t.add_column("spread", justify="right")
+    for label, counts in d.table.items():
+        own = d.own_era_share.get(label)
+        t.add_row(label, *(str(counts[e]) for e in d.eras), "" if own is None else f"{own:.0%}",
+                  f"{d.spread.get(label, float('nan')):.2f}")
+    console.print(t)
+    console.print(f"Map and table: {d.html_path}\nAll numbers: {d.json_path}")
+
+
+@app.command()
+@_friendly
 def stop(
     run: Optional[str] = typer.Argument(None, help="Run to stop (default: the latest)."),
     workspace: Path = WorkspaceOpt,
@@ -769,7 +902,7 @@ def rate(
 @app.command()
 @_friendly
 def polish(
-    run: Optional[str] = typer.Argument(None, help="The trained run to polish (default: latest)."),
+    run: Optional[str] = typer.Argument(None, help="The run or version to polish (default: the published version)."),
     workspace: Path = WorkspaceOpt,
     resume: Optional[str] = typer.Option(None, help="Continue a stopped polish run: its id, or 'latest'."),
     pairs: Optional[int] = typer.Option(None, help="Preference pairs to make from your training passages (default 64)."),
@@ -780,6 +913,8 @@ def polish(
     batch_size: Optional[int] = typer.Option(None, help="Pairs per optimizer step (default 4)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
     from_feedback: bool = typer.Option(False, "--from-feedback", help="Learn from your marks (mimetic rate) instead: DPO on your picks among drafts, KTO on what you kept or discarded."),
+    version: Optional[str] = typer.Option(None, "--version", help="Name the new version (default: the parent's name +polish or +feedback)."),
+    publish: Optional[bool] = typer.Option(None, "--publish/--no-publish", help="Publish the new run when it finishes (default: when it continues the published voice and has no name)."),
 ) -> None:
     """Polish a trained voice towards your writing: preference training on top of it.
 
@@ -800,7 +935,7 @@ def polish(
                       + (f"; {feedback['skipped']} left out (not the voice's, or prompts that cannot be rebuilt)." if feedback["skipped"] else "."))
     if resume:
         given = sorted(k.replace("_", "-") for k, v in dict(pairs=pairs, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps,
-                                                           batch_size=batch_size).items() if v is not None)
+                                                           batch_size=batch_size, version=version).items() if v is not None)
         if run:
             raise MimeticError("Give a run to polish or --resume, not both.", "Resume with: mimetic polish --resume RUN")
         if given:
@@ -813,7 +948,7 @@ def polish(
         console.print("Making preference pairs (your continuation against the voice's own), then training (Ctrl-C saves and stops)…")
     with CtrlC() as ctrl_c, RichEvents(console) as show:
         r = run_polish(ws, run, pc, resume=(True if resume == "latest" else resume) or None, device=device,
-                       on_event=show, should_stop=ctrl_c, feedback=feedback)
+                       on_event=show, should_stop=ctrl_c, feedback=feedback, version=version or "", publish=publish)
     t = Table(title=f"Run {r.run_id} (polished from {r.parent_run_id})", show_edge=False, show_header=False)
     t.add_column()
     t.add_column(justify="right")
@@ -825,6 +960,7 @@ def polish(
     t.add_row("stopped because", r.stopped_because)
     console.print(t)
     console.print(f"New run: {r.run_id}   Adapter: {r.run_dir / 'adapter'}")
+    _published_line(ws, r.run_id)
 
 
 def _voice_folders(paths: Optional[list[Path]]) -> list[Path]:

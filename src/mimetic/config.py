@@ -146,6 +146,10 @@ class TrainConfig:
     ``preset`` names the preset (:mod:`mimetic.presets`) these settings were written from, if any;
     it is a record only: the settings themselves are what count.
 
+    Versions: ``version`` names the version a run makes, ``where`` selects the documents it
+    trains on (:mod:`mimetic.selection`: ``date < 2017``); both belong to one run (kept in its
+    ``config.toml`` so a resumed run keeps them) and are never saved as the voice's settings.
+
     Batching: ``group_by_length`` puts examples of similar length in one batch (less padding);
     ``packing`` instead concatenates whole examples into rows of up to the longest example's
     length (first-fit decreasing), each with its own position ids, so no token attends across
@@ -206,6 +210,8 @@ class TrainConfig:
     packing: bool = False
     base_weights: str = "auto"
     compile: bool = False
+    version: str = ""
+    where: str = ""
 
     def __post_init__(self) -> None:
         _check(self.lora_r > 0 and self.lora_alpha > 0, "train.lora_r and train.lora_alpha must be positive")

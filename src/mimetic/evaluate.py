@@ -179,12 +179,15 @@ def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: 
     return out
 
 
-def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: GenerateConfig, status: Status) -> list[dict[str, Any]]:
+def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: GenerateConfig, status: Status,
+                     base: bool = True) -> list[dict[str, Any]]:
     """Continuations of held-out passages by the base model and the voice, same seeds.
 
     Generates batches of ``config.batch_size`` until each model has written
     ``config.sample_words`` words. Returns one dict per passage: ``document``, ``prefix``,
-    ``writer`` (the real continuation), ``base``, ``voice``, ``seed``.
+    ``writer`` (the real continuation), ``base`` (``""`` when ``base`` is false: the voice
+    only), ``voice``, ``seed``. The passages and seeds depend only on ``rows``, the tokenizer
+    and ``config``: two voices of one base model continue the same openings.
     """
     per_sample = max(20, int(config.new_tokens * 0.7))  # ~0.75 words per token in English prose
     first = max(config.batch_size, math.ceil(config.sample_words / per_sample))
@@ -199,15 +202,19 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
             break
         seed = config.seed + b
         prefixes = [p["prefix_ids"] for p in batch]
-        with voice.base():
-            base = _generate_batch(voice, prefixes, params, seed)
+        if base:
+            with voice.base():
+                base_texts = _generate_batch(voice, prefixes, params, seed)
+        else:
+            base_texts = [""] * len(batch)
         tuned = _generate_batch(voice, prefixes, params, seed)
-        for p, x, y in zip(batch, base, tuned):
+        for p, x, y in zip(batch, base_texts, tuned):
             samples.append({"document": p["document"], "prefix": p["prefix"], "writer": p["writer"], "base": x, "voice": y, "seed": seed})
         b += 1
-        nb = sum(len(words(s["base"])) for s in samples)
+        nb = sum(len(words(s["base"])) for s in samples) if base else config.sample_words
         nv = sum(len(words(s["voice"])) for s in samples)
-        status(f"samples: {len(samples)} passages, {nv:,} words from the voice, {nb:,} from the base model")
+        status(f"samples: {len(samples)} passages, {nv:,} words from the voice"
+               + (f", {nb:,} from the base model" if base else ""))
         if min(nb, nv) >= config.sample_words:
             break
     return samples
@@ -587,12 +594,13 @@ def evaluate(
     run_dir = workspace.run_dir(run)
     out_dir = run_dir / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_rows, held_rows = load_split(workspace, "train"), load_split(workspace, "held_out")
+    run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
+    where = run_vc.train.where  # a version trained on part of the corpus is measured on that part
+    train_rows, held_rows = load_split(workspace, "train", where), load_split(workspace, "held_out", where)
     prompts = prompts or []
     key = _cache_key(run_dir, config, gc, prompts)
     cache_path = out_dir / "cache.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
     timings: dict[str, float] = {}
     if cache.get("key") != key:
         status("loading the base model and the voice")

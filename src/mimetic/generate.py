@@ -77,10 +77,17 @@ def _system_prompt(workspace: Workspace, voice: Engine, config: GenerateConfig) 
 
 
 def run_format(workspace: Workspace, run: str | None = None) -> str:
-    """The training format of ``run`` (default: latest): ``completion``, ``chat``, ``brief`` or
-    ``mixed``. Raises :class:`MimeticError` when there is no trained run."""
+    """The training format of ``run`` (default: the published version): ``completion``,
+    ``chat``, ``brief`` or ``mixed``. Raises :class:`MimeticError` when there is no trained run."""
     path = workspace.run_dir(run) / "config.toml"
     return VoiceConfig.load(path).prepare.format if path.exists() else workspace.load_config().prepare.format
+
+
+def run_where(workspace: Workspace, run: str | None = None) -> str:
+    """The selection of the corpus ``run`` (default: the published version) trained on
+    (:mod:`mimetic.selection`), ``""`` for all of it."""
+    path = workspace.run_dir(run) / "config.toml"
+    return VoiceConfig.load(path).train.where if path.exists() else ""
 
 
 def write(
@@ -143,7 +150,7 @@ def write(
     if best_of < 1 or (best_of > 1 and config.num_samples > 1):
         raise MimeticError(f"Cannot draft best of {best_of} with {config.num_samples} samples.",
                            "Use --best-of N (N ≥ 2) to rank drafts, or --samples N for N texts in seed order, not both.")
-    scorer = style_profile(workspace) if best_of > 1 else None
+    scorer = style_profile(workspace, run_where(workspace, run)) if best_of > 1 else None
     voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
     params = SamplingParams.from_config(config)
     system = _system_prompt(workspace, voice, config)
@@ -236,12 +243,14 @@ def mode_prompts(workspace: Workspace, mode: str, n: int = 5) -> list[dict[str, 
 STYLE_PROFILE_FILE = "style_profile.json"
 
 
-def style_profile(workspace: Workspace) -> StyleProfile:
+def style_profile(workspace: Workspace, where: str = "") -> StyleProfile:
     """The writer's :class:`~mimetic.stylometry.StyleProfile`, fitted on the training split's
-    text (150-word passages, 200 character 3-grams) and cached in ``data/style_profile.json``.
+    text (150-word passages, 200 character 3-grams; of a version's selection ``where``) and
+    cached in ``data/style_profile.json``.
 
-    The cache is keyed by a SHA-256 of ``data/meta.json`` and ``corpus/manifest.json``, so it is
-    refitted after a new ``ingest`` or ``prepare`` and read (milliseconds) otherwise.
+    The cache is keyed by a SHA-256 of ``data/meta.json``, ``corpus/manifest.json`` and the
+    selection, so it is refitted after a new ``ingest`` or ``prepare`` and read (milliseconds)
+    otherwise.
 
     Raises:
         MimeticError: no training examples yet, or too little training text (fewer than two
@@ -252,7 +261,7 @@ def style_profile(workspace: Workspace) -> StyleProfile:
     meta = workspace.data_dir / "meta.json"
     workspace.data_meta()  # a clear error when there are no examples yet
     parts = [meta.read_bytes()] + ([workspace.manifest_path.read_bytes()] if workspace.manifest_path.exists() else [])
-    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join(parts + [where.encode()])).hexdigest()[:16]
     path = workspace.data_dir / STYLE_PROFILE_FILE
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -261,7 +270,7 @@ def style_profile(workspace: Workspace) -> StyleProfile:
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or damaged: fit again
     try:
-        profile = StyleProfile.fit(load_split(workspace, "train")["text"])
+        profile = StyleProfile.fit(load_split(workspace, "train", where)["text"])
     except ValueError as e:
         raise MimeticError(f"Too little training text to rank drafts by your style ({e}).",
                            "Add writing and run mimetic prepare again, or write without --best-of.") from None

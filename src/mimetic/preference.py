@@ -45,7 +45,7 @@ from .loop import Parts, Run, RunState, RuntimeOptions, fit, grad_scaler, schedu
 from .nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from .records import RunSummary
 from .sampling import SamplingParams
-from .train import compute_precision, rng_state, seed_all, set_rng_state, epoch_batches, padding_share
+from .train import check_version, compute_precision, rng_state, seed_all, set_rng_state, epoch_batches, padding_share
 from .workspace import Workspace, writes_voice, atomic_dir, atomic_write_text, check_free_disk
 
 PAIRS_FILE = "pairs.jsonl"
@@ -379,11 +379,12 @@ def _stage_config(parent: Any, config: PolishConfig, lr: float) -> Any:
 
 def _self_play_pairs(workspace: Workspace, model: Any, config: PolishConfig, gen: Any, pairs_file: Path, run_: Run,
                      tokenizer: Any, dev: str, autocast: Any, emit: OnEvent, stop: Callable[[], bool],
-                     resume_hint: str) -> list[dict[str, Any]]:
-    """Self-play pairs of the training split: cached in ``pairs_file``, the missing ones made."""
+                     resume_hint: str, where: str = "") -> list[dict[str, Any]]:
+    """Self-play pairs of the training split (of the version's selection ``where``): cached in
+    ``pairs_file``, the missing ones made."""
     from .prepare import load_split
 
-    train_rows = load_split(workspace, "train")
+    train_rows = load_split(workspace, "train", where)
     openings = select_openings(train_rows, config)
     if not openings:
         raise MimeticError(
@@ -429,6 +430,8 @@ def polish(
     on_event: OnEvent = ignore,
     should_stop: Callable[[Run], bool] | None = None,
     feedback: dict[str, list[dict[str, Any]]] | None = None,
+    version: str = "",
+    publish: bool | None = None,
 ) -> PolishResult:
     """Polish the voice of ``run`` (default: the latest run) into a new run: with self-play DPO,
     or with the writer's own marks (``feedback``).
@@ -450,6 +453,11 @@ def polish(
             drafts, KTO on kept and discarded texts (:func:`feedback_loss`), token ids as
             :func:`mimetic.generate.feedback_examples` makes them. Ignored on resume (the run's
             rows are in its ``pairs.jsonl``).
+        version: the new version's name; default ``<parent's name>+feedback`` (or ``+polish``)
+            when the parent is a named version and that name is free. It trains and is measured
+            on the parent's selection of the corpus.
+        publish: publish the new run when it finishes; ``None``: when it is unnamed and its
+            parent is the published version (the voice's main line goes on).
 
     Returns:
         :class:`PolishResult` (held-out NLL and DPO margins before and after).
@@ -496,6 +504,14 @@ def polish(
         parent_vc = VoiceConfig.load(parent_dir / "config.toml")
         gen = workspace.load_config().generate
         tc = _stage_config(replace(parent_vc.train, device=device), config, 1.0)  # the learning rate is set below
+        parent_names = workspace.names_of(parent_id)
+        if not version and parent_names:
+            candidate = f"{parent_names[0]}+{'feedback' if feedback is not None else 'polish'}"
+            version = candidate if candidate not in workspace.version_names() else ""
+        tc = replace(tc, version=version)
+        check_version(workspace, replace(tc, where=""))  # the parent's selection was checked when it trained
+        if publish is None:
+            publish = not version and workspace.published_run() == parent_id
         r = None
     if meta.base_model != tc.base_model:
         raise MimeticError(f"The training data was prepared for {meta.base_model!r}, not {tc.base_model!r}.",
@@ -532,13 +548,13 @@ def polish(
         pairs = _feedback_pairs(model, feedback, pairs_file, run_, pad_id, dev, autocast)
     else:
         pairs = _self_play_pairs(workspace, model, config, gen, pairs_file, run_, tokenizer, dev, autocast, emit,
-                                 lambda: stop_asked(run_), resume_hint)
+                                 lambda: stop_asked(run_), resume_hint, tc.where)
     for p in pairs:  # what fit counts as the step's tokens: every sequence that is run
         p["input_ids"] = (p["prompt"] + p["completion"] if p.get("kind") == "single"
                           else p["prompt"] + p["chosen"] + p["prompt"] + p["rejected"])
     pair_rows = [p for p in pairs if p.get("kind", "pair") == "pair"]
 
-    held = list(load_split(workspace, "held_out"))
+    held = list(load_split(workspace, "held_out", tc.where))
     if config.held_out_examples and len(held) > config.held_out_examples:
         held = random.Random(config.seed).sample(held, config.held_out_examples)
     held = [{"input_ids": h["input_ids"], "labels": h["labels"]} for h in held]
@@ -657,6 +673,9 @@ def polish(
         planned_steps=st.total_steps, processes=1, global_batch_size=tc.batch_size,
     ).save(run_.dir / "summary.json")
     emit(Artifact("polish", run_.dir / "summary.json", "summary"))
+    if publish is None:  # resumed: the rule of a new run, from what was recorded
+        publish = not r.config.version and workspace.published_run() == parent_id
+    workspace.add_version(run_.id, r.config.version, publish=publish)
     emit(Finished("polish", f"polished {parent_id} into {run_.id}", {**asdict(result), "run_dir": str(run_.dir)}))
     return result
 

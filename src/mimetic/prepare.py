@@ -36,6 +36,7 @@ from .ingest import count_words, load_corpus
 from .nll import IGNORE_INDEX
 from .records import DataMeta
 from .stylometry import SENTENCE_END as _SENTENCE
+from .selection import parse as parse_where
 from .workspace import Workspace, writes_voice, atomic_dir
 
 MIN_CORPUS_WORDS = 2000
@@ -413,20 +414,34 @@ def _padding_share(lengths: list[int], max_tokens: int) -> float:
     return 1.0 - sum(lengths) / (len(lengths) * max(max_tokens, max(lengths)))
 
 
-def load_split(workspace: Workspace, split: str) -> Any:
-    """Load ``data/<split>`` (``train`` or ``held_out``) as a HF ``Dataset``.
+def load_split(workspace: Workspace, split: str, where: str = "") -> Any:
+    """Load ``data/<split>`` (``train`` or ``held_out``) as a HF ``Dataset``; with ``where`` (a
+    version's selection, :mod:`mimetic.selection`) only the examples of the selected documents.
 
     Raises:
-        MimeticError: no examples yet, or the split's folder is missing or damaged.
+        MimeticError: no examples yet, the split's folder is missing or damaged, or ``where``
+            cannot be read or selects no example of this split.
     """
     from datasets import load_from_disk
 
     workspace.data_meta()  # a clear error when there are no examples yet
     try:
-        return load_from_disk(str(workspace.data_dir / split))
+        rows = load_from_disk(str(workspace.data_dir / split))
     except Exception as e:  # missing folder, damaged Arrow file or state.json: one message for all
         raise MimeticError(f"The {split.replace('_', '-')} examples in {workspace.data_dir / split} are missing or damaged "
                            f"({type(e).__name__}).", f"Make them again: mimetic prepare --workspace {workspace.root}") from None
+    if not where:
+        return rows
+    chosen = parse_where(where)
+    files = workspace.read_manifest().files
+    ids = chosen.documents(files)
+    keep = [i for i, d in enumerate(rows["doc_id"]) if d in ids]
+    if not keep:
+        what = "training" if split == "train" else "held-out"
+        raise MimeticError(f"--where {where!r} selects {chosen.describe(files)}, with no {what} examples among them.",
+                           "Widen the selection (mimetic versions --where EXPR shows what it selects)"
+                           + ("." if split == "train" else ", or hold out more: mimetic prepare --held-out-fraction 0.15."))
+    return rows.select(keep)
 
 
 __all__ = ["prepare", "PrepareResult", "split_held_out", "chunk_paragraphs", "encode_example", "load_split"]

@@ -208,8 +208,8 @@ def _training_rows(workspace: Workspace, config: TrainConfig) -> tuple[list[dict
     ``config.packing``; also the unpacked training lengths (for the padding report)."""
     from .prepare import load_split
 
-    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "train")]
-    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "held_out")]
+    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "train", config.where)]
+    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "held_out", config.where)]
     unpacked_lengths = [len(r["input_ids"]) for r in train_rows]
     if config.packing:
         train_rows = pack(train_rows, max(unpacked_lengths))
@@ -370,8 +370,16 @@ def train(
     runtime: dict[str, Any] | None = None,
     on_event: OnEvent | None = None,
     should_stop: Callable[[Run], bool] | None = None,
+    publish: bool | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``data/train``, measuring held-out NLL on ``data/held_out``.
+
+    With ``config.where`` only the selected documents' examples of both splits are used, and
+    with ``config.version`` the finished run is recorded under that name
+    (:meth:`Workspace.add_version`). A finished run is published (becomes what ``write`` and
+    ``export`` use) when ``publish`` is true, or, with ``publish=None``, when it has no version
+    name; a named version is published only when asked (``mimetic publish``). An interrupted or
+    failed run is never published: it has no ``summary.json``.
 
     Supervised fine-tuning as one use of :func:`mimetic.loop.fit`: the loss is the summed
     next-token NLL of the training tokens (:func:`mimetic.nll.token_nll_sum`) over the step's
@@ -432,6 +440,8 @@ def train(
             f"The training data was prepared for {meta.base_model!r}, not {config.base_model!r}.",
             f"Run: mimetic prepare --base-model {config.base_model} --workspace {workspace.root}",
         )
+    if not resume:
+        check_version(workspace, config)
 
     device = pick_device(config.device)
     # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
@@ -443,7 +453,7 @@ def train(
         run = Run.start(workspace, config, RuntimeOptions.from_config(config, processes=dist.world), run_id, write=dist.main)
         if dist.main:  # like every stage: the settings it ran with are the workspace's from now on
             vc = workspace.load_config()
-            vc.train = config
+            vc.train = replace(config, version="", where="")  # these two belong to the run
             workspace.save_config(vc)
     run.options.processes = dist.world
     metrics_file = MetricsFile(run.dir / "metrics.jsonl", dist.main)
@@ -631,7 +641,32 @@ def train(
         plan=asdict(run_plan[0]) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
     ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
+    workspace.add_version(run.id, config.version, publish=not config.version if publish is None else publish)
     return result
+
+
+def check_version(workspace: Workspace, config: TrainConfig) -> None:
+    """Check a new run's version name and selection before anything is trained.
+
+    Raises:
+        MimeticError: a selection without a version name, an unusable or taken name, or a
+            selection that cannot be read or leaves no training or held-out example.
+    """
+    from .prepare import load_split
+    from .workspace import check_version_name
+
+    if config.where and not config.version:
+        raise MimeticError("A selection of your writing makes a version: name it.",
+                           f'mimetic train --version NAME --where "{config.where}"')
+    if config.version:
+        check_version_name(config.version)
+        taken = workspace.version_names().get(config.version)
+        if taken:
+            raise MimeticError(f"The version name {config.version!r} is already run {taken}'s.",
+                               "Choose another --version name (mimetic versions lists them).")
+    if config.where:
+        load_split(workspace, "train", config.where)
+        load_split(workspace, "held_out", config.where)
 
 
 def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]:

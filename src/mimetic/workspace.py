@@ -7,7 +7,8 @@ Layout::
     data/                 training examples as Arrow (train/, held_out/) and meta.json
     runs/<run-id>/        adapter/, checkpoint/, metrics.jsonl, loss.png, config.toml, summary.json
     compare/              side-by-side comparisons (Markdown and HTML)
-    mimetic.db            SQLite log of every generation
+    mimetic.db            SQLite log of every generation, and the writer's marks
+    versions.json         the versions' names and which one is published
 
 Every file is written atomically (temporary file, then ``os.replace``), and whole directories
 are swapped in with a rename, so an interrupted command never leaves a half-written file
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -34,11 +36,12 @@ from .records import DataMeta, Manifest
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-_HELD: dict[Path, int] = {}
+_HELD: dict[Path, int] = {}  # workspaces whose lock this process holds, and how many times
 # A writer waits this long for the lock: a reader opening the voice holds it for milliseconds
 # (:meth:`Workspace._recover_if_idle`), a writer for minutes. Without the wait, two processes
 # of one training run (one opening the voice, one taking the lock) could turn the writer away.
-WRITER_WAIT_S = 2.0  # workspaces whose lock this process holds, and how many times
+WRITER_WAIT_S = 2.0
+VERSIONS_FILE = "versions.json"
 
 
 def writes_voice(doing: str) -> Callable[[F], F]:
@@ -243,15 +246,18 @@ class Workspace:
         return sorted(p.parent.name for p in self.runs_dir.glob("*/summary.json") if not p.parent.name.startswith("."))
 
     def run_dir(self, run_id: str | None = None, finished: bool = True) -> Path:
-        """The directory of ``run_id``, or of the latest run when ``None``.
+        """The directory of ``run_id`` (a run id or a version's name), or of the published
+        version when ``None``.
 
         With ``finished`` (what write, evaluate, export and polish use) only a run that ended
-        (its ``summary.json`` written: completed, stopped early or by the writer) is taken: a
-        run in progress, or one that failed, is never "the latest voice". ``finished=False``
-        (resume, stop) takes any run.
+        (its ``summary.json`` written: completed, stopped early or by its time budget) is taken:
+        a run in progress, interrupted or failed is never the voice. ``None`` means the
+        published version (:meth:`published_run`). ``finished=False`` (resume, stop) takes any
+        run, ``None`` then meaning the latest started.
 
         Raises:
-            MimeticError: no such run, no (finished) run yet, or ``run_id`` has not finished.
+            MimeticError: no such run or version, no (finished) run yet, or ``run_id`` has not
+                finished.
         """
         runs = sorted(p.name for p in self.runs_dir.glob("*") if p.is_dir() and not p.name.startswith("."))
         done = self.finished_runs()
@@ -262,15 +268,88 @@ class Workspace:
                 raise MimeticError(f"The voice in {self.root} has no {'finished ' if finished else ''}training run yet"
                                    f"{unfinished if finished else ''}.",
                                    f"Run: mimetic train --workspace {self.root}")
-            run_id = pool[-1]
+            run_id = (self.published_run() or pool[-1]) if finished else pool[-1]
+        else:
+            run_id = self.version_names().get(run_id, run_id)
         d = self.runs_dir / run_id
         if not d.is_dir():
-            raise MimeticError(f"No run named {run_id!r} in {self.root}.", f"Runs: {', '.join(runs) or 'none'}.")
+            names = ", ".join(self.version_names())
+            raise MimeticError(f"No run or version named {run_id!r} in {self.root}.",
+                               f"Runs: {', '.join(runs) or 'none'}" + (f"; versions: {names}." if names else "."))
         if finished and run_id not in done:
             raise MimeticError(f"Run {run_id} has not finished (it is training, was interrupted, or failed).",
                                f"Resume it with: mimetic train --resume {run_id} --workspace {self.root}; "
                                f"or use a finished run: {', '.join(done) or 'none yet'}.")
         return d
+
+    # -- versions -----------------------------------------------------------------------------
+    @property
+    def versions_path(self) -> Path:
+        return self.root / VERSIONS_FILE
+
+    def _versions(self) -> dict[str, Any]:
+        """``versions.json`` as ``{"published": run id or None, "names": {name: run id}}``;
+        ``None`` published when the file is absent (a voice from before versions)."""
+        try:
+            data = json.loads(self.versions_path.read_text(encoding="utf-8")) if self.versions_path.exists() else {}
+        except (OSError, ValueError):
+            raise MimeticError(f"{self.versions_path} is damaged.",
+                               "Delete it and publish a version again: mimetic publish RUN-OR-NAME") from None
+        return {"published": data.get("published"), "names": dict(data.get("names") or {})}
+
+    def version_names(self) -> dict[str, str]:
+        """Named versions: ``{name: run id}``, in the order they were named."""
+        return self._versions()["names"]
+
+    def names_of(self, run_id: str) -> list[str]:
+        """The version names given to ``run_id``."""
+        return [n for n, r in self.version_names().items() if r == run_id]
+
+    def published_run(self) -> str | None:
+        """The run id of the published version: the one ``write``, ``export``, ``serve`` and
+        the app use when no run is named. Before any version was published explicitly (a voice
+        from an older release), the latest finished run; ``None`` when there is none."""
+        done = self.finished_runs()
+        if not self.versions_path.exists():
+            return done[-1] if done else None
+        published = self._versions()["published"]
+        return published if published in done else None
+
+    def add_version(self, run_id: str, name: str = "", publish: bool = False) -> None:
+        """Record a finished run as a version, named ``name`` if given, and publish it when
+        ``publish`` or when the voice has no published version yet. Called by training (under
+        the voice's lock) once the run's ``summary.json`` is written: a run that did not finish
+        never becomes a version.
+
+        Raises:
+            MimeticError: ``name`` is taken by another run, or is not a usable name.
+        """
+        data = self._versions()
+        if not self.versions_path.exists():  # first version of an older voice: keep what it was using
+            earlier = [r for r in self.finished_runs() if r != run_id]
+            data["published"] = earlier[-1] if earlier else None
+        if name:
+            check_version_name(name)
+            taken = data["names"].get(name)
+            if taken and taken != run_id:
+                raise MimeticError(f"The version name {name!r} is already run {taken}'s.", "Choose another --version name.")
+            data["names"][name] = run_id
+        if publish or not data["published"] or not (self.runs_dir / data["published"]).is_dir():
+            data["published"] = run_id
+        atomic_write_json(self.versions_path, data)
+
+    def publish(self, run_or_name: str) -> str:
+        """Make ``run_or_name`` (a finished run id or a version name) the published version;
+        returns its run id.
+
+        Raises:
+            MimeticError: no such finished run or version.
+        """
+        run_id = self.run_dir(run_or_name).name
+        data = self._versions()
+        data["published"] = run_id
+        atomic_write_json(self.versions_path, data)
+        return run_id
 
     # -- generation log ---------------------------------------------------------------------
     def log_generation(
@@ -306,6 +385,15 @@ class Workspace:
     def generations(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest ``limit`` generations, newest first, as dicts (see :mod:`mimetic.logdb`)."""
         return logdb.latest_generations(self.db_path, limit)
+
+
+def check_version_name(name: str) -> None:
+    """Raise :class:`MimeticError` unless ``name`` is a usable version name: letters, digits,
+    ``-``, ``_``, ``.`` and ``+``, at most 64 characters, not starting with ``.``, and not
+    looking like a run id (``20240101-120000``), which it would shadow."""
+    if not re.fullmatch(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,63}", name) or re.fullmatch(r"\d{8}-\d{6}(-\d+)?", name):
+        raise MimeticError(f"{name!r} cannot name a version.",
+                           "Use letters, digits, - _ . + (up to 64), not a run id: --version 2014-2016")
 
 
 def check_free_disk(path: Path, needed_bytes: int, what: str) -> None:
