@@ -187,9 +187,9 @@ def test_versions_lists_and_publish_switches_the_voice(versioned):
     runner = CliRunner()
     r = runner.invoke(app, ["versions", "--workspace", str(ws.root)], env={"COLUMNS": "250"})
     assert r.exit_code == 0, r.output
-    lines = {ln.split()[1] if ln.strip().startswith("★") else ln.split()[0]: ln for ln in r.output.splitlines() if full in ln or early in ln}
-    assert lines["–"].lstrip().startswith("★") and "all your writing" in lines["–"]
-    assert "early" in lines and "date < 2017 (12" in lines["early"] and not lines["early"].lstrip().startswith("★")
+    rows = {cells[2]: cells for cells in ([c.strip() for c in ln.split("│")] for ln in r.output.splitlines()) if len(cells) > 4}
+    assert rows[full][:2] == ["★", "–"] and rows[full][3] == "all your writing"
+    assert rows[early][:2] == ["", "early"] and rows[early][3] == "date < 2017 (12 documents)"
     r = runner.invoke(app, ["versions", "--where", "date >= 2018", "--workspace", str(ws.root)])
     assert "selects 12 of 24 documents" in r.output
     try:
@@ -212,7 +212,7 @@ def test_versions_side_by_side_on_the_same_prompts_and_seeds(versioned):
     page = sorted(ws.compare_dir.glob("*-versions.html"))[-1].read_text()
     assert "<th>early<br><small>date &lt; 2017</small></th>" in page and f"<th>{full}<br>" in page
     md = sorted(ws.compare_dir.glob("*-versions.md"))[-1].read_text()
-    assert md.count("**early**") == 5 and md.count(f"**{full}**") == 5  # five held-out prompts, each version on each
+    assert md.count("\n**early**\n") == 5 and md.count(f"\n**{full}**\n") == 5  # five held-out prompts, each version on each
     rows = ws.generations(10)
     assert {json.loads(g["params"]).get("version") for g in rows} == {"early", full}
     assert len({g["seed"] for g in rows}) == 5  # the same five seeds for both

@@ -418,7 +418,7 @@ def drift(
     import base64
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (result.png_path).write_bytes(base64.b64decode(png))
+    result.png_path.write_bytes(base64.b64decode(png.split(",", 1)[1]))  # _png gives a data: URI
     data = {k: v for k, v in asdict(result).items() if not k.endswith("_path")}
     data.update(control_share=control_share, n_mfw=len(vocab), set_words=config.set_words, metric=config.metric,
                 sample_words=config.sample_words, seed=config.seed, temperature=gc.temperature, min_p=gc.min_p)
@@ -469,7 +469,7 @@ def _drift_html(d: Drift, control_share: float, png: str, config: EvaluateConfig
            "th:first-child{text-align:left}.top{background:#eef5ee;font-weight:bold}small{color:#777}")
     return (f"<!doctype html><html lang=en><meta charset=utf-8><title>Style drift</title><style>{css}</style>"
             f"<h1>Style drift across your years and your versions</h1><ul>{where}</ul>"
-            f"<img alt='style map of eras and versions' src='data:image/png;base64,{png}'>"
+            f"<img alt='style map of eras and versions' src='{png}'>"
             f"<h2>Which era do the sets read as?</h2><p><small>Each row's {config.set_words:,}-word sets attributed to the "
             f"nearest era (Cosine Delta, {config.n_mfw} most-frequent words). Your own held-out sets land in their own era "
             f"{control_share:.0%} of the time: how far eras can be told apart at all.</small></p>"
