@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,25 @@ def test_real_gutenberg_editions_match_the_clean_texts(tmp_path):
         words = count_words(text)
         assert abs(words - clean[book]) <= tolerance * clean[book], (name, words, clean[book])
         assert not re.search(r"gutenberg|\*\*\* ?(START|END)|www\.|this e-?book|full licen[cs]e", text, re.IGNORECASE), name
+
+
+def test_a_mirror_dated_by_its_file_takes_the_date_written_in_its_twin(tmp_path):
+    src = tmp_path / "blog"
+    src.mkdir()
+    (src / "harbour.md").write_text("---\ntitle: Harbour\ndate: 2015-06-01\noutputs: [gemtext]\n---\n")  # a stub
+    (src / "harbour.gmi").write_text("# Harbour\n\n" + _prose(5, 6))
+    (src / "orchard.txt").write_text(_prose(6, 6))
+    result = ingest([src], Workspace.open(tmp_path / "voice"))
+    by_name = {Path(f.path).name: f for f in result.files}
+    gmi, txt = by_name["harbour.gmi"], by_name["orchard.txt"]
+    assert not gmi.skipped and gmi.date == "2015-06-01" and gmi.date_source == f"text of {src / 'harbour.md'}"
+    assert txt.date_source == "file" and txt.date[:4] == time.strftime("%Y")
+    assert by_name["harbour.md"].date_source == "text"
+
+
+@pytest.mark.skipif(not (SHARED / "raw" / "blog").exists(), reason="shared corpora not present")
+def test_real_blog_every_kept_post_has_the_date_its_author_wrote(tmp_path):
+    result = ingest([SHARED / "raw" / "blog"], Workspace.open(tmp_path / "voice"))
+    kept = [f for f in result.files if f.doc_id and not f.skipped]
+    assert all(f.date_source != "file" for f in kept), [f.path for f in kept if f.date_source == "file"]
+    assert max(f.date for f in kept) < "2021"

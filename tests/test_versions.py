@@ -244,3 +244,34 @@ def test_polishing_a_named_version_makes_a_named_unpublished_version_on_its_era(
                                          eval_every=1, held_out_examples=4))
     assert ws.names_of(r.run_id) == ["early+polish"] and ws.published_run() == full
     assert VoiceConfig.load(r.run_dir / "config.toml").train.where == "date < 2017"
+    # its evaluation sets it beside its parent's
+    from mimetic.config import EvaluateConfig
+    from mimetic.evaluate import evaluate
+
+    ec = EvaluateConfig(sample_words=120, set_words=60, n_mfw=30, new_tokens=16, prefix_tokens=16, batch_size=4,
+                        extraction_prefixes=4, bootstrap=50)
+    first = evaluate(ws, "early+polish", ec)
+    assert first.metrics["parent"] == {"run": early, "evaluated": False}
+    assert any(f"run {early} has no evaluation yet" in line for line in first.summary())
+    parent = evaluate(ws, "early", ec)
+    again = evaluate(ws, "early+polish", ec).metrics["parent"]
+    assert again["evaluated"] and again["same_settings"] and again["run"] == early
+    assert again["parent"]["nll"] == pytest.approx(parent.metrics["nll"]["voice"]["nll"])
+    assert again["voice"]["nll"] != again["parent"]["nll"]
+    assert any(line.startswith(f"Against its parent (run {early}): held-out NLL") for line in evaluate(ws, "early+polish", ec).summary())
+
+
+def test_the_server_offers_the_published_version_under_the_voices_name(versioned):
+    from mimetic.serve import find_models
+
+    ws, full, early = versioned
+    for run in (full, early):  # exports as `mimetic export` leaves them (only their names are read here)
+        (ws.root / "exports" / run).mkdir(parents=True, exist_ok=True)
+        (ws.root / "exports" / run / "voice-q8_0.gguf").write_bytes(b"GGUF")
+    try:
+        models = {m.id: m.run for m in find_models([ws.root])[0]}
+        assert models["voice"] == full and models[f"voice@{early}"] == models["voice@early"] == early  # newer, not published
+        ws.publish("early")
+        assert {m.id: m.run for m in find_models([ws.root])[0]}["voice"] == early
+    finally:
+        ws.publish(full)

@@ -742,17 +742,21 @@ def runs(workspace: Path = WorkspaceOpt) -> None:
 
     ws = Workspace.open(workspace, create=False)
     t = Table(show_edge=False)
-    for col in ("run", "base NLL", "best NLL", "change", "steps", "stopped because"):
+    for col in ("run", "version", "base NLL", "best NLL", "change", "steps", "stopped because"):
         t.add_column(col)
+    published = ws.published_run()
     for d in sorted(ws.runs_dir.glob("*/summary.json")):
+        name = ", ".join(ws.names_of(d.parent.name)) + (" ★" if d.parent.name == published else "")
         try:
             s = RunSummary.load(d)
         except MimeticError as e:  # one damaged run must not hide the others
-            t.add_row(d.parent.name, "", "", "", "", f"[red]{escape(e.message)}[/]")
+            t.add_row(d.parent.name, name, "", "", "", "", f"[red]{escape(e.message)}[/]")
             continue
-        t.add_row(s.run_id, f"{s.base_nll:.3f}", f"{s.best_nll:.3f}", f"{-100 * s.held_out_nll_drop:+.1f}%",
+        t.add_row(s.run_id, name, f"{s.base_nll:.3f}", f"{s.best_nll:.3f}", f"{-100 * s.held_out_nll_drop:+.1f}%",
                   str(s.final_step), s.stopped_because)
     console.print(t)
+    console.print("[dim]★ the published version (mimetic versions, mimetic publish). Runs without a summary did not "
+                  "finish: resume them with mimetic train --resume RUN.[/]")
 
 
 @app.command()

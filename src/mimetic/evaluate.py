@@ -687,6 +687,7 @@ def evaluate(
         "samples": len(cache["samples"]),
         "timings": {**cache.get("timings", {}), "analysis_s": analysis_s},
     }
+    metrics["parent"] = parent_comparison(workspace, run_dir, metrics)
     metrics_path, report_path = out_dir / "metrics.json", out_dir / "report.html"
     EvaluationMetrics.from_dict(metrics).save(metrics_path)
     curve = _read_curve(run_dir / "metrics.jsonl")
@@ -695,6 +696,36 @@ def evaluate(
     on_event(Artifact("evaluate", metrics_path, "metrics"))
     on_event(Artifact("evaluate", report_path, "report"))
     return Evaluation(metrics, report_path, metrics_path)
+
+
+def _key_figures(m: dict[str, Any]) -> dict[str, Any]:
+    st = m["stylometry"]
+    return {"nll": m["nll"]["voice"]["nll"], "delta": st["distances"][st["metric"]]["voice_to_held_out"],
+            "attribution": (st["attribution"].get("voice") or {}).get("writer_share"),
+            "spread_ratio": (st.get("spread") or {}).get("ratio"),
+            "longest_characters": m["memorization"]["voice"]["longest_characters"],
+            "flagged": m["memorization"]["voice"]["flagged"]}
+
+
+def parent_comparison(workspace: Workspace, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """For a polish or feedback run (``polish.json``), its key figures beside its parent's last
+    evaluation: held-out NLL, Delta from the held-out writing, attribution share, spread ratio,
+    longest verbatim overlap. ``{}`` for a run without a parent; ``{"run", "evaluated": False}``
+    when the parent has no evaluation yet. The parent's figures are only comparable when it
+    was evaluated with the same settings: ``same_settings`` says whether it was."""
+    info_path = run_dir / "polish.json"
+    if not info_path.exists():
+        return {}
+    parent = json.loads(info_path.read_text(encoding="utf-8")).get("parent_run_id")
+    path = workspace.runs_dir / str(parent) / "evaluation" / "metrics.json"
+    if not parent or not path.exists():
+        return {"run": parent, "evaluated": False}
+    try:
+        pm = EvaluationMetrics.load(path).to_dict()
+        return {"run": parent, "evaluated": True, "same_settings": pm.get("config") == metrics["config"]
+                and pm.get("generate") == metrics["generate"], "parent": _key_figures(pm), "voice": _key_figures(metrics)}
+    except (MimeticError, KeyError, TypeError):
+        return {"run": parent, "evaluated": False}
 
 
 def _read_curve(path: Path) -> list[tuple[int, float, str]]:

@@ -84,6 +84,10 @@ class SourceFile:
         words: words kept in the corpus.
         words_removed: words removed, by reason (``quoted replies and signatures``,
             ``boilerplate``, ``duplicate paragraph``, …).
+        date: ISO date (``YYYY-MM-DD`` or as precise as the source gives): from the text (front
+            matter, an e-mail's header, document properties), else the file's modification date.
+        date_source: ``text``, ``file`` (the modification date), or ``text of PATH`` (a file-dated
+            document took the date of a twin: :func:`dates_from_twins`); ``None``: no date.
         skipped: why nothing of it was kept, or ``None``.
         problem: the file could not be read at all (corrupt, binary, unreadable): the
             ingest's exit status reports these.
@@ -99,6 +103,7 @@ class SourceFile:
     doc_id: str | None = None
     title: str | None = None
     date: str | None = None
+    date_source: str | None = None
     tags: list[str] = field(default_factory=list)
     author: str | None = None
     encoding: str | None = None
@@ -432,6 +437,28 @@ class _Doc:
     protected: bool
 
 
+def dates_from_twins(docs: list[_Doc]) -> None:
+    """A document dated only by its file's modification time (a copy's or a sync's time, not
+    the writing's) takes the date written in the text of a twin: a file of the same name in
+    the same folder, another format (``post.md`` with front matter beside ``post.gmi``, a
+    blog's Gemini mirror, even when the ``.md`` is a stub with no words of its own). Versions
+    select by these dates."""
+    written: dict[tuple[str, str], _Doc] = {}
+    for d in docs:
+        if d.rec.date_source == "text" and not d.rec.part:
+            written.setdefault(_twin_key(d.rec.path), d)
+    for d in docs:
+        twin = written.get(_twin_key(d.rec.path)) if d.rec.date_source == "file" and not d.rec.part else None
+        if twin is not None and twin is not d:
+            d.rec.date, d.rec.date_source = twin.rec.date, f"text of {twin.rec.path}"
+            d.rec.title = d.rec.title or twin.rec.title
+
+
+def _twin_key(path: str) -> tuple[str, str]:
+    folder, _, name = path.rpartition("/")
+    return folder, name.rsplit(".", 1)[0].casefold()
+
+
 def _doc_id(path: str, sha: str, index: int) -> str:
     stem = re.split(r"[/\\!]", path)[-1].rsplit(".", 1)[0]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-").lower()[:60] or "doc"
@@ -523,9 +550,12 @@ def ingest(
                     )
                     if ex.removed_words:
                         rec.words_removed[_READER_REMOVALS.get(fmt, "removed by the reader")] = ex.removed_words
+                    rec.date_source = "file" if not rec.date and file_date else "text" if rec.date else None
                     rec.date = rec.date or file_date
                     docs.append(_Doc(rec, list(ex.paragraphs), protected))
             on_event(Progress("ingest", n + 1, len(files), "files", message="Reading your writing", info={"path": str(path)}))
+
+        dates_from_twins(docs)
 
         # 2. the writer's words only
         writer = None

@@ -344,6 +344,8 @@ class EvaluationMetrics(Record):
             ``requests``, ``attribution`` (share of sets attributed to the writer: ``voice``,
             ``base``, ``writer``), ``adherence`` (mean share of the request's content words
             used; ``None`` for continue), ``words``, ``overlap_characters``; ``{}`` otherwise.
+        parent: for a polish or feedback run, its key figures beside its parent's last
+            evaluation (:func:`mimetic.evaluate.parent_comparison`); ``{}`` otherwise.
     """
 
     WHAT: ClassVar[str] = "evaluation metrics"
@@ -363,6 +365,7 @@ class EvaluationMetrics(Record):
     samples: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     modes: dict[str, Any] = field(default_factory=dict)
+    parent: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fix_hint(cls, path: Path) -> str:
@@ -415,6 +418,23 @@ def _range_lines(st: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _parent_lines(p: dict[str, Any]) -> list[str]:
+    """The line comparing a polish or feedback run with the run it started from."""
+    if not p:
+        return []
+    if not p.get("evaluated"):
+        return [f"Against its parent: run {p.get('run')} has no evaluation yet; to compare, run: mimetic evaluate {p.get('run')}"]
+    a, b = p["parent"], p["voice"]
+    share = lambda x: "–" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+    ratio = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
+    return [f"Against its parent (run {p['run']}"
+            + ("" if p.get("same_settings") else ", evaluated with other settings: compare with care")
+            + f"): held-out NLL {a['nll']:.4f} → {b['nll']:.4f}; Delta from your held-out writing {a['delta']:.3f} → "
+            f"{b['delta']:.3f}; sets read as yours {share(a['attribution'])} → {share(b['attribution'])}; range "
+            f"{ratio(a['spread_ratio'])} → {ratio(b['spread_ratio'])} of yours; longest verbatim overlap "
+            f"{a['longest_characters']} → {b['longest_characters']} characters."]
+
+
 def _headline(m: EvaluationMetrics) -> list[str]:
     n, st, mem, idn = m.nll, m.stylometry, m.memorization, m.identity
     d = st["distances"][st["metric"]]
@@ -453,6 +473,7 @@ def _headline(m: EvaluationMetrics) -> list[str]:
             f"Identity: asked who it is, the voice gave a name from your writing as its own in {' and '.join(said)}"
             + (f" ({', '.join(names)})" if names else "") + "."
         )
+    lines += _parent_lines(m.parent)
     for mode, r in m.modes.items():
         a, d = r["attribution"], r["adherence"]
         pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"  # noqa: E731

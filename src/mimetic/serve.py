@@ -4,8 +4,9 @@
 writer already uses (editors, note apps, chat front ends, the official ``openai`` clients) at
 ``http://127.0.0.1:8000/v1``:
 
-* ``GET /v1/models``: each voice by its folder name (its latest exported run), each exported run
-  as ``<voice>@<run id>``, and the base model the voices were trained from.
+* ``GET /v1/models``: each voice by its folder name (its published version), each exported run
+  as ``<voice>@<run id>`` and ``<voice>@<version name>``, and the base model the voices were
+  trained from.
 * ``POST /v1/chat/completions`` and ``POST /v1/completions``, streaming or not, with the
   OpenAI API's sampling parameters (``temperature``, ``top_p``, ``max_tokens`` /
   ``max_completion_tokens``, ``stop``, ``seed``, ``n``, ``presence_penalty``,
@@ -106,7 +107,8 @@ class ServedModel:
     """One model the server offers: a voice's exported run, or a base model.
 
     Attributes:
-        id: the name clients send as ``model``: ``<voice>``, ``<voice>@<run id>`` or the base model's name.
+        id: the name clients send as ``model``: ``<voice>``, ``<voice>@<run id>``, ``<voice>@<version name>``
+            or the base model's name.
         kind: ``voice`` or ``base``.
         gguf: the GGUF file llama.cpp runs.
         base_model: the base model's name (its tokenizer builds the prompts).
@@ -149,8 +151,9 @@ def find_models(paths: list[Path]) -> tuple[list[ServedModel], list[str]]:
         paths: voice folders (with ``mimetic.toml``) or folders of voices (their sub-folders).
 
     Returns:
-        ``(models, notes)``: per voice, its latest exported run as ``<voice>`` and every exported
-        run as ``<voice>@<run id>`` (the smallest ``voice-*.gguf`` of ``exports/<run id>/``);
+        ``(models, notes)``: per voice, its published version as ``<voice>`` (or, when that one
+        has no export, its latest exported run), every exported run as ``<voice>@<run id>`` and
+        as ``<voice>@<version name>`` (the smallest ``voice-*.gguf`` of ``exports/<run id>/``);
         then each base model once, as its name, where a GGUF of it is at hand (the embedded
         model's own file, or a ``base-f16.gguf`` an export left). ``notes`` name the voices
         without an export, with the command that makes one.
@@ -174,13 +177,16 @@ def find_models(paths: list[Path]) -> tuple[list[ServedModel], list[str]]:
         if not exported:
             notes.append(f"{name}: no GGUF export yet (make one with: mimetic export --workspace {root})")
             continue
-        for i, (run, gguf) in enumerate(reversed(exported)):  # newest first
+        published = ws.published_run()
+        main = published if published in dict(exported) else exported[-1][0]  # the voice in use, if exported
+        for run, gguf in sorted(reversed(exported), key=lambda e: e[0] != main):  # the main one first, then newest first
             vc = VoiceConfig.load(root / "runs" / run / "config.toml")
             m = ServedModel(f"{name}@{run}", "voice", gguf, vc.train.base_model, vc.prepare.format,
                             voice_system_prompt(vc, name), vc.generate, root, run, int(gguf.stat().st_mtime))
-            if i == 0:
+            if run == main:
                 models.append(ServedModel(**{**m.__dict__, "id": name}))
             models.append(m)
+            models += [ServedModel(**{**m.__dict__, "id": f"{name}@{version}"}) for version in ws.names_of(run)]
             base_f16 = root / "exports" / run / "base-f16.gguf"
             if bases.get(vc.train.base_model) is None:
                 src = None
