@@ -13,8 +13,9 @@ MINUTES ?= 15
 LLAMA_CPP := 0.3.36
 LLAMA_SDIST := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP).tar.gz
 CONVERTERS := $(VENV)/share/mimetic/llama.cpp
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install voice test clean
+.PHONY: install voice test app clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +53,19 @@ voice: $(STAMP)
 	$(BIN)/mimetic voice "$(CORPUS)" $(if $(VOICE),--workspace "$(VOICE)") --time-budget $(MINUTES) \
 		$(if $(PRESET),--preset "$(PRESET)") $(if $(BASE_MODEL),--base-model "$(BASE_MODEL)")
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+# the desk: every stage in a local web page, on http://127.0.0.1:8765
+app: $(STAMP)
+	$(BIN)/mimetic app voices
+
+# the app's browser tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download is not used); installed when missing and this user may install packages
+$(CHROMIUM):
+	@command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } \
+		|| echo "Chromium is not installed (apt-get install chromium): the app's browser tests will say so."
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -978,6 +978,22 @@ def _voice_folders(paths: Optional[list[Path]]) -> list[Path]:
 VoicesArg = typer.Argument(None, help="Voice folders, or folders of voices (default: voices/).")
 
 
+@app.command(name="app")
+@_friendly
+def desk(
+    voices: Path = typer.Argument(Path("voices"), help="The folder of your voices (created if missing)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on. Anything but this machine gets a token."),
+    port: int = typer.Option(8765, help="TCP port."),
+    allow: Optional[list[Path]] = typer.Option(None, "--allow", help="A folder the app may read your writing from (default: your home folder); repeat for more."),
+    token: Optional[str] = typer.Option(None, envvar="MIMETIC_APP_TOKEN", help="Require this token (made for you when --host is not this machine)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser."),
+) -> None:
+    """The writer's desk: every stage in a local web page (voices, corpus, training, writing, evaluation, export)."""
+    from .app import serve_app
+
+    serve_app(voices, host=host, port=port, allowed=allow, token=token, open_browser=not no_browser)
+
+
 @app.command()
 @_friendly
 def serve(

@@ -330,13 +330,15 @@ def compare(
     voice: Voice | None = None,
     on_pair: Callable[[int, Generation, Generation], None] | None = None,
     mode: str | None = None,
+    on_text: Callable[[int, str, str], None] | None = None,
 ) -> Comparison:
     """Generate from the base model and from the voice on each prompt, same seed and settings.
 
     ``mode`` (``write``, ``continue``, ``rewrite``; default :func:`default_mode`) asks both
     models in that mode (:func:`mimetic.briefs.request`): the base model gets exactly the
     request the voice gets. Writes ``compare/<time>.md`` and ``compare/<time>.html``
-    (self-contained, side by side).
+    (self-contained, side by side). ``on_text(i, model, text)`` streams each text as it is
+    written (``model``: ``base``, then ``voice``), for the app's writing desk.
 
     Raises:
         MimeticError: no prompts, no trained run, a mode the voice was not trained for.
@@ -355,11 +357,12 @@ def compare(
     for i, prompt in enumerate(prompts):
         seed = config.seed + i
         t = time.perf_counter()
+        stream = (lambda model: (lambda chunk: on_text(i, model, chunk))) if on_text else (lambda model: None)  # noqa: E731
         with voice.base():
-            text, n = voice.generate(asked[i], params, seed, system_prompt=system)
+            text, n = voice.generate(asked[i], params, seed, stream("base"), system_prompt=system)
         base = Generation(prompt, text, "base", seed, n, time.perf_counter() - t)
         t = time.perf_counter()
-        text, n = voice.generate(asked[i], params, seed, system_prompt=system)
+        text, n = voice.generate(asked[i], params, seed, stream("voice"), system_prompt=system)
         tuned = Generation(prompt, text, "voice", seed, n, time.perf_counter() - t)
         for g in (base, tuned):
             _log(workspace, voice, "compare", g, config, **({"mode": mode} if mode else {}))
