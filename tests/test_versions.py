@@ -248,8 +248,8 @@ def test_polishing_a_named_version_makes_a_named_unpublished_version_on_its_era(
     from mimetic.config import EvaluateConfig
     from mimetic.evaluate import evaluate
 
-    ec = EvaluateConfig(sample_words=120, set_words=60, n_mfw=30, new_tokens=16, prefix_tokens=16, batch_size=4,
-                        extraction_prefixes=4, bootstrap=50)
+    ec = EvaluateConfig(sample_words=200, set_words=100, n_mfw=30, new_tokens=16, prefix_tokens=16, batch_size=4,
+                        extraction_prefixes=4, bootstrap=100)
     first = evaluate(ws, "early+polish", ec)
     assert first.metrics["parent"] == {"run": early, "evaluated": False}
     assert any(f"run {early} has no evaluation yet" in line for line in first.summary())

@@ -186,7 +186,7 @@ def create_app(config: AppConfig) -> Any:
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
                                                        "frame-ancestors 'none'")
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # forms then send their Origin (no-referrer makes it "null")
         return response
 
     @app.exception_handler(MimeticError)
@@ -481,7 +481,7 @@ def create_app(config: AppConfig) -> Any:
     @app.post("/voices/{name}/evaluate")
     def start_evaluation(name: str, request: Request, sample_words: int = Form(5000), csrf: str = Form("")) -> Any:
         ws = open_voice(name)
-        jobs.start(ws, "evaluate", {"run": ws.run_dir().name, "settings": {"sample_words": max(100, sample_words)}})
+        jobs.start(ws, "evaluate", {"run": ws.run_dir().name, "settings": {"sample_words": max(200, sample_words)}})
         return RedirectResponse(f"/voices/{name}/evaluate", status_code=303)
 
     @app.get("/voices/{name}/report")
