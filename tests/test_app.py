@@ -177,7 +177,6 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.click(f"#folders a:text-is('📁 {tmp / 'writing'}')")
         page.click(f"#folders a:text-is('✓ Use {tmp / 'writing'}')")
         assert page.input_value("#folder") == str(tmp / "writing")
-        _shot(page, "voices")
         page.click("text=Create the voice")
         # 2. the ingest report, when the job has read the writing (the page reloads itself)
         page.wait_for_selector("#kept-words", timeout=120_000)
@@ -256,6 +255,9 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
             assert "ollama create" in page.inner_text("#ollama-cmd") and ".gguf" in page.inner_text("#llama-cmd")
         assert (ws.root / "exports" / run / "adapter" / "adapter_config.json").exists()
         _shot(page, "evaluate")
+        page.goto(url)  # the voice at a glance
+        assert "my-writing" in page.inner_text("#voices") and "% of sets" in page.inner_text("#voices")
+        _shot(page, "voices")
     finally:
         browser.close()
         pw.stop()

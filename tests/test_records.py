@@ -44,7 +44,7 @@ METRICS = {
     "profiles": {}, "memorization": {"voice": {"longest_tokens": 9, "longest_characters": 40, "flagged": 0, "samples": [{}, {}]}},
     "identity": {"names_in_voice": [{"name": "Ada", "voice": 2}], "distinct": {"voice": 1},
                  "per_1000_words": {"voice": 1.5, "writer": 2.0}},
-    "extraction": {"windows": 4, "voice": {"exact": 0.25}}, "samples": 8, "timings": {"nll_s": 1.0}, "modes": {},
+    "extraction": {"windows": 4, "voice": {"exact": 0.25}}, "samples": 8, "timings": {"nll_s": 1.0}, "modes": {}, "parent": {},
 }
 CASES = [  # record, its file inside a workspace, today's keys, the command its errors point to
     (RunSummary, "runs/20250101-120000/summary.json", SUMMARY, "mimetic train"),
