@@ -234,9 +234,13 @@ def create_app(config: AppConfig) -> Any:
             raise MimeticError(f"A voice called {name!r} already exists.", "Choose another name, or open it.")
         folders = [str(allowed_path(config, folder))] if folder.strip() else []
         ws = Workspace.open(root)
-        ws.save_config(ws.load_config())
+        vc = ws.load_config()
+        chosen = base_model.strip() or config.base_model
+        if chosen and chosen != "auto":  # "auto" is decided by the job, once the writing is read
+            vc.train.base_model = chosen
+        ws.save_config(vc)
         if folders:
-            jobs.start(ws, "create", {"folders": folders, "base_model": base_model.strip() or config.base_model})
+            jobs.start(ws, "create", {"folders": folders, "base_model": chosen})
             return RedirectResponse(f"/voices/{name}/corpus", status_code=303)
         return RedirectResponse(f"/voices/{name}/corpus?upload=1", status_code=303)
 
@@ -411,11 +415,13 @@ def create_app(config: AppConfig) -> Any:
 
     @app.post("/api/voices/{name}/write")
     def write_stream(name: str, request: Request, prompt: str = Form(...), mode: str = Form(""), temperature: float = Form(1.0),
-                     min_p: float = Form(0.0), max_new_tokens: int = Form(200), seed: int = Form(0), csrf: str = Form("")) -> Any:
+                     min_p: float = Form(0.0), max_new_tokens: int = Form(200), seed: int = Form(0), version: str = Form(""),
+                     csrf: str = Form("")) -> Any:
         """Server-sent events: base model then voice, streamed as they write; then both log ids."""
         from .generate import compare
 
         ws = open_voice(name)
+        run = ws.run_dir(version or None).name  # a version's name or run id; default the published one
         if not prompt.strip():
             raise MimeticError("Nothing to write from: the prompt is empty.", "Type an opening, a brief or a draft.")
         gc = cfg.replace(ws.load_config().generate, temperature=temperature, min_p=min_p,
@@ -427,7 +433,7 @@ def create_app(config: AppConfig) -> Any:
             try:
                 with lock:  # one voice writes one text at a time; the model stays loaded between requests
                     result = compare(ws, [prompt], gc, mode=None if mode in ("", "chat") else mode,
-                                     voice=_voice(ws), on_text=lambda i, model, chunk: q.put(("text", {"model": model, "text": chunk})))
+                                     voice=_voice(ws, run), on_text=lambda i, model, chunk: q.put(("text", {"model": model, "text": chunk})))
                 base, voice = result.pairs[0]
                 q.put(("done", {"base": base.log_id, "voice": voice.log_id, "seed": base.seed}))
             except MimeticError as e:
@@ -448,10 +454,9 @@ def create_app(config: AppConfig) -> Any:
 
     voices_loaded: dict[tuple[str, str], Any] = {}
 
-    def _voice(ws: Workspace) -> Any:
+    def _voice(ws: Workspace, run: str) -> Any:
         from .engines import Voice
 
-        run = ws.run_dir().name
         key = (str(ws.root), run)
         if key not in voices_loaded:
             voices_loaded.clear()  # one voice in memory at a time
