@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--split", type=int, default=2017, help="first year of the later era")
     ap.add_argument("--last-year", type=int, default=2020, help="last year kept (files dated by their copy time fall after it)")
     ap.add_argument("--time-budget", type=float, default=15.0, help="minutes per version (the main job's default)")
-    ap.add_argument("--sample-words", type=int, default=5000)
+    ap.add_argument("--sample-words", type=int, default=5000, help="words of samples per model in each evaluation")
+    ap.add_argument("--drift-words", type=int, default=10000, help="words each version writes for the drift view")
     args = ap.parse_args()
 
     ws = Workspace.open(args.workspace)
@@ -68,10 +69,13 @@ def main() -> None:
     cmp = compare_versions(ws, list(wanted), held_out_prompts(ws, n=3), ws.load_config().generate)
     timings["compare"] = time.perf_counter() - t
     t = time.perf_counter()
-    d = drift(ws, list(wanted), ec)
+    de = EvaluateConfig(sample_words=args.drift_words)
+    d_years = drift(ws, list(wanted), de)
     timings["drift"] = time.perf_counter() - t
+    d = drift(ws, list(wanted), de, splits=[args.split])  # the versions' own eras, from the same samples
 
     out = {"corpus": str(args.corpus), "versions": {}, "drift": json.loads(d.json_path.read_text()),
+           "drift_by_year": json.loads(d_years.json_path.read_text()),
            "compare": str(cmp.html), "drift_page": str(d.html_path), "timings_s": timings}
     print(f"\n{'version':<14} {'selection':<34} {'docs':>5} {'steps':>6} {'NLL base→voice':>16} {'attribution':>12} {'spread':>7}")
     for name in wanted:
@@ -84,13 +88,15 @@ def main() -> None:
         print(f"{name:<14} {v.where:<34} {v.selected.split(' of ')[0]:>5} {v.steps:>6} "
               f"{summary['base_nll']:.3f}→{v.held_out_nll:.3f} {'' if v.attribution is None else f'{v.attribution:.0%}':>12} "
               f"{'' if v.spread_ratio is None else f'{v.spread_ratio:.2f}':>7}")
-    print(f"\nDrift ({d.json_path}): sets attributed to each era; control = your own held-out sets "
-          f"({out['drift']['control_share']:.0%} land in their own era)")
-    print(f"{'':<24}" + "".join(f"{e:>12}" for e in d.eras) + f"{'own era':>10}{'spread':>8}")
-    for label, counts in d.table.items():
-        own = d.own_era_share.get(label)
-        print(f"{label:<24}" + "".join(f"{counts[e]:>12}" for e in d.eras)
-              + f"{'' if own is None else f'{own:.0%}':>10}{d.spread.get(label, float('nan')):>8.2f}")
+    for view in (d_years, d):
+        data = json.loads(view.json_path.read_text())
+        print(f"\nDrift ({view.json_path}): {data['set_words']:,}-word sets attributed to each era; control = your own "
+              f"held-out sets ({data['control_share']:.0%} land in their own era)")
+        print(f"{'':<24}" + "".join(f"{e:>12}" for e in view.eras) + f"{'own era':>10}{'spread':>8}")
+        for label, counts in view.table.items():
+            own = view.own_era_share.get(label)
+            print(f"{label:<24}" + "".join(f"{counts[e]:>12}" for e in view.eras)
+                  + f"{'' if own is None else f'{own:.0%}':>10}{view.spread.get(label, float('nan')):>8.2f}")
     print("timings (s):", {k: round(v) for k, v in timings.items()})
     (ws.root / "versions_drift.json").write_text(json.dumps(out, indent=2))
 

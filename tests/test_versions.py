@@ -233,6 +233,12 @@ def test_the_drift_view_places_versions_among_the_eras(versioned):
     assert data["table"] == d.table and 0.0 <= data["control_share"] <= 1.0
     page = d.html_path.read_text()
     assert "data:image/png;base64," in page and "in its own era" in page and d.png_path.stat().st_size > 1000
+    # the versions' own eras, from the same samples (nothing written again)
+    samples = (ws.root / "drift" / "samples.json").stat().st_mtime_ns
+    two = drift(ws, [full, "early"], ec, splits=[2017])
+    assert two.eras == ["2014–2016", "2018–2020"] and (ws.root / "drift" / "samples.json").stat().st_mtime_ns == samples
+    assert sum(two.table["early"].values()) == sum(d.table["early"].values())
+    assert two.own_era_share["early"] == two.table["early"]["2014–2016"] / sum(two.table["early"].values())
 
 
 def test_polishing_a_named_version_makes_a_named_unpublished_version_on_its_era(versioned):

@@ -821,6 +821,7 @@ def drift(
     workspace: Path = WorkspaceOpt,
     sample_words: Optional[int] = typer.Option(None, help="Words each version writes (default 5,000: five 1,000-word sets)."),
     mfw: Optional[int] = typer.Option(None, help="Number of most-frequent words (default 300)."),
+    eras: Optional[str] = typer.Option(None, "--eras", help="Cut your years into eras where later ones start: 2017 (two eras) or 2015,2018 (default: years, merged until each has enough text)."),
 ) -> None:
     """Style drift: your writing year by year and each version's samples on one style map, and
     which of your eras each version's writing reads as."""
@@ -828,8 +829,14 @@ def drift(
 
     ws = Workspace.open(workspace, create=False)
     ec = cfg.replace(ws.load_config().evaluate, sample_words=sample_words, n_mfw=mfw)
+    splits = None
+    if eras:
+        try:
+            splits = [int(y) for y in _csv([eras]) or []]
+        except ValueError:
+            raise MimeticError(f"--eras {eras!r} is not a list of years.", "Write the first years of later eras: --eras 2017") from None
     with RichEvents(console) as show:
-        d = run_drift(ws, _csv([versions]) or [], ec, on_event=show)
+        d = run_drift(ws, _csv([versions]) or [], ec, splits=splits, on_event=show)
     t = Table(title="Which era does each one's writing read as? (1,000-word sets)", show_edge=False)
     t.add_column("")
     for era in d.eras:

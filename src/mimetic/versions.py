@@ -278,6 +278,19 @@ def group_eras(years: dict[str, int], min_words: int) -> list[list[str]]:
     return groups
 
 
+def _samples_key(workspace: Workspace, run: str, config: EvaluateConfig, gc: GenerateConfig) -> str:
+    """What a version's drift samples depend on: its adapter (path and time), the sampling and
+    sample settings, the held-out data."""
+    import hashlib
+
+    adapter = workspace.runs_dir / run / "adapter" / "adapter_model.safetensors"
+    meta = workspace.data_dir / "meta.json"
+    keep = {k: getattr(config, k) for k in ("sample_words", "prefix_tokens", "new_tokens", "batch_size", "seed")}
+    blob = json.dumps([run, adapter.stat().st_mtime_ns if adapter.exists() else 0, keep, asdict(gc),
+                       meta.stat().st_mtime_ns if meta.exists() else 0], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def era_inside(where: str, years: list[str]) -> bool:
     """Whether every year in ``years`` passes the date clauses of the selection ``where``
     (``False`` for a selection with no date clause: it picks no era).
@@ -300,14 +313,18 @@ def drift(
     gc: GenerateConfig | None = None,
     *,
     min_era_sets: int = 3,
+    splits: Sequence[int] | None = None,
     on_event: OnEvent = ignore,
 ) -> Drift:
     """The style drift: the writer's eras and each version's samples on one map, and which era
     each version's samples are attributed to.
 
     Eras are the years of the documents' dates, consecutive years merged until each has at
-    least ``min_era_sets`` sets of ``config.set_words`` words (:func:`group_eras`); undated
-    documents are left out. The most frequent words and z-scores come from the era sets of
+    least ``min_era_sets`` sets of ``config.set_words`` words (:func:`group_eras`), or, with
+    ``splits`` (first years of later eras: ``[2017]``), the years cut there, as era versions
+    are made; undated documents are left out. Each version's samples are kept in
+    ``drift/samples.json`` (by adapter and settings), so looking again with other eras
+    writes nothing new. The most frequent words and z-scores come from the era sets of
     the training split; each era's centroid is the mean of its training sets. Every version
     continues the same held-out openings (all eras, same seeds, ``config.sample_words`` words),
     the base model once; their sets, and the writer's own held-out sets (the control), are
@@ -339,7 +356,12 @@ def drift(
 
     train_years, held_years = texts_by_year(train_rows), texts_by_year(held_rows)
     year_words = Counter({y: sum(len(words(t)) for t in ts) for y, ts in train_years.items()})
-    groups = group_eras(dict(year_words), min_era_sets * config.set_words)
+    if splits:
+        bounds = sorted({int(y) for y in splits})
+        groups = [g for g in ([y for y in sorted(year_words) if (lo is None or int(y) >= lo) and (hi is None or int(y) < hi)]
+                              for lo, hi in zip([None] + bounds, bounds + [None])) if g]
+    else:
+        groups = group_eras(dict(year_words), min_era_sets * config.set_words)
     if len(groups) < 2 or any(sum(year_words[y] for y in g) < min_era_sets * config.set_words for g in groups):
         raise MimeticError(f"Your dated writing does not make two eras of {min_era_sets} × {config.set_words:,} words "
                            f"({sum(year_words.values()):,} dated training words over {len(year_words)} years).",
@@ -364,16 +386,28 @@ def drift(
     rows: dict[str, list[list[str]]] = {"your held-out writing": [s for e in eras for s in held_sets.get(e, [])]}
     held_truth = [e for e in eras for _ in held_sets.get(e, [])]
     samples_by: dict[str, list[str]] = {}
+    cache_path = workspace.root / DRIFT_DIR / "samples.json"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.exists() else {}
+    except (OSError, ValueError):
+        cache = {}
     for k, info in enumerate(infos):
-        on_event(Progress("drift", message=f"{info.label}: writing {config.sample_words:,} words from held-out openings"))
-        voice = Voice.load(workspace, info.run)
-        samples = generate_samples(voice, held_rows, config, gc, lambda m: on_event(Progress("drift", message=f"{info.label}: {m}")),
-                                   base=k == 0)
-        samples_by[info.label] = [s["voice"] for s in samples]
+        key = _samples_key(workspace, info.run, config, gc)
+        if key in cache and (k or "base" in cache[key]):
+            samples_by[info.label] = cache[key]["voice"]
+        else:
+            on_event(Progress("drift", message=f"{info.label}: writing {config.sample_words:,} words from held-out openings"))
+            voice = Voice.load(workspace, info.run)
+            samples = generate_samples(voice, held_rows, config, gc, lambda m: on_event(Progress("drift", message=f"{info.label}: {m}")),
+                                       base=k == 0)
+            cache[key] = {"voice": [s["voice"] for s in samples], **({"base": [s["base"] for s in samples]} if k == 0 else {})}
+            (workspace.root / DRIFT_DIR).mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_path, cache)
+            samples_by[info.label] = cache[key]["voice"]
+            del voice
+            _gc.collect()
         if k == 0:
-            samples_by["base model"] = [s["base"] for s in samples]
-        del voice
-        _gc.collect()
+            samples_by["base model"] = cache[key]["base"]
     for label, texts in samples_by.items():
         rows[label] = chunk_tokens(words(" ".join(texts)), config.set_words)
 
