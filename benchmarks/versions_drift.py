@@ -97,6 +97,9 @@ def main() -> None:
             own = view.own_era_share.get(label)
             print(f"{label:<24}" + "".join(f"{counts[e]:>12}" for e in view.eras)
                   + f"{'' if own is None else f'{own:.0%}':>10}{view.spread.get(label, float('nan')):>8.2f}")
+        print("mean Cosine Delta to each era's centroid (lower = nearer):")
+        for label, row in view.distance.items():
+            print(f"{label:<24}" + "".join(f"{row[e]:>12.3f}" for e in view.eras))
     print("timings (s):", {k: round(v) for k, v in timings.items()})
     (ws.root / "versions_drift.json").write_text(json.dumps(out, indent=2))
 

@@ -241,6 +241,9 @@ class Drift:
         own_era_share: per version with a date selection, the share of its sets attributed
             to an era inside its selection.
         spread: each row's spread (mean Cosine Delta between its sets).
+        distance: ``{row: {era: mean Delta of its sets to the era's centroid}}``: lower is
+            nearer; the counts say where each set lands, this says by how much.
+        control_share: share of the writer's own held-out sets attributed to their own era.
     """
 
     eras: list[str]
@@ -249,6 +252,8 @@ class Drift:
     own_era_share: dict[str, float | None]
     spread: dict[str, float]
     versions: list[dict[str, Any]] = field(default_factory=list)
+    distance: dict[str, dict[str, float]] = field(default_factory=dict)
+    control_share: float = 0.0
     json_path: Path | None = None
     html_path: Path | None = None
     png_path: Path | None = None
@@ -412,6 +417,7 @@ def drift(
         rows[label] = chunk_tokens(words(" ".join(texts)), config.set_words)
 
     table: dict[str, dict[str, int]] = {}
+    distances: dict[str, dict[str, float]] = {}
     spreads: dict[str, float] = {}
     coords_in: dict[str, np.ndarray] = {}
     for label, sets in rows.items():
@@ -419,9 +425,10 @@ def drift(
             table[label] = {e: 0 for e in eras}
             continue
         p = profile(sets)
-        nearest, _ = attribute(p, centroids, z, config.metric)
+        nearest, dist = attribute(p, centroids, z, config.metric)
         counts = Counter(eras[i] for i in nearest)
         table[label] = {e: counts.get(e, 0) for e in eras}
+        distances[label] = {e: float(dist[:, j].mean()) for j, e in enumerate(eras)}
         spreads[label] = float(spread(p, z, config.metric)) if len(sets) >= 2 else float("nan")
         coords_in[label] = z(p)
     control_hits = sum(1 for t, i in zip(held_truth, attribute(profile(rows["your held-out writing"]), centroids, z, config.metric)[0])
@@ -434,8 +441,9 @@ def drift(
     result = Drift(eras, {e: sum(year_words[y] for y in g) + sum(len(words(" ".join(held_years.get(y, [])))) for y in g)
                           for e, g in zip(eras, groups)},
                    table, own, spreads,
-                   versions=[{"label": v.label, "run": v.run, "where": v.where} for v in infos])
-    control_share = control_hits / max(1, len(held_truth))
+                   versions=[{"label": v.label, "run": v.run, "where": v.where} for v in infos], distance=distances,
+                   control_share=control_hits / max(1, len(held_truth)))
+    control_share = result.control_share
 
     # the map: the training era sets, their centroids, and every row's sets, on two principal components
     era_z = z(profile(all_train))
@@ -443,8 +451,11 @@ def drift(
     mean = era_z.mean(axis=0)
     _, _, vt = np.linalg.svd(era_z - mean, full_matrices=False)
     proj = lambda m: (m - mean) @ vt[:2].T  # noqa: E731
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = workspace.root / DRIFT_DIR
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    while (out_dir / f"{stamp}.json").exists():  # two views within one second keep both
+        n += 1
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
     png = _drift_plot(proj(era_z), era_labels, eras, {k: proj(v) for k, v in coords_in.items() if k != "your held-out writing"},
                       config)
     result.png_path = out_dir / f"{stamp}.png"
@@ -454,7 +465,7 @@ def drift(
     out_dir.mkdir(parents=True, exist_ok=True)
     result.png_path.write_bytes(base64.b64decode(png.split(",", 1)[1]))  # _png gives a data: URI
     data = {k: v for k, v in asdict(result).items() if not k.endswith("_path")}
-    data.update(control_share=control_share, n_mfw=len(vocab), set_words=config.set_words, metric=config.metric,
+    data.update(n_mfw=len(vocab), set_words=config.set_words, metric=config.metric,
                 sample_words=config.sample_words, seed=config.seed, temperature=gc.temperature, min_p=gc.min_p)
     atomic_write_json(result.json_path, data)
     atomic_write_text(result.html_path, _drift_html(result, control_share, png, config))
@@ -497,6 +508,11 @@ def _drift_html(d: Drift, control_share: float, png: str, config: EvaluateConfig
         own = d.own_era_share.get(label)
         body.append(f"<tr><th>{e(label)}</th>{cells}<td>{n}</td><td>{'' if own is None else f'{own:.0%}'}</td>"
                     f"<td>{d.spread.get(label, float('nan')):.2f}</td></tr>")
+    dist_rows = []
+    for label, row in d.distance.items():
+        low = min(row.values()) if row else 0
+        dist_rows.append(f"<tr><th>{e(label)}</th>" + "".join(f"<td{' class=top' if v == low else ''}>{v:.3f}</td>" for v in row.values())
+                         + "</tr>")
     where = "".join(f"<li><b>{e(v['label'])}</b> (run {e(v['run'])}): {e(v['where'] or 'all your writing')}</li>" for v in d.versions)
     css = ("body{font:16px/1.55 Georgia,serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
            "table{border-collapse:collapse}td,th{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}"
@@ -507,7 +523,9 @@ def _drift_html(d: Drift, control_share: float, png: str, config: EvaluateConfig
             f"<h2>Which era do the sets read as?</h2><p><small>Each row's {config.set_words:,}-word sets attributed to the "
             f"nearest era (Cosine Delta, {config.n_mfw} most-frequent words). Your own held-out sets land in their own era "
             f"{control_share:.0%} of the time: how far eras can be told apart at all.</small></p>"
-            f"<table><tr><th></th>{head}<th>sets</th><th>in its own era</th><th>spread</th></tr>{''.join(body)}</table></html>\n")
+            f"<table><tr><th></th>{head}<th>sets</th><th>in its own era</th><th>spread</th></tr>{''.join(body)}</table>"
+            f"<h2>How near is each era?</h2><p><small>Mean Cosine Delta of each row's sets to each era's centroid (lower is "
+            f"nearer).</small></p><table id=distances><tr><th></th>{head}</tr>{''.join(dist_rows)}</table></html>\n")
 
 
 __all__ = ["VersionInfo", "list_versions", "resolve", "VersionComparison", "compare_versions", "Drift", "drift", "group_eras", "era_inside"]
