@@ -85,7 +85,7 @@ def main() -> None:
                                  "train_tokens": v.train_tokens, "base_nll": summary["base_nll"], "nll": v.held_out_nll,
                                  "drop": v.held_out_nll_drop, "attribution": v.attribution, "control": v.control,
                                  "spread_ratio": v.spread_ratio}
-        print(f"{name:<14} {v.where:<34} {v.selected.split(' of ')[0]:>5} {v.steps:>6} "
+        print(f"{name:<14} {v.where:<34} {v.documents:>5} {v.steps:>6} "
               f"{summary['base_nll']:.3f}→{v.held_out_nll:.3f} {'' if v.attribution is None else f'{v.attribution:.0%}':>12} "
               f"{'' if v.spread_ratio is None else f'{v.spread_ratio:.2f}':>7}")
     for view in (d_years, d):

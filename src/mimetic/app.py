@@ -13,8 +13,8 @@ Security, for an app that can read a writer's folders:
 * requests must name this app as their host (``Host`` is 127.0.0.1, localhost, or the host it
   was started on: DNS rebinding is refused);
 * every request that changes something is a POST carrying the page's CSRF token (a random
-  secret per app start, in a cookie and a form field or header: double submit) from this
-  app's own origin;
+  secret per app start, put in every page and sent back in a form field or the
+  ``X-CSRF-Token`` header), and, when the browser names one, from this app's own origin;
 * folders can be browsed and read only inside the roots the writer allowed (``--allow``,
   default: the home folder), after resolving ``..`` and symbolic links; voices live only
   under the app's voices folder, by plain names;
@@ -116,17 +116,10 @@ def voice_card(ws: Workspace) -> dict[str, Any]:
         card["words"], card["documents"] = m.words, m.documents
     except MimeticError:
         pass
-    run = ws.published_run()
-    if run:
-        card["run"] = run
-        card["version"] = (ws.names_of(run) or [None])[0]
-        try:
-            s = json.loads((ws.runs_dir / run / "summary.json").read_text())
-            card["nll_drop"] = s.get("held_out_nll_drop")
-            st = json.loads((ws.runs_dir / run / "evaluation" / "metrics.json").read_text())["stylometry"]
-            card["attribution"] = st["attribution"]["voice"]["writer_share"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    published = next((v for v in _versions(ws) if v["published"]), None)
+    if published:
+        card.update(run=published["run"], version=published["name"], nll_drop=published["nll_drop"],
+                    attribution=published["attribution"])
     running = [j for j in jobs.all_jobs(ws) if j.running]
     card["busy"] = running[0].kind if running else None
     return card
@@ -142,9 +135,9 @@ def create_app(config: AppConfig) -> Any:
     from . import config as cfg
 
     async def csrf_guard(request: Request) -> None:
-        """Every request that changes something carries the page's token (double submit: the
-        form field ``csrf`` or the header ``X-CSRF-Token``); FastAPI caches the parsed form, so
-        the endpoint reads it again for free."""
+        """Every request that changes something carries the page's token (the form field ``csrf``
+        or the header ``X-CSRF-Token``); FastAPI caches the parsed form, so the endpoint reads it
+        again for free."""
         if request.method in ("GET", "HEAD"):
             return
         sent = request.headers.get("x-csrf-token") or ""
@@ -524,7 +517,7 @@ def _versions(ws: Workspace) -> list[dict[str, Any]]:
     try:
         from .versions import list_versions
 
-        return [{"run": v.run, "label": v.label, "published": v.published, "nll_drop": v.held_out_nll_drop,
+        return [{"run": v.run, "label": v.label, "name": (v.names or [None])[0], "published": v.published, "nll_drop": v.held_out_nll_drop,
                  "attribution": v.attribution, "where": v.where, "steps": v.steps} for v in list_versions(ws)]
     except MimeticError:
         return []

@@ -784,8 +784,8 @@ def versions(
         t.add_column(col, justify="right" if col in ("held-out NLL", "attribution", "spread") else "left")
     for v in infos:
         data = v.where or "all your writing"
-        if v.selected and v.where:
-            data += f" ({v.selected.split(' (')[0].split(' of ')[0]} documents)"
+        if v.documents is not None and v.where:
+            data += f" ({v.documents} documents)"
         if v.parent:
             data = f"{v.kind} on {ws.names_of(v.parent)[0] if ws.names_of(v.parent) else v.parent}"
         settings = f"{v.base_model}, r {v.lora_r}/α {v.lora_alpha}, lr {v.learning_rate:.1e}, {v.steps} steps"

@@ -76,18 +76,24 @@ def _system_prompt(workspace: Workspace, voice: Engine, config: GenerateConfig) 
     return own or (default_system_prompt(workspace.root.name) if voice.format == "chat" else "")
 
 
+def run_config(workspace: Workspace, run: str | None = None) -> VoiceConfig:
+    """The settings ``run`` (default: the published version) was trained with: its
+    ``config.toml``, or the voice's for a run from before runs kept one. Raises
+    :class:`MimeticError` when there is no such (finished) run."""
+    path = workspace.run_dir(run) / "config.toml"
+    return VoiceConfig.load(path) if path.exists() else workspace.load_config()
+
+
 def run_format(workspace: Workspace, run: str | None = None) -> str:
     """The training format of ``run`` (default: the published version): ``completion``,
     ``chat``, ``brief`` or ``mixed``. Raises :class:`MimeticError` when there is no trained run."""
-    path = workspace.run_dir(run) / "config.toml"
-    return VoiceConfig.load(path).prepare.format if path.exists() else workspace.load_config().prepare.format
+    return run_config(workspace, run).prepare.format
 
 
 def run_where(workspace: Workspace, run: str | None = None) -> str:
     """The selection of the corpus ``run`` (default: the published version) trained on
     (:mod:`mimetic.selection`), ``""`` for all of it."""
-    path = workspace.run_dir(run) / "config.toml"
-    return VoiceConfig.load(path).train.where if path.exists() else ""
+    return run_config(workspace, run).train.where
 
 
 def write(
@@ -441,7 +447,7 @@ def held_out_prompts(workspace: Workspace, n: int = 5, words: int = 40) -> list[
 
 def feedback_examples(workspace: Workspace, run: str | None = None) -> dict[str, Any]:
     """The writer's marks (``mimetic rate``, the app) as training examples for a preference stage
-    on ``run`` (default: latest), in that run's tokens.
+    on ``run`` (default: the published version), in that run's tokens.
 
     Each marked text's prompt is rebuilt as the voice saw it when it wrote the text (its format's
     template, the logged mode and system prompt: :func:`mimetic.briefs.request`,

@@ -653,17 +653,11 @@ def check_version(workspace: Workspace, config: TrainConfig) -> None:
             selection that cannot be read or leaves no training or held-out example.
     """
     from .prepare import load_split
-    from .workspace import check_version_name
 
     if config.where and not config.version:
         raise MimeticError("A selection of your writing makes a version: name it.",
                            f'mimetic train --version NAME --where "{config.where}"')
-    if config.version:
-        check_version_name(config.version)
-        taken = workspace.version_names().get(config.version)
-        if taken:
-            raise MimeticError(f"The version name {config.version!r} is already run {taken}'s.",
-                               "Choose another --version name (mimetic versions lists them).")
+    workspace.check_new_version(config.version)
     if config.where:
         load_split(workspace, "train", config.where)
         load_split(workspace, "held_out", config.where)

@@ -37,7 +37,7 @@ from .generate import Generation, _log, _system_prompt, rewrites_from_notes
 from .sampling import SamplingParams
 from .selection import parse as parse_where
 from .stylometry import ZScorer, attribute, chunk_tokens, most_frequent_words, relative_frequencies, spread, words
-from .workspace import Workspace, atomic_write_json, atomic_write_text
+from .workspace import Workspace, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 DRIFT_DIR = "drift"
 
@@ -50,7 +50,8 @@ class VersionInfo:
         run: the run id. names: the names given to it. published: it is the voice in use.
         kind: ``train``, ``self-play`` (``mimetic polish``) or ``feedback``.
         parent: the run it was polished from, or ``None``.
-        where: its selection of the corpus (``""``: all of it); selected: that selection in words.
+        where: its selection of the corpus (``""``: all of it); selected: that selection in words;
+            documents: how many documents it selects (``None`` without a manifest).
         finished_at: when its summary was written (local time, ISO 8601).
         base_model, lora_r, lora_alpha, learning_rate, epochs: its settings.
         steps, train_tokens: optimizer steps and tokens trained on.
@@ -81,6 +82,7 @@ class VersionInfo:
     attribution: float | None = None
     control: float | None = None
     spread_ratio: float | None = None
+    documents: int | None = None
 
     @property
     def label(self) -> str:
@@ -105,10 +107,12 @@ def list_versions(workspace: Workspace) -> list[VersionInfo]:
         except (OSError, ValueError, MimeticError):
             continue  # a damaged run is listed by `mimetic runs`, not offered as a version
         polish = json.loads((d / "polish.json").read_text(encoding="utf-8")) if (d / "polish.json").exists() else {}
+        chosen = parse_where(tc.where)
         info = VersionInfo(
             run=run_id, names=workspace.names_of(run_id), published=run_id == published,
             kind=polish.get("source", "train") if polish else "train", parent=polish.get("parent_run_id"),
-            where=tc.where, selected=parse_where(tc.where).describe(files) if files else "",
+            where=tc.where, selected=chosen.describe(files) if files else "",
+            documents=len(chosen.documents(files)) if files else None,
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((d / "summary.json").stat().st_mtime)),
             base_model=tc.base_model, lora_r=tc.lora_r, lora_alpha=tc.lora_alpha,
             learning_rate=float(summary.get("learning_rate") or 0.0), epochs=tc.epochs,
@@ -385,7 +389,8 @@ def drift(
     all_train = [s for e in eras for s in train_sets.get(e, [])]
     vocab = most_frequent_words((w for s in all_train for w in s), config.n_mfw)
     profile = lambda sets: np.array([relative_frequencies(s, vocab) for s in sets]).reshape(len(sets), len(vocab))  # noqa: E731
-    z = ZScorer.fit(profile(all_train))
+    train_profiles = profile(all_train)
+    z = ZScorer.fit(train_profiles)
     centroids = np.stack([profile(train_sets[e]).mean(axis=0) for e in eras])
 
     rows: dict[str, list[list[str]]] = {"your held-out writing": [s for e in eras for s in held_sets.get(e, [])]}
@@ -406,7 +411,6 @@ def drift(
             samples = generate_samples(voice, held_rows, config, gc, lambda m: on_event(Progress("drift", message=f"{info.label}: {m}")),
                                        base=k == 0)
             cache[key] = {"voice": [s["voice"] for s in samples], **({"base": [s["base"] for s in samples]} if k == 0 else {})}
-            (workspace.root / DRIFT_DIR).mkdir(parents=True, exist_ok=True)
             atomic_write_json(cache_path, cache)
             samples_by[info.label] = cache[key]["voice"]
             del voice
@@ -420,19 +424,19 @@ def drift(
     distances: dict[str, dict[str, float]] = {}
     spreads: dict[str, float] = {}
     coords_in: dict[str, np.ndarray] = {}
+    nearest_of: dict[str, np.ndarray] = {}
     for label, sets in rows.items():
         if not sets:
             table[label] = {e: 0 for e in eras}
             continue
         p = profile(sets)
-        nearest, dist = attribute(p, centroids, z, config.metric)
-        counts = Counter(eras[i] for i in nearest)
+        nearest_of[label], dist = attribute(p, centroids, z, config.metric)
+        counts = Counter(eras[i] for i in nearest_of[label])
         table[label] = {e: counts.get(e, 0) for e in eras}
         distances[label] = {e: float(dist[:, j].mean()) for j, e in enumerate(eras)}
         spreads[label] = float(spread(p, z, config.metric)) if len(sets) >= 2 else float("nan")
         coords_in[label] = z(p)
-    control_hits = sum(1 for t, i in zip(held_truth, attribute(profile(rows["your held-out writing"]), centroids, z, config.metric)[0])
-                       if eras[i] == t) if held_truth else 0
+    control_hits = sum(1 for t, i in zip(held_truth, nearest_of.get("your held-out writing", [])) if eras[i] == t)
     own: dict[str, float | None] = {}
     for info in infos:
         inside = [e for e, g in zip(eras, groups) if era_inside(info.where, g)]
@@ -446,7 +450,7 @@ def drift(
     control_share = result.control_share
 
     # the map: the training era sets, their centroids, and every row's sets, on two principal components
-    era_z = z(profile(all_train))
+    era_z = z(train_profiles)
     era_labels = [e for e in eras for _ in train_sets.get(e, [])]
     mean = era_z.mean(axis=0)
     _, _, vt = np.linalg.svd(era_z - mean, full_matrices=False)
@@ -462,8 +466,7 @@ def drift(
     result.json_path, result.html_path = out_dir / f"{stamp}.json", out_dir / f"{stamp}.html"
     import base64
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result.png_path.write_bytes(base64.b64decode(png.split(",", 1)[1]))  # _png gives a data: URI
+    atomic_write_bytes(result.png_path, base64.b64decode(png.split(",", 1)[1]))  # _png gives a data: URI
     data = {k: v for k, v in asdict(result).items() if not k.endswith("_path")}
     data.update(n_mfw=len(vocab), set_words=config.set_words, metric=config.metric,
                 sample_words=config.sample_words, seed=config.seed, temperature=gc.temperature, min_p=gc.min_p)

@@ -324,19 +324,31 @@ class Workspace:
         Raises:
             MimeticError: ``name`` is taken by another run, or is not a usable name.
         """
+        self.check_new_version(name, run_id)
         data = self._versions()
         if not self.versions_path.exists():  # first version of an older voice: keep what it was using
             earlier = [r for r in self.finished_runs() if r != run_id]
             data["published"] = earlier[-1] if earlier else None
         if name:
-            check_version_name(name)
-            taken = data["names"].get(name)
-            if taken and taken != run_id:
-                raise MimeticError(f"The version name {name!r} is already run {taken}'s.", "Choose another --version name.")
             data["names"][name] = run_id
         if publish or not data["published"] or not (self.runs_dir / data["published"]).is_dir():
             data["published"] = run_id
         atomic_write_json(self.versions_path, data)
+
+    def check_new_version(self, name: str, run_id: str | None = None) -> None:
+        """Check that ``name`` (``""``: no name) can name the version of ``run_id`` (``None``: a
+        run not started yet): a usable name (:func:`check_version_name`) no other run has.
+
+        Raises:
+            MimeticError: an unusable name, or one taken by another run.
+        """
+        if not name:
+            return
+        check_version_name(name)
+        taken = self.version_names().get(name)
+        if taken and taken != run_id:
+            raise MimeticError(f"The version name {name!r} is already run {taken}'s.",
+                               "Choose another --version name (mimetic versions lists them).")
 
     def publish(self, run_or_name: str) -> str:
         """Make ``run_or_name`` (a finished run id or a version name) the published version;
