@@ -23,11 +23,13 @@ VARIANTS = {
     "fp32 weights, dropout 0.05, full logits (old default)": (dict(base_weights="fp32", lora_dropout=0.05), False),
     "fp32 weights, no dropout, full logits": (dict(base_weights="fp32", lora_dropout=0.0), False),
     "fp32 weights, no dropout, fused loss": (dict(base_weights="fp32", lora_dropout=0.0), True),
-    "bf16 weights, no dropout, fused loss (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
+    "bf16 weights, no dropout, fused loss, flash attention (session 8 default)": (dict(base_weights="bf16", lora_dropout=0.0, attention="sdpa"), True),
+    "bf16 weights, no dropout, fused loss, matmul attention (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
     "bf16 weights, dropout 0.05, fused loss": (dict(base_weights="bf16", lora_dropout=0.05), True),
-    # attention kernels for the new default (transformers' attn_implementation; "sdpa-math" is
-    # PyTorch's SDPA restricted to its math backend)
-    "new default, eager attention": (dict(base_weights="bf16", lora_dropout=0.0, attention="eager"), True),
+    # attention kernels (transformers' attn_implementation: "sdpa" is PyTorch's SDPA, its flash
+    # kernel on a CPU; "sdpa-math" is SDPA restricted to its math backend; without "attention",
+    # mimetic's own choice: mimetic.attention in bf16 on a CPU)
+    "new default, transformers' eager attention": (dict(base_weights="bf16", lora_dropout=0.0, attention="eager"), True),
     "new default, SDPA math backend": (dict(base_weights="bf16", lora_dropout=0.0, attention="sdpa-math"), True),
 }
 
@@ -75,12 +77,12 @@ def main() -> None:
         if args.only and args.only not in name:
             continue
         changes = dict(changes)
-        attention = changes.pop("attention", "sdpa")
+        attention = changes.pop("attention", "default")
         cfg = replace(TrainConfig(base_model="embedded"), **changes)
         torch.manual_seed(0)
         model, params = lora_model(cfg, "cpu", precision)
-        if attention == "eager":
-            model.base_model.model.config._attn_implementation = "eager"
+        if attention != "default":  # else mimetic's choice (mimetic.attention on a bf16 CPU)
+            model.base_model.model.config._attn_implementation = "eager" if attention == "eager" else "sdpa"
         attentions[name] = attention
         opt = torch.optim.AdamW(params, lr=1e-5)
         models[name] = (model, params, opt, fused)

@@ -13,7 +13,8 @@ frozen model) against this CPU's fp32 and bf16 matmul peak, measured by the same
     .venv/bin/pip install trl==1.16.0      # the benchmark's only extra
     .venv/bin/python benchmarks/train_throughput.py --steps 12 --repeats 2
 
-``mimetic-baseline`` runs the same call on an earlier commit's code, each with its own defaults
+``mimetic-flash`` is this trainer with PyTorch's SDPA attention (the CPU flash kernel) instead of
+:mod:`mimetic.attention`. ``mimetic-baseline`` runs the same call on an earlier commit's code, each with its own defaults
 (give its ``src`` folder: ``git worktree add /tmp/mimetic-baseline 563b509`` then
 ``--baseline-src /tmp/mimetic-baseline/src``).
 
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "authors" / "doyle"
-CONFIGS = ["mimetic-baseline", "mimetic", "trl-defaults", "trainer-bf16"]
+CONFIGS = ["mimetic-baseline", "mimetic-flash", "mimetic", "trl-defaults", "trainer-bf16"]
 
 
 def prepare_data(root: Path, words: int, seq: int) -> Path:
@@ -87,6 +88,10 @@ def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:
 
         from mimetic import train
 
+        if name == "mimetic-flash":  # this trainer with PyTorch's SDPA (its CPU flash kernel) for attention
+            from mimetic import attention
+
+            attention.use_for_training = lambda *a: False
         cfg = TrainConfig(base_model="embedded", max_steps=steps, batch_size=batch, eval_every=10**6, checkpoint_every=10**6,
                           warmup_ratio=0.0)
         old_api = "progress" in inspect.signature(train).parameters

@@ -100,10 +100,13 @@ def token_losses(model: Any, batch: dict[str, Any], device: str, autocast: Calla
     batch = {k: v.to(device) for k, v in batch.items()}
     # use_cache=False: no KV cache is needed to score text, and transformers only reads packed
     # sequences from position ids when there is no cache
+    # Rows are right-padded, so under causal attention a real token never sees padding: no mask
+    # is needed for any labelled position, and without one the attention kernels take their
+    # causal fast path (padding positions see what they see; their labels are ignored).
     if "position_ids" in batch:  # packed: attention kept inside each example by position ids
         kwargs = {"position_ids": batch["position_ids"]}
     else:
-        kwargs = {"attention_mask": batch["attention_mask"]}
+        kwargs = {}
     labels = batch["labels"][:, 1:]
     head = fused_head(model)
     with autocast():
@@ -178,13 +181,24 @@ def _linear_cross_entropy_function() -> Any:
             need_grad = ctx.needs_input_grad[0]  # grad mode is off inside forward; this says if backward will come
             losses = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
             grad = torch.zeros_like(hidden) if need_grad else None
+            # one buffer for every chunk's logits (and one in the compute dtype), not a fresh
+            # 32 MiB allocation per chunk: glibc maps and unmaps blocks that large from the system
+            # each time, and the page faults cost as much as the softmax (benchmarks/step_profile.py)
+            rows = min(chunk, hidden.shape[0])
+            full = torch.empty(rows, w.shape[0], dtype=torch.float32, device=hidden.device)
+            low = None if dt == torch.float32 else torch.empty(rows, w.shape[0], dtype=dt, device=hidden.device)
             with torch.autocast(device_type=hidden.device.type, enabled=False):
                 for s in range(0, hidden.shape[0], chunk):
                     lab = labels[s : s + chunk]
+                    n = len(lab)
                     valid = lab != IGNORE_INDEX
                     if not bool(valid.any()):
                         continue
-                    logits = (hidden[s : s + chunk].to(dt) @ w.T).float()
+                    logits = full[:n]
+                    if low is None:
+                        torch.mm(hidden[s : s + n].to(dt), w.T, out=logits)
+                    else:
+                        logits.copy_(torch.mm(hidden[s : s + n].to(dt), w.T, out=low[:n]))
                     target = lab.clamp(min=0)
                     picked = logits.gather(1, target[:, None])[:, 0]
                     # one exp over the chunk, in place: softmax numerator, then its sum
@@ -192,12 +206,17 @@ def _linear_cross_entropy_function() -> Any:
                     exps = logits.sub_(top).exp_()
                     total = exps.sum(dim=-1, keepdim=True)
                     lse = top[:, 0] + total[:, 0].log()
-                    losses[s : s + chunk] = torch.where(valid, lse - picked, 0.0)
+                    losses[s : s + n] = torch.where(valid, lse - picked, 0.0)
                     if grad is not None:
                         # (softmax − one-hot) of the valid rows, 0 for ignored ones
                         probs = exps.mul_(valid[:, None] / total)
-                        probs[torch.arange(len(lab), device=lab.device), target] -= valid.float()
-                        grad[s : s + chunk] = (probs.to(dt) @ w).to(hidden.dtype)
+                        probs[torch.arange(n, device=lab.device), target] -= valid.float()
+                        if low is not None:
+                            probs = low[:n].copy_(probs)
+                        if grad.dtype == dt:
+                            torch.mm(probs, w, out=grad[s : s + n])
+                        else:
+                            grad[s : s + n] = (probs @ w).to(grad.dtype)
             ctx.save_for_backward(grad if grad is not None else hidden.new_zeros(0))
             return losses
 

@@ -156,10 +156,13 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     """The base model with fresh LoRA adapters (PEFT) on ``device``; returns ``(model, trainable params)``.
 
     LoRA weights are kept in fp32 whatever the compute precision; under bf16 / fp16 autocast
-    their input is not cast to fp32 first (:func:`mimetic.models.skip_lora_input_casts`).
+    their input is not cast to fp32 first (:func:`mimetic.models.skip_lora_input_casts`). On a
+    CPU in bf16 attention runs as plain matmuls (:mod:`mimetic.attention`, 1.8× PyTorch's CPU
+    flash kernel there).
     """
     from peft import LoraConfig, get_peft_model
 
+    from .attention import use_for_training
     from .models import load_model, skip_lora_input_casts
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
@@ -176,6 +179,7 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
         bias="none",
     )
     model = skip_lora_input_casts(get_peft_model(model, lora), precision)
+    use_for_training(model, device, precision)
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
