@@ -357,9 +357,11 @@ def _policy(adapter: Path, config: Any, device: str, precision: str) -> tuple[An
     the policy is exactly the reference); returns ``(model, trainable params)`` in fp32."""
     from peft import LoraConfig, PeftModel
 
+    from .attention import use_for_training
     from .models import load_model, skip_lora_input_casts
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
+    use_for_training(model, device, precision)  # generation (cache, left padding) falls back to SDPA by itself
     lora = LoraConfig.from_pretrained(str(adapter))
     lora.lora_dropout, lora.inference_mode = 0.0, False
     model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter), is_trainable=True, config=lora), precision)

@@ -158,7 +158,7 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     LoRA weights are kept in fp32 whatever the compute precision; under bf16 / fp16 autocast
     their input is not cast to fp32 first (:func:`mimetic.models.skip_lora_input_casts`). On a
     CPU in bf16 attention runs as plain matmuls (:mod:`mimetic.attention`, 1.8× PyTorch's CPU
-    flash kernel there).
+    flash kernel there), unless the run is compiled.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -179,7 +179,8 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
         bias="none",
     )
     model = skip_lora_input_casts(get_peft_model(model, lora), precision)
-    use_for_training(model, device, precision)
+    if not config.compile:  # torch.compile keeps PyTorch's own kernels (the path it was measured on)
+        use_for_training(model, device, precision)
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
