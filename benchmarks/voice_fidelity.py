@@ -15,7 +15,9 @@ overlap in characters, 99th percentile and maximum; extraction rate).
     git worktree add /tmp/mimetic-baseline 563b509      # the recipe before issue 20
     .venv/bin/python benchmarks/voice_fidelity.py --authors doyle,twain,austen --baseline-src /tmp/mimetic-baseline/src
 
-It takes about 40 minutes per author and recipe on 2 CPU cores. Results go to RESULTS.md by hand.
+A recipe ``new-epochsN`` is this commit's defaults with ``--epochs N`` (how the budget is used).
+
+It takes about 20–40 minutes per author and recipe on 2 CPU cores. Results go to RESULTS.md by hand.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def main() -> None:
             if a.keep_trained and list(ws.glob("runs/*/summary.json")):
                 print(f"{author} / {recipe}: a finished run is there; evaluating it")
             else:
-                mimetic(["voice", str(AUTHORS / author), "--workspace", str(ws), "--time-budget", str(a.minutes)],
+                extra = ["--epochs", recipe.removeprefix("new-epochs")] if recipe.startswith("new-epochs") else []
+                mimetic(["voice", str(AUTHORS / author), "--workspace", str(ws), "--time-budget", str(a.minutes), *extra],
                         a.baseline_src if recipe == "old" else None)
             mimetic(["evaluate", "--workspace", str(ws), "--references", str(refs), "--sample-words", str(a.sample_words)])
             rows.append({"author": author, "recipe": recipe, **measure(ws)})
