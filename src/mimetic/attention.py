@@ -31,6 +31,10 @@ NAME = "mimetic_cpu"
 # bf16 bytes of one layer's softmax probabilities above which PyTorch's own kernel is used
 MAX_SCORE_BYTES = 64 * 2**20
 
+# keyword arguments of transformers' attention calls that change the scores: any of them set
+# sends the call to SDPA (soft-capping, a sliding window, T5-style position bias, attention sinks)
+_CHANGES_SCORES = ("softcap", "sliding_window", "position_bias", "s_aux", "sinks")
+
 _REGISTERED = False
 _CAUSAL: dict[tuple[int, str], Any] = {}
 
@@ -76,7 +80,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
 
     :func:`causal_attention` runs when the call is plain causal self-attention over the whole
     sequence (no mask — transformers passes none for a batch without padding — no cache offset,
-    no dropout, no soft-capping or sliding window, bf16/fp16 on a CPU, scores within
+    no dropout, nothing in :data:`_CHANGES_SCORES`, bf16/fp16 on a CPU, scores within
     :data:`MAX_SCORE_BYTES`); anything else goes to transformers' SDPA function unchanged."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -84,8 +88,8 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     plain = (
         attention_mask is None and causal and t > 1 and key.shape[2] == t and h % key.shape[1] == 0
-        and (dropout == 0.0 or not module.training) and kwargs.get("softcap") is None
-        and kwargs.get("sliding_window") is None and query.device.type == "cpu"
+        and (dropout == 0.0 or not module.training) and all(kwargs.get(k) is None for k in _CHANGES_SCORES)
+        and query.device.type == "cpu"
         and query.dtype == key.dtype == value.dtype and str(query.dtype) in ("torch.bfloat16", "torch.float16")
         and 2 * b * h * t * t <= MAX_SCORE_BYTES
     )
