@@ -292,7 +292,7 @@ def train(
     workspace: Path = WorkspaceOpt,
     resume: Optional[str] = typer.Option(None, help="Continue a stopped run: its id, or 'latest'."),
     base_model: Optional[str] = typer.Option(None, help="Base model (must match prepare)."),
-    epochs: Optional[float] = typer.Option(None, help="Passes over the training data (default 1)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over the training data (default 2, within the time budget)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     time_budget: Optional[float] = typer.Option(None, help="Stop after this many minutes (evaluation included)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: size-aware rule)."),
@@ -645,7 +645,7 @@ def voice(
     base_model: Optional[str] = typer.Option(None, help="Base model: the embedded default, a folder, a .gguf, a hub id, or auto (the largest this machine trains in the time budget)."),
     preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`)."),
     time_budget: Optional[float] = typer.Option(15.0, help="Minutes of training at most (evaluation included)."),
-    epochs: Optional[float] = typer.Option(None, help="Passes over your writing (default 1)."),
+    epochs: Optional[float] = typer.Option(None, help="Passes over your writing (default 2, within the time budget)."),
     format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
 ) -> None:
     """The main job: ingest → prepare → train → compare, in one go."""

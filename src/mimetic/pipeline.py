@@ -141,7 +141,7 @@ def make_voice(
             ``None``: the workspace's (the embedded model for a new voice).
         preset: a preset of :mod:`mimetic.presets` applied first (its settings saved in the voice).
         time_budget_min: minutes of training at most, evaluations included (``None``: no limit).
-        epochs: passes over the training data (default: the workspace's, 1).
+        epochs: passes over the training data (default: the workspace's, 2).
         format: ``completion`` or ``chat`` (default: the workspace's).
         on_event: receives every stage's :mod:`mimetic.events`; the ``Finished`` event of ingest
             and prepare carries the stage's result object under ``values["result"]``.
