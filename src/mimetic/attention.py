@@ -58,9 +58,10 @@ def use_for_training(model: Any, device: str, precision: str) -> bool:
     """Switch ``model`` (a transformers model, or a PEFT model around one) to this attention
     when it trains on a CPU in bf16 or fp16 and uses SDPA now; returns whether it did.
 
-    Only training models are switched: generation (with its KV cache and left padding) keeps
-    SDPA, and the switch is not saved with an adapter (transformers does not write
-    ``_attn_implementation`` into a config file)."""
+    Only models that train are switched (LoRA training and polish's policy). When a switched
+    model generates, its cached and left-padded calls are not plain causal attention and go to
+    SDPA by themselves (:func:`attention_forward`). The switch is not saved with an adapter
+    (transformers does not write ``_attn_implementation`` into a config file)."""
     if device != "cpu" or precision not in ("bf16", "fp16"):
         return False
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
