@@ -25,6 +25,7 @@ is read once per matmul.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 NAME = "mimetic_cpu"
@@ -36,7 +37,7 @@ MAX_SCORE_BYTES = 64 * 2**20
 _CHANGES_SCORES = ("softcap", "sliding_window", "position_bias", "s_aux", "sinks")
 
 _REGISTERED = False
-_CAUSAL: dict[tuple[int, str], Any] = {}
+_CAUSAL: dict[tuple[int, str, str], Any] = {}  # (length, dtype, device) → causal bias
 
 
 def register() -> None:
@@ -132,13 +133,9 @@ def _causal_bias(t: int, dtype: Any, device: Any) -> Any:
     return bias
 
 
-_FUNCTION: Any = None
-
-
+@functools.cache
 def _function() -> Any:
-    global _FUNCTION
-    if _FUNCTION is not None:
-        return _FUNCTION
+    """The autograd Function, built on first use so that importing mimetic needs no torch."""
     import torch
 
     class CausalAttention(torch.autograd.Function):
@@ -170,5 +167,4 @@ def _function() -> Any:
             grad_k = torch.matmul(grad_scores.transpose(-1, -2), qs)
             return grad_q, grad_k, grad_v, None
 
-    _FUNCTION = CausalAttention
-    return _FUNCTION
+    return CausalAttention

@@ -183,7 +183,8 @@ def _linear_cross_entropy_function() -> Any:
             grad = torch.zeros_like(hidden) if need_grad else None
             # one buffer for every chunk's logits (and one in the compute dtype), not a fresh
             # 32 MiB allocation per chunk: glibc maps and unmaps blocks that large from the system
-            # each time, and the page faults cost as much as the softmax (benchmarks/step_profile.py)
+            # each time; in one profile the copies into fresh blocks took 13% of a step, in another
+            # 2% (benchmarks/RESULTS.md; not measured apart from the attention change)
             rows = min(chunk, hidden.shape[0])
             full = torch.empty(rows, w.shape[0], dtype=torch.float32, device=hidden.device)
             low = None if dt == torch.float32 else torch.empty(rows, w.shape[0], dtype=dt, device=hidden.device)

@@ -121,9 +121,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         train=dict(base_model="microsoft/phi-2", device="mps", precision="auto", lora_r=16, lora_alpha=32,
                    batch_size=1, grad_accum=4, epochs=1.0, lr_schedule="cosine", load_in_4bit=False),
         export=dict(quantizations=["q8_0", "q4_k_m"]),
-        filled_in="The account names the model, the machine and LoRA only: rank 16, alpha 32, batch 1 × 4, one epoch (for the time a Mac takes), "
+        filled_in="The account names the model, the machine and LoRA only: rank 16, alpha 32, batch 1 × 4, "
                   "the size-aware learning rate (about 4.1e-4 for Phi-2's hidden size 2560) and 512-token examples are "
-                  "mimetic's defaults, sized so the fp16 weights (5.6 GB) and a batch fit 16 GB of unified memory.",
+                  "mimetic's defaults, sized so the fp16 weights (5.6 GB) and a batch fit 16 GB of unified memory; "
+                  "one epoch is the preset's own (mimetic's default is two, within the time budget).",
     ),
     Preset(
         "qwen3b-8gb", "Qwen2.5-3B-Instruct with 4-bit QLoRA on an 8 GB NVIDIA GPU",
