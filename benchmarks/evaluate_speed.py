@@ -14,8 +14,8 @@ import random
 import time
 from pathlib import Path
 
-from mimetic.config import EvaluateConfig
-from mimetic.evaluate import analyse, render_report
+from mimetic.core.config import EvaluateConfig
+from mimetic.evaluation.evaluate import analyse, render_report
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "authors"
 

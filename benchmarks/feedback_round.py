@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from mimetic import EvaluateConfig, GenerateConfig, Workspace
-from mimetic.config import PolishConfig
-from mimetic.evaluate import evaluate
-from mimetic.generate import feedback_examples, held_out_prompts, write
-from mimetic.logdb import add_marks, latest_generations
-from mimetic.preference import polish
+from mimetic.core.config import PolishConfig
+from mimetic.evaluation.evaluate import evaluate
+from mimetic.voice.generate import feedback_examples, held_out_prompts, write
+from mimetic.core.logdb import add_marks, latest_generations
+from mimetic.training.preference import polish
 
 
 def mark_drafts(ws: Workspace, parent: str, prompts: list[str], drafts: int, new_tokens: int) -> int:
@@ -45,7 +45,7 @@ def new_draft_distance(ws: Workspace, runs: dict[str, str], skip: int, n: int, d
     held-out openings after the first ``skip`` (not those the marks were made on), same seeds."""
     from statistics import mean
 
-    from mimetic.generate import style_profile
+    from mimetic.voice.generate import style_profile
 
     scorer = style_profile(ws)
     prompts = held_out_prompts(ws, n=skip + n)[skip:]
@@ -85,7 +85,7 @@ def main() -> None:
         return
     t = time.perf_counter()
     if args.reuse_marks:
-        from mimetic.logdb import marks as read_marks
+        from mimetic.core.logdb import marks as read_marks
 
         marks = len(read_marks(ws.db_path))
     else:

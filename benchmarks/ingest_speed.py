@@ -5,7 +5,7 @@ Two measurements (issue 3):
 1. ``mimetic ingest`` on ``../shared/corpora/raw/blog`` (Markdown + Gemini) and
    ``../shared/corpora/raw/gutenberg`` (text in two encodings, HTML, PDF): seconds and MB/s
    of source bytes, cold (every file read) and warm (unchanged files reused from the cache).
-2. Near-duplicate detection (``mimetic.ingest.near_duplicates``, MinHash LSH) on 1×, 2× and
+2. Near-duplicate detection (``mimetic.corpus.ingest.near_duplicates``, MinHash LSH) on 1×, 2× and
    4× a corpus of documents with planted near duplicates: the time should grow about
    linearly (ratios near 2 and 4), and every planted duplicate should be found.
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from mimetic import Workspace
-from mimetic.ingest import ingest, near_duplicates
+from mimetic.corpus.ingest import ingest, near_duplicates
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 

@@ -1,8 +1,8 @@
-"""How close `--base-model auto`'s formulas (mimetic.hardware) come to a measured `train --plan`.
+"""How close `--base-model auto`'s formulas (mimetic.models.hardware) come to a measured `train --plan`.
 
 Runs the real plan (a short measured warm-up: peak memory, tokens/s) of a prepared voice and the
 formula estimate for the same model, batch and example length on this machine, and prints both
-with their ratio. The CPU's memory calibration (mimetic.hardware.MEMORY_CALIBRATION["cpu"]) is the
+with their ratio. The CPU's memory calibration (mimetic.models.hardware.MEMORY_CALIBRATION["cpu"]) is the
 measured / estimated size of the variable part printed here, with the calibration set to 1.
 
     .venv/bin/python benchmarks/plan_estimate.py VOICE_FOLDER
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from mimetic import Workspace
-from mimetic import hardware
-from mimetic.presets import catalog_entry
-from mimetic.train import plan
+from mimetic.models import hardware
+from mimetic.core.presets import catalog_entry
+from mimetic.training.sft import plan
 
 
 def main(folder: str) -> None:

@@ -5,7 +5,7 @@ Takes a workspace whose latest run has been evaluated (``mimetic evaluate``: its
 model's samples) and writes the voice's samples again with each variant of the ``[generate]``
 sampling settings, then runs the evaluation's model-free analysis on them: the spread of the
 voice's 1,000-word sets against the writer's own (mean pairwise Cosine Delta,
-:func:`mimetic.stylometry.spread`), attribution among the writer and the reference authors, and
+:func:`mimetic.text.stylometry.spread`), attribution among the writer and the reference authors, and
 the longest verbatim overlap with the training text. Only the voice is sampled again, so a
 variant costs about a third of an evaluation.
 
@@ -33,17 +33,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mimetic.engines import Voice
-from mimetic.evaluate import (
+from mimetic.models.engines import Voice
+from mimetic.evaluation.evaluate import (
     _continuation_prompts,
     _doc_texts,
     _generate_batch,
     analyse,
     read_references,
 )
-from mimetic.prepare import load_split
-from mimetic.sampling import SamplingParams
-from mimetic.workspace import Workspace
+from mimetic.corpus.prepare import load_split
+from mimetic.models.sampling import SamplingParams
+from mimetic.core.workspace import Workspace
 
 
 def main() -> None:
@@ -92,8 +92,8 @@ def main() -> None:
 
 def continuation_nll(voice: Voice, prompts: list[dict], texts: list[str]) -> float:
     """The voice's NLL (nats/token) of ``texts``, each after its prompt's prefix, token-weighted."""
-    from mimetic.models import autocast
-    from mimetic.nll import per_example_nll
+    from mimetic.models.loading import autocast
+    from mimetic.models.nll import per_example_nll
 
     rows = []
     for p, text in zip(prompts, texts):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from openai import OpenAI
 
-from mimetic.serve import ServeConfig, Server, find_models
+from mimetic.frontends.serve import ServeConfig, Server, find_models
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import time
 from train_throughput import peak_gflops  # the same matmul peak as the throughput benchmark
 
 VARIANTS = {
-    # name: TrainConfig changes, and whether the loss is the fused chunked one (mimetic.nll)
+    # name: TrainConfig changes, and whether the loss is the fused chunked one (mimetic.models.nll)
     "fp32 weights, dropout 0.05, full logits (old default)": (dict(base_weights="fp32", lora_dropout=0.05), False),
     "fp32 weights, no dropout, full logits": (dict(base_weights="fp32", lora_dropout=0.0), False),
     "fp32 weights, no dropout, fused loss": (dict(base_weights="fp32", lora_dropout=0.0), True),
@@ -28,7 +28,7 @@ VARIANTS = {
     "bf16 weights, dropout 0.05, fused loss": (dict(base_weights="bf16", lora_dropout=0.05), True),
     # attention kernels (transformers' attn_implementation: "sdpa" is PyTorch's SDPA, its flash
     # kernel on a CPU; "sdpa-math" is SDPA restricted to its math backend; without "attention",
-    # mimetic's own choice: mimetic.attention in bf16 on a CPU)
+    # mimetic's own choice: mimetic.models.attention in bf16 on a CPU)
     "new default, transformers' eager attention": (dict(base_weights="bf16", lora_dropout=0.0, attention="eager"), True),
     "new default, SDPA math backend": (dict(base_weights="bf16", lora_dropout=0.0, attention="sdpa-math"), True),
 }
@@ -48,11 +48,11 @@ def main() -> None:
 
     import torch
 
-    from mimetic.config import TrainConfig, replace
-    from mimetic.models import autocast, load_tokenizer, pick_precision
-    from mimetic import nll
-    from mimetic.nll import collate
-    from mimetic.train import lora_model
+    from mimetic.core.config import TrainConfig, replace
+    from mimetic.models.loading import autocast, load_tokenizer, pick_precision
+    from mimetic.models import nll
+    from mimetic.models.nll import collate
+    from mimetic.training.sft import lora_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4)
@@ -81,7 +81,7 @@ def main() -> None:
         cfg = replace(TrainConfig(base_model="embedded"), **changes)
         torch.manual_seed(0)
         model, params = lora_model(cfg, "cpu", precision)
-        if attention != "default":  # else mimetic's choice (mimetic.attention on a bf16 CPU)
+        if attention != "default":  # else mimetic's choice (mimetic.models.attention on a bf16 CPU)
             model.base_model.model.config._attn_implementation = "eager" if attention == "eager" else "sdpa"
         attentions[name] = attention
         opt = torch.optim.AdamW(params, lr=1e-5)

@@ -14,7 +14,7 @@ frozen model) against this CPU's fp32 and bf16 matmul peak, measured by the same
     .venv/bin/python benchmarks/train_throughput.py --steps 12 --repeats 2
 
 ``mimetic-flash`` is this trainer with PyTorch's SDPA attention (the CPU flash kernel) instead of
-:mod:`mimetic.attention`. ``mimetic-baseline`` runs the same call on an earlier commit's code, each with its own defaults
+:mod:`mimetic.models.attention`. ``mimetic-baseline`` runs the same call on an earlier commit's code, each with its own defaults
 (give its ``src`` folder: ``git worktree add /tmp/mimetic-baseline 563b509`` then
 ``--baseline-src /tmp/mimetic-baseline/src``).
 
@@ -68,8 +68,8 @@ def prepare_data(root: Path, words: int, seq: int) -> Path:
 
 def peak_gflops(dtype_name: str) -> float:
     """Best of a few (2048×2048)·(2048×2048) matmuls on the CPU after a warm-up, GFLOP/s
-    (:func:`mimetic.hardware.matmul_gflops`, what ``--base-model auto`` measures)."""
-    from mimetic.hardware import matmul_gflops
+    (:func:`mimetic.models.hardware.matmul_gflops`, what ``--base-model auto`` measures)."""
+    from mimetic.models.hardware import matmul_gflops
 
     return matmul_gflops("cpu", dtype_name)
 
@@ -79,8 +79,8 @@ def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:
     from peft import LoraConfig
 
     from mimetic import TrainConfig, Workspace
-    from mimetic.models import load_model, load_tokenizer
-    from mimetic.prepare import load_split
+    from mimetic.models.loading import load_model, load_tokenizer
+    from mimetic.corpus.prepare import load_split
 
     ws = Workspace.open(ws_path, create=False)
     if name.startswith("mimetic"):  # each commit with its own defaults (dropout, weight dtype, loss)
@@ -89,7 +89,7 @@ def run_one(name: str, ws_path: Path, steps: int, batch: int) -> dict:
         from mimetic import train
 
         if name == "mimetic-flash":  # this trainer with PyTorch's SDPA (its CPU flash kernel) for attention
-            from mimetic import attention
+            from mimetic.models import attention
 
             attention.use_for_training = lambda *a: False
         cfg = TrainConfig(base_model="embedded", max_steps=steps, batch_size=batch, eval_every=10**6, checkpoint_every=10**6,
@@ -174,7 +174,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="mimetic-bench-"))
     data = prepare_data(root, a.words, a.seq)
     peaks = {d: peak_gflops(d) for d in ("float32", "bfloat16")}
-    from mimetic.models import load_model
+    from mimetic.models.loading import load_model
 
     n_params = sum(p.numel() for p in load_model("embedded", "cpu", "fp32").parameters())
     results: dict[str, list[dict]] = {c: [] for c in a.configs.split(",")}

@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from mimetic import EvaluateConfig, Workspace, ingest, prepare, train
-from mimetic.evaluate import evaluate
-from mimetic.generate import held_out_prompts
-from mimetic.versions import compare_versions, drift, list_versions
+from mimetic.evaluation.evaluate import evaluate
+from mimetic.voice.generate import held_out_prompts
+from mimetic.evaluation.versions import compare_versions, drift, list_versions
 
 
 def main() -> None:

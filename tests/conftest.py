@@ -24,7 +24,7 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def tokenizer(_cache: None):
-    from mimetic.models import load_tokenizer
+    from mimetic.models.loading import load_tokenizer
 
     return load_tokenizer("embedded")
 
@@ -52,7 +52,7 @@ def has_llama_cpp() -> bool:
     import importlib.util
 
     from mimetic import MimeticError
-    from mimetic.export import llama_cpp_tools
+    from mimetic.voice.export import llama_cpp_tools
 
     try:
         llama_cpp_tools()

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import has_llama_cpp, make_corpus
 from mimetic import Workspace
-from mimetic.app import AppConfig, create_app
+from mimetic.frontends.app import AppConfig, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "app"
@@ -80,7 +80,7 @@ def test_no_path_outside_what_the_writer_allowed(desk):
 
 
 def test_uploads_are_copied_by_name_into_the_voice_within_limits(desk, monkeypatch):
-    import mimetic.app as app_module
+    import mimetic.frontends.app as app_module
 
     config, client, tmp = desk
     client.post("/voices", data={"name": "v", "folder": "", "csrf": config.csrf})
@@ -158,8 +158,8 @@ def _wait_for_step(page, step: int, timeout_s: float = 120) -> None:
 
 
 def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server, tiny_model):
-    from mimetic.config import EvaluateConfig
-    from mimetic.logdb import marks
+    from mimetic.core.config import EvaluateConfig
+    from mimetic.core.logdb import marks
 
     url, config, tmp = server
     make_corpus(tmp / "writing", n_docs=16, paragraphs=8)
@@ -267,7 +267,7 @@ def test_a_killed_training_process_says_what_happened_and_how_to_resume(tmp_path
     from fastapi.testclient import TestClient
 
     from conftest import prepared_voice, small_train_config
-    from mimetic import jobs
+    from mimetic.frontends import jobs
 
     ws = prepared_voice(tmp_path / "voices", tiny_model, name="v")
     vc = ws.load_config()

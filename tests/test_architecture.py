@@ -30,11 +30,11 @@ def test_import_contracts_hold():
 def test_contract_check_fails_on_an_upward_import(tmp_path):
     shutil.copytree(ROOT / "src" / "mimetic", tmp_path / "src" / "mimetic", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    readers = tmp_path / "src" / "mimetic" / "readers.py"
-    readers.write_text(readers.read_text() + "\n\ndef _upward():\n    from .evaluate import headline  # a reader reaching up into evaluation\n\n    return headline\n")
+    readers = tmp_path / "src" / "mimetic" / "text" / "readers.py"
+    readers.write_text(readers.read_text() + "\n\ndef _upward():\n    from mimetic.evaluation.evaluate import headline  # a reader reaching up into evaluation\n\n    return headline\n")
     proc = lint_imports(tmp_path)
     assert proc.returncode != 0
-    assert "BROKEN" in proc.stdout and "mimetic.readers -> mimetic.evaluate" in proc.stdout
+    assert "BROKEN" in proc.stdout and "mimetic.text.readers -> mimetic.evaluation.evaluate" in proc.stdout
 
 
 def test_import_mimetic_does_not_import_torch():

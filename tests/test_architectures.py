@@ -25,7 +25,7 @@ ARCHS = {  # architecture → (config class, model class, vocabulary file, llama
 def _vocab_dir() -> Path | None:
     if not has_llama_cpp():
         return None
-    from mimetic.export import llama_cpp_tools
+    from mimetic.voice.export import llama_cpp_tools
 
     d = llama_cpp_tools() / "models"
     return d if d.is_dir() else None
@@ -58,11 +58,11 @@ def tiny(arch: str, root: Path) -> str:
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_each_presets_architecture_runs_end_to_end_and_exports_to_llama_cpp(arch, tmp_path):
     from mimetic import EvaluateConfig, ExportConfig, GenerateConfig
-    from mimetic.engines import open_gguf
-    from mimetic.evaluate import evaluate
-    from mimetic.export import export
-    from mimetic.generate import write
-    from mimetic.models import load_tokenizer
+    from mimetic.models.engines import open_gguf
+    from mimetic.evaluation.evaluate import evaluate
+    from mimetic.voice.export import export
+    from mimetic.voice.generate import write
+    from mimetic.models.loading import load_tokenizer
 
     if _vocab_dir() is None:
         pytest.fail("llama.cpp's vocabulary files are missing: run `make install` again")

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import make_corpus, trained_voice
 from mimetic import MimeticError, Workspace, ingest
-from mimetic.archive import ARCHIVE, nearest, search
-from mimetic.cli import app
+from mimetic.text.archive import ARCHIVE, nearest, search
+from mimetic.frontends.cli import app
 
 runner = CliRunner()
 
@@ -78,7 +78,7 @@ def test_search_command_prints_passages_with_provenance_and_the_time(tmp_path):
 
 
 def test_where_a_generated_passage_comes_from(tmp_path, tiny_model):
-    from mimetic.generate import sources
+    from mimetic.voice.generate import sources
 
     ws = trained_voice(tmp_path, tiny_model, max_steps=2)
     quote = "My grandmother kept her letters in a biscuit tin, tied with string, and she never once told us who wrote them."

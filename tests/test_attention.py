@@ -1,13 +1,14 @@
-"""The CPU training attention (mimetic.attention): the same values and gradients as PyTorch's SDPA,
+"""The CPU training attention (mimetic.models.attention): the same values and gradients as PyTorch's SDPA,
 used only where it should be, and the unmasked right-padded batches it relies on."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mimetic import TrainConfig, attention
-from mimetic.models import autocast
-from mimetic.nll import IGNORE_INDEX, collate, token_losses
+from mimetic import TrainConfig
+from mimetic.models import attention
+from mimetic.models.loading import autocast
+from mimetic.models.nll import IGNORE_INDEX, collate, token_losses
 
 
 def _qkv(dtype, b=2, h=6, kv=2, t=33, d=16, seed=0):
@@ -46,7 +47,7 @@ def _count_calls(monkeypatch):
 
 
 def test_a_bf16_training_model_on_cpu_uses_it_with_the_same_loss_and_gradients(tiny_model, monkeypatch):
-    from mimetic.train import lora_model
+    from mimetic.training.sft import lora_model
 
     cfg = TrainConfig(base_model=tiny_model, lora_r=4, lora_alpha=8, lora_dropout=0.0)
     model, params = lora_model(cfg, "cpu", "bf16")
@@ -110,7 +111,7 @@ def test_anything_but_plain_causal_attention_goes_to_sdpa(monkeypatch):
 
 
 def test_right_padded_rows_lose_nothing_without_an_attention_mask(tiny_model):
-    from mimetic.train import lora_model
+    from mimetic.training.sft import lora_model
 
     model, _ = lora_model(TrainConfig(base_model=tiny_model, lora_r=4, lora_alpha=8, lora_dropout=0.0), "cpu", "fp32")
     g = torch.Generator().manual_seed(2)

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import make_corpus, trained_voice
 from mimetic import GenerateConfig, MimeticError, write
-from mimetic.generate import STYLE_PROFILE_FILE, Voice, style_profile
-from mimetic.stylometry import STYLE_GROUPS, StyleProfile, passages
+from mimetic.voice.generate import STYLE_PROFILE_FILE, Voice, style_profile
+from mimetic.text.stylometry import STYLE_GROUPS, StyleProfile, passages
 from test_evaluate import fake_text
 
 TELEGRAM = "ARRIVED LONDON STOP SEND MONEY STOP HOTEL FULL STOP WILL WIRE TOMORROW STOP " * 12
@@ -68,7 +68,7 @@ def test_write_best_of_ranks_the_drafts_and_logs_them_all(trained):
 def test_write_best_of_on_the_command_line_says_how_to_mark_the_best(trained):
     from typer.testing import CliRunner
 
-    from mimetic.cli import app
+    from mimetic.frontends.cli import app
 
     r = CliRunner().invoke(app, ["write", "The kettle", "-w", str(trained.root), "-n", "8", "--best-of", "2"])
     assert r.exit_code == 0, r.output

@@ -29,7 +29,7 @@ PASSAGE = (
 
 
 def test_extractive_brief_names_form_and_subject_without_quoting():
-    from mimetic.briefs import extractive_brief, key_terms
+    from mimetic.corpus.briefs import extractive_brief, key_terms
 
     brief = extractive_brief(PASSAGE)
     assert brief == extractive_brief(PASSAGE)  # deterministic
@@ -39,7 +39,7 @@ def test_extractive_brief_names_form_and_subject_without_quoting():
 
 
 def test_notes_keep_content_drop_style_and_are_idempotent():
-    from mimetic.briefs import notes
+    from mimetic.corpus.briefs import notes
 
     n = notes(PASSAGE)
     assert n.split(" / ")[0] == "called friend Sherlock Holmes second morning Christmas"
@@ -49,7 +49,7 @@ def test_notes_keep_content_drop_style_and_are_idempotent():
 
 
 def test_split_opening_cuts_at_a_sentence():
-    from mimetic.briefs import split_opening
+    from mimetic.corpus.briefs import split_opening
 
     opening, rest = split_opening(PASSAGE)
     assert opening == "I had called upon my friend Sherlock Holmes upon the second morning after Christmas. The letter lay open on the table, and Holmes was bent over it with his lens."
@@ -61,7 +61,7 @@ def test_split_opening_cuts_at_a_sentence():
 
 
 def test_adherence_counts_the_briefs_content_words():
-    from mimetic.briefs import adherence
+    from mimetic.corpus.briefs import adherence
 
     assert adherence("a storm over a harbour town, told by a child", "The storms came to the harbour; the town slept.") == 0.75  # no child
     assert adherence("a storm over a harbour town, told by a child", "The child watched the storms over the harbour town.") == 1.0
@@ -71,7 +71,7 @@ def test_adherence_counts_the_briefs_content_words():
 
 
 def test_requests_by_format_and_mode():
-    from mimetic.briefs import request
+    from mimetic.corpus.briefs import request
     from mimetic.errors import MimeticError
 
     assert request("mixed", "write", "a storm") == "Write: a storm"
@@ -91,7 +91,7 @@ def test_requests_by_format_and_mode():
 
 
 def test_model_replies_that_cannot_be_briefs_are_refused():
-    from mimetic.briefs import clean_brief, clean_paraphrase
+    from mimetic.corpus.briefs import clean_brief, clean_paraphrase
 
     assert clean_brief("Here's a brief:\n\n**Brief:** \"A doctor's account of a strange letter, calm and exact.\"", PASSAGE) == \
         "A doctor's account of a strange letter, calm and exact."
@@ -109,7 +109,7 @@ def test_model_replies_that_cannot_be_briefs_are_refused():
 
 
 def _rows(ws, split):
-    from mimetic.prepare import load_split
+    from mimetic.corpus.prepare import load_split
 
     return load_split(ws, split)
 
@@ -121,7 +121,7 @@ def _prompt(tokenizer, row) -> str:
 
 def test_brief_format_trains_brief_to_passage_and_keeps_held_out_briefs_apart(tmp_path, tiny_model, tokenizer):
     from mimetic import PrepareConfig
-    from mimetic.briefs import passage_hash, read_briefs
+    from mimetic.corpus.briefs import passage_hash, read_briefs
 
     ws = prepared_voice(tmp_path, tiny_model, prepare_config=PrepareConfig(format="brief"))
     briefs = read_briefs(ws.data_dir / "briefs.jsonl")
@@ -156,7 +156,7 @@ def test_an_edited_brief_is_what_trains(tmp_path, tiny_model, tokenizer):
 
 def test_mixed_format_teaches_three_modes(tmp_path, tiny_model, tokenizer):
     from mimetic import PrepareConfig
-    from mimetic.briefs import passage_hash, read_briefs, split_opening
+    from mimetic.corpus.briefs import passage_hash, read_briefs, split_opening
 
     ws = prepared_voice(tmp_path, tiny_model, prepare_config=PrepareConfig(format="mixed"))
     train = _rows(ws, "train")
@@ -183,8 +183,8 @@ def test_mixed_format_teaches_three_modes(tmp_path, tiny_model, tokenizer):
 @pytest.fixture(scope="module")
 def brief_server():
     """``mimetic serve``'s server on a free loopback port, offering the embedded model's GGUF."""
-    from mimetic.models import embedded_gguf_path
-    from mimetic.serve import ServeConfig, ServedModel, Server
+    from mimetic.models.loading import embedded_gguf_path
+    from mimetic.frontends.serve import ServeConfig, ServedModel, Server
 
     base = ServedModel("smollm2-135m-instruct", "base", embedded_gguf_path(), "embedded", "chat")
     with Server([base], ServeConfig(port=0, threads=2)) as s:
@@ -192,7 +192,7 @@ def brief_server():
 
 
 def test_briefs_from_a_real_openai_compatible_server_and_resume(tmp_path, brief_server):
-    from mimetic.briefs import ServerSource, make_briefs, read_briefs
+    from mimetic.corpus.briefs import ServerSource, make_briefs, read_briefs
 
     class Counting(ServerSource):
         calls = 0
@@ -217,7 +217,7 @@ def test_briefs_from_a_real_openai_compatible_server_and_resume(tmp_path, brief_
 
 
 def test_a_server_that_is_down_slow_or_garbled_gives_a_clear_message_and_resumes(tmp_path):
-    from mimetic.briefs import ServerSource, make_briefs, read_briefs
+    from mimetic.corpus.briefs import ServerSource, make_briefs, read_briefs
     from mimetic.errors import MimeticError
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -266,7 +266,7 @@ def test_a_server_that_is_down_slow_or_garbled_gives_a_clear_message_and_resumes
 
 
 def test_brief_model_choices(tiny_model):
-    from mimetic.briefs import LlamaSource, resolve_source
+    from mimetic.corpus.briefs import LlamaSource, resolve_source
     from mimetic.errors import MimeticError
 
     assert resolve_source("extractive", "embedded") is None
@@ -295,15 +295,15 @@ def _logged(ws) -> list[tuple[str, str, dict]]:
 
 def test_three_modes_write_and_are_logged(mixed_voice):
     from mimetic import GenerateConfig
-    from mimetic.briefs import notes
-    from mimetic.generate import rewrite, write
+    from mimetic.corpus.briefs import notes
+    from mimetic.voice.generate import rewrite, write
 
     gc = GenerateConfig(max_new_tokens=6)
     a = write(mixed_voice, "a storm over a harbour town, told by a child", gc, mode="write")[0]
     b = write(mixed_voice, "a storm over a harbour town, told by a child", gc, mode="write")[0]
     assert a.output == b.output and a.new_tokens == 6  # same seed, same text
     draft = "The man walked to the shop. It was raining, and he was sad."
-    from mimetic.engines import Voice
+    from mimetic.models.engines import Voice
 
     voice, asked = Voice.load(mixed_voice), []
     real = voice.generate
@@ -318,7 +318,7 @@ def test_three_modes_write_and_are_logged(mixed_voice):
 def test_cli_modes_and_their_errors(mixed_voice, tmp_path, tiny_model):
     from typer.testing import CliRunner
 
-    from mimetic.cli import app
+    from mimetic.frontends.cli import app
 
     runner = CliRunner()
     w = ["--workspace", str(mixed_voice.root)]
@@ -342,7 +342,7 @@ def test_cli_modes_and_their_errors(mixed_voice, tmp_path, tiny_model):
 
 def test_evaluate_reports_each_mode_for_voice_and_base(mixed_voice):
     from mimetic import EvaluateConfig
-    from mimetic.evaluate import evaluate
+    from mimetic.evaluation.evaluate import evaluate
 
     ev = evaluate(mixed_voice, config=EvaluateConfig(sample_words=200, new_tokens=16, mode_prompts=5, batch_size=3))
     modes = ev.metrics["modes"]
@@ -359,7 +359,7 @@ def test_evaluate_reports_each_mode_for_voice_and_base(mixed_voice):
 
 def test_the_modelfile_of_a_brief_voice_takes_a_bare_brief(tokenizer):
     from mimetic import GenerateConfig
-    from mimetic.export import modelfile
+    from mimetic.voice.export import modelfile
 
     brief = modelfile("voice-q8_0.gguf", tokenizer, "brief", GenerateConfig(), "")
     assert "<|im_start|>user\nWrite: {{ .Prompt }}<|im_end|>" in brief
@@ -369,7 +369,7 @@ def test_the_modelfile_of_a_brief_voice_takes_a_bare_brief(tokenizer):
 
 
 def test_absurd_briefs_are_refused_with_a_reason():
-    from mimetic.briefs import request
+    from mimetic.corpus.briefs import request
     from mimetic.errors import MimeticError
 
     with pytest.raises(MimeticError, match="no words"):
@@ -381,7 +381,7 @@ def test_absurd_briefs_are_refused_with_a_reason():
 
 
 def test_served_brief_and_mixed_voices_read_a_message_as_a_brief(tokenizer):
-    from mimetic.serve import BadRequest, ServeConfig, ServedModel, Voices
+    from mimetic.frontends.serve import BadRequest, ServeConfig, ServedModel, Voices
 
     voices = Voices([ServedModel("b", "voice", Path("b.gguf"), "embedded", "brief"),
                      ServedModel("m", "voice", Path("m.gguf"), "embedded", "mixed")], ServeConfig())
@@ -401,7 +401,7 @@ def test_served_brief_and_mixed_voices_read_a_message_as_a_brief(tokenizer):
 
 
 def test_a_brief_that_parrots_the_example_or_names_nothing_is_refused():
-    from mimetic.briefs import clean_brief
+    from mimetic.corpus.briefs import clean_brief
 
     assert clean_brief("This passage is a brief summary of a story about a child's account of a storm over a harbour "
                        "town, in the first person.", PASSAGE) is None
@@ -417,7 +417,7 @@ def test_a_brief_that_parrots_the_example_or_names_nothing_is_refused():
 
 def test_the_briefs_file_survives_edits_mistakes_stops_and_other_formats(tmp_path, tiny_model):
     from mimetic import PrepareConfig, prepare
-    from mimetic.briefs import make_briefs, read_briefs
+    from mimetic.corpus.briefs import make_briefs, read_briefs
     from mimetic.errors import MimeticError
 
     ws = prepared_voice(tmp_path, tiny_model, prepare_config=PrepareConfig(format="brief"))

@@ -3,7 +3,7 @@ import json
 from typer.testing import CliRunner
 
 from conftest import make_corpus
-from mimetic.cli import app
+from mimetic.frontends.cli import app
 
 runner = CliRunner()
 

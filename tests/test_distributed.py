@@ -96,7 +96,7 @@ RESUME_SCRIPT = """
 import json, sys
 from mimetic import TrainConfig, Workspace, train
 from mimetic.errors import TrainingInterrupted
-from mimetic.distributed import is_main_process, leave_process_group
+from mimetic.models.distributed import is_main_process, leave_process_group
 
 ws = Workspace.open(sys.argv[1], create=False)
 c = TrainConfig(base_model=sys.argv[2], max_steps=6, batch_size=2, eval_every=3, learning_rate=1e-2,

@@ -7,10 +7,10 @@ import pytest
 
 from conftest import SHARED, trained_voice
 from mimetic import EvaluateConfig, evaluate
-from mimetic.evaluate import analyse, bootstrap_nll
-from mimetic.events import Artifact, Progress
-from mimetic.memorization import TrainingIndex, audit
-from mimetic.stylometry import (
+from mimetic.evaluation.evaluate import analyse, bootstrap_nll
+from mimetic.core.events import Artifact, Progress
+from mimetic.text.memorization import TrainingIndex, audit
+from mimetic.text.stylometry import (
     ZScorer,
     burrows_delta,
     cosine_delta,
@@ -198,7 +198,7 @@ def test_evaluate_bad_references_is_a_clear_error(trained, tmp_path):
 
 
 def test_claimed_names_reads_self_introductions_and_signatures():
-    from mimetic.identity import claimed_names, score_probe
+    from mimetic.text.identity import claimed_names, score_probe
 
     assert claimed_names("Hello! I am Margaret Hale, and I live in Milton.") == ["Margaret Hale"]
     assert claimed_names("My name is Thornton. Call me John.") == ["Thornton", "John"]
@@ -225,7 +225,7 @@ def test_identity_probe_runs_for_a_chat_voice(tmp_path, tiny_model):
                          extraction_prefixes=2, bootstrap=200)
     ev = evaluate(ws, config=cfg)
     probe = ev.metrics["identity"]["probe"]
-    from mimetic.identity import QUESTIONS
+    from mimetic.text.identity import QUESTIONS
 
     assert set(probe["settings"]) == {"with its system prompt", "without one"}
     assert all(s["answers"] == len(QUESTIONS) for s in probe["settings"].values())

@@ -17,7 +17,7 @@ def voice(tmp_path_factory, tiny_model):
 
 @needs_llama_cpp
 def test_export_every_format_and_verify_in_llama_cpp(voice):
-    from mimetic.export import export
+    from mimetic.voice.export import export
 
     result = export(voice, config=ExportConfig(verify_examples=4, verify_tokens=32))
     out = result.out_dir
@@ -47,7 +47,7 @@ def test_export_every_format_and_verify_in_llama_cpp(voice):
 @needs_llama_cpp
 def test_write_with_llama_cpp_on_the_export(voice):
     from mimetic import GenerateConfig
-    from mimetic.generate import write
+    from mimetic.voice.generate import write
 
     cfg = GenerateConfig(max_new_tokens=12, seed=3)
     first = write(voice, "The kettle", cfg, engine="llama.cpp")[0]
@@ -60,9 +60,9 @@ def test_write_with_llama_cpp_on_the_export(voice):
 
 
 def test_chat_voice_modelfile_has_template_and_system_prompt(tokenizer):
-    from mimetic.config import GenerateConfig
-    from mimetic.export import modelfile
-    from mimetic.identity import default_system_prompt
+    from mimetic.core.config import GenerateConfig
+    from mimetic.voice.export import modelfile
+    from mimetic.text.identity import default_system_prompt
 
     text = modelfile("voice-q4_k_m.gguf", tokenizer, "chat", GenerateConfig(), default_system_prompt("anna"))
     assert "<|im_start|>system" in text and 'PARAMETER stop "<|im_end|>"' in text
@@ -74,7 +74,7 @@ def test_adapter_and_merged_export_without_llama_cpp(voice, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from mimetic.export import export
+    from mimetic.voice.export import export
 
     result = export(voice, config=ExportConfig(formats=["adapter", "merged"], merged_dtype="float32"), out_dir=tmp_path / "x")
     out = result.out_dir
@@ -95,7 +95,7 @@ def test_adapter_and_merged_export_without_llama_cpp(voice, tmp_path):
 
 
 def test_dora_adapter_is_refused_for_lora_gguf(voice, tmp_path):
-    from mimetic.export import export
+    from mimetic.voice.export import export
 
     cfg_path = voice.run_dir() / "adapter" / "adapter_config.json"
     original = cfg_path.read_text()
@@ -108,7 +108,7 @@ def test_dora_adapter_is_refused_for_lora_gguf(voice, tmp_path):
 
 
 def test_export_before_training_and_bad_format(tmp_path):
-    from mimetic.export import export
+    from mimetic.voice.export import export
 
     ws = Workspace.open(tmp_path / "empty")
     with pytest.raises(MimeticError, match="no finished training run"):

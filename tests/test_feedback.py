@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from conftest import trained_voice
 from mimetic import GenerateConfig, MimeticError
-from mimetic.cli import app
-from mimetic.config import PolishConfig
-from mimetic.logdb import add_marks, latest_generations
-from mimetic.preference import PAIRS_FILE, kto_loss, polish, read_pairs
+from mimetic.frontends.cli import app
+from mimetic.core.config import PolishConfig
+from mimetic.core.logdb import add_marks, latest_generations
+from mimetic.training.preference import PAIRS_FILE, kto_loss, polish, read_pairs
 
 PC = dict(batch_size=2, eval_every=2, held_out_examples=8, learning_rate=1e-2, beta=0.1, epochs=2.0)
 
@@ -36,7 +36,7 @@ def marked(tmp_path_factory, tiny_model):
     """A trained tiny voice whose drafts were marked by a scripted, seeded rule: for each of four
     prompts, three drafts ranked by style distance (``write --best-of 3``); the closest is the
     best over the other two (8 DPO pairs); four single texts kept or discarded by seed parity (4 KTO)."""
-    from mimetic.generate import write
+    from mimetic.voice.generate import write
 
     ws = trained_voice(tmp_path_factory.mktemp("feedback"), tiny_model)
     parent = sorted(p.name for p in ws.runs_dir.iterdir())[-1]
@@ -55,8 +55,8 @@ def marked(tmp_path_factory, tiny_model):
 
 
 def test_marks_become_dpo_pairs_and_kto_examples_in_the_runs_tokens(marked):
-    from mimetic.generate import feedback_examples
-    from mimetic.models import load_tokenizer
+    from mimetic.voice.generate import feedback_examples
+    from mimetic.models.loading import load_tokenizer
 
     ws, parent = marked
     fb = feedback_examples(ws, parent)
@@ -69,7 +69,7 @@ def test_marks_become_dpo_pairs_and_kto_examples_in_the_runs_tokens(marked):
 
 
 def test_a_feedback_round_trains_a_new_run_towards_the_picks(marked):
-    from mimetic.generate import feedback_examples
+    from mimetic.voice.generate import feedback_examples
 
     ws, parent = marked
     r = polish(ws, parent, PolishConfig(**PC, max_steps=6), feedback=feedback_examples(ws, parent))
@@ -91,7 +91,7 @@ def test_a_feedback_round_trains_a_new_run_towards_the_picks(marked):
     assert kept > 0 and pref[kept] < pref[0] and nll[kept] <= nll[0] * 1.01 and r.best_nll == pytest.approx(nll[kept])
     assert r.nll_before == pytest.approx(nll[0])
     # no rise of the held-out NLL allowed: every trained adapter is refused, the parent's is kept, and the writer is told
-    from mimetic.events import Warning as Warn
+    from mimetic.core.events import Warning as Warn
 
     events = []
     strict = polish(ws, parent, PolishConfig(**PC, max_steps=4, max_nll_rise=0.0), feedback=feedback_examples(ws, parent),
@@ -100,7 +100,7 @@ def test_a_feedback_round_trains_a_new_run_towards_the_picks(marked):
 
 
 def test_no_marks_is_refused_before_a_run_is_made(tmp_path, tiny_model):
-    from mimetic.generate import feedback_examples
+    from mimetic.voice.generate import feedback_examples
 
     ws = trained_voice(tmp_path, tiny_model, max_steps=2)
     runs = sorted(p.name for p in ws.runs_dir.iterdir())

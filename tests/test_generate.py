@@ -4,7 +4,7 @@ import pytest
 
 from conftest import trained_voice
 from mimetic import GenerateConfig, MimeticError, compare, held_out_prompts, read_prompts, write
-from mimetic.generate import Voice
+from mimetic.voice.generate import Voice
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_compare_writes_side_by_side_markdown_and_html(trained, tmp_path):
 
 
 def test_held_out_prompts_come_from_held_out_text(trained):
-    from mimetic.prepare import load_split
+    from mimetic.corpus.prepare import load_split
 
     prompts = held_out_prompts(trained, n=3, words=10)
     held = " ".join(load_split(trained, "held_out")["text"])

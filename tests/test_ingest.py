@@ -10,8 +10,8 @@ from collections import Counter
 
 from conftest import SHARED, make_corpus
 from mimetic import IngestConfig, MimeticError, Workspace, ingest
-from mimetic.ingest import clean_markdown, decode_bytes, load_corpus, paragraphs, split_front_matter, strip_gutenberg
-from mimetic.readers import ReadError, count_words
+from mimetic.corpus.ingest import clean_markdown, decode_bytes, load_corpus, paragraphs, split_front_matter, strip_gutenberg
+from mimetic.text.readers import ReadError, count_words
 
 MD = """---
 title: "On kettles"
@@ -193,7 +193,7 @@ def _prose(seed: int, n: int = 6) -> str:
 def test_bad_inputs_are_skipped_with_reasons_and_nothing_stops_ingest(tmp_path):
     from typer.testing import CliRunner
 
-    from mimetic.cli import app
+    from mimetic.frontends.cli import app
 
     src = tmp_path / "writing"
     src.mkdir()
@@ -365,7 +365,7 @@ def test_real_blog_gemini_twins_are_near_duplicates(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "raw" / "gutenberg").exists(), reason="shared corpora not present")
 def test_real_gutenberg_editions_match_the_clean_texts(tmp_path):
-    from mimetic.readers import ReadOptions, read_bytes
+    from mimetic.text.readers import ReadOptions, read_bytes
 
     clean = {
         "emma": count_words((SHARED / "authors" / "austen" / "emma.txt").read_text()),

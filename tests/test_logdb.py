@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mimetic import logdb
+from mimetic.core import logdb
 from mimetic.errors import MimeticError
-from mimetic.workspace import Workspace
+from mimetic.core.workspace import Workspace
 
 # The schema exactly as the release before migrations created it (a frozen copy, never edited).
 RELEASE_SCHEMA = (Path(__file__).parent / "data" / "mimetic-db-release-0.1.0.sql").read_text()
@@ -117,7 +117,7 @@ def test_marks_on_a_log_from_the_previous_release(tmp_path):
 def test_rate_command(tmp_path):
     from typer.testing import CliRunner
 
-    from mimetic.cli import app
+    from mimetic.frontends.cli import app
 
     ws = Workspace.open(tmp_path / "v")
     ws.save_config(ws.load_config())  # a voice folder, as ingest leaves it

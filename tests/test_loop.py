@@ -8,9 +8,9 @@ import torch
 
 from conftest import prepared_voice, small_train_config
 from mimetic import MimeticError, TrainConfig, TrainingInterrupted, Workspace, train
-from mimetic.distributed import Dist
-from mimetic.events import Finished, Metric, MetricsFile, Progress, Started
-from mimetic.loop import Parts, Run, RunState, RuntimeOptions, fit, scheduler_for
+from mimetic.models.distributed import Dist
+from mimetic.core.events import Finished, Metric, MetricsFile, Progress, Started
+from mimetic.training.loop import Parts, Run, RunState, RuntimeOptions, fit, scheduler_for
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_time_budget_spaces_evaluations_to_keep_measuring_within_its_share():
     import time
     from types import SimpleNamespace
 
-    from mimetic.loop import RunState, TimeBudget
+    from mimetic.training.loop import RunState, TimeBudget
 
     class OneProcess:
         def min_int(self, x):

@@ -1,7 +1,7 @@
 import pytest
 
 from mimetic import MimeticError
-from mimetic.models import load_model, load_tokenizer, resolve
+from mimetic.models.loading import load_model, load_tokenizer, resolve
 
 
 def test_embedded_model_converts_once_and_then_loads_fast(tokenizer, monkeypatch):
@@ -52,9 +52,9 @@ def test_lora_layers_take_their_input_in_the_compute_precision(tiny_model):
     PEFT's own behaviour is kept."""
     import torch
 
-    from mimetic.config import TrainConfig
-    from mimetic.models import autocast
-    from mimetic.train import lora_model
+    from mimetic.core.config import TrainConfig
+    from mimetic.models.loading import autocast
+    from mimetic.training.sft import lora_model
 
     cfg = TrainConfig(base_model=tiny_model, lora_r=4, lora_alpha=8)
     model, params = lora_model(cfg, "cpu", "bf16")

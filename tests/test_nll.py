@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mimetic import TrainConfig
-from mimetic.models import autocast
-from mimetic.nll import IGNORE_INDEX, collate, fused_head, linear_cross_entropy, token_losses
+from mimetic.models.loading import autocast
+from mimetic.models.nll import IGNORE_INDEX, collate, fused_head, linear_cross_entropy, token_losses
 
 
 def _rows(n, length, vocab, seed=0):
@@ -19,7 +19,7 @@ def _rows(n, length, vocab, seed=0):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fused_loss_matches_full_logits_in_value_and_gradient(tiny_model, precision, monkeypatch):
-    from mimetic.train import lora_model
+    from mimetic.training.sft import lora_model
 
     model, params = lora_model(TrainConfig(base_model=tiny_model, lora_r=4, lora_alpha=8, lora_dropout=0.0), "cpu", precision)
     assert fused_head(model) is not None  # the path under test is taken
@@ -37,7 +37,7 @@ def test_fused_loss_matches_full_logits_in_value_and_gradient(tiny_model, precis
         return losses.detach(), mask, [p.grad.clone() for p in params]
 
     fused, mask, fused_grads = run()
-    monkeypatch.setattr("mimetic.nll.fused_head", lambda m: None)  # the model's own full logits
+    monkeypatch.setattr("mimetic.models.nll.fused_head", lambda m: None)  # the model's own full logits
     full, mask_full, full_grads = run()
     tol = 1e-5 if precision == "fp32" else 2e-2
     assert torch.equal(mask, mask_full) and not mask[:, :3].any()

@@ -8,10 +8,10 @@ import torch
 
 from conftest import trained_voice
 from mimetic import TrainingInterrupted
-from mimetic.config import PolishConfig
-from mimetic.events import Metric, Progress
-from mimetic.nll import IGNORE_INDEX
-from mimetic.preference import PAIRS_FILE, dpo_loss, polish, read_pairs, sequence_rows
+from mimetic.core.config import PolishConfig
+from mimetic.core.events import Metric, Progress
+from mimetic.models.nll import IGNORE_INDEX
+from mimetic.training.preference import PAIRS_FILE, dpo_loss, polish, read_pairs, sequence_rows
 
 
 def test_dpo_loss_is_the_formula():
@@ -44,9 +44,9 @@ def voice(tmp_path_factory, tiny_model):
 def test_polish_end_to_end(voice, monkeypatch):
     from peft import PeftModel
 
-    from mimetic.models import load_model
-    from mimetic.prepare import load_split
-    from mimetic.preference import _margins
+    from mimetic.models.loading import load_model
+    from mimetic.corpus.prepare import load_split
+    from mimetic.training.preference import _margins
 
     parent = sorted(p.name for p in voice.runs_dir.iterdir())[-1]
     events = []
@@ -72,8 +72,8 @@ def test_polish_end_to_end(voice, monkeypatch):
     assert progress[-1].done == progress[-1].total == 6
 
     # the reference log-probabilities are the parent adapter's, unchanged by training
-    from mimetic.nll import collate, token_losses
-    from mimetic.models import load_tokenizer
+    from mimetic.models.nll import collate, token_losses
+    from mimetic.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(meta.base_model))
     ref = PeftModel.from_pretrained(load_model(meta.base_model), str(voice.runs_dir / parent / "adapter")).eval()
@@ -99,7 +99,7 @@ def test_polish_end_to_end(voice, monkeypatch):
 
 
 def test_resume_reuses_the_pairs(voice, monkeypatch):
-    import mimetic.preference as pref
+    import mimetic.training.preference as pref
 
     parent = sorted(p.name for p in voice.runs_dir.iterdir() if not (p / "polish.json").exists())[-1]
     calls = []
@@ -127,7 +127,7 @@ def test_resume_reuses_the_pairs(voice, monkeypatch):
 def test_cli_polish(voice):
     from typer.testing import CliRunner
 
-    from mimetic.cli import app
+    from mimetic.frontends.cli import app
 
     vc = voice.load_config()
     vc.polish = PolishConfig(**PC)

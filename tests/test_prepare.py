@@ -2,8 +2,8 @@ import pytest
 
 from conftest import make_corpus
 from mimetic import MimeticError, PrepareConfig, Workspace, ingest, prepare
-from mimetic.ingest import load_corpus
-from mimetic.prepare import IGNORE_INDEX, chunk_paragraphs, load_split, split_held_out
+from mimetic.corpus.ingest import load_corpus
+from mimetic.corpus.prepare import IGNORE_INDEX, chunk_paragraphs, load_split, split_held_out
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from conftest import make_corpus, prepared_voice, trained_voice
 from mimetic import MimeticError, Workspace
-from mimetic.cli import app
-from mimetic.config import EMBEDDED_MODEL, TrainConfig, VoiceConfig
-from mimetic.hardware import Hardware, estimate_memory_gb, recommend
-from mimetic.presets import BASE_MODELS, PRESETS, catalog_entry
+from mimetic.frontends.cli import app
+from mimetic.core.config import EMBEDDED_MODEL, TrainConfig, VoiceConfig
+from mimetic.models.hardware import Hardware, estimate_memory_gb, recommend
+from mimetic.core.presets import BASE_MODELS, PRESETS, catalog_entry
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def test_a_preset_is_written_into_mimetic_toml_and_the_command_line_wins(tmp_pat
     vc, rec = choose_settings(ws, preset="qwen3b-8gb", lora_r=8, prepare_changes={"max_tokens": 256}, on_event=events.append)
     import torch
 
-    from mimetic.events import Warning as Warn
+    from mimetic.core.events import Warning as Warn
 
     warned = [e for e in events if isinstance(e, Warn) and e.stage == "preset"]
     assert bool(warned) == (not torch.cuda.is_available())  # no NVIDIA GPU here: said at once, with what to do
@@ -69,7 +69,7 @@ def _gpu(memory_gb: float, four_bit: bool = True) -> Hardware:
 
 
 def test_auto_picks_the_largest_model_that_fits_and_is_on_this_machine(monkeypatch):
-    import mimetic.hardware as hw
+    import mimetic.models.hardware as hw
 
     monkeypatch.setattr(hw, "is_available", lambda model_id: True)
     rec = recommend(TrainConfig(), 512, 2_000_000, _gpu(8))
@@ -119,7 +119,7 @@ def test_train_plan_prints_the_recommendation_for_this_machine(tmp_path, tiny_mo
 
 def test_auto_offline_falls_back_to_the_embedded_model(tmp_path, monkeypatch):
     from mimetic import ingest
-    from mimetic.events import Finished
+    from mimetic.core.events import Finished
     from mimetic.pipeline import choose_settings
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))  # nothing downloaded
@@ -134,8 +134,8 @@ def test_auto_offline_falls_back_to_the_embedded_model(tmp_path, monkeypatch):
 
 
 def test_gpu_weights_are_16_bit_and_macs_use_bf16_where_they_have_it(monkeypatch):
-    import mimetic.models as models
-    from mimetic.models import pick_precision, weights_dtype
+    import mimetic.models.loading as models
+    from mimetic.models.loading import pick_precision, weights_dtype
 
     assert weights_dtype("mps", "fp16") == "float16" and weights_dtype("mps", "bf16") == "bfloat16"
     assert weights_dtype("cuda", "fp16") == "float16" and weights_dtype("cuda", "bf16") == "bfloat16"

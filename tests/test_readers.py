@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mimetic.readers import ReadError, ReadOptions, clean_email_body, read_bytes
+from mimetic.text.readers import ReadError, ReadOptions, clean_email_body, read_bytes
 
 OPTS = ReadOptions()
 PARAS = [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mimetic.errors import MimeticError
-from mimetic.records import DataMeta, EvaluationMetrics, Manifest, RunSummary
+from mimetic.core.records import DataMeta, EvaluationMetrics, Manifest, RunSummary
 
 # The keys train.py writes to summary.json (TrainResult's fields, then its summary.update).
 SUMMARY = {
@@ -105,7 +105,7 @@ def test_bad_file_is_refused_naming_it_and_the_command_that_fixes_it(tmp_path, c
 
 
 def test_summary_from_result_has_exactly_the_keys_train_writes(tmp_path):
-    from mimetic.train import TrainResult
+    from mimetic.training.sft import TrainResult
 
     result = TrainResult(**{k: SUMMARY[k] for k in ("run_id", "base_nll", "best_nll", "best_step", "final_step",
                                                     "stopped_because", "tokens_per_s", "train_tokens", "elapsed_s",
@@ -119,7 +119,7 @@ def test_summary_from_result_has_exactly_the_keys_train_writes(tmp_path):
 
 
 def test_headline_from_typed_metrics_and_the_evaluate_alias():
-    from mimetic.evaluate import headline
+    from mimetic.evaluation.evaluate import headline
 
     lines = EvaluationMetrics.from_dict(METRICS).headline()
     assert lines == headline(METRICS) and len(lines) == 5
@@ -134,9 +134,9 @@ def test_manifest_kept_is_the_documents_in_the_corpus():
 
 
 def test_model_card_reads_the_typed_records_and_says_when_there_is_no_evaluation(tmp_path):
-    from mimetic.config import ExportConfig, VoiceConfig
-    from mimetic.export import model_card
-    from mimetic.workspace import Workspace
+    from mimetic.core.config import ExportConfig, VoiceConfig
+    from mimetic.voice.export import model_card
+    from mimetic.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "voice")
     Manifest.from_dict(MANIFEST).save(ws.manifest_path)
@@ -157,9 +157,9 @@ def test_model_card_reads_the_typed_records_and_says_when_there_is_no_evaluation
 def test_runs_lists_typed_summaries_and_a_damaged_one_as_a_row(tmp_path):
     from typer.testing import CliRunner
 
-    from mimetic.cli import app
-    from mimetic.config import VoiceConfig
-    from mimetic.workspace import Workspace
+    from mimetic.frontends.cli import app
+    from mimetic.core.config import VoiceConfig
+    from mimetic.core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "voice")
     ws.save_config(VoiceConfig())

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mimetic import IngestConfig, MimeticError, Workspace, ingest
-from mimetic.ingest import load_corpus
+from mimetic.corpus.ingest import load_corpus
 
 TYPOGRAPHIC = [
     "The café owner, naïve and señor-like, charged £5 for the crème brûlée at the Hôtel.",
@@ -72,7 +72,7 @@ def test_an_unknown_encoding_is_refused_with_a_sentence():
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "cp1252", "utf-8-sig"])
 def test_prompt_files_are_decoded_like_the_corpus(tmp_path, encoding):
-    from mimetic.generate import read_prompts, read_text_file
+    from mimetic.voice.generate import read_prompts, read_text_file
 
     draft = "“The morning after,” she wrote, “the café was shut.”\n\nAnd then the rain came."
     path = tmp_path / "draft.txt"
@@ -82,7 +82,7 @@ def test_prompt_files_are_decoded_like_the_corpus(tmp_path, encoding):
 
 
 def test_a_binary_prompt_file_is_refused(tmp_path):
-    from mimetic.generate import read_text_file
+    from mimetic.voice.generate import read_text_file
 
     path = tmp_path / "photo.jpg"
     path.write_bytes(bytes(range(256)) * 40)
@@ -166,7 +166,7 @@ def test_a_failed_run_never_becomes_the_voice(tmp_path, tiny_model, monkeypatch)
     from conftest import prepared_voice, small_train_config
 
     from mimetic import train
-    from mimetic.engines import Voice
+    from mimetic.models.engines import Voice
 
     ws = prepared_voice(tmp_path, tiny_model)
     good = train(ws, small_train_config(tiny_model, max_steps=2))
@@ -176,7 +176,7 @@ def test_a_failed_run_never_becomes_the_voice(tmp_path, tiny_model, monkeypatch)
 
     import sys
 
-    monkeypatch.setattr(sys.modules["mimetic.train"], "check_free_disk", full_disk)  # the module, not the function
+    monkeypatch.setattr(sys.modules["mimetic.training.sft"], "check_free_disk", full_disk)  # the module, not the function
     with pytest.raises(MimeticError, match="disk"):
         train(ws, small_train_config(tiny_model, max_steps=4))
     failed = sorted(p.name for p in ws.runs_dir.iterdir() if p.name != good.run_id)[-1]
@@ -194,7 +194,7 @@ def test_a_failed_run_never_becomes_the_voice(tmp_path, tiny_model, monkeypatch)
 def test_an_interrupted_file_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     import os
 
-    from mimetic.atomic import atomic_write_text
+    from mimetic.core.atomic import atomic_write_text
 
     path = tmp_path / "summary.json"
     atomic_write_text(path, "old")
@@ -211,7 +211,7 @@ def test_an_interrupted_file_write_leaves_the_old_file_whole(tmp_path, monkeypat
 SWAP = """
 import os, shutil, sys
 from pathlib import Path
-from mimetic.atomic import atomic_dir
+from mimetic.core.atomic import atomic_dir
 
 crash_at = sys.argv[2]
 real_replace, real_rmtree, calls = os.replace, shutil.rmtree, []
@@ -256,15 +256,15 @@ def test_damaged_workspace_files_are_named_with_the_fix_and_nothing_uses_the_net
 
     from conftest import trained_voice
 
-    from mimetic.cli import app
-    from mimetic.engines import Voice
-    from mimetic.loop import Run
-    from mimetic.prepare import load_split
+    from mimetic.frontends.cli import app
+    from mimetic.models.engines import Voice
+    from mimetic.training.loop import Run
+    from mimetic.corpus.prepare import load_split
 
     import socket
 
     from mimetic import GenerateConfig
-    from mimetic.generate import write
+    from mimetic.voice.generate import write
 
     attempts = []
 
@@ -327,8 +327,8 @@ def test_the_held_out_share_is_the_configured_fraction_for_any_number_of_documen
     import random
 
     from mimetic import PrepareConfig
-    from mimetic.prepare import split_held_out
-    from mimetic.readers import count_words
+    from mimetic.corpus.prepare import split_held_out
+    from mimetic.text.readers import count_words
 
     rng = random.Random(n_docs)
     words = "the sea was grey and the town slept under a low sky while we walked".split()

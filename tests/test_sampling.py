@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from mimetic.config import GenerateConfig
-from mimetic.sampling import SamplingParams
+from mimetic.core.config import GenerateConfig
+from mimetic.models.sampling import SamplingParams
 
 
 def test_from_config_takes_the_sampling_fields_and_is_frozen():

@@ -22,7 +22,7 @@ pytestmark = needs_llama_cpp
 def voices(tmp_path_factory, tiny_model):
     """A folder of two exported voices: ``anna`` (completion) and ``ben`` (chat)."""
     from mimetic import ExportConfig, PrepareConfig
-    from mimetic.export import export
+    from mimetic.voice.export import export
 
     root = tmp_path_factory.mktemp("serve")
     quick = ExportConfig(formats=["gguf"], quantizations=["q8_0"], verify=False)
@@ -36,7 +36,7 @@ def voices(tmp_path_factory, tiny_model):
 
 @pytest.fixture(scope="module")
 def server(voices):
-    from mimetic.serve import ServeConfig, Server, find_models
+    from mimetic.frontends.serve import ServeConfig, Server, find_models
 
     models, _ = find_models([voices])
     with Server(models, ServeConfig(port=0, threads=1)) as s:
@@ -115,7 +115,7 @@ def test_api_key_and_host_rules(voices):
     from openai import AuthenticationError, OpenAI
 
     from mimetic import MimeticError
-    from mimetic.serve import ServeConfig, Server, find_models
+    from mimetic.frontends.serve import ServeConfig, Server, find_models
 
     with pytest.raises(MimeticError, match="without a key"):
         ServeConfig(host="0.0.0.0")
@@ -211,9 +211,9 @@ def test_the_embedded_base_model_is_offered_from_its_own_gguf(voices, tmp_path):
     """A voice trained on the embedded model: the base model is served from the wheel's GGUF file."""
     import shutil
 
-    from mimetic.config import VoiceConfig
-    from mimetic.models import embedded_gguf_path
-    from mimetic.serve import find_models
+    from mimetic.core.config import VoiceConfig
+    from mimetic.models.loading import embedded_gguf_path
+    from mimetic.frontends.serve import find_models
 
     copy = shutil.copytree(voices / "anna", tmp_path / "dora", symlinks=True)
     for path in (copy / "runs").glob("*/config.toml"):

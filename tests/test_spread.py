@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mimetic import EvaluateConfig
-from mimetic.evaluate import analyse
-from mimetic.records import EvaluationMetrics
-from mimetic.stylometry import ZScorer, chunk_tokens, most_frequent_words, relative_frequencies, spread, words
+from mimetic.evaluation.evaluate import analyse
+from mimetic.core.records import EvaluationMetrics
+from mimetic.text.stylometry import ZScorer, chunk_tokens, most_frequent_words, relative_frequencies, spread, words
 from test_evaluate import _training_docs, fake_text
 
 
@@ -45,7 +45,7 @@ def test_more_varied_sets_spread_more_and_order_does_not_matter(basis, metric):
     assert spread(list(mixed), z, metric) == pytest.approx(spread(mixed, z, metric))
     # the mean over all pairs, by hand
     pairs = [(i, j) for i in range(len(same)) for j in range(i + 1, len(same))]
-    from mimetic.stylometry import DELTAS
+    from mimetic.text.stylometry import DELTAS
 
     by_hand = np.mean([DELTAS[metric](z(same[i]), z(same[j])) for i, j in pairs])
     assert spread(same, z, metric) == pytest.approx(by_hand)

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from conftest import prepared_voice, small_train_config
 from mimetic import MimeticError, TrainConfig, TrainingInterrupted, default_learning_rate, train
-from mimetic.loop import lr_lambda
+from mimetic.training.loop import lr_lambda
 
 
 @pytest.fixture
@@ -64,9 +64,9 @@ def test_kept_adapter_is_the_best_evaluation_not_the_last(ws, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from mimetic.models import autocast, load_tokenizer
-    from mimetic.nll import evaluate_nll
-    from mimetic.prepare import load_split
+    from mimetic.models.loading import autocast, load_tokenizer
+    from mimetic.models.nll import evaluate_nll
+    from mimetic.corpus.prepare import load_split
 
     r = train(ws, cfg(tiny_model, max_steps=8, eval_every=2, patience=100, min_delta=0.0, learning_rate=20.0,
                       warmup_ratio=1.0, lr_schedule="linear", max_grad_norm=0))
@@ -89,9 +89,9 @@ def test_final_model_is_kept_when_the_subset_finds_it_as_good(ws, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from mimetic.models import autocast, load_tokenizer
-    from mimetic.nll import evaluate_nll
-    from mimetic.prepare import load_split
+    from mimetic.models.loading import autocast, load_tokenizer
+    from mimetic.models.nll import evaluate_nll
+    from mimetic.corpus.prepare import load_split
 
     r = train(ws, cfg(tiny_model, max_steps=4, eval_every=2, patience=100, min_delta=50.0, learning_rate=5e-2))
     assert r.best_step == r.final_step == 4 and r.best_nll < r.base_nll
@@ -144,7 +144,7 @@ def test_resume_without_checkpoint(ws):
 def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     import random
 
-    from mimetic.train import epoch_batches, padding_share
+    from mimetic.training.sft import epoch_batches, padding_share
 
     rng = random.Random(0)
     lengths = [rng.randint(20, 512) for _ in range(1001)]
@@ -159,7 +159,7 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
 
 
 def test_batch_lengths_are_rounded_to_few_shapes_with_little_padding():
-    from mimetic.nll import collate, padded_length
+    from mimetic.models.nll import collate, padded_length
 
     lengths = range(1, 2049)
     padded = [padded_length(n) for n in lengths]
@@ -176,8 +176,8 @@ def test_packing_gives_the_same_nll_with_almost_no_padding(tiny_model):
 
     from transformers import AutoModelForCausalLM
 
-    from mimetic.nll import collate, token_nll_sum
-    from mimetic.train import pack, padding_share
+    from mimetic.models.nll import collate, token_nll_sum
+    from mimetic.training.sft import pack, padding_share
 
     rng = random.Random(0)
     rows = []
@@ -209,7 +209,7 @@ def test_training_with_packing(ws, tiny_model):
 
 
 def test_plan_predicts_memory_and_time_from_a_warm_up(ws, tiny_model):
-    from mimetic.train import plan
+    from mimetic.training.sft import plan
 
     p = plan(ws, cfg(tiny_model, epochs=2))
     assert p.fits and p.peak_memory_mb > 100 and p.available_mb > p.peak_memory_mb
@@ -219,7 +219,7 @@ def test_plan_predicts_memory_and_time_from_a_warm_up(ws, tiny_model):
 
 
 def test_bf16_base_weights_halve_their_memory_and_train(ws, tiny_model):
-    from mimetic.train import lora_model
+    from mimetic.training.sft import lora_model
 
     c = cfg(tiny_model, max_steps=4, base_weights="bf16", precision="auto", learning_rate=2e-2)
     model, params = lora_model(c, "cpu", "bf16")
@@ -244,9 +244,9 @@ def test_in_run_evaluations_use_a_subset_and_the_base_model_is_measured_once(ws,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from mimetic.nll import evaluate_nll
-    from mimetic.prepare import load_split
-    from mimetic.train import eval_subset
+    from mimetic.models.nll import evaluate_nll
+    from mimetic.corpus.prepare import load_split
+    from mimetic.training.sft import eval_subset
 
     held = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(ws, "held_out")]
     total = sum(len(r["input_ids"]) for r in held)

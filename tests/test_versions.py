@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from conftest import _sentence, small_train_config
 from mimetic import MimeticError, Workspace
-from mimetic.cli import app
-from mimetic.selection import parse
+from mimetic.frontends.cli import app
+from mimetic.core.selection import parse
 
 DOCS = [
     {"doc_id": "a", "path": "/w/essays/2014-first.md", "date": "2014-03-02", "format": "markdown", "tags": ["Travel"], "words": 100},
@@ -135,8 +135,8 @@ def versioned(tmp_path_factory, tiny_model):
 
 
 def test_an_era_version_learns_and_is_measured_on_its_era_only(versioned):
-    from mimetic.config import VoiceConfig
-    from mimetic.prepare import load_split
+    from mimetic.core.config import VoiceConfig
+    from mimetic.corpus.prepare import load_split
 
     ws, full, early = versioned
     assert ws.published_run() == full and ws.run_dir("early").name == early
@@ -170,7 +170,7 @@ def test_a_selection_with_no_name_or_no_text_is_refused_before_training(versione
 
 def test_an_interrupted_run_never_becomes_the_voice(versioned, tiny_model):
     from mimetic import train
-    from mimetic.loop import TrainingInterrupted
+    from mimetic.training.loop import TrainingInterrupted
 
     ws, full, _ = versioned
     with pytest.raises(TrainingInterrupted):
@@ -196,7 +196,7 @@ def test_versions_lists_and_publish_switches_the_voice(versioned):
         r = runner.invoke(app, ["publish", "early", "--workspace", str(ws.root)])
         assert r.exit_code == 0 and f"run {early}" in r.output
         assert ws.run_dir().name == early
-        from mimetic.generate import run_where
+        from mimetic.voice.generate import run_where
 
         assert run_where(ws) == "date < 2017"
         r = runner.invoke(app, ["publish", "nonesuch", "--workspace", str(ws.root)])
@@ -219,8 +219,8 @@ def test_versions_side_by_side_on_the_same_prompts_and_seeds(versioned):
 
 
 def test_the_drift_view_places_versions_among_the_eras(versioned):
-    from mimetic.config import EvaluateConfig
-    from mimetic.versions import drift
+    from mimetic.core.config import EvaluateConfig
+    from mimetic.evaluation.versions import drift
 
     ws, full, early = versioned
     ec = EvaluateConfig(sample_words=240, set_words=120, n_mfw=40, new_tokens=24, prefix_tokens=16, batch_size=8)
@@ -242,8 +242,8 @@ def test_the_drift_view_places_versions_among_the_eras(versioned):
 
 
 def test_polishing_a_named_version_makes_a_named_unpublished_version_on_its_era(versioned):
-    from mimetic.config import PolishConfig, VoiceConfig
-    from mimetic.preference import polish
+    from mimetic.core.config import PolishConfig, VoiceConfig
+    from mimetic.training.preference import polish
 
     ws, full, early = versioned
     r = polish(ws, "early", PolishConfig(pairs=4, prompt_tokens=8, continuation_tokens=8, batch_size=2, max_steps=1,
@@ -251,8 +251,8 @@ def test_polishing_a_named_version_makes_a_named_unpublished_version_on_its_era(
     assert ws.names_of(r.run_id) == ["early+polish"] and ws.published_run() == full
     assert VoiceConfig.load(r.run_dir / "config.toml").train.where == "date < 2017"
     # its evaluation sets it beside its parent's
-    from mimetic.config import EvaluateConfig
-    from mimetic.evaluate import evaluate
+    from mimetic.core.config import EvaluateConfig
+    from mimetic.evaluation.evaluate import evaluate
 
     ec = EvaluateConfig(sample_words=200, set_words=100, n_mfw=30, new_tokens=16, prefix_tokens=16, batch_size=4,
                         extraction_prefixes=4, bootstrap=100)
@@ -270,7 +270,7 @@ def test_polishing_a_named_version_makes_a_named_unpublished_version_on_its_era(
 
 
 def test_the_server_offers_the_published_version_under_the_voices_name(versioned):
-    from mimetic.serve import find_models
+    from mimetic.frontends.serve import find_models
 
     ws, full, early = versioned
     for run in (full, early):  # exports as `mimetic export` leaves them (only their names are read here)

@@ -17,18 +17,18 @@ The Python API mirrors the pipeline, one function and one config object per stag
 Heavy libraries (torch, transformers) are imported only when a stage needs them.
 """
 
-from .config import (EvaluateConfig, ExportConfig, GenerateConfig, IngestConfig, PolishConfig, PrepareConfig, TrainConfig,
+from mimetic.core.config import (EvaluateConfig, ExportConfig, GenerateConfig, IngestConfig, PolishConfig, PrepareConfig, TrainConfig,
                      VoiceConfig, default_learning_rate)
-from .errors import MimeticError, TrainingInterrupted
-from .evaluate import evaluate
-from .export import export
-from .generate import Voice, compare, held_out_prompts, mode_prompts, read_prompts, rewrite, write
-from .ingest import ingest
-from .pipeline import make_voice
-from .preference import polish
-from .prepare import prepare
-from .train import train
-from .workspace import Workspace
+from mimetic.errors import MimeticError, TrainingInterrupted
+from mimetic.evaluation.evaluate import evaluate
+from mimetic.voice.export import export
+from mimetic.voice.generate import Voice, compare, held_out_prompts, mode_prompts, read_prompts, rewrite, write
+from mimetic.corpus.ingest import ingest
+from mimetic.pipeline import make_voice
+from mimetic.training.preference import polish
+from mimetic.corpus.prepare import prepare
+from mimetic.training.sft import train
+from mimetic.core.workspace import Workspace
 
 __version__ = "0.1.0"
 

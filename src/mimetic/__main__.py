@@ -1,5 +1,5 @@
 """``python -m mimetic …``: the same CLI as the ``mimetic`` command (``accelerate launch -m mimetic`` uses it)."""
 
-from .cli import main
+from mimetic.frontends.cli import main
 
 main()

@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import config as cfg
-from .errors import MimeticError
-from .events import Finished, OnEvent, Started, ignore
-from .workspace import Workspace
+from mimetic.core import config as cfg
+from mimetic.errors import MimeticError
+from mimetic.core.events import Finished, OnEvent, Started, ignore
+from mimetic.core.workspace import Workspace
 
 
 @dataclass
 class VoiceResult:
     """What the main job made: the workspace and each stage's result
-    (:class:`~mimetic.ingest.IngestResult`, :class:`~mimetic.prepare.PrepareResult`,
-    :class:`~mimetic.train.TrainResult`, :class:`~mimetic.generate.Comparison`)."""
+    (:class:`~mimetic.corpus.ingest.IngestResult`, :class:`~mimetic.corpus.prepare.PrepareResult`,
+    :class:`~mimetic.training.sft.TrainResult`, :class:`~mimetic.voice.generate.Comparison`)."""
 
     workspace: Workspace
     ingest: Any
@@ -47,9 +47,9 @@ def choose_settings(
 ) -> tuple[cfg.VoiceConfig, Any]:
     """The voice's settings with a preset and a base model applied, saved in its ``mimetic.toml``.
 
-    ``preset`` writes the preset's settings first (:func:`mimetic.presets.apply_preset`); then
+    ``preset`` writes the preset's settings first (:func:`mimetic.core.presets.apply_preset`); then
     ``prepare_changes`` and ``train_changes`` (``None`` values ignored) win over it. ``base_model="auto"`` asks
-    :func:`mimetic.hardware.recommend` for the largest catalog model that fits this machine's
+    :func:`mimetic.models.hardware.recommend` for the largest catalog model that fits this machine's
     memory and the time budget and is already on this machine (the embedded model at worst),
     with the batch and 4-bit setting it was estimated for; any other name is used as given.
     With ``always_recommend`` the recommendation is made (and sent as a ``Finished("base model")``
@@ -62,8 +62,8 @@ def choose_settings(
     Raises:
         MimeticError: an unknown preset or setting.
     """
-    from .hardware import apply_choice, corpus_tokens, recommend
-    from .presets import apply_preset
+    from mimetic.models.hardware import apply_choice, corpus_tokens, recommend
+    from mimetic.core.presets import apply_preset
 
     vc = ws.load_config()
     if preset:
@@ -102,9 +102,9 @@ def check_prepared_for(ws: Workspace, vc: cfg.VoiceConfig, preset: str) -> None:
 def _warn_if_preset_device_missing(name: str, on_event: OnEvent) -> None:
     """A preset made for a GPU this machine lacks cannot train here: say so when it is chosen,
     not minutes later when training starts."""
-    from .events import Warning
-    from .models import pick_device
-    from .presets import get_preset
+    from mimetic.core.events import Warning
+    from mimetic.models.loading import pick_device
+    from mimetic.core.presets import get_preset
 
     p = get_preset(name)
     try:
@@ -139,11 +139,11 @@ def make_voice(
         base_model: the embedded default, a folder, a ``.gguf`` file, a hub id, or ``auto``
             (the largest model this machine trains in the time budget: :func:`choose_settings`);
             ``None``: the workspace's (the embedded model for a new voice).
-        preset: a preset of :mod:`mimetic.presets` applied first (its settings saved in the voice).
+        preset: a preset of :mod:`mimetic.core.presets` applied first (its settings saved in the voice).
         time_budget_min: minutes of training at most, evaluations included (``None``: no limit).
         epochs: passes over the training data (default: the workspace's, 2).
         format: ``completion`` or ``chat`` (default: the workspace's).
-        on_event: receives every stage's :mod:`mimetic.events`; the ``Finished`` event of ingest
+        on_event: receives every stage's :mod:`mimetic.core.events`; the ``Finished`` event of ingest
             and prepare carries the stage's result object under ``values["result"]``.
         should_stop: passed to training (Ctrl-C, a stop button).
         compare_prompts: openings of held-out passages written by the base model and the voice.
@@ -152,13 +152,13 @@ def make_voice(
         MimeticError: from any stage (no readable writing, too little text, …).
         TrainingInterrupted: training was stopped; the message says how to resume.
     """
-    from .generate import compare, held_out_prompts
-    from .ingest import ingest
-    from .prepare import prepare
-    from .train import train
+    from mimetic.voice.generate import compare, held_out_prompts
+    from mimetic.corpus.ingest import ingest
+    from mimetic.corpus.prepare import prepare
+    from mimetic.training.sft import train
 
     if preset:
-        from .presets import get_preset
+        from mimetic.core.presets import get_preset
 
         get_preset(preset)  # an unknown name is refused before the corpus is read
     ws = Workspace.open(workspace or default_workspace(Path(corpus[0])))

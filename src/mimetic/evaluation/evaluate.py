@@ -1,0 +1,1030 @@
+"""Stage 5 — evaluate: does the voice sound like the writer, and is it quoting them?
+
+``evaluate(workspace, run)`` measures a trained run against the base model and writes
+``runs/<id>/evaluation/report.html`` (self-contained, plots embedded) and ``metrics.json``:
+
+1. **Held-out NLL and perplexity**, base vs voice, token-weighted over the held-out split, with
+   95% intervals from a bootstrap over held-out documents (Efron & Tibshirani 1993; documents,
+   not tokens, are the independent units).
+2. **Samples**: continuations of held-out passages by the base model and the voice, same
+   prefixes, seeds and settings, next to what the writer actually wrote; plus free generations
+   from the writer's own prompts when given.
+3. **Stylometry** (:mod:`mimetic.text.stylometry`): Cosine and Burrows' Delta on the training
+   text's most-frequent words, sample sets ↔ held-out text, with the writer's own spread
+   (held-out ↔ training) as the floor; attribution of the voice's sample sets among the writer,
+   reference authors and the base model; readable style profiles.
+4. **Memorization** (:mod:`mimetic.text.memorization`): longest verbatim overlap of every sample with
+   the training text, 8-/13-gram shares, flagged samples quoted with their source, and
+   Carlini-style extraction from training prefixes.
+5. **Identity leakage**: the corpus's proper names that the samples use, ranked, next to their
+   counts in the corpus and in the base model's samples.
+6. **Modes** (voices prepared with ``--format brief`` or ``mixed``): for each mode the voice
+   learned, held-out briefs, openings or paraphrases given to the voice and to the base model
+   alike (:func:`mode_samples`); per mode, the attribution of each one's 1,000-word sets, and
+   *adherence* (:func:`mimetic.corpus.briefs.adherence`: the share of the brief's content words the
+   output uses; for rewrite, of the draft's), next to the writer's own passage for the same
+   request. A voice that writes *its* voice over the brief shows here as attribution up and
+   adherence down. The samples of a brief or mixed voice are these (continuing raw text is not
+   what it learned).
+
+Model work (NLL, sampling, extraction) is cached in ``evaluation/cache.json``, so re-running
+with other reference authors only redoes the analysis, which takes seconds
+(:func:`analyse`; see ``benchmarks/evaluate_speed.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from mimetic.corpus.briefs import FORMAT_MODES, adherence, default_mode, request
+from mimetic.core.config import EvaluateConfig, GenerateConfig, VoiceConfig
+from mimetic.models.engines import Voice, prompt_ids
+from mimetic.errors import MimeticError
+from mimetic.core.events import Artifact, OnEvent, Progress, ignore
+from mimetic.text.identity import QUESTIONS, score_probe, voice_system_prompt
+from mimetic.models.nll import IGNORE_INDEX, per_example_nll
+from mimetic.models.loading import autocast
+from mimetic.text.memorization import TrainingIndex, audit
+from mimetic.models.sampling import SamplingParams
+from mimetic.core.records import EvaluationMetrics, delta_name as _delta_name
+from mimetic.text.stylometry import (
+    ZScorer,
+    attribute,
+    chunk_tokens,
+    mean_delta,
+    most_frequent_words,
+    profile,
+    proper_names,
+    relative_frequencies,
+    spread,
+    words,
+)
+from mimetic.core.workspace import Workspace, atomic_write_json, atomic_write_text
+
+Status = Callable[[str], None]
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured and where it wrote it."""
+
+    metrics: dict[str, Any]
+    report: Path
+    metrics_path: Path
+
+    def summary(self) -> list[str]:
+        """The report's first screen as plain-language lines."""
+        return headline(self.metrics)
+
+
+# ----------------------------------------------------------------------------------------- NLL
+
+
+def bootstrap_nll(
+    base: np.ndarray, tuned: np.ndarray, counts: np.ndarray, groups: Sequence[str], resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Token-weighted NLL of base and voice with percentile-bootstrap 95% intervals.
+
+    Args:
+        base, tuned: summed NLL per held-out example (nats), shape ``(n,)``.
+        counts: labelled tokens per example, shape ``(n,)``.
+        groups: the document of each example; whole documents are resampled (paired: base and
+            voice see the same resample), so correlated chunks of one document count once.
+        resamples: number of bootstrap resamples.
+
+    Returns:
+        ``{"base": {"nll", "ppl", "ci"}, "voice": {...}, "drop": {"value", "ci"}, "tokens",
+        "documents"}``; ``drop`` is the relative fall of NLL, ``1 - voice / base``.
+    """
+    keys = sorted(set(groups))
+    gi = np.array([keys.index(g) for g in groups])
+    b = np.bincount(gi, base, len(keys))
+    t = np.bincount(gi, tuned, len(keys))
+    c = np.bincount(gi, counts, len(keys))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(keys), size=(resamples, len(keys)))
+    w = np.stack([np.bincount(d, minlength=len(keys)) for d in draws])
+    bs, ts = (w @ b) / (w @ c), (w @ t) / (w @ c)
+
+    def ci(x: np.ndarray) -> list[float]:
+        return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
+
+    nb, nt = float(b.sum() / c.sum()), float(t.sum() / c.sum())
+    return {
+        "base": {"nll": nb, "ppl": math.exp(nb), "ci": ci(bs)},
+        "voice": {"nll": nt, "ppl": math.exp(nt), "ci": ci(ts)},
+        "drop": {"value": 1 - nt / nb, "ci": ci(1 - ts / bs)},
+        "tokens": int(c.sum()),
+        "documents": len(keys),
+        "resamples": resamples,
+    }
+
+
+# ------------------------------------------------------------------------------------ sampling
+
+
+def _generate_batch(voice: Voice, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
+    """Continue token prefixes in one batch with ``params`` (shorter ones left-padded and masked,
+    so equal-length prefixes run exactly as given); returns the decoded continuations."""
+    import torch
+
+    n = max(len(p) for p in prefixes)
+    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+    ids = torch.tensor([[pad] * (n - len(p)) + list(p) for p in prefixes], device=voice.device)
+    mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prefixes], device=voice.device)
+    torch.manual_seed(seed)
+    with torch.no_grad(), autocast(voice.device, voice.precision)():
+        out = voice.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **params.transformers_kwargs())
+    return [voice.tokenizer.decode(row[n:], skip_special_tokens=True) for row in out]
+
+
+def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: int) -> list[dict[str, Any]]:
+    """``n`` held-out passages (evenly spread) cut into a ``prefix_tokens`` prefix and the writer's
+    real continuation."""
+    need = config.prefix_tokens + 32
+    cands = []
+    for i in range(len(rows)):
+        ids = tokenizer(rows[i]["text"], add_special_tokens=False)["input_ids"]
+        if len(ids) >= need:
+            cands.append((rows[i]["doc_id"], ids))
+    if not cands:
+        raise MimeticError(
+            f"No held-out passage is longer than {need} tokens, so there is nothing to continue.",
+            "Use a smaller --prefix-tokens, or prepare with a larger --max-tokens.",
+        )
+    step = len(cands) / n
+    picks = [cands[int(k * step) % len(cands)] for k in range(n)]
+    out = []
+    for doc, ids in picks:
+        p = config.prefix_tokens
+        out.append({
+            "document": doc,
+            "prefix_ids": ids[:p],
+            "prefix": tokenizer.decode(ids[:p]),
+            "writer": tokenizer.decode(ids[p : p + config.new_tokens]),
+        })
+    return out
+
+
+def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: GenerateConfig, status: Status,
+                     base: bool = True) -> list[dict[str, Any]]:
+    """Continuations of held-out passages by the base model and the voice, same seeds.
+
+    Generates batches of ``config.batch_size`` until each model has written
+    ``config.sample_words`` words. Returns one dict per passage: ``document``, ``prefix``,
+    ``writer`` (the real continuation), ``base`` (``""`` when ``base`` is false: the voice
+    only), ``voice``, ``seed``. The passages and seeds depend only on ``rows``, the tokenizer
+    and ``config``: two voices of one base model continue the same openings.
+    """
+    per_sample = max(20, int(config.new_tokens * 0.7))  # ~0.75 words per token in English prose
+    first = max(config.batch_size, math.ceil(config.sample_words / per_sample))
+    first = math.ceil(first / config.batch_size) * config.batch_size
+    prompts = _continuation_prompts(rows, voice.tokenizer, config, first * 2)
+    params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
+    samples: list[dict[str, Any]] = []
+    b = 0
+    while True:
+        batch = prompts[b * config.batch_size : (b + 1) * config.batch_size]
+        if not batch:
+            break
+        seed = config.seed + b
+        prefixes = [p["prefix_ids"] for p in batch]
+        if base:
+            with voice.base():
+                base_texts = _generate_batch(voice, prefixes, params, seed)
+        else:
+            base_texts = [""] * len(batch)
+        tuned = _generate_batch(voice, prefixes, params, seed)
+        for p, x, y in zip(batch, base_texts, tuned):
+            samples.append({"document": p["document"], "prefix": p["prefix"], "writer": p["writer"], "base": x, "voice": y, "seed": seed})
+        b += 1
+        nb = sum(len(words(s["base"])) for s in samples) if base else config.sample_words
+        nv = sum(len(words(s["voice"])) for s in samples)
+        status(f"samples: {len(samples)} passages, {nv:,} words from the voice"
+               + (f", {nb:,} from the base model" if base else ""))
+        if min(nb, nv) >= config.sample_words:
+            break
+    return samples
+
+
+def mode_samples(voice: Any, workspace: Workspace, modes: Sequence[str], config: EvaluateConfig, gc: GenerateConfig,
+                 system_prompt: str, status: Status) -> dict[str, list[dict[str, Any]]]:
+    """The voice and the base model asked in each of ``modes`` on held-out requests
+    (:func:`mimetic.voice.generate.mode_prompts`: briefs, openings, paraphrases), same requests, seeds
+    and settings. Per mode, ``max(config.mode_prompts, enough for sample_words / len(modes))``
+    requests (as many as the held-out split has).
+
+    Returns:
+        ``{mode: [{"document", "prefix" (the request as the writer would type it), "writer" (the
+        writer's passage for it), "base", "voice", "seed"}]}``.
+    """
+    from mimetic.voice.generate import mode_prompts, rewrites_from_notes
+
+    per_sample = max(20, int(config.new_tokens * 0.7))
+    n = max(config.mode_prompts, math.ceil(config.sample_words / per_sample / max(1, len(modes))))
+    params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
+    from_notes = rewrites_from_notes(workspace)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for mode in modes:
+        items = mode_prompts(workspace, mode, n)
+        rows: list[dict[str, Any]] = []
+        for b in range(0, len(items), config.batch_size):
+            batch = items[b : b + config.batch_size]
+            asked = [request(voice.format, mode, x["prompt"], from_notes) for x in batch]  # held-out notes stay as they are
+            ids = [prompt_ids(voice.tokenizer, voice.format, a, system_prompt) for a in asked]
+            seed = config.seed + b // config.batch_size
+            with voice.base():
+                base = _generate_batch(voice, ids, params, seed)
+            tuned = _generate_batch(voice, ids, params, seed)
+            rows += [{"document": x["doc_id"], "prefix": x["prompt"], "writer": x["passage"], "base": y, "voice": v, "seed": seed}
+                     for x, y, v in zip(batch, base, tuned)]
+            status(f"{mode}: {len(rows)} of {len(items)} held-out requests, base model and voice")
+        out[mode] = rows
+    return out
+
+
+def mode_summary(mode: str, samples: Sequence[dict[str, Any]], training: Sequence[tuple[str, str]], config: EvaluateConfig,
+                 references: dict[str, str]) -> dict[str, Any]:
+    """One mode's figures: attribution shares of the voice's, the base model's and the writer's
+    own sets (:func:`analyse`, the writer's passages for the same requests as the control),
+    mean adherence of each (``None`` for ``continue``), words, and the voice's longest verbatim
+    overlap with the training text (characters)."""
+    m, _ = analyse(training, "\n\n".join(s["writer"] for s in samples), samples, config, references)
+    att = m["stylometry"]["attribution"]
+
+    def share(k: str) -> float | None:
+        return att[k]["writer_share"] if k in att else None
+
+    def adh(k: str) -> float | None:
+        if mode == "continue":
+            return None
+        vals = [a for a in (adherence(s["prefix"], s[k]) for s in samples) if a is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {
+        "requests": len(samples),
+        "attribution": {"voice": share("voice"), "base": share("base"), "writer": share("held_out"),
+                        "sets": {k: att[k]["sets"] for k in att}},
+        "adherence": {"voice": adh("voice"), "base": adh("base"), "writer": adh("writer")},
+        "words": {"voice": m["words"]["voice_samples"], "base": m["words"]["base_samples"], "writer": m["words"]["held_out"]},
+        "overlap_characters": m["memorization"]["voice"]["longest_characters"],
+    }
+
+
+def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int = 50, target: int = 50) -> dict[str, Any]:
+    """Carlini-style extraction: ``prefix`` training tokens in, ``target`` greedy tokens out;
+    how often does the model reproduce the training text exactly?
+
+    Windows are drawn (seeded) from the labelled part of training examples. Returns, for
+    ``base`` and ``voice``: ``exact`` (share of windows reproduced token for token) and
+    ``mean_match`` (mean share of leading tokens reproduced), and ``windows``.
+    (Carlini et al. 2023, "Quantifying Memorization Across Neural Language Models", ICLR.)
+    """
+    import random
+
+
+    rng = random.Random(config.seed)
+    cands = []
+    for i in range(len(rows)):
+        labels = rows[i]["labels"]
+        first = next((k for k, x in enumerate(labels) if x != IGNORE_INDEX), len(labels))
+        if len(labels) - first >= prefix + target:
+            cands.append((i, first))
+    if not cands:
+        return {"windows": 0}
+    picks = rng.sample(cands, min(config.extraction_prefixes, len(cands)))
+    windows = []
+    for i, first in picks:
+        ids = rows[i]["input_ids"]
+        s = rng.randint(first, len(ids) - prefix - target)
+        windows.append((ids[s : s + prefix], ids[s + prefix : s + prefix + target]))
+    result: dict[str, Any] = {"windows": len(windows), "prefix_tokens": prefix, "target_tokens": target}
+    for name in ("base", "voice"):
+        exact, match = 0, []
+        for k in range(0, len(windows), config.batch_size * 2):
+            chunk = windows[k : k + config.batch_size * 2]
+            import torch
+
+            ids = torch.tensor([w[0] for w in chunk], device=voice.device)
+            ctx = voice.base() if name == "base" else _nullcontext()
+            with ctx, torch.no_grad():
+                out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
+                                           **SamplingParams.argmax(target).transformers_kwargs())
+            for row, (_, want) in zip(out[:, prefix:].tolist(), chunk):
+                n = next((j for j, (a, b) in enumerate(zip(row, want)) if a != b), min(len(row), len(want)))
+                exact += n == len(want)
+                match.append(n / len(want))
+        result[name] = {"exact": exact / len(windows), "mean_match": float(np.mean(match))}
+    return result
+
+
+def identity_probe(voice: Any, system_prompt: str, gc: GenerateConfig, seed: int, new_tokens: int = 64) -> list[dict[str, Any]]:
+    """A chat voice's answers to :data:`mimetic.text.identity.QUESTIONS`, with ``system_prompt`` and
+    without any (``setting`` says which), sampled with the ``[generate]`` settings and seeds
+    ``seed + i``; ``new_tokens`` tokens at most per answer."""
+    params = SamplingParams.from_config(gc, max_new_tokens=new_tokens)
+    out = []
+    for setting, system in (("with its system prompt", system_prompt), ("without one", "")):
+        if system == "" and setting != "without one":
+            continue
+        for i, q in enumerate(QUESTIONS):
+            ids = prompt_ids(voice.tokenizer, "chat", q, system)
+            out.append({"setting": setting, "question": q, "answer": _generate_batch(voice, [ids], params, seed + i)[0].strip()})
+    return out
+
+
+def _nullcontext() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------ analysis
+
+
+def _doc_texts(rows: Any) -> list[tuple[str, str]]:
+    """Training rows grouped back into documents (sections kept apart), in order."""
+    groups: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for r in rows:
+        groups[(r["doc_id"], r.get("section", -1))].append(r["text"])
+    return [(f"{d}" + (f" §{s}" if s >= 0 else ""), "\n\n".join(t)) for (d, s), t in groups.items()]
+
+
+def read_references(path: Path | None) -> dict[str, str]:
+    """Reference authors from ``path``: one sub-folder per author, ``.txt``/``.md`` files in it.
+
+    Raises:
+        MimeticError: the folder is missing or holds no author folder with text.
+    """
+    if path is None:
+        return {}
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise MimeticError(f"Reference folder {root} does not exist.", "Give a folder with one sub-folder of .txt files per author.")
+    refs = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        texts = [f.read_text(encoding="utf-8", errors="replace") for f in sorted(d.rglob("*")) if f.suffix.lower() in (".txt", ".md")]
+        if texts:
+            refs[d.name] = "\n\n".join(texts)
+    if not refs:
+        raise MimeticError(f"No author folders with .txt files in {root}.", "Put each reference author's texts in their own sub-folder.")
+    return refs
+
+
+def spread_summary(groups: dict[str, Sequence[np.ndarray]], z: ZScorer, config: EvaluateConfig) -> dict[str, Any]:
+    """The spread (:func:`mimetic.text.stylometry.spread`, ``config.metric``) of each group's sets.
+
+    Args:
+        groups: ``{"writer": sets, "voice": sets, "base model": sets}``, each a list of ``(V,)``
+            MFW profiles of ``config.set_words``-word sets (the writer's: sets of their own
+            continuations of the evaluation's openings, built like the voice's; see :func:`analyse`).
+        z: the evaluation's z-scorer.
+
+    Returns:
+        ``{"metric", "writer", "voice", "base model"`` (spread, or ``None`` with fewer than two
+        sets), ``"sets"`` (``{group: count}``), ``"ratio"`` (voice / writer, or ``None``),
+        ``"threshold"`` (``config.min_spread_ratio``), ``"narrower"`` (``ratio < threshold``,
+        ``None`` when unknown) and ``"note"`` (why a value is ``None``, else ``None``)``}``.
+    """
+    out: dict[str, Any] = {"metric": config.metric}
+    short = []
+    for k, sets in groups.items():
+        v = spread(sets, z, config.metric)
+        out[k] = None if math.isnan(v) else v
+        if out[k] is None:
+            short.append(f"{'your held-out writing' if k == 'writer' else 'the ' + k} has {len(sets)}")
+    out["sets"] = {k: len(v) for k, v in groups.items()}
+    w, v = out.get("writer"), out.get("voice")
+    out["ratio"] = v / w if w and v is not None else None
+    out["threshold"] = config.min_spread_ratio
+    out["narrower"] = None if out["ratio"] is None else out["ratio"] < config.min_spread_ratio
+    out["note"] = (f"spread needs at least 2 sets of {config.set_words:,} words: {'; '.join(short)}" if short else None)
+    return out
+
+
+def analyse(
+    training: Sequence[tuple[str, str]],
+    held_out: str,
+    samples: Sequence[dict[str, Any]],
+    config: EvaluateConfig,
+    references: dict[str, str] | None = None,
+    writer: str = "you",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model-free part of the evaluation: stylometry, memorization audit, identity leakage.
+
+    Args:
+        training: ``[(document id, text)]`` of the training split.
+        held_out: the held-out text.
+        samples: dicts with ``base`` and ``voice`` texts (and optionally ``writer``, ``prefix``).
+        config: evaluation settings.
+        references: ``{author: text}`` of reference authors for attribution.
+        writer: the label for the writer in tables and plots.
+
+    Returns:
+        ``(metrics, plot_data)``: JSON-ready numbers, and arrays for :func:`render_report`.
+    """
+    references = references or {}
+    train_text = "\n\n".join(t for _, t in training)
+    base_text = "\n\n".join(s["base"] for s in samples)
+    voice_text = "\n\n".join(s["voice"] for s in samples)
+    tw, hw, bw, vw = words(train_text), words(held_out), words(base_text), words(voice_text)
+    rw = {a: words(t) for a, t in references.items()}
+    mfw = most_frequent_words(tw, config.n_mfw)
+
+    def prof(t: Sequence[str]) -> np.ndarray:
+        return relative_frequencies(t, mfw)
+
+    def sets(t: Sequence[str]) -> list[np.ndarray]:
+        return [prof(c) for c in chunk_tokens(t, config.set_words)]
+
+    train_sets, held_sets, base_sets, voice_sets = sets(tw), sets(hw), sets(bw), sets(vw)
+    ref_sets = {a: sets(t) for a, t in rw.items()}
+    basis = train_sets + [x for s in ref_sets.values() for x in s]
+    if len(basis) < 3:
+        basis += held_sets + base_sets + voice_sets
+    if len(basis) < 2:
+        raise MimeticError("Too little text for stylometry.", f"Generate more sample words (now {len(vw):,}) or add writing.")
+    z = ZScorer.fit(np.stack(basis))
+    pt, ph = prof(tw), prof(hw)
+    distances = {}
+    for metric in ("cosine", "burrows"):
+        distances[metric] = {
+            "voice_to_held_out": mean_delta(voice_sets, ph, z, metric),
+            "base_to_held_out": mean_delta(base_sets, ph, z, metric),
+            "held_out_to_training": mean_delta(held_sets, pt, z, metric),
+            "voice_to_training": mean_delta(voice_sets, pt, z, metric),
+            "base_to_training": mean_delta(base_sets, pt, z, metric),
+        }
+    # The writer's range on the same footing as the voice's: sets stitched from the writer's own
+    # continuations of the same openings (as the voice's sets are stitched from its samples), when
+    # there are two or more; otherwise sets of the contiguous held-out text, whose 1,000 words run
+    # on in one scene and so vary more (Twain: 0.89 against 0.79 for the continuations).
+    cont_sets = sets(words("\n\n".join(s.get("writer", "") for s in samples)))
+    writer_sets, basis_name = (cont_sets, "continuations") if len(cont_sets) >= 2 else (held_sets, "held-out text")
+    range_ = spread_summary({"writer": writer_sets, "voice": voice_sets, "base model": base_sets}, z, config)
+    range_["writer_basis"] = basis_name
+    range_["writer_held_out_text"] = None if len(held_sets) < 2 else spread(held_sets, z, config.metric)
+    names = [writer] + sorted(references) + ["base model"]
+    cands = np.stack([pt] + [prof(rw[a]) for a in sorted(references)] + [prof(bw) if bw else np.zeros(len(mfw))])
+    attribution = {}
+    for label, group in (("voice", voice_sets), ("held_out", held_sets), ("base", base_sets)):
+        if group:
+            nearest, _ = attribute(np.stack(group), cands, z, config.metric)
+            counts = Counter(names[k] for k in nearest)
+            attribution[label] = {"sets": len(group), "to": {n: counts.get(n, 0) for n in names}, "writer_share": counts.get(writer, 0) / len(group)}
+    profiles = {"training": profile(train_text), "held_out": profile(held_out), "base": profile(base_text), "voice": profile(voice_text)}
+
+    # memorization
+    index = TrainingIndex(training)
+    mem = {
+        "voice": audit(index, [s["voice"] for s in samples], config.flag_tokens, config.flag_share_13gram),
+        "base": audit(index, [s["base"] for s in samples], config.flag_tokens, config.flag_share_13gram),
+        "index_tokens": index.tokens,
+    }
+    if any("writer" in s for s in samples):
+        mem["writer"] = audit(index, [s.get("writer", "") for s in samples], config.flag_tokens, config.flag_share_13gram)
+
+    # identity leakage: names the corpus uses, found in samples
+    corpus_names = proper_names([t for _, t in training], min_count=3)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in corpus_names) + r")\b") if corpus_names else None
+
+    def name_counts(text: str) -> Counter:
+        return Counter(m.group(1).replace("’", "'") for m in pattern.finditer(text.replace("’", "'"))) if pattern else Counter()
+
+    vc, bc = name_counts(voice_text), name_counts(base_text)
+    wc = name_counts("\n\n".join(s.get("writer", "") for s in samples))
+    ranked = [{"name": n, "voice": c, "base": bc.get(n, 0), "writer": wc.get(n, 0), "corpus": corpus_names[n]} for n, c in vc.most_common(30)]
+    per_k = lambda c, n: 1000 * sum(c.values()) / max(1, n)  # noqa: E731
+    identity = {
+        "corpus_names": len(corpus_names),
+        "top_corpus_names": [{"name": n, "corpus": c} for n, c in corpus_names.most_common(15)],
+        "names_in_voice": ranked,
+        "per_1000_words": {"voice": per_k(vc, len(vw)), "base": per_k(bc, len(bw)), "writer": per_k(wc, len(words(" ".join(s.get("writer", "") for s in samples))))},
+        "distinct": {"voice": len(vc), "base": len(bc), "writer": len(wc)},
+    }
+
+    metrics = {
+        "words": {"training": len(tw), "held_out": len(hw), "base_samples": len(bw), "voice_samples": len(vw),
+                  **{f"reference:{a}": len(t) for a, t in rw.items()}},
+        "stylometry": {
+            "n_mfw": len(mfw), "set_words": config.set_words, "metric": config.metric, "mfw_head": mfw[:25],
+            "distances": distances, "spread": range_, "attribution": attribution, "candidates": names,
+            "sets": {"training": len(train_sets), "held_out": len(held_sets), "base": len(base_sets), "voice": len(voice_sets)},
+        },
+        "profiles": profiles,
+        "memorization": mem,
+        "identity": identity,
+    }
+    # 2-D map of style: principal components of the z-scored MFW profiles
+    groups: list[tuple[str, list[np.ndarray]]] = [(f"{writer} (training)", train_sets[:: max(1, len(train_sets) // 80)]),
+                                                  (f"{writer} (held-out)", held_sets), ("base model", base_sets), ("voice", voice_sets)]
+    groups += [(a, s[:: max(1, len(s) // 40)]) for a, s in ref_sets.items()]
+    rows, labels = [], []
+    for g, s in groups:
+        rows += s
+        labels += [g] * len(s)
+    coords = np.zeros((0, 2))
+    if len(rows) >= 3:
+        m = z(np.stack(rows))
+        m = m - m.mean(axis=0)
+        u, sv, _ = np.linalg.svd(m, full_matrices=False)
+        coords = u[:, :2] * sv[:2]
+    plot_data = {"pca": (coords, labels), "sentence_lengths": {k: v["sentence_length"] for k, v in profiles.items()}}
+    return metrics, plot_data
+
+
+# ------------------------------------------------------------------------------------ orchestration
+
+
+def _cache_key(run_dir: Path, config: EvaluateConfig, gc: GenerateConfig, prompts: list[str]) -> str:
+    adapter = run_dir / "adapter" / "adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns if adapter.exists() else 0
+    keep = {k: v for k, v in asdict(config).items() if k not in ("n_mfw", "set_words", "metric", "flag_tokens", "flag_share_13gram", "bootstrap",
+                                                               "min_spread_ratio")}
+    blob = json.dumps([str(adapter), stamp, keep, asdict(gc), prompts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def evaluate(
+    workspace: Workspace,
+    run: str | None = None,
+    config: EvaluateConfig | None = None,
+    *,
+    references: Path | dict[str, str] | None = None,
+    prompts: list[str] | None = None,
+    on_event: OnEvent = ignore,
+    voice: Any = None,
+) -> Evaluation:
+    """Evaluate a trained run; writes ``runs/<id>/evaluation/{report.html,metrics.json}``.
+
+    Args:
+        workspace: a workspace with a trained run.
+        run: run id (default: the latest).
+        config: evaluation settings (default: the workspace's ``[evaluate]``).
+        references: a folder with one sub-folder of texts per reference author (or a dict).
+        prompts: the writer's own prompts for free generations (shown in the report).
+        on_event: receives :mod:`mimetic.core.events` (a ``Progress`` line before each step, the
+            report as an ``Artifact``).
+
+    Raises:
+        MimeticError: no trained run, no held-out data, unreadable references.
+    """
+    from mimetic.corpus.prepare import load_split
+
+    def status(message: str) -> None:
+        on_event(Progress("evaluate", message=message))
+
+    vc = workspace.load_config()
+    config = config or vc.evaluate
+    gc = vc.generate
+    refs = references if isinstance(references, dict) else read_references(references)
+    run_dir = workspace.run_dir(run)
+    out_dir = run_dir / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else vc
+    where = run_vc.train.where  # a version trained on part of the corpus is measured on that part
+    train_rows, held_rows = load_split(workspace, "train", where), load_split(workspace, "held_out", where)
+    prompts = prompts or []
+    key = _cache_key(run_dir, config, gc, prompts)
+    cache_path = out_dir / "cache.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    timings: dict[str, float] = {}
+    if cache.get("key") != key:
+        status("loading the base model and the voice")
+        voice = voice or Voice.load(workspace, run_dir.name)
+        amp = autocast(voice.device, voice.precision)
+        pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+        rows = held_rows
+        if config.max_held_out_tokens:
+            keep, total = [], 0
+            for i in range(len(held_rows)):
+                if total >= config.max_held_out_tokens:
+                    break
+                keep.append(i)
+                total += held_rows[i]["n_tokens"]
+            rows = held_rows.select(keep)
+        t = time.perf_counter()
+        status(f"held-out NLL: {len(rows)} passages, base model")
+        with voice.base():
+            base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, amp)
+        status(f"held-out NLL: {len(rows)} passages, voice")
+        tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
+        timings["nll_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
+        by_mode = mode_samples(voice, workspace, modes_taught, config, gc, voice_system_prompt(run_vc, workspace.root.name),
+                               status) if modes_taught else {}
+        samples = [s for rows_ in by_mode.values() for s in rows_] if by_mode else generate_samples(voice, held_rows, config, gc, status)
+        free = []
+        params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
+        for i, p in enumerate(prompts):
+            ids = prompt_ids(voice.tokenizer, voice.format, request(voice.format, default_mode(voice.format), p), gc.system_prompt)
+            with voice.base():
+                b = _generate_batch(voice, [ids], params, config.seed + i)[0]
+            free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], params, config.seed + i)[0]})
+        timings["generation_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        status("extraction test: greedy continuations of training prefixes")
+        extraction = extraction_test(voice, train_rows, config)
+        timings["extraction_s"] = time.perf_counter() - t
+        cache = {
+            "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),
+            "samples": samples, "free": free, "mode_samples": by_mode,
+            "extraction": extraction, "timings": timings, "base_model": voice.base_model, "device": voice.device,
+        }
+        atomic_write_json(cache_path, cache)
+    else:
+        status("reusing the samples and NLL from the last evaluation of this run")
+    if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
+        status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
+        t = time.perf_counter()
+        voice = voice or Voice.load(workspace, run_dir.name)
+        cache["identity_probe"] = identity_probe(voice, voice_system_prompt(run_vc, workspace.root.name), gc, config.seed,
+                                                 min(64, config.new_tokens))
+        cache.setdefault("timings", {})["identity_probe_s"] = time.perf_counter() - t
+        atomic_write_json(cache_path, cache)
+    # resampling unit: a held-out document, or a held-out section when the split is by sections
+    groups = [f"{held_rows[i]['doc_id']}§{held_rows[i]['section']}" for i in range(len(cache["counts"]))]
+    nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
+                        groups, config.bootstrap, config.seed)
+    status("stylometry, memorization audit, names")
+    t = time.perf_counter()
+    training = _doc_texts(train_rows)
+    held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
+    metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
+    if cache.get("mode_samples"):
+        status("each mode: attribution and adherence")
+        metrics["modes"] = {mode: mode_summary(mode, rows_, training, config, refs) for mode, rows_ in cache["mode_samples"].items()}
+    if cache.get("identity_probe"):
+        metrics["identity"]["probe"] = score_probe(cache["identity_probe"], proper_names([t for _, t in training], min_count=3))
+    free = cache.get("free", [])
+    if free:
+        metrics["memorization"]["free_prompts"] = audit(TrainingIndex(training), [f["voice"] for f in free],
+                                                        config.flag_tokens, config.flag_share_13gram)
+    analysis_s = time.perf_counter() - t
+    metrics = {
+        "run": run_dir.name,
+        "base_model": cache.get("base_model"),
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": asdict(config),
+        "generate": asdict(gc),
+        "nll": nll,
+        **metrics,
+        "extraction": cache["extraction"],
+        "samples": len(cache["samples"]),
+        "timings": {**cache.get("timings", {}), "analysis_s": analysis_s},
+    }
+    metrics["parent"] = parent_comparison(workspace, run_dir, metrics)
+    metrics_path, report_path = out_dir / "metrics.json", out_dir / "report.html"
+    EvaluationMetrics.from_dict(metrics).save(metrics_path)
+    curve = _read_curve(run_dir / "metrics.jsonl")
+    atomic_write_text(report_path, render_report(metrics, plots, cache["samples"], free, curve,
+                                                 _sample_sources(workspace, cache["samples"][:6])))
+    on_event(Artifact("evaluate", metrics_path, "metrics"))
+    on_event(Artifact("evaluate", report_path, "report"))
+    return Evaluation(metrics, report_path, metrics_path)
+
+
+def _key_figures(m: dict[str, Any]) -> dict[str, Any]:
+    st = m["stylometry"]
+    return {"nll": m["nll"]["voice"]["nll"], "delta": st["distances"][st["metric"]]["voice_to_held_out"],
+            "attribution": (st["attribution"].get("voice") or {}).get("writer_share"),
+            "spread_ratio": (st.get("spread") or {}).get("ratio"),
+            "longest_characters": m["memorization"]["voice"]["longest_characters"],
+            "flagged": m["memorization"]["voice"]["flagged"]}
+
+
+def parent_comparison(workspace: Workspace, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """For a polish or feedback run (``polish.json``), its key figures beside its parent's last
+    evaluation: held-out NLL, Delta from the held-out writing, attribution share, spread ratio,
+    longest verbatim overlap. ``{}`` for a run without a parent; ``{"run", "evaluated": False}``
+    when the parent has no evaluation yet. The parent's figures are only comparable when it
+    was evaluated with the same settings: ``same_settings`` says whether it was."""
+    info_path = run_dir / "polish.json"
+    if not info_path.exists():
+        return {}
+    parent = json.loads(info_path.read_text(encoding="utf-8")).get("parent_run_id")
+    path = workspace.runs_dir / str(parent) / "evaluation" / "metrics.json"
+    if not parent or not path.exists():
+        return {"run": parent, "evaluated": False}
+    try:
+        pm = EvaluationMetrics.load(path).to_dict()
+        return {"run": parent, "evaluated": True, "same_settings": pm.get("config") == metrics["config"]
+                and pm.get("generate") == metrics["generate"], "parent": _key_figures(pm), "voice": _key_figures(metrics)}
+    except (MimeticError, KeyError, TypeError):
+        return {"run": parent, "evaluated": False}
+
+
+def _read_curve(path: Path) -> list[tuple[int, float, str]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line) if line.strip() else {}
+        if "held_out_nll" in r:
+            out.append((r["step"], r["held_out_nll"], "held"))
+        elif "train_loss" in r:
+            out.append((r["step"], r["train_loss"], "train"))
+    return out
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def headline(m: dict[str, Any]) -> list[str]:
+    """Plain-language lines of the metrics ``m`` (see :meth:`EvaluationMetrics.headline`)."""
+    return EvaluationMetrics.from_dict(m).headline()
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+COLORS = {"voice": "#2e7d32", "base model": "#9e9e9e", "base": "#9e9e9e", "training": "#1565c0", "held_out": "#c0392b"}
+
+
+def _plots(m: dict[str, Any], plots: dict[str, Any], curve: list[tuple[int, float, str]]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        tr = [(s, v) for s, v, k in curve if k == "train"]
+        he = [(s, v) for s, v, k in curve if k == "held"]
+        if tr:
+            ax.plot(*zip(*tr), color="#8aa8c8", lw=1, label="training loss")
+        if he:
+            ax.plot(*zip(*he), color="#c0392b", marker="o", lw=2, label="held-out NLL")
+        ax.set_xlabel("step"), ax.set_ylabel("nats / token"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+        ax.set_title("Training run: loss and held-out NLL", fontsize=10)
+        out["curve"] = _png(fig)
+    sl = plots["sentence_lengths"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bins = sl["held_out"]["bins"]
+    x = np.arange(len(bins) - 1)
+    for j, (k, label) in enumerate((("held_out", "your held-out writing"), ("base", "base model"), ("voice", "voice"))):
+        h = np.array(sl[k]["histogram"], dtype=float)
+        ax.bar(x + (j - 1) * 0.27, h / max(1, h.sum()), width=0.27, label=label, color=COLORS[k])
+    ax.set_xticks(x, [f"{bins[i]}–{bins[i + 1]}" if bins[i + 1] < 10_000 else f"{bins[i]}+" for i in range(len(bins) - 1)], rotation=45, fontsize=7)
+    ax.set_xlabel("sentence length (words)"), ax.set_ylabel("share of sentences"), ax.legend(fontsize=8)
+    ax.set_title("Sentence lengths", fontsize=10)
+    out["sentences"] = _png(fig)
+    coords, labels = plots["pca"]
+    if len(coords):
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        palette = ["#1565c0", "#c0392b", "#9e9e9e", "#2e7d32", "#8e24aa", "#ef6c00", "#00838f", "#6d4c41", "#ad1457"]
+        for j, g in enumerate(dict.fromkeys(labels)):
+            idx = [i for i, lab in enumerate(labels) if lab == g]
+            ax.scatter(coords[idx, 0], coords[idx, 1], s=22 if g != "voice" else 40, label=g, color=palette[j % len(palette)],
+                       alpha=0.85, marker="o" if g not in ("voice", "base model") else "^",
+                       zorder=3 if g in ("voice", "base model") else 2, edgecolors="black" if g == "voice" else "none")
+        ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
+        ax.set_title(f"Style map: {m['stylometry']['n_mfw']} most-frequent words, {m['stylometry']['set_words']}-word sets", fontsize=10)
+        out["pca"] = _png(fig)
+    d = m["stylometry"]["distances"][m["stylometry"]["metric"]]
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    bars = [("your writing: held-out ↔ training", d["held_out_to_training"], COLORS["training"]),
+            ("voice ↔ your held-out writing", d["voice_to_held_out"], COLORS["voice"]),
+            ("base model ↔ your held-out writing", d["base_to_held_out"], COLORS["base"])]
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.invert_yaxis(), ax.set_xlabel(f"{_delta_name(m['stylometry']['metric'])} (lower = closer)")
+    out["delta"] = _png(fig)
+    mem = m["memorization"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    mx = max([r["tokens"] for k in ("voice", "base", "writer") if k in mem for r in mem[k]["samples"]] + [10])
+    edges = np.arange(0, mx + 2)
+    for k, label in (("writer", "your own continuations"), ("base", "base model"), ("voice", "voice")):
+        if k in mem:
+            ax.hist([r["tokens"] for r in mem[k]["samples"]], bins=edges, alpha=0.55, label=label,
+                    color=COLORS.get(k, "#1565c0"))
+    ax.axvline(mem["voice"]["flag_tokens"], color="#c0392b", ls="--", lw=1, label="flag threshold")
+    ax.set_xlabel("longest verbatim overlap with the training text (tokens)"), ax.set_ylabel("samples"), ax.legend(fontsize=8)
+    out["memorization"] = _png(fig)
+    return out
+
+
+def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list[Any]:
+    """For each sample the report shows, the writer's paragraph nearest to the voice's text
+    (:func:`mimetic.text.archive.nearest`), or ``None``; ``[]`` for a corpus ingested before the archive."""
+    from mimetic.text.archive import nearest
+
+    try:
+        return [next(iter(nearest(workspace.corpus_dir, s["voice"], 1)), None) for s in samples]
+    except MimeticError:
+        return []
+
+
+def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[str, Any]], free: list[dict[str, Any]],
+                  curve: list[tuple[int, float, str]], sources: list[Any] | None = None) -> str:
+    """The evaluation as one self-contained HTML page (plots inlined as PNG data URIs); ``sources``:
+    for each shown sample, the writer's nearest paragraph (:class:`mimetic.text.archive.Hit`) or ``None``."""
+    e = html.escape
+    img = _plots(m, plots, curve)
+    st, pr, mem, idn, n = m["stylometry"], m["profiles"], m["memorization"], m["identity"], m["nll"]
+
+    def fig(key: str, caption: str) -> str:
+        return f"<figure><img src='{img[key]}' alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>" if key in img else ""
+
+    head = "".join(f"<li>{e(line)}</li>" for line in headline(m))
+    dist = st["distances"]
+    dist_rows = "".join(
+        f"<tr><td>{e(label)}</td><td>{dist['cosine'][k]:.3f}</td><td>{dist['burrows'][k]:.3f}</td></tr>"
+        for k, label in (("held_out_to_training", "your held-out writing ↔ your training text (your own spread)"),
+                         ("voice_to_held_out", "voice samples ↔ your held-out writing"),
+                         ("base_to_held_out", "base-model samples ↔ your held-out writing"),
+                         ("voice_to_training", "voice samples ↔ your training text"),
+                         ("base_to_training", "base-model samples ↔ your training text"))
+    )
+    sp = st.get("spread") or {}
+    spread_html = ""
+    if sp:
+        fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+        sp_rows = "".join(
+            f"<tr><td>{label}</td><td>{sp['sets'].get(k, 0)}</td><td>{fmt(sp.get(k))}</td></tr>"
+            for k, label in (("writer", "your own continuations of the same openings" if sp.get("writer_basis") == "continuations"
+                              else "your held-out writing"), ("voice", "voice samples"), ("base model", "base-model samples"))
+        )
+        if sp.get("writer_basis") == "continuations" and sp.get("writer_held_out_text") is not None:
+            sp_rows += (f"<tr><td>your held-out writing in whole passages (for comparison: sets that run on in one "
+                        f"scene vary more)</td><td>—</td><td>{fmt(sp['writer_held_out_text'])}</td></tr>")
+        ratio = (f" The voice's spread is {sp['ratio']:.2f} times yours"
+                 + (f": <b>narrower than you</b> (below {sp['threshold']:.2f})." if sp["narrower"] else ".")) if sp.get("ratio") is not None else ""
+        spread_html = (
+            f"<h3>Range</h3><p>How much each one's {st['set_words']:,}-word sets differ from each other: the mean "
+            f"{_delta_name(sp['metric'])} between every two sets (its spread). A voice can sit at your centre and still write "
+            f"always the same way.{ratio}{(' ' + e(sp['note']) + '.') if sp.get('note') else ''}</p>"
+            f"<table><tr><th>sets of</th><th>sets</th><th>spread ({_delta_name(sp['metric'])})</th></tr>{sp_rows}</table>"
+        )
+    att_rows = ""
+    for k, a in st["attribution"].items():
+        cells = "".join(f"<td>{a['to'][c]}</td>" for c in st["candidates"])
+        what = {"voice": "voice samples", "held_out": "your held-out writing", "base": "base model samples"}[k]
+        att_rows += f"<tr><td>{what} ({a['sets']} sets)</td>{cells}</tr>"
+    att_head = "".join(f"<th>{e(c)}</th>" for c in st["candidates"])
+
+    def prow(label: str, get: Callable[[dict[str, Any]], float], fmt: str = "{:.1f}") -> str:
+        return f"<tr><td>{e(label)}</td>" + "".join(f"<td>{fmt.format(get(pr[k]))}</td>" for k in ("training", "held_out", "base", "voice")) + "</tr>"
+
+    prof_rows = "".join([
+        prow("sentence length, mean (words)", lambda p: p["sentence_length"]["mean"]),
+        prow("sentence length, spread (sd)", lambda p: p["sentence_length"]["sd"]),
+        prow("word length (letters)", lambda p: p["word_length"], "{:.2f}"),
+        prow("lexical diversity (MTLD)", lambda p: p["mtld"]),
+        prow("dialogue share", lambda p: 100 * p["dialogue_share"], "{:.0f}%"),
+        *[prow(f"{name} per 1,000 words", (lambda k: lambda p: p["punctuation"][k])(name)) for name in
+          ("comma", "semicolon", "colon", "dash", "exclamation", "question", "parenthesis")],
+        *[prow(f"“{w}” per 1,000 words", (lambda w: lambda p: p["function_words"][w])(w)) for w in ("the", "and", "i", "of", "but")],
+    ])
+    flagged = [(k, r) for k in ("voice", "base") for r in mem[k]["samples"] if r["flagged"]]
+    longest = sorted(mem["voice"]["samples"], key=lambda r: -r["tokens"])[:3]
+    mem_rows = "".join(
+        f"<tr><td>{r['tokens']}</td><td>{r['characters']}</td><td>{e(str(r['document']))}</td><td class=q>{e(r['passage'])}</td></tr>"
+        for r in longest
+    )
+    ex = m.get("extraction", {})
+    ex_html = ""
+    if ex.get("windows"):
+        ex_html = (f"<p>Extraction test ({ex['windows']} windows of your training text, {ex['prefix_tokens']}-token prefix, "
+                   f"{ex['target_tokens']} greedy tokens): reproduced exactly — base model {100 * ex['base']['exact']:.0f}%, "
+                   f"voice {100 * ex['voice']['exact']:.0f}%; mean share of leading tokens reproduced — base "
+                   f"{100 * ex['base']['mean_match']:.0f}%, voice {100 * ex['voice']['mean_match']:.0f}%.</p>")
+    mem_table = "".join(
+        f"<tr><td>{label}</td><td>{mem[k]['longest_tokens']}</td><td>{100 * mem[k]['mean_share_8gram']:.2f}%</td>"
+        f"<td>{100 * mem[k]['mean_share_13gram']:.2f}%</td><td>{mem[k]['flagged']}</td></tr>"
+        for k, label in (("writer", "your own continuations (held-out)"), ("base", "base model"), ("voice", "voice")) if k in mem
+    )
+    probe_html = ""
+    if idn.get("probe"):
+        pr_rows = "".join(f"<tr><td>{e(k)}</td><td>{v['claims_corpus_name']} of {v['answers']}</td><td>{v['claims_any_name']}</td>"
+                          f"<td>{v['says_it_is_a_model']}</td><td>{e(', '.join(v['names']) or '—')}</td></tr>"
+                          for k, v in idn["probe"]["settings"].items())
+        ans = "".join(f"<tr><td>{e(a['setting'])}</td><td>{e(a['question'])}</td><td>{e(a['answer'])}</td>"
+                      f"<td>{e(', '.join(a['claimed']) or '—')}</td></tr>" for a in idn["probe"]["answers"])
+        probe_html = (
+            "<h3>Who does the voice say it is?</h3><p>The voice answered questions about itself, with the system prompt it is "
+            "served with (<code>[generate] system_prompt</code>, or mimetic's default) and without one. A name it gives as its "
+            "own that comes from your writing is the confusion to watch for.</p>"
+            "<table><tr><th>setting</th><th>claimed a name from your writing</th><th>claimed any name</th>"
+            f"<th>said it is a model</th><th>names</th></tr>{pr_rows}</table>"
+            f"<details><summary>The answers</summary><table><tr><th>setting</th><th>question</th><th>answer</th><th>names claimed</th></tr>{ans}</table></details>"
+        )
+    modes_html = ""
+    if m.get("modes"):
+        pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        mode_rows = "".join(
+            f"<tr><td>{e(mode)}</td><td>{r['requests']}</td>"
+            + "".join(f"<td>{pct(r['attribution'][k])}</td>" for k in ("voice", "base", "writer"))
+            + "".join(f"<td>{pct(r['adherence'][k])}</td>" for k in ("voice", "base", "writer"))
+            + f"<td>{r['overlap_characters']}</td></tr>"
+            for mode, r in m["modes"].items()
+        )
+        modes_html = (
+            "<h2>Modes: your voice, and what was asked</h2><p>For each mode the voice learned, held-out requests — briefs "
+            "(write), openings (continue), plain paraphrases (rewrite) of passages it never trained on — given to the voice and "
+            "to the base model alike. <b>Attribution</b>: share of each one's sets attributed to you (your own passages for the "
+            "same requests are the control). <b>Adherence</b>: share of the request's content words the text uses (for "
+            "rewrite, of the draft's); your own passage is the reference. A voice that writes its voice over the brief shows "
+            "here: attribution up, adherence down.</p>"
+            "<table><tr><th>mode</th><th>requests</th><th>voice → you</th><th>base → you</th><th>your passages → you</th>"
+            "<th>adherence: voice</th><th>base</th><th>your passages</th><th>voice's longest overlap (chars)</th></tr>"
+            f"{mode_rows}</table>"
+        )
+    name_rows = "".join(
+        f"<tr><td>{e(r['name'])}</td><td>{r['voice']}</td><td>{r['base']}</td><td>{r['writer']}</td><td>{r['corpus']}</td></tr>"
+        for r in idn["names_in_voice"][:20]
+    )
+    sample_html = "".join(
+        f"<section class=sample><p class=prefix>…{e(s['prefix'])}</p><div class=trio>"
+        f"<div><h4>You wrote</h4><p>{e(s.get('writer', ''))}</p></div>"
+        f"<div><h4>Base model</h4><p>{e(s['base'])}</p></div>"
+        f"<div class=v><h4>Voice</h4><p>{e(s['voice'])}</p></div></div><p class=meta>{e(str(s['document']))} · seed {s['seed']}</p>"
+        + (f"<p class=meta>Nearest in your writing to the voice's text: <b>{e(src.where())}</b> — {e(src.snippet)}</p>" if src else "")
+        + "</section>"
+        for s, src in zip(samples[:6], [*(sources or []), *[None] * 6])
+    )
+    free_html = "".join(
+        f"<section class=sample><p class=prefix>{e(f['prompt'])}</p><div class=trio2><div><h4>Base model</h4><p>{e(f['base'])}</p></div>"
+        f"<div class=v><h4>Voice</h4><p>{e(f['voice'])}</p></div></div></section>" for f in free
+    )
+    flagged_html = "".join(
+        f"<li><b>{k}</b>: {r['tokens']} tokens from <i>{e(str(r['document']))}</i>: <span class=q>{e(r['passage'][:600])}</span></li>"
+        for k, r in flagged[:10]
+    ) or "<li>No sample reached the thresholds.</li>"
+    css = (
+        "body{font:16px/1.5 Georgia,serif;max-width:1150px;margin:1.5em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}"
+        ".head{background:#f3f7f3;border-left:5px solid #2e7d32;padding:.6em 1.2em;font-size:17px}.head li{margin:.35em 0}"
+        "table{border-collapse:collapse;margin:.6em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}"
+        "figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figure img{max-width:540px}figcaption{font-size:13px;color:#555}"
+        ".trio{display:grid;grid-template-columns:1fr 1fr 1fr;gap:1em}.trio2{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
+        ".trio div,.trio2 div{background:#f6f6f4;padding:0 .8em;border-radius:6px;font-size:14px}.v{background:#eef5ee!important}"
+        ".prefix{color:#555;font-style:italic}.meta{color:#888;font:12px monospace}.q{font-family:monospace;font-size:13px;white-space:pre-wrap}"
+        "h4{margin:.5em 0 .2em}p{white-space:pre-wrap}.small{font-size:13px;color:#666}"
+    )
+    return f"""<!doctype html><html lang=en><meta charset=utf-8><title>mimetic evaluation — run {e(m['run'])}</title><style>{css}</style>
+<h1>How close is the voice?</h1>
+<p class=small>Run {e(m['run'])} · base model {e(str(m['base_model']))} · evaluated {e(m['evaluated_at'])} ·
+{m['words']['voice_samples']:,} words of voice samples, {m['words']['base_samples']:,} of base-model samples, {m['words']['training']:,} training words</p>
+<ul class=head>{head}</ul>
+<h2>1. Fit: held-out NLL</h2>
+<p>Negative log-likelihood per token on your held-out writing ({n['tokens']:,} tokens from {n['documents']} held-out documents or sections;
+95% intervals from {n['resamples']} bootstrap resamples of documents). Lower means the model predicts your unseen writing better.</p>
+<table><tr><th></th><th>NLL (nats/token)</th><th>95% interval</th><th>perplexity</th></tr>
+<tr><td>base model</td><td>{n['base']['nll']:.3f}</td><td>{n['base']['ci'][0]:.3f}–{n['base']['ci'][1]:.3f}</td><td>{n['base']['ppl']:.1f}</td></tr>
+<tr><td>voice</td><td>{n['voice']['nll']:.3f}</td><td>{n['voice']['ci'][0]:.3f}–{n['voice']['ci'][1]:.3f}</td><td>{n['voice']['ppl']:.1f}</td></tr></table>
+{fig('curve', 'Training loss and held-out NLL during the run. If the red line turns up, the voice started to overfit.')}
+<h2>2. Style</h2>
+<p>Delta compares how often each of the {st['n_mfw']} most frequent words of your training text is used, in standard units
+(Burrows 2002; Cosine Delta: Evert et al. 2017). Texts are compared in {st['set_words']:,}-word sets. The first row is the floor:
+how much your own writing differs from itself.</p>
+<table><tr><th>distance</th><th>Cosine Delta</th><th>Burrows' Delta</th></tr>{dist_rows}</table>
+{fig('delta', 'Distance to your held-out writing; your own spread is the floor.')}{fig('pca', 'Each dot is a text set; nearby dots use common words alike.')}
+{spread_html}
+<h3>Attribution</h3><p>Each sample set is given to the candidate whose word profile is nearest ({_delta_name(st['metric'])}).
+Your held-out writing is attributed too, as a check that the method can recognise you.</p>
+<table><tr><th>sets</th>{att_head}</tr>{att_rows}</table>
+<h3>Profiles</h3><table><tr><th></th><th>your training text</th><th>your held-out writing</th><th>base model</th><th>voice</th></tr>{prof_rows}</table>
+{fig('sentences', 'Sentence lengths: your writing, the base model and the voice.')}
+<h2>3. Memorization</h2>
+<p>For every sample, the longest passage that appears word for word in your training text, and the share of its 8- and 13-token
+runs found there. Your own held-out continuations are the baseline: everyone repeats short phrases. A sample is flagged at
+{mem['voice']['flag_tokens']} tokens or {100 * mem['voice']['flag_share_13gram']:.0f}% 13-gram overlap.</p>
+<table><tr><th>texts</th><th>longest overlap (tokens)</th><th>8-gram share</th><th>13-gram share</th><th>flagged</th></tr>{mem_table}</table>
+{fig('memorization', 'Longest verbatim overlap per sample.')}
+<h3>Longest overlaps in the voice's samples</h3><table><tr><th>tokens</th><th>characters</th><th>source</th><th>passage</th></tr>{mem_rows}</table>
+<h3>Flagged</h3><ul>{flagged_html}</ul>{ex_html}
+<h2>4. Names: identity leakage</h2>
+<p>Proper names from your corpus ({idn['corpus_names']} found) that the samples use. A small model that has read other people's
+names in your emails or chats may start to use them as its own: check this list.</p>
+<table><tr><th>name</th><th>voice</th><th>base model</th><th>your continuations</th><th>in your corpus</th></tr>{name_rows}</table>
+{probe_html}
+{modes_html}
+<h2>5. Samples</h2><p>The same opening from your held-out writing, continued by you, the base model and the voice (same seed).</p>
+{sample_html}{('<h3>Your prompts</h3>' + free_html) if free else ''}
+<p class=small>All numbers are in metrics.json next to this file. Made by mimetic, on your machine.</p></html>
+"""
+
+
+__all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test", "mode_samples", "mode_summary",
+           "read_references", "render_report", "headline"]

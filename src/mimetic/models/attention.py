@@ -1,0 +1,170 @@
+"""Causal self-attention for LoRA training on a CPU in bf16: plain matmuls instead of PyTorch's
+CPU flash-attention kernel.
+
+On this project's AMD EPYC (2 cores, AVX-512 BF16) PyTorch's CPU flash attention took 37% of a
+SmolLM2-135M training step for about 12% of its arithmetic: forward and backward of one layer's
+attention at 4 × 512 tokens took 44 ms in bf16 and 48 ms in fp32 — the kernel is bound by its
+own bookkeeping, not by the matmuls, so bf16 does not help it. Written as four batched matmuls
+and a softmax (the "standard attention" of Dao et al. 2022, section 2.2, with its backward
+pass), the same layer takes 24 ms in bf16, and its gradients are closer to an fp64 reference
+than the flash kernel's (max error 0.023 against 0.12 on random inputs;
+``benchmarks/step_profile.py`` and ``tests/test_attention.py``). In fp32 it is slower (86 ms:
+the score matrix is twice the bytes and fp32 matmuls a quarter the speed), so it is used only
+where the compute precision is bf16 or fp16 — which the CPU probe picks only where the CPU has
+fast bf16 (:func:`mimetic.models.loading.cpu_bf16_is_faster`).
+
+What it costs: the softmax probabilities are kept for the backward pass, ``batch × heads ×
+length²`` values in bf16 per layer (19 MB for SmolLM2 at 4 × 512; 0.57 GB over its 30 layers),
+where flash attention keeps one value per row. Past :data:`MAX_SCORE_BYTES` per layer the flash
+kernel is used instead, so a long sequence cannot run the machine out of memory.
+
+Grouped-query attention needs no copies: the query heads that share a key/value head are
+stacked along the rows (``(batch, kv heads, group · length, head dim)``), so each key/value head
+is read once per matmul.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+NAME = "mimetic_cpu"
+# bf16 bytes of one layer's softmax probabilities above which PyTorch's own kernel is used
+MAX_SCORE_BYTES = 64 * 2**20
+
+# keyword arguments of transformers' attention calls that change the scores: any of them set
+# sends the call to SDPA (soft-capping, a sliding window, T5-style position bias, attention sinks)
+_CHANGES_SCORES = ("softcap", "sliding_window", "position_bias", "s_aux", "sinks")
+
+_REGISTERED = False
+_CAUSAL: dict[tuple[int, str, str], Any] = {}  # (length, dtype, device) → causal bias
+
+
+def register() -> None:
+    """Register :data:`NAME` with transformers' attention and mask interfaces (idempotent).
+    Masks are built as for ``sdpa``, so a causal batch without padding reaches
+    :func:`attention_forward` with ``attention_mask=None``."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    _REGISTERED = True
+
+
+def use_for_training(model: Any, device: str, precision: str) -> bool:
+    """Switch ``model`` (a transformers model, or a PEFT model around one) to this attention
+    when it trains on a CPU in bf16 or fp16 and uses SDPA now; returns whether it did.
+
+    Only models that train are switched (LoRA training and polish's policy). When a switched
+    model generates, its cached and left-padded calls are not plain causal attention and go to
+    SDPA by themselves (:func:`attention_forward`). The switch is not saved with an adapter
+    (transformers does not write ``_attn_implementation`` into a config file)."""
+    if device != "cpu" or precision not in ("bf16", "fp16"):
+        return False
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(lm, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    register()
+    config._attn_implementation = NAME
+    return True
+
+
+def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                      scaling: float | None = None, is_causal: bool | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """transformers' attention-function signature: ``query`` ``(batch, heads, length, head dim)``,
+    ``key`` and ``value`` ``(batch, kv heads, length, head dim)``; returns ``(output (batch,
+    length, heads, head dim), None)``.
+
+    :func:`causal_attention` runs when the call is plain causal self-attention over the whole
+    sequence (no mask — transformers passes none for a batch without padding — no cache offset,
+    no dropout, nothing in :data:`_CHANGES_SCORES`, bf16/fp16 on a CPU, scores within
+    :data:`MAX_SCORE_BYTES`); anything else goes to transformers' SDPA function unchanged."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, h, t, _ = query.shape
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    plain = (
+        attention_mask is None and causal and t > 1 and key.shape[2] == t and h % key.shape[1] == 0
+        and (dropout == 0.0 or not module.training) and all(kwargs.get(k) is None for k in _CHANGES_SCORES)
+        and query.device.type == "cpu"
+        and query.dtype == key.dtype == value.dtype and str(query.dtype) in ("torch.bfloat16", "torch.float16")
+        and 2 * b * h * t * t <= MAX_SCORE_BYTES
+    )
+    if not plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    out = causal_attention(query, key, value, query.shape[-1] ** -0.5 if scaling is None else scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def causal_attention(query: Any, key: Any, value: Any, scale: float) -> Any:
+    """``softmax(scale · Q Kᵀ + causal mask) V`` with its own backward pass.
+
+    Args:
+        query: ``(batch, heads, length, head dim)``.
+        key, value: ``(batch, kv heads, length, head dim)``; ``heads`` a multiple of ``kv heads``
+            (grouped-query attention, Ainslie et al. 2023).
+        scale: multiplies the scores (``head dim ** -0.5`` in the Transformer).
+
+    Returns:
+        ``(batch, heads, length, head dim)`` in ``query``'s dtype. Scores and probabilities are
+        rounded to that dtype between the matmuls (as transformers' eager attention does under
+        bf16 autocast); the softmax itself is computed in fp32.
+    """
+    return _function().apply(query, key, value, scale)
+
+
+def _causal_bias(t: int, dtype: Any, device: Any) -> Any:
+    """``(t, t)``: 0 on and below the diagonal, −inf above it (the positions a token may not
+    see). Added to the scores rather than filled in with a boolean mask: the add is a plain
+    vectorised pass, ``masked_fill_`` with a broadcast mask took 1.4–2× as long here."""
+    import torch
+
+    key = (t, str(dtype), str(device))
+    bias = _CAUSAL.get(key)
+    if bias is None:
+        upper = torch.ones(t, t, dtype=torch.bool, device=device).triu(1)
+        bias = _CAUSAL[key] = torch.zeros(t, t, dtype=dtype, device=device).masked_fill_(upper, float("-inf"))
+    return bias
+
+
+@functools.cache
+def _function() -> Any:
+    """The autograd Function, built on first use so that importing mimetic needs no torch."""
+    import torch
+
+    class CausalAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, q: Any, k: Any, v: Any, scale: float) -> Any:
+            b, h, t, d = q.shape
+            kv = k.shape[1]
+            g = h // kv
+            qs = (q * scale).reshape(b, kv, g * t, d)  # the query heads of one kv head, stacked
+            scores = torch.matmul(qs, k.transpose(-1, -2)).view(b, kv, g, t, t)
+            scores.add_(_causal_bias(t, scores.dtype, q.device))
+            probs = torch.softmax(scores, dim=-1).view(b, kv, g * t, t)  # fp32 inside, stored in q's dtype
+            out = torch.matmul(probs, v).view(b, h, t, d)
+            ctx.save_for_backward(qs, k, v, probs)
+            ctx.scale = scale
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> Any:
+            qs, k, v, probs = ctx.saved_tensors
+            b, kv, gt, d = qs.shape
+            h = gt // k.shape[2] * kv
+            grad_out = grad_out.reshape(b, kv, gt, d)
+            grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
+            grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
+            # softmax backward: probs · (grad_probs − Σ probs · grad_probs), fp32 inside
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale).view(b, h, -1, d)
+            grad_k = torch.matmul(grad_scores.transpose(-1, -2), qs)
+            return grad_q, grad_k, grad_v, None
+
+    return CausalAttention

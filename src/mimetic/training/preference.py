@@ -1,0 +1,685 @@
+"""Stage 3b — polish: a preference stage after supervised fine-tuning that aims at the voice itself.
+
+Self-play fine-tuning (Chen et al. 2024, "Self-Play Fine-Tuning Converts Weak Language Models
+to Strong Language Models", SPIN) with the DPO loss (Rafailov et al. 2023, "Direct Preference
+Optimization: Your Language Model is Secretly a Reward Model"):
+
+* **pairs** come from the *training* split only: the prompt is the opening of one of the
+  writer's training passages (``prompt_tokens``), *chosen* is the writer's real continuation
+  (the next ``continuation_tokens``), *rejected* is the fine-tuned voice's own sample from that
+  opening (``[generate]`` sampling, seeded, ``continuation_tokens`` new tokens). They are
+  cached in ``runs/<id>/pairs.jsonl`` as they are made, so a resume never makes them again;
+* **the reference** π_ref is the fine-tuned (SFT) adapter, frozen. Its log-probabilities of
+  every chosen and rejected continuation are computed once, without gradients, right after
+  the pair is sampled, and stored with the pair: they never change, so no second model is
+  needed;
+* **the policy** starts from the SFT adapter (LoRA dropout off, so at step 0 it *is* the
+  reference and the loss is log 2) and is trained with :func:`mimetic.training.loop.fit`;
+* **the loss** per pair: ``-log σ(β[(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π_ref(y_l|x))])``
+  where a sequence's log-probability is the sum of its continuation tokens' log-probabilities
+  (the prompt masked), from :func:`mimetic.models.nll.token_losses` (negated): one NLL function;
+* **the score** is the held-out NLL, as in supervised training (lower is better): early
+  stopping and keeping the best adapter work unchanged. Each evaluation also logs DPO's reward
+  accuracy and margin on the training pairs.
+
+The new run (``runs/<id>``) has an ``adapter`` that ``write``, ``evaluate`` and ``export`` use
+by run id, a ``summary.json`` (:class:`mimetic.core.records.RunSummary`) and ``polish.json`` (the
+parent run, the ``[polish]`` settings and, when finished, the figures before and after).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mimetic.core.config import PolishConfig, VoiceConfig, default_learning_rate, replace
+from mimetic.errors import MimeticError, TrainingInterrupted
+from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out, ignore
+from mimetic.training.loop import Parts, Run, RunState, RuntimeOptions, fit, grad_scaler, scheduler_for
+from mimetic.models.nll import IGNORE_INDEX, collate, nll_sums, token_losses
+from mimetic.core.records import RunSummary
+from mimetic.models.sampling import SamplingParams
+from mimetic.training.sft import check_version, compute_precision, rng_state, seed_all, set_rng_state, epoch_batches, padding_share
+from mimetic.core.workspace import Workspace, writes_voice, atomic_dir, atomic_write_text, check_free_disk
+
+PAIRS_FILE = "pairs.jsonl"
+POLISH_FILE = "polish.json"
+POLISH_VERSION = 1
+MARGIN_PAIRS = 32  # training pairs whose DPO reward margin and accuracy each evaluation logs
+
+
+@dataclass
+class PolishResult:
+    """Outcome of a polish run. NLL values are nats per token on the held-out split.
+
+    Attributes:
+        nll_before: held-out NLL of the fine-tuned voice (the parent run's adapter, step 0).
+        nll_after: held-out NLL at the last evaluation; ``best_nll``/``best_step``: the best
+            one, whose adapter is kept in ``runs/<id>/adapter``.
+        margin_before, margin_after: mean DPO reward margin
+            ``β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]`` on the first
+            training pairs (0 at step 0), at the first and the last evaluation.
+        accuracy_before, accuracy_after: share of those pairs with a positive margin.
+    """
+
+    run_id: str
+    run_dir: Path
+    parent_run_id: str
+    pairs: int
+    nll_before: float
+    nll_after: float
+    best_nll: float
+    best_step: int
+    final_step: int
+    stopped_because: str
+    margin_before: float
+    margin_after: float
+    accuracy_before: float
+    accuracy_after: float
+    learning_rate: float
+    beta: float
+    elapsed_s: float
+
+
+# ------------------------------------------------------------------------------------ the loss
+
+
+def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any, beta: float) -> Any:
+    """DPO's loss of every pair (Rafailov et al. 2023, eq. 7), a tensor of shape ``(pairs,)``:
+    ``-log σ(β[(π_w − ref_w) − (π_l − ref_l)])`` from sequence log-probabilities (nats).
+    When the policy equals the reference it is ``log 2`` for every pair."""
+    import torch.nn.functional as F
+
+    return -F.logsigmoid(beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)))
+
+
+def kto_loss(policy: Any, reference: Any, desirable: Any, beta: float) -> Any:
+    """KTO's loss of every marked text (Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect
+    Theoretic Optimization", eq. 8, λ_D = λ_U = 1), shape ``(texts,)``: with the reward
+    ``r = β(log π(y|x) − log π_ref(y|x))``, ``1 − σ(r)`` for a text the writer kept and ``σ(r)``
+    for one discarded. The reference point z₀ is 0 rather than estimated from mismatched pairs in
+    the batch (TRL's ``KTOTrainer`` with ``loss_type="apo_zero_unpaired"``, D'Oosterlinck et al.
+    2024): a writer's few dozen marks make batches too small for that estimate. At step 0
+    (policy = reference) it is 0.5 for every text.
+
+    Args:
+        policy, reference: summed log-probabilities of each text given its prompt, nats, ``(n,)``.
+        desirable: ``(n,)`` booleans, ``True`` for a kept text.
+    """
+    import torch
+
+    reward = beta * (policy - reference)
+    return torch.where(desirable, 1 - torch.sigmoid(reward), torch.sigmoid(reward))
+
+
+def completion_logps(model: Any, items: list[dict[str, Any]], pad_id: int, device: str, autocast: Callable[[], Any]) -> Any:
+    """Summed log-probabilities (nats) of each item's ``completion`` after its ``prompt``, ``(n,)``
+    (the prompt masked; :func:`mimetic.models.nll.token_losses` negated)."""
+    rows = [_continuation_row(i["prompt"], i["completion"]) for i in items]
+    losses, _ = token_losses(model, collate(rows, pad_id), device, autocast)
+    return -losses.sum(dim=1)
+
+
+def feedback_loss(model: Any, rows: list[dict[str, Any]], beta: float, pad_id: int, device: str,
+                  autocast: Callable[[], Any]) -> Any:
+    """The summed loss of a batch of feedback rows: DPO for a pick among drafts (``kind`` ``pair``),
+    KTO for a kept or discarded text (``kind`` ``single``), each with its stored reference
+    log-probabilities."""
+    import torch
+
+    pairs = [r for r in rows if r.get("kind", "pair") == "pair"]
+    singles = [r for r in rows if r.get("kind") == "single"]
+    total = None
+    if pairs:
+        pc, pr = sequence_logps(model, pairs, pad_id, device, autocast)
+        rc = torch.tensor([p["ref_chosen"] for p in pairs], device=pc.device)
+        rr = torch.tensor([p["ref_rejected"] for p in pairs], device=pc.device)
+        total = dpo_loss(pc, pr, rc, rr, beta).sum()
+    if singles:
+        lp = completion_logps(model, singles, pad_id, device, autocast)
+        ref = torch.tensor([s["ref"] for s in singles], device=lp.device)
+        good = torch.tensor([bool(s["desirable"]) for s in singles], device=lp.device)
+        part = kto_loss(lp, ref, good, beta).sum()
+        total = part if total is None else total + part
+    return total
+
+
+def _continuation_row(prompt: list[int], continuation: list[int]) -> dict[str, Any]:
+    """A scored row: ``prompt`` then ``continuation``, labelled on the continuation only."""
+    prompt, continuation = list(prompt), list(continuation)
+    return {"input_ids": prompt + continuation, "labels": [IGNORE_INDEX] * len(prompt) + continuation}
+
+
+def sequence_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``2n`` scored rows of ``n`` pairs: every chosen, then every rejected continuation,
+    each after its prompt, labelled on the continuation only (the prompt is masked)."""
+    return [_continuation_row(p["prompt"], p[side]) for side in ("chosen", "rejected") for p in pairs]
+
+
+def sequence_logps(model: Any, pairs: list[dict[str, Any]], pad_id: int, device: str, autocast: Callable[[], Any]) -> tuple[Any, Any]:
+    """Summed log-probabilities (nats) of the chosen and of the rejected continuations of
+    ``pairs`` given their prompts: two tensors of shape ``(n,)``, with gradient when enabled.
+    The negated :func:`mimetic.models.nll.token_losses`, summed over the continuation's tokens."""
+    losses, _ = token_losses(model, collate(sequence_rows(pairs), pad_id), device, autocast)
+    logps = -losses.sum(dim=1)
+    return logps[: len(pairs)], logps[len(pairs) :]
+
+
+def _margins(model: Any, pairs: list[dict[str, Any]], beta: float, pad_id: int, device: str, autocast: Any,
+             batch_size: int) -> tuple[float, float, float]:
+    """Mean DPO reward margin, reward accuracy and DPO loss of ``model`` on ``pairs`` (no
+    gradients, eval mode)."""
+    import torch
+
+    was = model.training
+    model.eval()
+    margins, losses = [], []
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i : i + batch_size]
+            pc, pr = sequence_logps(model, chunk, pad_id, device, autocast)
+            rc = torch.tensor([p["ref_chosen"] for p in chunk], device=pc.device)
+            rr = torch.tensor([p["ref_rejected"] for p in chunk], device=pc.device)
+            margins += (beta * ((pc - rc) - (pr - rr))).float().cpu().tolist()
+            losses += dpo_loss(pc, pr, rc, rr, beta).float().cpu().tolist()
+    model.train(was)
+    n = max(1, len(margins))
+    return sum(margins) / n, sum(m > 0 for m in margins) / n, sum(losses) / n
+
+
+def _preference_loss(model: Any, rows: list[dict[str, Any]], beta: float, pad_id: int, device: str, autocast: Any,
+                     batch_size: int) -> float:
+    """Mean :func:`feedback_loss` of ``model`` over all ``rows`` (no gradients, eval mode): how well
+    the voice fits the writer's marks (DPO's log 2 and KTO's 0.5 at step 0; lower is better)."""
+    import torch
+
+    was = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            total += float(feedback_loss(model, rows[i : i + batch_size], beta, pad_id, device, autocast))
+    model.train(was)
+    return total / max(1, len(rows))
+
+
+# ----------------------------------------------------------------------------------- the pairs
+
+
+def select_openings(train_rows: Any, config: PolishConfig) -> list[dict[str, Any]]:
+    """The prompts and chosen continuations: up to ``config.pairs`` training passages (seeded
+    choice) long enough for ``prompt_tokens`` + ``continuation_tokens`` labelled tokens. The
+    prompt is everything before the passage's labelled text (a chat template) plus its first
+    ``prompt_tokens`` labelled tokens; chosen is the next ``continuation_tokens``."""
+    need = config.prompt_tokens + config.continuation_tokens
+    eligible = []
+    for i, r in enumerate(train_rows):
+        labels = r["labels"]
+        start = next((k for k, x in enumerate(labels) if x != IGNORE_INDEX), None)
+        if start is not None and len(r["input_ids"]) - start >= need:
+            eligible.append((i, start))
+    rng = random.Random(config.seed)
+    rng.shuffle(eligible)
+    out = []
+    for i, start in eligible[: config.pairs]:
+        r = train_rows[i]
+        ids = list(r["input_ids"])
+        cut = start + config.prompt_tokens
+        out.append({"doc_id": r.get("doc_id"), "row": i, "prompt": ids[:cut], "chosen": ids[cut : cut + config.continuation_tokens]})
+    return out
+
+
+def _sample(model: Any, prompts: list[list[int]], params: SamplingParams, seed: int, pad_id: int, eos_id: int | None,
+            device: str, autocast: Callable[[], Any]) -> list[list[int]]:
+    """One sampled continuation of every prompt (left-padded into one batch), cut after the
+    first end-of-text token."""
+    import torch
+
+    n = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), n), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, n - len(p) :] = torch.tensor(p)
+        mask[i, n - len(p) :] = 1
+    torch.manual_seed(seed)
+    with torch.no_grad(), autocast():
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), pad_token_id=pad_id,
+                             **params.transformers_kwargs())
+    samples = []
+    for row in out[:, n:].tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[: row.index(eos_id) + 1]
+        samples.append(row)
+    return samples
+
+
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    """The pairs cached in ``pairs.jsonl`` (a damaged last line, from an interrupted write, is dropped)."""
+    if not path.exists():
+        return []
+    pairs = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            pairs.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return pairs
+
+
+def make_pairs(model: Any, openings: list[dict[str, Any]], path: Path, params: SamplingParams, config: PolishConfig,
+               tokenizer: Any, device: str, autocast: Callable[[], Any], *, on_event: OnEvent = ignore,
+               should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Sample the rejected continuations and the reference log-probabilities for ``openings``,
+    in batches of ``generate_batch_size``, appending each finished batch to ``path``; the pairs
+    already in ``path`` are kept (a resume goes on where it stopped). Batch ``b`` is sampled
+    with seed ``config.seed * 1000 + b``, so the pairs do not depend on where a session stopped.
+
+    Raises:
+        TrainingInterrupted: ``should_stop()`` said so between batches (the pairs so far are kept).
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pairs = read_pairs(path)
+    bs = config.generate_batch_size
+    done = len(pairs) - len(pairs) % bs  # whole batches only: a batch is sampled together
+    pairs = pairs[:done]
+    atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in pairs))
+    on_event(Started("polish", f"sampling the voice's own continuations of {len(openings)} openings", total=len(openings), unit="pairs"))
+    on_event(Progress("polish", done, len(openings), "pairs"))
+    t0, first = time.perf_counter(), done
+    was = model.training
+    model.eval()
+    for b in range(done // bs, math.ceil(len(openings) / bs)):
+        if should_stop and should_stop():
+            model.train(was)
+            raise TrainingInterrupted(f"Stopped while making preference pairs ({len(pairs)} of {len(openings)} kept).", "")
+        batch = [dict(o) for o in openings[b * bs : (b + 1) * bs]]
+        rejected = _sample(model, [o["prompt"] for o in batch], params, config.seed * 1000 + b, pad_id,
+                           tokenizer.eos_token_id, device, autocast)
+        for o, r in zip(batch, rejected):
+            o["rejected"] = r
+        import torch
+
+        with torch.no_grad():  # the reference's log-probabilities: computed once, never again
+            rc, rr = sequence_logps(model, batch, pad_id, device, autocast)
+        for o, c, r in zip(batch, rc.float().cpu().tolist(), rr.float().cpu().tolist()):
+            o["ref_chosen"], o["ref_rejected"] = c, r
+        with path.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(o) + "\n" for o in batch))
+        pairs += batch
+        left = (len(openings) - len(pairs)) * (time.perf_counter() - t0) / max(1, len(pairs) - first)
+        on_event(Progress("polish", len(pairs), len(openings), "pairs", eta_s=left))
+    model.train(was)
+    return pairs
+
+
+def feedback_rows(model: Any, feedback: dict[str, list[dict[str, Any]]], path: Path, pad_id: int, device: str,
+                  autocast: Callable[[], Any], batch_size: int = 8) -> list[dict[str, Any]]:
+    """The training rows of a feedback run, with the reference's log-probabilities (``model`` is
+    the policy at step 0, which is the reference), written to ``path`` in one atomic write.
+
+    Args:
+        feedback: ``{"pairs": [{prompt, chosen, rejected}], "singles": [{prompt, completion,
+            desirable}]}`` of token ids, as :func:`mimetic.voice.generate.feedback_examples` makes them.
+    """
+    import torch
+
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        pairs = [dict(p, kind="pair") for p in feedback.get("pairs", [])]
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i : i + batch_size]
+            rc, rr = sequence_logps(model, chunk, pad_id, device, autocast)
+            for p, c, r in zip(chunk, rc.float().cpu().tolist(), rr.float().cpu().tolist()):
+                p["ref_chosen"], p["ref_rejected"] = c, r
+        singles = [dict(s, kind="single") for s in feedback.get("singles", [])]
+        for i in range(0, len(singles), batch_size):
+            chunk = singles[i : i + batch_size]
+            for s, r in zip(chunk, completion_logps(model, chunk, pad_id, device, autocast).float().cpu().tolist()):
+                s["ref"] = r
+        rows = pairs + singles
+    model.train(was)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+# ----------------------------------------------------------------------------------- the stage
+
+
+def _policy(adapter: Path, config: Any, device: str, precision: str) -> tuple[Any, list[Any]]:
+    """The base model with the SFT adapter loaded as trainable (LoRA dropout off, so at step 0
+    the policy is exactly the reference); returns ``(model, trainable params)`` in fp32."""
+    from peft import LoraConfig, PeftModel
+
+    from mimetic.models.attention import use_for_training
+    from mimetic.models.loading import load_model, skip_lora_input_casts
+
+    model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
+    use_for_training(model, device, precision)  # generation (cache, left padding) falls back to SDPA by itself
+    lora = LoraConfig.from_pretrained(str(adapter))
+    lora.lora_dropout, lora.inference_mode = 0.0, False
+    model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter), is_trainable=True, config=lora), precision)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def _stage_config(parent: Any, config: PolishConfig, lr: float) -> Any:
+    """The polish run's frozen ``[train]`` table: the parent's model and LoRA shape with the
+    ``[polish]`` optimisation settings."""
+    return replace(parent, learning_rate=lr, batch_size=config.batch_size, grad_accum=1, epochs=config.epochs,
+                   max_steps=config.max_steps, eval_every=config.eval_every, seed=config.seed, lora_dropout=0.0,
+                   packing=False, time_budget_min=None, compile=False)
+
+
+def _self_play_pairs(workspace: Workspace, model: Any, config: PolishConfig, gen: Any, pairs_file: Path, run_: Run,
+                     tokenizer: Any, dev: str, autocast: Any, emit: OnEvent, stop: Callable[[], bool],
+                     resume_hint: str, where: str = "") -> list[dict[str, Any]]:
+    """Self-play pairs of the training split (of the version's selection ``where``): cached in
+    ``pairs_file``, the missing ones made."""
+    from mimetic.corpus.prepare import load_split
+
+    train_rows = load_split(workspace, "train", where)
+    openings = select_openings(train_rows, config)
+    if not openings:
+        raise MimeticError(
+            f"No training passage has {config.prompt_tokens + config.continuation_tokens} tokens for a preference pair.",
+            "Lower polish.prompt_tokens / polish.continuation_tokens, or prepare longer examples (prepare.max_tokens).")
+    if len(openings) < config.pairs:
+        emit(Warning("polish", f"Only {len(openings)} training passages are long enough: {len(openings)} pairs, not {config.pairs}."))
+    params_gen = SamplingParams.from_config(gen, max_new_tokens=config.continuation_tokens)
+    cached = read_pairs(pairs_file)
+    if len(cached) >= len(openings):
+        pairs = cached[: len(openings)]
+    else:
+        if run_.resumed:
+            raise MimeticError(f"Run {run_.id}'s {PAIRS_FILE} is incomplete.", "Start a new polish run: mimetic polish")
+        try:
+            pairs = make_pairs(model, openings, pairs_file, params_gen, config, tokenizer, dev, autocast, on_event=emit,
+                               should_stop=stop)
+        except TrainingInterrupted as e:
+            run_.stop_file().unlink(missing_ok=True)
+            raise TrainingInterrupted(e.message, resume_hint) from None
+    return pairs
+
+
+def _feedback_pairs(model: Any, feedback: dict[str, list[dict[str, Any]]], pairs_file: Path, run_: Run, pad_id: int,
+                    dev: str, autocast: Any) -> list[dict[str, Any]]:
+    """The feedback run's rows: read back on resume, else made with the reference's log-probabilities."""
+    cached = read_pairs(pairs_file)
+    if cached or run_.resumed:
+        if not cached:
+            raise MimeticError(f"Run {run_.id}'s {PAIRS_FILE} is missing.", "Start a new run: mimetic polish --from-feedback")
+        return cached
+    return feedback_rows(model, feedback, pairs_file, pad_id, dev, autocast)
+
+
+@writes_voice("trained")
+def polish(
+    workspace: Workspace,
+    run: str | None = None,
+    config: PolishConfig | None = None,
+    *,
+    resume: str | bool | None = None,
+    device: str | None = None,
+    on_event: OnEvent = ignore,
+    should_stop: Callable[[Run], bool] | None = None,
+    feedback: dict[str, list[dict[str, Any]]] | None = None,
+    version: str = "",
+    publish: bool | None = None,
+) -> PolishResult:
+    """Polish the voice of ``run`` (default: the latest run) into a new run: with self-play DPO,
+    or with the writer's own marks (``feedback``).
+
+    Args:
+        workspace: a prepared workspace with a trained run.
+        run: the fine-tuned run to start from (its adapter is the policy's start and the
+            frozen reference). Ignored on resume.
+        config: the ``[polish]`` settings (default: the workspace's). Ignored on resume.
+        resume: ``True`` for the latest run, or a polish run's id, to continue it: its pairs
+            are read from ``pairs.jsonl`` (the missing ones made), training goes on from its
+            checkpoint.
+        device: ``auto``, ``cpu``, ``cuda``, ``mps`` (default: the run's ``[train]`` device).
+        on_event: the stage's :mod:`mimetic.core.events` (pair progress, metrics, training progress);
+            ``metrics.jsonl`` is written whatever it is.
+        should_stop: called between pair batches and after every step; ``True`` checkpoints
+            and raises :class:`TrainingInterrupted`. A file ``runs/<id>/stop`` does the same.
+        feedback: train on the writer's marks instead of self-play pairs: DPO on picks among
+            drafts, KTO on kept and discarded texts (:func:`feedback_loss`), token ids as
+            :func:`mimetic.voice.generate.feedback_examples` makes them. Ignored on resume (the run's
+            rows are in its ``pairs.jsonl``).
+        version: the new version's name; default ``<parent's name>+feedback`` (or ``+polish``)
+            when the parent is a named version and that name is free. It trains and is measured
+            on the parent's selection of the corpus.
+        publish: publish the new run when it finishes; ``None``: when it is unnamed and its
+            parent is the published version (the voice's main line goes on).
+
+    Returns:
+        :class:`PolishResult` (held-out NLL and DPO margins before and after).
+
+    Raises:
+        MimeticError: no data, no such run, a run without adapter, too few long passages.
+        TrainingInterrupted: ``should_stop`` or the stop file; the message says how to resume.
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+
+    from mimetic.models.distributed import Dist, launched_processes
+    from mimetic.models.loading import autocast as autocast_factory
+    from mimetic.models.loading import load_tokenizer, pick_device
+    from mimetic.corpus.prepare import load_split
+
+    if launched_processes() > 1:
+        raise MimeticError("mimetic polish runs in one process.", "Run it without accelerate or --processes.")
+    if not resume and feedback is not None and not feedback.get("pairs") and not feedback.get("singles"):
+        raise MimeticError("There are no marks to learn from yet.",
+                           "Mark what the voice writes: mimetic rate ID keep|discard, or mimetic rate ID best --over ID,ID")
+    meta = workspace.data_meta()
+    if resume:
+        run_dir = workspace.run_dir(None if resume is True else str(resume), finished=False)
+        info_file = run_dir / POLISH_FILE
+        if not info_file.exists():
+            raise MimeticError(f"Run {run_dir.name} is not a polish run.", f"Resume it with: mimetic train --resume {run_dir.name}")
+        info = json.loads(info_file.read_text())
+        config, parent_id = PolishConfig(**info["config"]), info["parent_run_id"]
+        feedback = {} if info.get("source") == "feedback" else None
+        vc = VoiceConfig.load(run_dir / "config.toml")
+        gen = vc.generate
+        if (run_dir / "checkpoint" / "state.pt").exists():
+            r = Run.resume(workspace, run_dir.name, device=device)
+        else:  # stopped while making the pairs: nothing trained yet
+            r = Run(workspace, run_dir.name, vc.train, RuntimeOptions.from_config(vc.train, device=device), RunState())
+        tc = r.config
+    else:
+        config = config or workspace.load_config().polish
+        parent_dir = workspace.run_dir(run)
+        parent_id = parent_dir.name
+        if not (parent_dir / "adapter" / "adapter_config.json").exists():
+            raise MimeticError(f"Run {parent_id} has no adapter yet.", f"Train first: mimetic train --workspace {workspace.root}")
+        parent_vc = VoiceConfig.load(parent_dir / "config.toml")
+        gen = workspace.load_config().generate
+        tc = _stage_config(replace(parent_vc.train, device=device), config, 1.0)  # the learning rate is set below
+        parent_names = workspace.names_of(parent_id)
+        if not version and parent_names:
+            candidate = f"{parent_names[0]}+{'feedback' if feedback is not None else 'polish'}"
+            version = candidate if candidate not in workspace.version_names() else ""
+        tc = replace(tc, version=version)
+        check_version(workspace, replace(tc, where=""))  # the parent's selection was checked when it trained
+        if publish is None:
+            publish = not version and workspace.published_run() == parent_id
+        r = None
+    if meta.base_model != tc.base_model:
+        raise MimeticError(f"The training data was prepared for {meta.base_model!r}, not {tc.base_model!r}.",
+                           f"Run: mimetic prepare --base-model {tc.base_model} --workspace {workspace.root}")
+
+    dev = pick_device(tc.device)
+    precision = compute_precision(dev, tc)
+    autocast = autocast_factory(dev, precision)
+    seed_all(config.seed)
+    tokenizer = load_tokenizer(tc.base_model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model, params = _policy(workspace.runs_dir / parent_id / "adapter", tc, dev, precision)
+    lr = config.learning_rate or default_learning_rate(model.config.hidden_size) / 40
+    if r is None:
+        tc = replace(tc, learning_rate=lr)
+        r = Run.start(workspace, tc, RuntimeOptions.from_config(tc))
+        vc = workspace.load_config()
+        vc.polish = config
+        workspace.save_config(vc)  # like every stage: the settings it ran with are the workspace's from now on
+        atomic_write_text(r.dir / "config.toml", VoiceConfig(vc.ingest, vc.prepare, r.config, gen, vc.evaluate, vc.export, config).dumps())
+        atomic_write_text(r.dir / POLISH_FILE, json.dumps({"version": POLISH_VERSION, "parent_run_id": parent_id,
+                                                           "source": "feedback" if feedback is not None else "self-play",
+                                                           "config": asdict(config)}, indent=2))
+    lr = r.config.learning_rate
+    run_: Run = r
+    emit = fan_out(MetricsFile(run_.dir / "metrics.jsonl"), on_event)
+
+    def stop_asked(run: Run) -> bool:
+        return run.stop_file().exists() or bool(should_stop and should_stop(run))
+
+    resume_hint = f"Resume with: mimetic polish --resume {run_.id} --workspace {workspace.root}"
+    pairs_file = run_.dir / PAIRS_FILE
+    if feedback is not None:
+        pairs = _feedback_pairs(model, feedback, pairs_file, run_, pad_id, dev, autocast)
+    else:
+        pairs = _self_play_pairs(workspace, model, config, gen, pairs_file, run_, tokenizer, dev, autocast, emit,
+                                 lambda: stop_asked(run_), resume_hint, tc.where)
+    for p in pairs:  # what fit counts as the step's tokens: every sequence that is run
+        p["input_ids"] = (p["prompt"] + p["completion"] if p.get("kind") == "single"
+                          else p["prompt"] + p["chosen"] + p["prompt"] + p["rejected"])
+    pair_rows = [p for p in pairs if p.get("kind", "pair") == "pair"]
+
+    held = list(load_split(workspace, "held_out", tc.where))
+    if config.held_out_examples and len(held) > config.held_out_examples:
+        held = random.Random(config.seed).sample(held, config.held_out_examples)
+    held = [{"input_ids": h["input_ids"], "labels": h["labels"]} for h in held]
+
+    st = run_.state
+    steps_per_epoch = max(1, math.ceil(len(pairs) / tc.batch_size))
+    run_.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, tc.warmup_ratio)
+    ckpt = run_.checkpoint or {}
+    if "lora" in ckpt:
+        set_peft_model_state_dict(model, ckpt["lora"])
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    dist = Dist(dev)
+    scheduler = scheduler_for(optimizer, run_)
+    parts = Parts(model, model, params, optimizer, scheduler, dist, grad_scaler(dev, precision))
+    trainable, total_params = model.get_nb_trainable_parameters()
+    if run_.resumed:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        MetricsFile(run_.dir / "metrics.jsonl").truncate_after(st.step)
+        set_rng_state(ckpt["rng"])
+        emit(Started("polish", f"resuming run {run_.id} at step {st.step} of {st.total_steps}"))
+    run_.record_session()
+    run_.stop_file().unlink(missing_ok=True)
+
+    lengths = [len(p["input_ids"]) for p in pairs]
+
+    def batches(micro: int) -> list[dict[str, Any]]:
+        epoch, index = divmod(micro, steps_per_epoch)
+        return [pairs[i] for i in epoch_batches(lengths, tc, epoch)[index]]
+
+    def loss_fn(m: Any, rows: list[dict[str, Any]]) -> tuple[Any, int]:
+        return feedback_loss(m, rows, config.beta, pad_id, dev, autocast), len(rows)
+
+    seen: dict[str, float] = {}
+    nll_at: dict[int, float] = dict(ckpt.get("nll_at", {}))  # feedback runs: held-out NLL at each evaluation
+
+    def evaluate(step: int) -> float:
+        margin, acc, loss = (_margins(model, pair_rows[:MARGIN_PAIRS], config.beta, pad_id, dev, autocast, tc.eval_batch_size)
+                             if pair_rows else (0.0, 0.0, 0.0))  # marks with no picks: KTO only
+        seen.setdefault("margin", margin)
+        seen.setdefault("accuracy", acc)
+        seen["margin_after"], seen["accuracy_after"] = margin, acc
+        emit(Metric("polish", step, {"reward_margin": margin, "reward_accuracy": acc, "dpo_loss": loss}))
+        total, n = nll_sums(model, held, pad_id, dev, autocast, tc.eval_batch_size)
+        nll = total / max(1, n)
+        if feedback is None:
+            return nll
+        # A feedback run is scored by how well it fits the marks, as long as the held-out NLL
+        # stays within max_nll_rise of the parent's (step 0): past that it is not kept.
+        nll_at[step] = nll
+        pref = _preference_loss(model, pairs, config.beta, pad_id, dev, autocast, tc.eval_batch_size)
+        emit(Metric("polish", step, {"held_out_nll": nll, "held_out_ppl": math.exp(min(nll, 700))}))
+        if nll > nll_at[min(nll_at)] * (1 + config.max_nll_rise):
+            if not seen.get("warned"):
+                seen["warned"] = 1.0
+                emit(Warning("polish", f"Held-out NLL rose {100 * (nll / nll_at[min(nll_at)] - 1):.1f}% at step {step}: the "
+                                       "voice is learning your marks more than your writing, so this adapter is not kept.",
+                             "Mark more texts, or allow more with polish.max_nll_rise (now "
+                             f"{100 * config.max_nll_rise:g}%)."))
+            return math.inf
+        return pref
+
+    def save_adapter(run: Run) -> None:
+        with atomic_dir(run.dir / "adapter") as tmp:
+            model.save_pretrained(tmp)
+        emit(Artifact("polish", run.dir / "adapter", "adapter"))
+
+    def save_checkpoint(run: Run) -> None:
+        from peft import get_peft_model_state_dict
+
+        check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
+        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "processes": 1,
+                "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
+                "optimizer": optimizer.state_dict(), "margin_before": seen.get("margin"), "accuracy_before": seen.get("accuracy"),
+                "nll_at": dict(nll_at)}
+        with atomic_dir(run.dir / "checkpoint") as tmp:
+            torch.save(blob, tmp / "state.pt")
+
+    if ckpt.get("margin_before") is not None:
+        seen["margin"], seen["accuracy"] = ckpt["margin_before"], ckpt["accuracy_before"]
+    try:
+        stopped = fit(run_, parts, loss_fn, batches, evaluate, count=len, save_best=save_adapter,
+                      save_checkpoint=save_checkpoint, should_stop=stop_asked, on_event=emit, stage="polish",
+                      score_name="held_out_nll" if feedback is None else "preference_loss")
+    except TrainingInterrupted as e:
+        run_.stop_file().unlink(missing_ok=True)
+        raise TrainingInterrupted(e.message, resume_hint) from None
+
+    nll_before, nll_after, best_nll = st.base_nll, st.last_nll, st.best_nll
+    if feedback is not None:  # the scores were preference losses: report the held-out NLLs
+        nll_before, nll_after, best_nll = nll_at[min(nll_at)], nll_at[max(nll_at)], nll_at[st.best_step]
+    result = PolishResult(
+        run_id=run_.id, run_dir=run_.dir, parent_run_id=parent_id, pairs=len(pairs), nll_before=nll_before,
+        nll_after=nll_after, best_nll=best_nll, best_step=st.best_step, final_step=st.step, stopped_because=stopped,
+        margin_before=seen.get("margin", 0.0), margin_after=seen.get("margin_after", 0.0),
+        accuracy_before=seen.get("accuracy", 0.0), accuracy_after=seen.get("accuracy_after", 0.0),
+        learning_rate=lr, beta=config.beta, elapsed_s=st.elapsed_s)
+    info = {"version": POLISH_VERSION, "parent_run_id": parent_id, "config": asdict(config),
+            "source": "feedback" if feedback is not None else "self-play",
+            "result": {k: v for k, v in asdict(result).items() if k not in ("run_id", "run_dir", "parent_run_id")}}
+    atomic_write_text(run_.dir / POLISH_FILE, json.dumps(info, indent=2))
+    pair_batches = epoch_batches(lengths, tc, 0)
+    if feedback is not None:  # rows of one or two sequences: their summed lengths
+        seq_lengths = lengths
+    else:
+        seq_lengths = [len(p["prompt"]) + len(p["chosen"]) for p in pairs] + [len(p["prompt"]) + len(p["rejected"]) for p in pairs]
+        pair_batches = [b + [i + len(pairs) for i in b] for b in pair_batches]
+    RunSummary(
+        run_id=run_.id, run_dir=str(run_.dir), base_nll=nll_before, best_nll=best_nll, best_step=st.best_step,
+        final_step=st.step, stopped_because=stopped, tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),
+        train_tokens=st.tokens, elapsed_s=st.elapsed_s, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        held_out_nll_drop=1.0 - best_nll / nll_before, base_ppl=math.exp(nll_before), best_ppl=math.exp(best_nll),
+        learning_rate=lr, device=dev, precision=precision, trainable_parameters=trainable, total_parameters=total_params,
+        steps_per_epoch=steps_per_epoch,
+        padding_share=padding_share(seq_lengths, pair_batches),
+        planned_steps=st.total_steps, processes=1, global_batch_size=tc.batch_size,
+    ).save(run_.dir / "summary.json")
+    emit(Artifact("polish", run_.dir / "summary.json", "summary"))
+    if publish is None:  # resumed: the rule of a new run, from what was recorded
+        publish = not r.config.version and workspace.published_run() == parent_id
+    workspace.add_version(run_.id, r.config.version, publish=publish)
+    emit(Finished("polish", f"polished {parent_id} into {run_.id}", {**asdict(result), "run_dir": str(run_.dir)}))
+    return result
+
+
+__all__ = ["PolishResult", "dpo_loss", "kto_loss", "feedback_loss", "feedback_rows", "completion_logps", "make_pairs", "polish", "read_pairs", "select_openings", "sequence_logps", "sequence_rows"]

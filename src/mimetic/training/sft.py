@@ -1,0 +1,888 @@
+"""Stage 3 — train: LoRA fine-tuning with held-out NLL, early stopping, checkpoints and resume.
+
+Supervised fine-tuning as one use of the training loop :func:`mimetic.training.loop.fit`, around PEFT's LoRA:
+
+* held-out NLL (nats per token, token-weighted) and perplexity ``exp(NLL)`` before the first
+  step (the base model, once per voice), every ``eval_every`` steps (spaced further under a
+  time budget) and at the end;
+* early stopping after ``patience`` evaluations without improvement; the adapter with the
+  best held-out NLL is kept in ``runs/<id>/adapter``;
+* a checkpoint (LoRA weights, AdamW and scheduler state, RNG states, data position) every
+  ``checkpoint_every`` steps and when ``should_stop`` says so (Ctrl-C in the CLI, a stop file);
+  ``resume=`` continues the run exactly;
+* :mod:`mimetic.core.events` for front ends; ``metrics.jsonl`` (one of their sinks) and ``loss.png``;
+* on CPUs with native bf16 the forward/backward runs under bf16 autocast with fp32 LoRA
+  weights (about 2.5× faster than fp32 on this project's 2-core test machine).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mimetic.core.config import TrainConfig, default_learning_rate, replace
+from mimetic.errors import MimeticError, TrainingInterrupted
+from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out
+from mimetic.training.loop import Parts, Run, RuntimeOptions, TimeBudget, fit, grad_scaler, lr_lambda, peak_rss_mb, scheduler_for  # noqa: F401 - lr_lambda: API
+from mimetic.models.loading import autocast as _autocast_factory
+from mimetic.core.records import RunSummary, TrainOutcome
+from mimetic.models.nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
+from mimetic.core.workspace import Workspace, writes_voice, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
+
+
+@dataclass(kw_only=True)
+class TrainResult(TrainOutcome):
+    """Outcome of a training run (:class:`~mimetic.core.records.TrainOutcome`) and its folder."""
+
+    run_dir: Path
+
+
+def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
+    """Pack whole examples into rows of at most ``max_len`` tokens (first-fit decreasing).
+
+    Each packed row carries ``position_ids`` that restart at 0 for every example, which is how
+    transformers recognises packed sequences and keeps attention inside each example (a
+    block-diagonal causal mask; ``masking_utils.find_packed_sequence_indices``). The first
+    label of every example is ``-100``, so no example is asked to predict the next one's first
+    token: the summed NLL equals that of the examples run one by one. Deterministic (no RNG),
+    so a resumed run packs identically. Examples longer than ``max_len`` stay alone.
+
+    Args:
+        rows: examples with ``input_ids`` and ``labels`` (lists of int).
+        max_len: longest packed row, in tokens.
+
+    Returns:
+        Packed rows with ``input_ids``, ``labels`` and ``position_ids``.
+    """
+    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]["input_ids"]), i))
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = len(rows[i]["input_ids"])
+        for b, free in enumerate(room):
+            if n <= free:
+                bins[b].append(i)
+                room[b] -= n
+                break
+        else:
+            bins.append([i])
+            room.append(max_len - n)
+    out = []
+    for b in bins:
+        ids: list[int] = []
+        labels: list[int] = []
+        pos: list[int] = []
+        for i in b:
+            r = rows[i]
+            ids += list(r["input_ids"])
+            labels += [IGNORE_INDEX] + list(r["labels"][1:])
+            pos += list(range(len(r["input_ids"])))
+        out.append({"input_ids": ids, "labels": labels, "position_ids": pos})
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states (Python, NumPy, torch, CUDA): what a checkpoint saves so that
+    dropout masks and sampling continue exactly on resume."""
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back random states saved by :func:`rng_state`."""
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators with ``seed``."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _plot(metrics_path: Path, out: Path, title: str) -> None:
+    """Draw train loss and held-out NLL against step into ``out`` (PNG), atomically."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
+    held = [(r["step"], r["held_out_nll"]) for r in rows if "held_out_nll" in r]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="training loss", color="#8aa8c8", lw=1.2)
+    if held:
+        ax.plot(*zip(*held), label="held-out NLL", color="#c0392b", marker="o", lw=2)
+        best = min(held, key=lambda x: x[1])
+        ax.axhline(held[0][1], color="#999", ls="--", lw=1, label=f"base model {held[0][1]:.3f}")
+        ax.annotate(f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(0, -16), ha="center", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL (nats / token)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, list[Any]]:
+    """The base model with fresh LoRA adapters (PEFT) on ``device``; returns ``(model, trainable params)``.
+
+    LoRA weights are kept in fp32 whatever the compute precision; under bf16 / fp16 autocast
+    their input is not cast to fp32 first (:func:`mimetic.models.loading.skip_lora_input_casts`). On a
+    CPU in bf16 attention runs as plain matmuls (:mod:`mimetic.models.attention`, 1.8× PyTorch's CPU
+    flash kernel there), unless the run is compiled.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from mimetic.models.attention import use_for_training
+    from mimetic.models.loading import load_model, skip_lora_input_casts
+
+    model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules if config.target_modules == "all-linear" else config.target_modules.split(","),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    model = skip_lora_input_casts(get_peft_model(model, lora), precision)
+    if not config.compile:  # torch.compile keeps PyTorch's own kernels (the path it was measured on)
+        use_for_training(model, device, precision)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def compute_precision(device: str, config: TrainConfig) -> str:
+    """Compute precision of a run: bf16 when the base weights are stored in bf16, else
+    :func:`mimetic.models.loading.pick_precision` of ``config.precision``."""
+    from mimetic.models.loading import pick_precision
+
+    return pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision)
+
+
+def _compiled(model: Any) -> Any:
+    """``torch.compile(model, dynamic=True)`` (batches change length), with inductor's cache in
+    mimetic's user cache directory so later runs skip most of the compilation."""
+    import os
+
+    import torch
+
+    from mimetic.models.loading import cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    return torch.compile(model, dynamic=True)
+
+
+def _training_rows(workspace: Workspace, config: TrainConfig) -> tuple[list[dict], list[dict], list[int]]:
+    """Training and held-out examples as plain lists, the training ones packed when
+    ``config.packing``; also the unpacked training lengths (for the padding report)."""
+    from mimetic.corpus.prepare import load_split
+
+    train_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "train", config.where)]
+    held_rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(workspace, "held_out", config.where)]
+    unpacked_lengths = [len(r["input_ids"]) for r in train_rows]
+    if config.packing:
+        train_rows = pack(train_rows, max(unpacked_lengths))
+    return train_rows, held_rows, unpacked_lengths
+
+
+def _global_config(config: TrainConfig, processes: int) -> TrainConfig:
+    """``config`` with the batch one optimizer step takes across all processes: each of the
+    ``processes`` takes ``batch_size`` examples, so the global batch is their product."""
+    return replace(config, batch_size=config.batch_size * processes)
+
+
+def _steps_per_epoch(rows: int, config: TrainConfig) -> int:
+    return max(1, math.ceil(rows / (config.batch_size * config.grad_accum)))
+
+
+@dataclass
+class Plan:
+    """What a training run will need, from a short measured warm-up (see :func:`plan`).
+
+    Attributes:
+        peak_memory_mb: predicted peak resident memory of the training process (CPU), plus
+            what Metal has allocated (MPS), or peak GPU memory on CUDA, in MiB.
+        available_mb: memory available now (RAM, free GPU memory, or MPS's recommended working
+            set), MiB.
+        tokens_per_s: measured training speed on a full-length batch.
+        epoch_minutes: predicted minutes per epoch, held-out evaluations included.
+        run_minutes: predicted minutes for the configured run (epochs, max steps, time budget).
+        steps_per_epoch, evals_per_epoch: the schedule behind the prediction.
+        fits: whether the peak fits in the available memory (with a 10% margin).
+        advice: what to change when it does not fit.
+    """
+
+    peak_memory_mb: float
+    available_mb: float
+    tokens_per_s: float
+    epoch_minutes: float
+    run_minutes: float
+    steps_per_epoch: int
+    evals_per_epoch: int
+    fits: bool
+    advice: str = ""
+
+    def summary(self) -> str:
+        """One line for the start of a run."""
+        return (f"Plan: peak memory about {self.peak_memory_mb / 1024:.1f} GiB of {self.available_mb / 1024:.1f} GiB available; "
+                f"{self.tokens_per_s:.0f} tokens/s; about {self.epoch_minutes:.0f} min per epoch, {self.run_minutes:.0f} min for this run.")
+
+
+def plan(workspace: Workspace, config: TrainConfig | None = None, warmup_steps: int = 3) -> Plan:
+    """Predict peak memory and time of a run from a short measured warm-up, before training.
+
+    The warm-up loads the model with LoRA as :func:`train` does and runs ``warmup_steps``
+    optimizer steps on a batch of the *longest* examples (the memory peak of an epoch), plus one
+    held-out evaluation batch; memory is the process's measured peak (``ru_maxrss``; on CUDA
+    ``torch.cuda.max_memory_allocated``), speed is tokens per second of the timed steps (the
+    first step is not timed). Epoch time = training tokens / speed + held-out evaluations
+    (held-out tokens / the same speed × 1/3, forward only).
+
+    Raises:
+        MimeticError: no prepared data.
+    """
+    import torch
+
+    from mimetic.models.loading import pick_device
+
+    config = config or workspace.load_config().train
+    workspace.data_meta()
+    device = pick_device(config.device)
+    precision = compute_precision(device, config)
+    autocast = _autocast_factory(device, precision)
+    train_rows, held_rows, _ = _training_rows(workspace, config)
+    model, params = lora_model(config, device, precision)
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    result = _measure_plan(model, params, optimizer, train_rows, held_rows, config, device, autocast, warmup_steps)
+    del model, optimizer
+    return result
+
+
+def _measure_plan(model: Any, params: list[Any], optimizer: Any, train_rows: list[dict], held_rows: list[dict],
+                  config: TrainConfig, device: str, autocast: Any, steps: int, processes: int = 1) -> Plan:
+    """Time ``steps`` training steps on the longest batch (optimizer steps when ``optimizer`` is
+    given; without one, AdamW's two fp32 moments per trainable weight are added to the peak)
+    and one held-out batch, and turn the measurements into a :class:`Plan`."""
+    import torch
+
+    longest = sorted(train_rows, key=lambda r: -len(r["input_ids"]))[: config.batch_size]
+    batch = collate(longest, 0)
+    tokens = int(batch["attention_mask"].sum())
+    was_training = model.training
+    model.train()
+    times = []
+    for k in range(steps):
+        t = time.perf_counter()
+        for _ in range(config.grad_accum):
+            s, c = token_nll_sum(model, batch, device, autocast)
+            (s / max(1, c)).backward()
+        if optimizer is not None:
+            optimizer.step()
+        for p in params:
+            p.grad = None
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if k or steps == 1:
+            times.append(time.perf_counter() - t)
+    held_longest = sorted(held_rows, key=lambda r: -len(r["input_ids"]))[: config.eval_batch_size]
+    evaluate_nll(model, held_longest, 0, device, autocast, config.eval_batch_size)
+    model.train(was_training)
+    speed = processes * tokens * config.grad_accum / (sum(times) / max(1, len(times)))
+    adam = 0.0 if optimizer is not None else 2 * sum(p.numel() * 4 for p in params) / 2**20
+    return _plan_figures(speed, adam, train_rows, held_rows, config, device, processes)
+
+
+def _plan_figures(speed: float, extra_mb: float, train_rows: list[dict], held_rows: list[dict], config: TrainConfig,
+                  device: str, processes: int = 1) -> Plan:
+    """A :class:`Plan` from a measured training speed (tokens/s, all processes) and this
+    process's peak memory so far (+ ``extra_mb`` not yet allocated)."""
+    import torch
+
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20 + extra_mb
+        free, _ = torch.cuda.mem_get_info()
+        available = free / 2**20 + peak
+    elif device == "mps":  # unified memory: the GPU's allocations do not show in the process's RSS
+        peak = peak_rss_mb() + torch.mps.driver_allocated_memory() / 2**20 + extra_mb
+        available = torch.mps.recommended_max_memory() / 2**20
+    else:
+        import psutil
+
+        peak = peak_rss_mb() + extra_mb
+        available = psutil.virtual_memory().available / 2**20 + psutil.Process().memory_info().rss / 2**20
+    train_tokens = sum(len(r["input_ids"]) for r in train_rows)
+    held_tokens = sum(len(r["input_ids"]) for r in held_rows)
+    steps_per_epoch = _steps_per_epoch(len(train_rows), _global_config(config, processes))
+    evals = max(1, steps_per_epoch // config.eval_every) + 1
+    epoch_s = train_tokens / speed + evals * held_tokens / (3 * speed)
+    epochs = config.epochs
+    if config.max_steps:
+        epochs = min(epochs, config.max_steps / steps_per_epoch)
+    run_s = epochs * epoch_s + held_tokens / (3 * speed)  # + the step-0 evaluation
+    if config.time_budget_min:
+        run_s = min(run_s, config.time_budget_min * 60)
+    fits = peak * 1.1 <= available
+    advice = ""
+    if not fits:
+        advice = ("Lower the memory: shorter examples (prepare.max_tokens, e.g. 256), a smaller batch "
+                  "(train.batch_size 1–2 with train.grad_accum to keep the effective batch)"
+                  + (", or 4-bit QLoRA (--4bit)" if device == "cuda" else ", or a smaller base model") + ".")
+    return Plan(round(peak), round(available), round(speed, 1), epoch_s / 60, run_s / 60, steps_per_epoch, evals, fits, advice)
+
+
+@writes_voice("trained")
+def train(
+    workspace: Workspace,
+    config: TrainConfig | None = None,
+    *,
+    resume: str | bool | None = None,
+    runtime: dict[str, Any] | None = None,
+    on_event: OnEvent | None = None,
+    should_stop: Callable[[Run], bool] | None = None,
+    publish: bool | None = None,
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``data/train``, measuring held-out NLL on ``data/held_out``.
+
+    With ``config.where`` only the selected documents' examples of both splits are used, and
+    with ``config.version`` the finished run is recorded under that name
+    (:meth:`Workspace.add_version`). A finished run is published (becomes what ``write`` and
+    ``export`` use) when ``publish`` is true, or, with ``publish=None``, when it has no version
+    name; a named version is published only when asked (``mimetic publish``). An interrupted or
+    failed run is never published: it has no ``summary.json``.
+
+    Supervised fine-tuning as one use of :func:`mimetic.training.loop.fit`: the loss is the summed
+    next-token NLL of the training tokens (:func:`mimetic.models.nll.token_nll_sum`) over the step's
+    labelled tokens; the score is the held-out NLL on a fixed, seeded subset of about
+    ``config.eval_tokens`` held-out tokens (:func:`eval_subset`), and on the whole held-out split at
+    the end (:func:`_final_evaluation` chooses between the final model and the kept adapter); the
+    base model's NLL is measured before the first step and cached per voice
+    (:class:`BaseNLLCache`); under a time budget the in-run evaluations are spaced so that
+    measuring stays within ``config.max_eval_share``; the plan line comes from the run's first
+    steps. The kept adapter is in ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and
+    scheduler state, run state, RNG states of every process) in ``runs/<id>/checkpoint``.
+
+    Args:
+        workspace: a prepared workspace.
+        config: training settings (default: the workspace's ``[train]``). Ignored on resume:
+            the run's frozen settings are used.
+        resume: ``True`` for the latest run, or a run id, to continue from its checkpoint.
+        runtime: runtime options (``device``, ``precision``, ``base_weights``, ``compile``,
+            ``time_budget_min``, ``eval_batch_size``, ``checkpoint_every``, ``log_every``; see
+            :class:`mimetic.training.loop.RuntimeOptions`) that override ``config``'s, or the run's on
+            resume (a time budget given on resume counts from the resume).
+        on_event: receives the run's :mod:`mimetic.core.events` (the plan, metrics, progress);
+            ``metrics.jsonl`` is written whatever it is.
+        should_stop: called after every step; ``True`` checkpoints the run and raises
+            :class:`TrainingInterrupted`. A file ``runs/<id>/stop`` does the same.
+
+    Returns:
+        :class:`TrainResult` (held-out NLL of base and best adapter, steps, speed, memory).
+
+    Raises:
+        MimeticError: no data, data prepared for another model, no checkpoint to resume, a
+            setting that cannot change on resume.
+        TrainingInterrupted: ``should_stop`` or the stop file; the message says how to resume.
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+
+    from mimetic.models.distributed import Dist, launched_processes
+    from mimetic.models.loading import load_tokenizer, pick_device
+
+    meta = workspace.data_meta()
+    runtime = {k: v for k, v in (runtime or {}).items() if v is not None}
+    run: Run | None = None
+    if resume:
+        run = Run.resume(workspace, None if resume is True else str(resume), **runtime)
+        saved = run.checkpoint.get("processes", 1) if run.checkpoint else 1
+        if saved != launched_processes():
+            raise MimeticError(
+                f"Run {run.id} was trained by {saved} process(es), not {launched_processes()}.",
+                f"Resume it with the same number: mimetic train --resume {run.id} --processes {saved}",
+            )
+        config = run.config
+    else:
+        config = RuntimeOptions.from_config(config or workspace.load_config().train, **runtime).apply(
+            config or workspace.load_config().train)
+    if meta.base_model != config.base_model:
+        raise MimeticError(
+            f"The training data was prepared for {meta.base_model!r}, not {config.base_model!r}.",
+            f"Run: mimetic prepare --base-model {config.base_model} --workspace {workspace.root}",
+        )
+    if not resume:
+        check_version(workspace, config)
+
+    device = pick_device(config.device)
+    # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
+    dist = Dist(device)
+    precision = dist.broadcast(compute_precision(device, config))
+    autocast = _autocast_factory(device, precision)
+    if run is None:
+        run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
+        run = Run.start(workspace, config, RuntimeOptions.from_config(config, processes=dist.world), run_id, write=dist.main)
+        if dist.main:  # like every stage: the settings it ran with are the workspace's from now on
+            vc = workspace.load_config()
+            vc.train = replace(config, version="", where="")  # these two belong to the run
+            workspace.save_config(vc)
+    run.options.processes = dist.world
+    metrics_file = MetricsFile(run.dir / "metrics.jsonl", dist.main)
+    emit = fan_out(metrics_file, on_event if dist.main else None)
+    st = run.state
+    seed_all(config.seed)
+    tokenizer = load_tokenizer(config.base_model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train_rows, held_rows, unpacked_lengths = _training_rows(workspace, config)
+
+    with dist.main_first():  # a first load may convert and cache the model: once
+        model, params = lora_model(config, device, precision)
+    if dist.rank:  # same LoRA initialisation everywhere, different dropout masks per process
+        torch.manual_seed(config.seed + dist.rank)
+    lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
+    global_config = _global_config(config, dist.world)  # × grad_accum examples per optimizer step
+    steps_per_epoch = _steps_per_epoch(len(train_rows), global_config)
+    run.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, config.warmup_ratio)
+    ckpt = run.checkpoint or {}
+    if "lora" in ckpt:
+        set_peft_model_state_dict(model, ckpt["lora"])
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    model, optimizer = dist.prepare(model, optimizer)
+    step_model = _compiled(model) if config.compile else model  # training steps only; evaluation runs eagerly
+    scheduler = scheduler_for(optimizer, run)
+    parts = Parts(model, step_model, params, optimizer, scheduler, dist, grad_scaler(device, precision))
+    trainable, total_params = dist.unwrap(model).get_nb_trainable_parameters()
+    if run.resumed:
+        if dist.sharded:  # FSDP / DeepSpeed: sharded weights and optimizer, saved by accelerate
+            dist.acc.load_state(str(run.dir / "checkpoint-accelerate"))
+        else:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if parts.scaler is not None and "grad_scaler" in ckpt:
+            parts.scaler.load_state_dict(ckpt["grad_scaler"])
+        metrics_file.truncate_after(st.step)  # the interrupted tail
+        set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
+        emit(Started("train", f"resuming run {run.id} at step {st.step} of {st.total_steps}"))
+    run.record_session()
+    if dist.main:
+        run.stop_file().unlink(missing_ok=True)  # a stale request from an earlier session
+
+    def save_adapter(run: Run) -> None:
+        full = dist.full_state_dict(model)  # sharded strategies gather the weights first (all processes)
+        if dist.main:
+            with atomic_dir(run.dir / "adapter") as tmp:
+                dist.unwrap(model).save_pretrained(tmp, state_dict=full)
+            emit(Artifact("train", run.dir / "adapter", "adapter"))
+
+    def save_checkpoint(run: Run) -> None:
+        check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
+        from peft import get_peft_model_state_dict
+
+        rngs = dist.gather(rng_state())  # every process's RNG: dropout masks continue exactly on resume
+        if dist.sharded:  # every process writes its shards of weights and optimizer
+            dist.save_state(run.dir / "checkpoint-accelerate")
+        if not dist.main:
+            return
+        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0], "processes": dist.world}
+        if dist.world > 1:
+            blob["rng_by_process"] = rngs
+        if parts.scaler is not None:
+            blob["grad_scaler"] = parts.scaler.state_dict()
+        if not dist.sharded:
+            blob["lora"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(dist.unwrap(model)).items()}
+            blob["optimizer"] = optimizer.state_dict()
+        with atomic_dir(run.dir / "checkpoint") as tmp:
+            torch.save(blob, tmp / "state.pt")
+
+    # In-run evaluations score a fixed, seeded subset of the held-out split; the whole split is
+    # the subset plus the rest, so the end of the run scores only the rest. The base model's NLL
+    # on both is measured once per voice, before training, and cached.
+    subset = list(range(len(held_rows))) if dist.sharded else eval_subset(held_rows, config.eval_tokens, config.seed)
+    eval_rows = [held_rows[i] for i in subset]
+    chosen = set(subset)
+    rest_rows = [r for i, r in enumerate(held_rows) if i not in chosen]
+    base_cache = BaseNLLCache(workspace, config.base_model, precision, held_rows, subset)
+    subset_sums: dict[int, tuple[float, int]] = {}  # step → (summed NLL, tokens) of its evaluation
+
+    def sums(rows: list[dict[str, Any]]) -> tuple[float, int]:
+        if dist.sharded:  # sharded weights: every process runs every batch together
+            total, n = nll_sums(model, rows, pad_id, device, autocast, config.eval_batch_size)
+        else:  # each process scores its share of the held-out examples; the sums are added up
+            total, n = dist.sum(list(nll_sums(dist.unwrap(model), rows[dist.rank :: dist.world], pad_id, device,
+                                              autocast, config.eval_batch_size)))
+        return float(total), int(n)
+
+    def evaluate(step: int) -> float:
+        subset_sums[step] = sums(eval_rows)
+        return subset_sums[step][0] / max(1, subset_sums[step][1])
+
+    full_ratio = sum(len(r["input_ids"]) for r in held_rows) / max(1, sum(len(r["input_ids"]) for r in eval_rows))
+
+    def final_cost(run: Run) -> float:
+        """Seconds the end of the run will take to evaluate: the subset and the rest of the split,
+        from the cost of the last evaluation of the subset."""
+        return st.last_eval_s * full_ratio
+
+    callbacks: list[Any] = []
+    if config.time_budget_min:
+        callbacks.append(TimeBudget(config.time_budget_min, dist, started=time.perf_counter() - st.elapsed_s,
+                                    reserve=final_cost, eval_share=config.max_eval_share))
+    run_plan: list[Plan] = []
+    if not run.resumed and not dist.sharded:
+        # The plan line, from the run's own first steps: the first batch holds the longest row
+        # (the memory peak), the steps after it give the speed. Nothing extra is run.
+        callbacks.append(_PlanFromRun(train_rows, held_rows, sum(len(r["input_ids"]) for r in eval_rows), config, device,
+                                      dist.world, run_plan, emit))
+    if not run.resumed:
+        if base_cache.subset is None or base_cache.full is None:
+            # the model before training is the base model (LoRA's B matrices start at zero)
+            emit(Progress("train", message=f"measuring the base model on {len(held_rows)} held-out passages (once per voice)"))
+            t = time.perf_counter()
+            sub = sums(eval_rows)
+            st.last_eval_s = time.perf_counter() - t
+            rest = sums(rest_rows) if rest_rows else (0.0, 0)
+            spent = time.perf_counter() - t
+            st.eval_s += spent
+            st.elapsed_s += spent
+            base_cache.subset, base_cache.full = sub[0] / max(1, sub[1]), (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+            if dist.main:
+                base_cache.save(base_cache.subset, base_cache.full)
+            subset_sums[0] = sub
+            cached = False
+        else:  # measured by an earlier run; until the first evaluation, its cost as the subset's share
+            st.last_eval_s = 0.0
+            cached = True
+        st.base_nll = st.best_nll = st.last_nll = base_cache.subset
+        emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
+                                 "base_nll_whole": base_cache.full, "eval_s": 0.0 if cached else spent,
+                                 "cached": cached, "peak_rss_mb": peak_rss_mb()}))
+        save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
+
+    def stop_asked(run: Run) -> bool:
+        return run.stop_file().exists() or bool(should_stop and should_stop(run))
+
+    try:
+        stopped = fit(
+            run, parts,
+            loss_fn=lambda m, rows: token_nll_sum(m, collate(rows, pad_id), device, autocast),
+            batches=lambda micro: _batch_for(micro, train_rows, global_config),
+            evaluate=evaluate,
+            count=lambda rows: sum(_labelled(r) for r in rows),
+            save_best=save_adapter, save_checkpoint=save_checkpoint,
+            should_stop=stop_asked, callbacks=callbacks, on_event=emit,
+        )
+    except TrainingInterrupted:
+        if dist.main:
+            run.stop_file().unlink(missing_ok=True)
+            _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})")
+        raise
+
+    base_full, best_full = _final_evaluation(run, model, sums, eval_rows, rest_rows, subset_sums, base_cache, stopped,
+                                             save_adapter, dist, emit)
+    peak_rss = max(dist.gather(peak_rss_mb()))
+    dist.wait()
+    if dist.main:
+        _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id}: {config.base_model}, LoRA r={config.lora_r}")
+        emit(Artifact("train", run.dir / "loss.png", "plot"))
+    result = TrainResult(
+        run_id=run.id,
+        run_dir=run.dir,
+        base_nll=base_full,
+        best_nll=best_full,
+        best_step=st.best_step,
+        final_step=st.step,
+        stopped_because=stopped,
+        tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),  # training time only
+        train_tokens=st.tokens,
+        elapsed_s=st.elapsed_s,
+        eval_s=st.eval_s,
+        peak_rss_mb=peak_rss,  # the largest of the processes
+    )
+    if not dist.main:
+        return result
+    lengths = [len(r["input_ids"]) for r in train_rows]
+    RunSummary.from_result(
+        result, learning_rate=lr, device=device, precision=precision, trainable_parameters=trainable,
+        total_parameters=total_params, steps_per_epoch=steps_per_epoch,
+        padding_share=padding_share(lengths, epoch_batches(lengths, config, 0)),
+        padding_share_unpacked=padding_share(unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, packing=False), 0)),
+        padding_share_random_batches=padding_share(
+            unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)),
+        packed_rows=len(train_rows) if config.packing else None, planned_steps=st.total_steps, processes=dist.world,
+        plan=asdict(run_plan[0]) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
+    ).save(run.dir / "summary.json")
+    emit(Artifact("train", run.dir / "summary.json", "summary"))
+    workspace.add_version(run.id, config.version, publish=not config.version if publish is None else publish)
+    return result
+
+
+def check_version(workspace: Workspace, config: TrainConfig) -> None:
+    """Check a new run's version name and selection before anything is trained.
+
+    Raises:
+        MimeticError: a selection without a version name, an unusable or taken name, or a
+            selection that cannot be read or leaves no training or held-out example.
+    """
+    from mimetic.corpus.prepare import load_split
+
+    if config.where and not config.version:
+        raise MimeticError("A selection of your writing makes a version: name it.",
+                           f'mimetic train --version NAME --where "{config.where}"')
+    workspace.check_new_version(config.version)
+    if config.where:
+        load_split(workspace, "train", config.where)
+        load_split(workspace, "held_out", config.where)
+
+
+def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]:
+    """Indices (ascending) of a seeded random subset of ``rows`` holding at least ``tokens``
+    tokens: the passages scored by every in-run evaluation. All rows when ``tokens`` is 0 or the
+    split is less than 1.5 × ``tokens`` (a subset would save little)."""
+    total = sum(len(r["input_ids"]) for r in rows)
+    if tokens <= 0 or total <= 1.5 * tokens:
+        return list(range(len(rows)))
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    picked, n = [], 0
+    for i in order:
+        if n >= tokens:
+            break
+        picked.append(i)
+        n += len(rows[i]["input_ids"])
+    return sorted(picked)
+
+
+class BaseNLLCache:
+    """The base model's held-out NLL (nats/token), on the in-run subset and on the whole split,
+    kept in ``data/base_nll.json`` so each voice measures it once: it never changes for the same
+    base model, compute precision, held-out tokens and subset. ``prepare`` rebuilds ``data/``,
+    which drops the cache with the data it describes.
+
+    Attributes:
+        subset, full: the cached values, or ``None``.
+    """
+
+    def __init__(self, workspace: Workspace, base_model: str, precision: str, held_rows: list[dict[str, Any]],
+                 subset: list[int]):
+        import hashlib
+
+        h = hashlib.sha256(f"{base_model}|{precision}|{subset}".encode())
+        for r in held_rows:
+            h.update(json.dumps([r["input_ids"], r["labels"]]).encode())
+        self.key = h.hexdigest()[:32]
+        self.path = workspace.data_dir / "base_nll.json"
+        try:
+            entry = json.loads(self.path.read_text()).get(self.key, {}) if self.path.exists() else {}
+        except (OSError, ValueError):  # a damaged cache is measured again
+            entry = {}
+        self.subset: float | None = entry.get("subset")
+        self.full: float | None = entry.get("full")
+
+    def save(self, subset: float, full: float) -> None:
+        """Record both values (atomically; other keys kept)."""
+        try:
+            data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError):
+            data = {}
+        data[self.key] = {"subset": subset, "full": full}
+        atomic_write_json(self.path, data)
+
+
+def _final_evaluation(run: Run, model: Any, sums: Callable[[list], tuple[float, int]], eval_rows: list[dict[str, Any]],
+                      rest_rows: list[dict[str, Any]], subset_sums: dict[int, tuple[float, int]],
+                      base_cache: BaseNLLCache, stopped: str, save_adapter: Callable[[Run], None], dist: Any,
+                      emit: OnEvent) -> tuple[float, float]:
+    """Choose the adapter to keep and score it on the whole held-out split.
+
+    The final model is kept unless the subset calls it worse than the kept (best) adapter by
+    more than ``min_delta`` (noise on a few thousand tokens; the final model has trained longer,
+    its schedule finished). When the subset does call it worse, or after early stopping, the
+    whole split decides between the two. The whole split's NLL is the subset's sums plus the
+    rest of the split, so only the rest is scored again. Returns ``(base NLL, kept NLL)`` on the
+    whole split, nats/token.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    st, config = run.state, run.config
+    t = time.perf_counter()
+    peft_model = dist.unwrap(model)
+
+    def whole(sub: tuple[float, int] | None) -> float:  # the current weights on the whole split
+        sub = sub or sums(eval_rows)
+        rest = sums(rest_rows) if rest_rows else (0.0, 0)
+        return (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+
+    final_sub = subset_sums.get(st.step)  # None after early stopping: the final model was not scored
+    final_nll = None if final_sub is None else final_sub[0] / max(1, final_sub[1])
+    if final_nll is not None and st.best_step != st.step and final_nll <= st.best_nll + config.min_delta:
+        save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
+        st.best_step, st.best_nll = st.step, final_nll
+    if st.best_step == st.step:
+        best_full = whole(final_sub)
+    elif not rest_rows:  # the subset is the whole split: the kept adapter's score is already whole
+        best_full = st.best_nll
+    else:  # the kept adapter is an earlier one, better on the subset: the whole split decides
+        current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+        dist.wait()  # the main process has finished writing the adapter
+        set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
+        best_full = whole(subset_sums.get(st.best_step))
+        set_peft_model_state_dict(peft_model, current)
+        if final_nll is not None:
+            final_full = whole(final_sub)
+            if final_full < best_full - config.min_delta:  # the whole split prefers the final model
+                save_adapter(run)
+                st.best_step, best_full = st.step, final_full
+    base_full = base_cache.full
+    if base_full is None:  # a resumed run whose cache was removed
+        with peft_model.disable_adapter():
+            base_full = whole(None)
+        if dist.main and st.base_nll is not None:
+            base_cache.save(st.base_nll, base_full)
+    spent = time.perf_counter() - t
+    st.eval_s += spent
+    st.elapsed_s += spent
+    emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
+                                   "best_step": st.best_step, "eval_s": spent, "peak_rss_mb": peak_rss_mb()}))
+    return base_full, best_full
+
+
+class _PlanFromRun:
+    """A :func:`~mimetic.training.loop.fit` callback that makes the run's plan line from its own first
+    steps, so planning costs no extra step: the peak memory after the first step (its batch
+    holds the epoch's longest row, :func:`epoch_batches`) and the speed of the steps after it
+    (the first one warms up); it fills ``out`` with the :class:`Plan` and emits it."""
+
+    def __init__(self, train_rows: list[dict], held_rows: list[dict], eval_tokens: int, config: TrainConfig,
+                 device: str, processes: int, out: list[Plan], emit: OnEvent):
+        self.args = (train_rows, held_rows, config, device, processes)
+        self.eval_tokens, self.out, self.emit = eval_tokens, out, emit
+        self.mark: tuple[float, int, float] | None = None
+
+    def after_step(self, run: Run) -> None:
+        st = run.state
+        last = min(3, st.total_steps)
+        if self.out or st.step < 1:
+            return
+        now = time.perf_counter()
+        if st.step == 1 and last > 1:
+            self.mark = (now, st.tokens, st.eval_s)
+            return
+        if st.step < last:
+            return
+        if self.mark is None:  # a one-step run: its only step, warm-up and all
+            spent, tokens0 = st.elapsed_s - st.eval_s, 0
+        else:
+            t0, tokens0, eval0 = self.mark
+            spent = now - t0 - (st.eval_s - eval0)
+        speed = (st.tokens - tokens0) / max(1e-9, spent)
+        plan = _plan_figures(speed, 0.0, *self.args)
+        self.out.append(plan)
+        if not st.last_eval_s:  # the base model was cached: the subset's cost, forward only (a third)
+            st.last_eval_s = self.eval_tokens / (3 * speed)
+        self.emit(Metric("train", st.step, {"plan_peak_memory_mb": plan.peak_memory_mb, "plan_tokens_per_s": plan.tokens_per_s,
+                                            "plan_epoch_min": plan.epoch_minutes, "plan_run_min": plan.run_minutes}))
+        self.emit(Finished("plan", plan.summary(), asdict(plan)))
+        if not plan.fits:
+            self.emit(Warning("plan", "This run may not fit in memory.", plan.advice))
+
+
+def _labelled(row: dict[str, Any]) -> int:
+    """Tokens of ``row`` that are predicted in training (labels after the first, not -100)."""
+    return sum(1 for x in row["labels"][1:] if x != IGNORE_INDEX)
+
+
+def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[list[int]]:
+    """Row indices of every micro-batch of ``epoch``, from a seeded permutation (so the data
+    position of any step can be recomputed on resume).
+
+    With ``config.group_by_length`` (the default), each block of ``32 × batch_size`` shuffled
+    rows is sorted by length before it is cut into batches, and the batches are then shuffled:
+    rows of similar length share a batch, so little of each batch is padding (the
+    ``group_by_length`` sampler of HF ``Trainer`` works the same way). The number of batches is
+    ``ceil(len(lengths) / batch_size)`` either way, and the batch holding the longest row comes
+    first (:func:`_longest_first`).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    bs = config.batch_size
+    if not config.group_by_length:
+        return _longest_first([perm[i : i + bs] for i in range(0, len(perm), bs)], lengths)
+    block = 32 * bs
+    batches = []
+    for m in range(0, len(perm), block):
+        rows = sorted(perm[m : m + block], key=lambda i: lengths[i])
+        batches += [rows[i : i + bs] for i in range(0, len(rows), bs)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return _longest_first([batches[k] for k in order], lengths)
+
+
+def _longest_first(batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
+    """Move the batch with the epoch's longest row to the front: the memory peak comes at the
+    first step, where the run's plan line measures it (HF ``LengthGroupedSampler`` does the same
+    so that an out-of-memory error comes at once, not an hour in)."""
+    if batches:
+        k = max(range(len(batches)), key=lambda j: max((lengths[i] for i in batches[j]), default=0))
+        batches.insert(0, batches.pop(k))
+    return batches
+
+
+def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of token positions that are padding when each batch is padded to its longest row
+    (rounded up by :func:`mimetic.models.nll.padded_length`, as :func:`mimetic.models.nll.collate` does)."""
+    from mimetic.models.nll import padded_length
+
+    padded = sum(len(b) * padded_length(max(lengths[i] for i in b)) for b in batches if b)
+    return 1.0 - sum(lengths[i] for b in batches for i in b) / max(1, padded)
+
+
+_EPOCH_CACHE: dict[tuple[int, int, int, bool, int], list[list[int]]] = {}  # one epoch's batches
+
+
+def _batch_for(micro_step: int, rows: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
+    """The examples of micro-batch ``micro_step`` (see :func:`epoch_batches`)."""
+    per_epoch = max(1, math.ceil(len(rows) / config.batch_size))
+    epoch, index = divmod(micro_step, per_epoch)
+    lengths = [len(r["input_ids"]) for r in rows]
+    key = (hash(tuple(lengths)), config.batch_size, config.seed, config.group_by_length, epoch)
+    if key not in _EPOCH_CACHE:
+        _EPOCH_CACHE.clear()
+        _EPOCH_CACHE[key] = epoch_batches(lengths, config, epoch)
+    return [rows[i] for i in _EPOCH_CACHE[key][index]]
