@@ -153,8 +153,6 @@ def make_voice(
         TrainingInterrupted: training was stopped; the message says how to resume.
     """
     from mimetic.voice.generate import compare, held_out_prompts
-    from mimetic.corpus.ingest import ingest
-    from mimetic.corpus.prepare import prepare
     from mimetic.training.sft import train
 
     if preset:
@@ -163,18 +161,65 @@ def make_voice(
         get_preset(preset)  # an unknown name is refused before the corpus is read
     ws = Workspace.open(workspace or default_workspace(Path(corpus[0])))
     on_event(Started("voice", f"making a voice in {ws.root}"))
-    on_event(Started("ingest", "Reading your writing"))
-    ingested = ingest(list(corpus), ws, ws.load_config().ingest, on_event=on_event)
-    on_event(Finished("ingest", f"{ingested.words:,} words kept", {"result": ingested}))
-    # after ingest: the recommendation knows the corpus's size
-    vc, _ = choose_settings(ws, preset=preset, base_model=base_model, prepare_changes={"format": format},
-                            on_event=on_event, always_recommend=True, time_budget_min=time_budget_min, epochs=epochs)
-    on_event(Started("prepare", "Preparing training examples"))
-    prepared = prepare(ws, vc.prepare, vc.train.base_model)
-    on_event(Finished("prepare", f"{prepared.train_examples:,} training examples", {"result": prepared}))
+    made = create_voice(corpus, ws, base_model=base_model, preset=preset, format=format, always_recommend=True,
+                        on_event=on_event, time_budget_min=time_budget_min, epochs=epochs)
+    vc = made.settings
     trained = train(ws, vc.train, on_event=on_event, should_stop=should_stop)
     on_event(Started("compare", "Writing side by side"))
     compared = compare(ws, held_out_prompts(ws, n=compare_prompts), vc.generate, run=trained.run_id)
     on_event(Finished("compare", str(compared.html)))
     on_event(Finished("voice", f"voice ready in {ws.root}", {"run_id": trained.run_id}))
-    return VoiceResult(ws, ingested, prepared, trained, compared)
+    return VoiceResult(ws, made.ingest, made.prepare, trained, compared)
+
+
+@dataclass
+class CreatedVoice:
+    """What :func:`create_voice` made: the workspace, the ingest result, the settings saved and
+    the prepare result."""
+
+    workspace: Workspace
+    ingest: Any
+    settings: cfg.VoiceConfig
+    prepare: Any
+
+
+def create_voice(
+    corpus: Sequence[Path],
+    workspace: Workspace,
+    *,
+    base_model: str | None = None,
+    preset: str | None = None,
+    format: str | None = None,
+    always_recommend: bool = False,
+    on_event: OnEvent = ignore,
+    **train_changes: Any,
+) -> CreatedVoice:
+    """The first half of the main job: read the writing, choose the settings, prepare the
+    training examples (ingest → settings → prepare), as :func:`make_voice` and the desk's
+    "create" job both do it.
+
+    Args:
+        corpus: folders (or files) of the writer's text; never modified.
+        workspace: the voice.
+        base_model, preset, format, always_recommend, train_changes: as for
+            :func:`choose_settings` (chosen after ingest: the recommendation knows the
+            corpus's size).
+        on_event: every stage's events; the ``Finished`` events of ingest and prepare carry
+            the stage's result object under ``values["result"]``.
+
+    Raises:
+        MimeticError: from any stage (no readable writing, too little text, …).
+    """
+    from mimetic.corpus.ingest import ingest
+    from mimetic.corpus.prepare import prepare
+
+    ws = workspace
+    on_event(Started("ingest", "Reading your writing"))
+    ingested = ingest(list(corpus), ws, ws.load_config().ingest, on_event=on_event)
+    on_event(Finished("ingest", f"{ingested.words:,} words kept", {"result": ingested}))
+    vc, _ = choose_settings(ws, preset=preset, base_model=base_model, prepare_changes={"format": format},
+                            on_event=on_event, always_recommend=always_recommend, **train_changes)
+    on_event(Started("prepare", "Preparing training examples"))
+    prepared = prepare(ws, vc.prepare, vc.train.base_model, on_event=on_event)
+    on_event(Finished("prepare", f"{prepared.train_examples:,} training examples", {"result": prepared}))
+    return CreatedVoice(ws, ingested, vc, prepared)

@@ -203,17 +203,12 @@ def _run_stage(ws: Workspace, job: Job, on_event: Any) -> dict[str, Any]:
 
     a = job.args
     if job.kind in ("create", "ingest"):
-        from mimetic.corpus.ingest import ingest
-        from mimetic.pipeline import choose_settings
-        from mimetic.corpus.prepare import prepare
+        from mimetic.pipeline import create_voice
 
         folders = [Path(p) for p in a.get("folders", [])] or [ws.root / "sources"]
-        vc = ws.load_config()
-        r = ingest(folders, ws, vc.ingest, on_event=on_event)
-        vc, _ = choose_settings(ws, base_model=a.get("base_model") or None, on_event=on_event)
-        p = prepare(ws, vc.prepare, vc.train.base_model, on_event=on_event)
-        return {"words": r.words, "documents": len(r.kept), "train_examples": p.train_examples,
-                "held_out_examples": p.held_out_examples}
+        made = create_voice(folders, ws, base_model=a.get("base_model") or None, on_event=on_event)
+        return {"words": made.ingest.words, "documents": len(made.ingest.kept),
+                "train_examples": made.prepare.train_examples, "held_out_examples": made.prepare.held_out_examples}
     if job.kind in ("train", "resume"):
         from mimetic.training.sft import train
 
