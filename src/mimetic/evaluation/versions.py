@@ -33,7 +33,7 @@ from mimetic.models.engines import Voice
 from mimetic.errors import MimeticError
 from mimetic.evaluation.evaluate import COLORS, _png, generate_samples
 from mimetic.core.events import OnEvent, Progress, ignore
-from mimetic.voice.generate import Generation, _log, _system_prompt, rewrites_from_notes
+from mimetic.voice.generate import Generation, log_generation, rewrites_from_notes, system_prompt_for
 from mimetic.models.sampling import SamplingParams
 from mimetic.core.selection import parse as parse_where
 from mimetic.text.stylometry import ZScorer, attribute, chunk_tokens, most_frequent_words, relative_frequencies, spread, words
@@ -191,12 +191,12 @@ def compare_versions(
         voice = Voice.load(workspace, info.run)
         mode = default_mode(voice.format)
         from_notes = mode == "rewrite" and rewrites_from_notes(workspace)
-        system = _system_prompt(workspace, voice, config)
+        system = system_prompt_for(workspace, voice, config)
         for i, prompt in enumerate(prompts):
             t = time.perf_counter()
             text, n = voice.generate(request(voice.format, mode, prompt, from_notes), params, config.seed + i, system_prompt=system)
             g = Generation(prompt, text, info.label, config.seed + i, n, time.perf_counter() - t)
-            _log(workspace, voice, "compare-versions", g, config, version=info.label)
+            log_generation(workspace, voice, "compare-versions", g, config, version=info.label)
             outputs[i].append(g)
             if on_text:
                 on_text(i, info, g)

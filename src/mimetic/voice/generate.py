@@ -22,7 +22,6 @@ settings reach them as :class:`mimetic.models.sampling.SamplingParams`.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -53,7 +52,9 @@ class Generation:
     log_id: int | None = None  # its number in mimetic.db (mimetic log, mimetic rate)
 
 
-def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, config: GenerateConfig, **extra: object) -> None:
+def log_generation(workspace: Workspace, voice: Engine, command: str, g: Generation, config: GenerateConfig, **extra: object) -> None:
+    """Log ``g`` (written by ``voice`` for ``command``, with ``config`` and ``extra`` as its parameters) in the
+    workspace's ``mimetic.db``; sets ``g.log_id``."""
     g.log_id = workspace.log_generation(
         command=command,
         prompt=g.prompt,
@@ -67,7 +68,7 @@ def _log(workspace: Workspace, voice: Engine, command: str, g: Generation, confi
     )
 
 
-def _system_prompt(workspace: Workspace, voice: Engine, config: GenerateConfig) -> str:
+def system_prompt_for(workspace: Workspace, voice: Engine, config: GenerateConfig) -> str:
     """The system prompt of a chat voice: ``config``'s, else the one it was trained with, else the
     default that keeps a small voice's identity; none for a completion voice (unless set)."""
     if voice.format == "completion" or config.system_prompt:
@@ -159,7 +160,7 @@ def write(
     scorer = style_profile(workspace, run_where(workspace, run)) if best_of > 1 else None
     voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
     params = SamplingParams.from_config(config)
-    system = _system_prompt(workspace, voice, config)
+    system = system_prompt_for(workspace, voice, config)
     results = []
     for i in range(best_of if scorer else config.num_samples):
         if i and on_text:
@@ -172,7 +173,7 @@ def write(
         extra = {"best_of": best_of, "style_distance": g.style_distance} if scorer else {}
         if mode:
             extra["mode"] = mode
-        _log(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config, **extra)
+        log_generation(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config, **extra)
         results.append(g)
     return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
 
@@ -358,7 +359,7 @@ def compare(
     asked = [request(fmt, mode, p, from_notes) for p in prompts]
     voice = voice or Voice.load(workspace, run)
     params = SamplingParams.from_config(config)
-    system = _system_prompt(workspace, voice, config)
+    system = system_prompt_for(workspace, voice, config)
     pairs = []
     for i, prompt in enumerate(prompts):
         seed = config.seed + i
@@ -371,7 +372,7 @@ def compare(
         text, n = voice.generate(asked[i], params, seed, stream("voice"), system_prompt=system)
         tuned = Generation(prompt, text, "voice", seed, n, time.perf_counter() - t)
         for g in (base, tuned):
-            _log(workspace, voice, "compare", g, config, **({"mode": mode} if mode else {}))
+            log_generation(workspace, voice, "compare", g, config, **({"mode": mode} if mode else {}))
         pairs.append((base, tuned))
         if on_pair:
             on_pair(i, base, tuned)
@@ -406,26 +407,12 @@ def comparison_markdown(pairs: list[tuple[Generation, Generation]], voice: Voice
 
 def comparison_html(pairs: list[tuple[Generation, Generation]], voice: Voice, config: GenerateConfig,
                     mode: str | None = None) -> str:
-    """The comparison as one self-contained HTML page, base and voice in two columns."""
-    e = html.escape
-    rows = []
-    for i, (base, tuned) in enumerate(pairs, 1):
-        rows.append(
-            f"<section><h2>{_MODE_TITLE.get(mode, 'Prompt')} {i} <small>seed {base.seed}</small></h2><blockquote>{e(base.prompt)}</blockquote>"
-            f"<div class=pair><div><h3>Base model</h3><p>{e(base.output.strip())}</p></div>"
-            f"<div class=voice><h3>Your voice</h3><p>{e(tuned.output.strip())}</p></div></div></section>"
-        )
-    css = (
-        "body{font:16px/1.55 Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1.5em}.pair div{background:#f6f6f4;padding:.2em 1em;"
-        "border-radius:6px}.pair .voice{background:#eef5ee}p{white-space:pre-wrap}blockquote{color:#555;"
-        "border-left:3px solid #ccc;margin:0;padding-left:1em;white-space:pre-wrap}small{color:#888;font-weight:normal}"
-        ".meta{color:#666;font:13px monospace}"
-    )
-    return (
-        f"<!doctype html><html lang=en><meta charset=utf-8><title>Base model vs your voice</title><style>{css}</style>"
-        f"<h1>Base model vs your voice</h1><p class=meta>{e(_settings_line(voice, config, mode))}</p>{''.join(rows)}</html>\n"
-    )
+    """The comparison as one self-contained HTML page, base and voice in two columns
+    (``voice/templates/compare.html``, Jinja2 with autoescaping)."""
+    from jinja2 import Environment, PackageLoader
+
+    page = Environment(loader=PackageLoader("mimetic.voice"), autoescape=True).get_template("compare.html")
+    return page.render(pairs=pairs, title=_MODE_TITLE.get(mode, "Prompt"), settings=_settings_line(voice, config, mode))
 
 
 def held_out_prompts(workspace: Workspace, n: int = 5, words: int = 40) -> list[str]:
@@ -547,4 +534,4 @@ def sources(workspace: Workspace, texts: list[str], k: int = 3) -> list[Sources]
     return [Sources(nearest(workspace.corpus_dir, text, k), index.overlap(text)) for text in texts]
 
 
-__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "sources", "Sources", "feedback_examples", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
+__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "log_generation", "system_prompt_for", "sources", "Sources", "feedback_examples", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
