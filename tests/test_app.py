@@ -80,7 +80,7 @@ def test_no_path_outside_what_the_writer_allowed(desk):
 
 
 def test_uploads_are_copied_by_name_into_the_voice_within_limits(desk, monkeypatch):
-    import mimetic.frontends.app as app_module
+    import mimetic.frontends.app.security as app_module
 
     config, client, tmp = desk
     client.post("/voices", data={"name": "v", "folder": "", "csrf": config.csrf})

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,7 @@ class Job:
     message: str = ""
     hint: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    dismissed: bool = False
 
     @property
     def running(self) -> bool:
@@ -156,8 +159,24 @@ def start(ws: Workspace, kind: str, args: dict[str, Any]) -> Job:
     with (d / f"{job_id}.log").open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mimetic.frontends.jobs", str(ws.root), job_id], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # the app waits for its children: a finished job leaves no zombie process behind
+    threading.Thread(target=proc.wait, name=f"reap-{job_id}", daemon=True).start()
     job.pid, job.status = proc.pid, "running"
     _save_if_running(ws, job)
+    return job
+
+
+def dismiss(ws: Workspace, job_id: str) -> Job:
+    """The writer has read the card of a job that has ended: the pages stop showing it.
+
+    Raises:
+        MimeticError: no such job, or it is still running.
+    """
+    job = load(ws, job_id)
+    if job.running:
+        raise MimeticError("This job is still running.", "Wait for it to finish, or stop it.")
+    job.dismissed = True
+    atomic_write_json(jobs_dir(ws) / f"{job_id}.json", asdict(job))
     return job
 
 
@@ -187,12 +206,85 @@ def stop_training(ws: Workspace) -> str:
 # ------------------------------------------------------------------------------ in the job process
 
 
+# The evaluation's steps, in order, with the share of its time each takes on a CPU (measured
+# on the embedded model; the samples dominate). Its Progress events are messages only: the job
+# turns them into a share done and a time left.
+EVALUATION_STEPS = (("loading", 3), ("held-out NLL", 10), ("samples", 55), ("extraction", 10), ("reusing", 0),
+                    ("identity probe", 7), ("stylometry", 8), ("each mode", 7))
+_WORDS = re.compile(r"([\d,]+) words from the voice(?:, ([\d,]+) from the base model)?")
+
+
+class Estimates:
+    """Adds a bar and a time left to the events of stages that send none (every long job shows
+    both): a stage's ``Progress`` with a total gets the time left at its pace so far; the
+    evaluation's message-only steps become a share done (:data:`EVALUATION_STEPS`, the samples
+    counted in words); a training run's steps before its first (measuring the base model) get the
+    time budget's upper bound (``info["at_most"]``).
+
+    Args:
+        job: the job (its kind and arguments).
+        clock: seconds, monotonic (a test passes its own).
+    """
+
+    def __init__(self, job: Job, clock: Any = time.monotonic):
+        self.job, self.clock = job, clock
+        self.t0 = clock()
+        self.first: dict[tuple[Any, ...], tuple[float, float]] = {}
+        self.share = 0.0
+        budget = job.args.get("minutes") if job.kind in ("train", "resume") else None
+        self.budget_s = float(budget) * 60 if budget else None
+        self.sample_words = float((job.args.get("settings") or {}).get("sample_words") or 0)
+
+    def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+        if d.get("event") != "progress" or d.get("eta_s") is not None:
+            return d
+        now = self.clock()
+        if d.get("total"):
+            key = (d.get("stage"), d.get("total"), d.get("unit"))
+            t, done = self.first.setdefault(key, (now, float(d.get("done") or 0)))
+            made = float(d.get("done") or 0) - done
+            if made > 0:
+                d["eta_s"] = (float(d["total"]) - float(d["done"])) * (now - t) / made
+            return d
+        if self.job.kind == "evaluate" and d.get("stage") == "evaluate":
+            share = self._evaluation_share(str(d.get("message") or ""))
+            if share is not None:
+                self.share = max(self.share, share)
+                d.update(done=round(100 * self.share, 1), total=100, unit="%")
+                if self.share >= 0.03:
+                    d["eta_s"] = (now - self.t0) * (1 - self.share) / self.share
+            return d
+        if self.budget_s:
+            d["eta_s"] = max(0.0, self.budget_s - (now - self.t0))
+            d["info"] = {**(d.get("info") or {}), "at_most": True}
+        return d
+
+    def _evaluation_share(self, message: str) -> float | None:
+        before = 0.0
+        total = sum(w for _, w in EVALUATION_STEPS)
+        for name, weight in EVALUATION_STEPS:
+            if message.startswith(name):
+                inside = 0.0
+                m = _WORDS.search(message) if name == "samples" else None
+                if m and self.sample_words:
+                    got = [float(x.replace(",", "")) for x in m.groups() if x]
+                    inside = min(1.0, min(got) / self.sample_words)
+                elif name == "held-out NLL" and message.endswith("voice"):
+                    inside = 0.5
+                return (before + weight * inside) / total
+            before += weight
+        return None
+
+
 class _EventLog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, estimates: Estimates | None = None):
         self.f = path.open("a", encoding="utf-8")
+        self.estimates = estimates
 
     def __call__(self, event: Event) -> None:
         d = event.to_dict()
+        if self.estimates is not None:
+            d = self.estimates(d)
         self.f.write(json.dumps(d, default=str) + "\n")
         self.f.flush()
 
@@ -245,7 +337,7 @@ def main(root: str, job_id: str) -> int:
     job.pid, job.status = os.getpid(), "running"
     path = jobs_dir(ws) / f"{job_id}.json"
     atomic_write_json(path, asdict(job))
-    log = _EventLog(jobs_dir(ws) / f"{job_id}.events.jsonl")
+    log = _EventLog(jobs_dir(ws) / f"{job_id}.events.jsonl", Estimates(job))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         job.result = _run_stage(ws, job, log)
@@ -270,4 +362,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1], sys.argv[2]))
 
 
-__all__ = ["Job", "KINDS", "start", "load", "all_jobs", "events", "stop_training", "jobs_dir", "main"]
+__all__ = ["Job", "KINDS", "start", "load", "all_jobs", "events", "stop_training", "dismiss", "jobs_dir", "main"]
