@@ -53,11 +53,12 @@ def test_the_archive_is_rebuilt_with_the_corpus_and_survives_a_failed_ingest(tmp
                                                 "and nobody in the village ever asked where it had come from or why it stayed."})], ws)
     assert search(ws.corpus_dir, "zebracorn")[0]
     ingest([_writing(tmp_path / "b", {"q.txt": "A quokka smiled at the postman, who did not smile back at the quokka, "
-                                                "because he had been warned about animals that smile at people on the island."})], ws)
+                                                "because he had been warned about animals that smile at people on the island."})], ws,
+           replace=True)
     assert not search(ws.corpus_dir, "zebracorn")[0] and search(ws.corpus_dir, "quokka")[0]
     (tmp_path / "empty").mkdir()
     with pytest.raises(MimeticError):
-        ingest([tmp_path / "empty"], ws)
+        ingest([tmp_path / "empty"], ws, replace=True)
     assert search(ws.corpus_dir, "quokka")[0]  # the archive of the corpus still in place
     (ws.corpus_dir / ARCHIVE).unlink()
     with pytest.raises(MimeticError, match="Ingest your writing again"):

@@ -148,7 +148,7 @@ def test_failed_ingest_keeps_previous_corpus(tmp_path):
     bad.mkdir()
     (bad / "x.txt").write_text("too short")
     with pytest.raises(MimeticError):
-        ingest([bad], ws, IngestConfig(min_words=50))
+        ingest([bad], ws, IngestConfig(min_words=50), replace=True)
     assert ws.manifest_path.read_text() == before
     assert not [p for p in ws.root.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # .lock: the voice's lock file stays
 
@@ -405,3 +405,93 @@ def test_real_blog_every_kept_post_has_the_date_its_author_wrote(tmp_path):
     kept = [f for f in result.files if f.doc_id and not f.skipped]
     assert all(f.date_source != "file" for f in kept), [f.path for f in kept if f.date_source == "file"]
     assert max(f.date for f in kept) < "2021"
+
+
+def test_symbolic_links_out_of_the_folders_being_read_are_never_read(tmp_path):
+    """Issue 31, 1: a file and a folder linked from outside are listed, not read — also for the
+    desk's allowed roots, and for a named folder that is itself a link out of them."""
+    from typer.testing import CliRunner
+
+    from mimetic.frontends.cli import app
+
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    src = allowed / "writing"
+    src.mkdir(parents=True)
+    (outside / "sub").mkdir(parents=True)
+    (outside / "secret.txt").write_text("The secret ledger of the quiet harbour. " * 40)
+    (outside / "sub" / "private.txt").write_text("A private letter about the hidden orchard. " * 40)
+    (src / "mine.txt").write_text(_prose(1))
+    (src / "inner").mkdir()
+    (src / "inner" / "more.txt").write_text(_prose(2))
+    (src / "again.txt").symlink_to(src / "inner" / "more.txt")  # inside: read (then found a duplicate)
+    (src / "notes.txt").symlink_to(outside / "secret.txt")
+    (src / "linkdir").symlink_to(outside / "sub", target_is_directory=True)
+    (src / "inner" / "up").symlink_to(outside, target_is_directory=True)
+    ws = Workspace.open(tmp_path / "voice")
+    warnings = []
+    result = ingest([src], ws, on_event=lambda e: warnings.append(e) if type(e).__name__ == "Warning" else None,
+                    allowed_roots=[allowed])
+    corpus = " ".join(p.read_text() for p in (ws.corpus_dir / "docs").iterdir())
+    assert "secret ledger" not in corpus and "hidden orchard" not in corpus
+    assert "secret ledger" not in (ws.corpus_dir / "archive.db").read_bytes().decode("latin-1")
+    outside_links = {Path(f.path).name for f in result.skipped if "outside the folders" in (f.skipped or "")}
+    assert outside_links == {"notes.txt", "linkdir", "up"}
+    assert not any(str(outside) in f.path for f in result.files)  # nothing under the outside folder was even listed
+    kept = {Path(f.path).name for f in result.kept}
+    assert "mine.txt" in kept and kept & {"more.txt", "again.txt"}  # a link inside is read
+    report = json.loads((ws.corpus_dir / "report.json").read_text())
+    assert sorted(Path(p).name for p in report["outside"]) == ["linkdir", "notes.txt", "up"]
+    assert "symbolic links leading outside" in (ws.corpus_dir / "report.html").read_text()
+    assert any("Not read: 3 symbolic link" in w.message for w in warnings)
+
+    # a named folder that is a link out of the allowed roots is not read at all
+    (allowed / "door").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(MimeticError, match="None of the"):
+        ingest([allowed / "door"], Workspace.open(tmp_path / "v2"), allowed_roots=[allowed])
+
+    # the CLI: the same, said on the terminal
+    r = CliRunner().invoke(app, ["ingest", str(src), "-w", str(tmp_path / "v3")])
+    assert r.exit_code == 0, r.output
+    assert "symbolic link" in r.output and "outside" in r.output
+    assert "secret ledger" not in " ".join(p.read_text() for p in (tmp_path / "v3" / "corpus" / "docs").iterdir())
+
+
+def test_a_second_folder_is_added_to_the_voice_and_replace_is_asked_for(tmp_path):
+    """Issue 31, 5: ``ingest OTHER`` on a voice keeps the earlier folders' documents and says so;
+    ``--replace`` reads only what it names; a vanished earlier folder stops it with two lines."""
+    from typer.testing import CliRunner
+
+    from mimetic.frontends.cli import app
+
+    a, b = tmp_path / "novels", tmp_path / "letters"
+    a.mkdir()
+    b.mkdir()
+    (a / "first.txt").write_text(_prose(1))
+    (a / "second.txt").write_text(_prose(2))
+    (b / "letter.txt").write_text(_prose(3))
+    w = str(tmp_path / "voice")
+    r = CliRunner().invoke(app, ["ingest", str(a), "-w", w])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["ingest", str(b), "-w", w])
+    assert r.exit_code == 0, r.output
+    ws = Workspace.open(w)
+    kept = {Path(d["path"]).name for d in ws.read_manifest().kept}
+    assert kept == {"first.txt", "second.txt", "letter.txt"}
+    assert {Path(s).name for s in ws.read_manifest().sources} == {"novels", "letters"}
+    assert "Adding" in r.output and "novels" in r.output and "--replace" in r.output
+    # the same folder again, or one inside a folder already read: nothing doubled
+    r = CliRunner().invoke(app, ["ingest", str(a / "first.txt"), str(b), "-w", w])
+    assert r.exit_code == 0, r.output
+    assert sorted(Path(d["path"]).name for d in ws.read_manifest().kept) == ["first.txt", "letter.txt", "second.txt"]
+    # --replace: only the named folder
+    r = CliRunner().invoke(app, ["ingest", str(b), "--replace", "-w", w])
+    assert r.exit_code == 0, r.output
+    assert {Path(d["path"]).name for d in ws.read_manifest().kept} == {"letter.txt"}
+    assert "now only" in r.output
+    # an earlier folder gone: refused, nothing dropped
+    CliRunner().invoke(app, ["ingest", str(a), "-w", w])
+    a.rename(tmp_path / "moved")
+    before = (ws.corpus_dir / "manifest.json").read_bytes()
+    r = CliRunner().invoke(app, ["ingest", str(b), "-w", w])
+    assert r.exit_code == 1 and "no longer there" in r.output and "--replace" in r.output and "Traceback" not in r.output
+    assert (ws.corpus_dir / "manifest.json").read_bytes() == before

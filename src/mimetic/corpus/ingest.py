@@ -2,8 +2,11 @@
 
 Pipeline (``ingest``):
 
-1. **Find** files under the given folders (hidden files skipped; a symlinked folder is read
-   once, so symlink loops cannot trap it) and **read** each with the reader for its
+1. **Find** files under the given folders, with the folders read into the voice before
+   (``replace=True`` drops those), hidden files skipped; every path is resolved first, and a
+   symbolic link leading outside the folders being read (or the desk's allowed roots) is
+   listed, never read; a symlinked folder inside is read once, so symlink loops cannot trap
+   it. Then **read** each with the reader for its
    format (:mod:`mimetic.text.readers`: text in any encoding, Markdown/Gemini, HTML, DOCX, ODT,
    RTF, EPUB, PDF, e-mail, chat exports, zip archives). A file that cannot be read is
    skipped with a reason, never a crash. Readers' output is cached by content hash, so
@@ -125,6 +128,10 @@ class IngestResult:
     writer: str | None = None
     reused: int = 0
     read: int = 0
+    sources: list[str] = field(default_factory=list)
+    """The files and folders read: the earlier ones and the named ones."""
+    earlier: list[str] = field(default_factory=list)
+    """Folders read before and read again with the new ones (not with ``replace``)."""
 
     @property
     def kept(self) -> list[SourceFile]:
@@ -148,11 +155,47 @@ class IngestResult:
 # Finding files
 
 
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[SourceFile]]:
-    """Every non-hidden file under ``paths``, in a stable order, and the folders that could not be read.
+OUTSIDE = "symbolic link leading outside the folders being read: not read"
+"""``SourceFile.skipped`` of a file or folder reached through a symbolic link whose real place
+is outside the folders given to ``ingest`` (or outside the allowed roots)."""
 
-    Symlinked folders are followed once: a folder already visited (a symlink loop, or two
-    links to one folder) is skipped with a reason instead of being walked again.
+OUTSIDE_ALLOWED = "outside the folders this app may read: not read"
+"""``SourceFile.skipped`` of a given path whose real place is outside ``allowed_roots``."""
+
+
+def _within(real: Path, roots: Iterable[Path]) -> bool:
+    return any(real == r or real.is_relative_to(r) for r in roots)
+
+
+def _real(p: Path) -> Path | None:
+    """``p`` with every symbolic link resolved; ``None`` for a link loop (reported by the reader)."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """``paths`` without repeats and without those inside another given folder (read with it)."""
+    real = [_real(p) or p.absolute() for p in paths]
+    out: list[Path] = []
+    for i, (p, r) in enumerate(zip(paths, real)):
+        inner = any(j != i and real[j] != r and real[j].is_dir() and r.is_relative_to(real[j]) for j in range(len(paths)))
+        if not inner and r not in real[:i]:
+            out.append(p)
+    return out
+
+
+def discover(paths: Iterable[Path], allowed_roots: Iterable[Path] | None = None) -> tuple[list[Path], list[SourceFile]]:
+    """Every non-hidden file under ``paths``, in a stable order, and what was not read (folders that
+    could not be opened, links leading elsewhere).
+
+    Every file and folder is resolved (symbolic links followed) before it is read: one whose
+    real place is outside the given ``paths`` — or outside ``allowed_roots`` when given (the
+    desk's ``--allow``) — is skipped with :data:`OUTSIDE`, never read. A given path that is
+    itself outside ``allowed_roots`` is skipped the same way. Symlinked folders inside are
+    followed once: a folder already visited (a symlink loop, or two links to one folder) is
+    skipped with a reason instead of being walked again.
 
     Raises:
         MimeticError: a path does not exist.
@@ -160,6 +203,9 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[SourceFile]]:
     found: list[Path] = []
     skipped: list[SourceFile] = []
     seen: set[tuple[int, int]] = set()
+    allowed = [Path(r).expanduser().resolve() for r in allowed_roots] if allowed_roots is not None else None
+    given: list[Path] = []
+    roots: list[Path] = []  # where reading may go: the given paths, resolved, inside the allowed roots
     for p in paths:
         p = Path(p).expanduser()
         if not p.exists():
@@ -167,6 +213,14 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[SourceFile]]:
                 skipped.append(SourceFile(str(p), "link", 0, skipped="broken symbolic link", problem=True))
                 continue
             raise MimeticError(f"{p} does not exist.", "Check the path to your writing folder.")
+        real = p.resolve()
+        if allowed is not None and not _within(real, allowed):
+            skipped.append(SourceFile(str(p), "folder" if p.is_dir() else "link", 0,
+                                      skipped=OUTSIDE_ALLOWED))
+            continue
+        given.append(p)
+        roots.append(real)
+    for p in given:
         if not p.is_dir():
             found.append(p)
             continue
@@ -175,6 +229,11 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[SourceFile]]:
             skipped.append(SourceFile(str(e.filename), "folder", 0, skipped=f"cannot open folder: {e.strerror}", problem=True))
 
         for root, dirs, files in os.walk(p, followlinks=True, onerror=onerror):
+            real_root = _real(Path(root))
+            if real_root is None or not _within(real_root, roots):
+                skipped.append(SourceFile(root, "folder", 0, skipped=OUTSIDE))
+                dirs[:] = []
+                continue
             try:
                 st = os.stat(root)
                 key = (st.st_dev, st.st_ino)
@@ -186,8 +245,23 @@ def discover(paths: Iterable[Path]) -> tuple[list[Path], list[SourceFile]]:
                 dirs[:] = []
                 continue
             seen.add(key)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
-            found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+            inside = []
+            for d in sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX"):
+                real_dir = _real(Path(root) / d)
+                if real_dir is not None and not _within(real_dir, roots):  # never even listed
+                    skipped.append(SourceFile(str(Path(root) / d), "folder", 0, skipped=OUTSIDE))
+                else:
+                    inside.append(d)
+            dirs[:] = inside
+            for f in sorted(files):
+                if f.startswith("."):
+                    continue
+                path = Path(root) / f
+                real_file = _real(path)
+                if real_file is not None and not _within(real_file, roots):
+                    skipped.append(SourceFile(str(path), "link", 0, skipped=OUTSIDE))
+                    continue
+                found.append(path)
     return found, skipped
 
 
@@ -482,30 +556,77 @@ def ingest(
     workspace: Workspace,
     config: IngestConfig | None = None,
     on_event: OnEvent = ignore,
+    *,
+    replace: bool = False,
+    allowed_roots: Iterable[Path | str] | None = None,
 ) -> IngestResult:
     """Read every file under ``paths`` into ``workspace.corpus_dir``: cleaned, deduplicated, with provenance.
 
     See the module docstring for the steps. The whole corpus directory is rebuilt and
     swapped in atomically, and ``config`` is saved in the workspace's ``mimetic.toml``.
 
+    A voice's writing is only ever added to: the folders read before (the manifest's
+    ``sources``) are read again with the new ones, and a :class:`~mimetic.core.events.Warning`
+    says so; ``replace=True`` reads only ``paths`` (the earlier folders' documents leave the
+    corpus).
+
+    Every file and folder is resolved before it is read: what a symbolic link takes outside
+    the folders being read (or outside ``allowed_roots``) is skipped, never read, and listed in
+    the report (``outside``) with a warning (:func:`discover`).
+
     Args:
         paths: files or folders of writing; folders are read recursively (hidden files
             skipped).
         workspace: the voice's workspace.
         config: ingest settings (defaults from :class:`IngestConfig`).
-        on_event: receives a :class:`~mimetic.core.events.Progress` (files read of all) after each file.
+        on_event: receives a :class:`~mimetic.core.events.Progress` (files read of all) after
+            each file, and a ``Warning`` for earlier folders read again and for links not followed.
+        replace: read only ``paths``, dropping the folders read before.
+        allowed_roots: the only folders reading may reach (the desk's ``--allow`` roots and
+            the voice's own ``sources/``); ``None``: the given paths alone bound it.
 
     Returns:
         IngestResult with one :class:`SourceFile` per document kept or file skipped, the
         removals, the names report and the corpus report.
 
     Raises:
-        MimeticError: a path does not exist, or no usable writing was found. Bad files never
-            raise: they are skipped with a reason (``problem`` set).
+        MimeticError: a path does not exist, a folder read before is gone (without
+            ``replace``), or no usable writing was found. Bad files never raise: they are
+            skipped with a reason (``problem`` set).
     """
     config = config or IngestConfig()
-    paths = [Path(p).expanduser() for p in paths]
-    files, records = discover(paths)
+    paths = _outermost([Path(p).expanduser() for p in paths])
+    earlier: list[Path] = []
+    if not replace and workspace.manifest_path.exists():
+        try:
+            before = Manifest.load(workspace.manifest_path).sources
+        except (MimeticError, TypeError, KeyError):  # an unreadable manifest: nothing to keep
+            before = []
+        named = {_real(p) for p in paths}
+        earlier = [Path(s) for s in before if _real(Path(s)) not in named]
+        gone = [s for s in earlier if not s.exists()]
+        if gone:
+            raise MimeticError(
+                f"{gone[0]}, whose writing is in this voice, is no longer there" + (f" (nor {len(gone) - 1} more)." if len(gone) > 1 else "."),
+                "Reconnect it and run the same command, or read only the folders you name with --replace "
+                "(the documents of the missing folder then leave the voice).",
+            )
+        added = _outermost(earlier + paths)
+        new = [p for p in paths if p in added]
+        if earlier:
+            on_event(Warning(
+                "ingest",
+                message=f"Adding {', '.join(map(str, new)) or 'nothing new'} to this voice's writing; "
+                        f"also reading again what it already had: {', '.join(map(str, earlier))}.",
+                hint="To read only the folders you name, run with --replace.",
+            ))
+        paths = added
+    files, records = discover(paths, allowed_roots)
+    outside = [r.path for r in records if r.skipped in (OUTSIDE, OUTSIDE_ALLOWED)]
+    if outside:
+        on_event(Warning("ingest", message=f"Not read: {len(outside)} symbolic link(s) leading outside the folders being read "
+                                           f"({', '.join(outside[:3])}{', …' if len(outside) > 3 else ''}).",
+                         hint="To include that writing, name its folder itself (it must be a folder you may read)."))
     if not files and not records:
         raise MimeticError(
             f"No files found in {', '.join(str(p) for p in paths)}.",
@@ -679,7 +800,8 @@ def ingest(
                 "Check the folder holds your writing in a format mimetic reads (see `mimetic ingest --help`).",
             )
         names = names_report(kept_docs, config)
-        result = IngestResult(records, workspace.corpus_dir, removals, names, writer=writer or (", ".join(opts.authors) or None), reused=reused, read=read)
+        result = IngestResult(records, workspace.corpus_dir, removals, names, writer=writer or (", ".join(opts.authors) or None),
+                              reused=reused, read=read, sources=[str(p) for p in paths], earlier=[str(p) for p in earlier])
         result.report = corpus_report(result, redactor)
         for doubt in result.report["encoding_doubts"]:
             on_event(Warning("ingest", message=f"{doubt['path']}: {doubt['note']}",
@@ -778,6 +900,7 @@ def corpus_report(result: IngestResult, redactor: Redactor | None = None) -> dic
         "words_removed": dict(removed.most_common()),
         "skipped": dict(skipped.most_common()),
         "problems": [{"path": r.path, "reason": r.skipped} for r in result.problems],
+        "outside": [r.path for r in result.skipped if r.skipped in (OUTSIDE, OUTSIDE_ALLOWED)],
         "encoding_doubts": [{"path": r.path, "encoding": r.encoding, "note": n}
                             for r in kept for n in r.notes if n.startswith("encoding uncertain")],
         "redacted": dict(redactor.counts) if redactor else {},
@@ -813,6 +936,8 @@ def report_html(report: dict[str, Any]) -> str:
     parts.append(table("Words removed", ((k, f"{v:,}") for k, v in report["words_removed"].items()), ("reason", "words")))
     parts.append(table("Files or documents skipped", report["skipped"].items(), ("reason", "count")))
     parts.append(table("Files that could not be read", ((p["path"], p["reason"]) for p in report["problems"]), ("file", "reason")))
+    parts.append(table("Not read: symbolic links leading outside the folders being read",
+                       ((path,) for path in report.get("outside", [])), ("link",)))
     parts.append(table("Files whose encoding is uncertain (check their letters; fix with --encoding)",
                        ((d["path"], d["note"]) for d in report.get("encoding_doubts", [])), ("file", "what was read")))
     parts.append(table("Redacted", report["redacted"].items(), ("kind", "replaced")))

@@ -188,8 +188,13 @@ def ingest(
     near_duplicate_threshold: Optional[float] = typer.Option(None, help="Similarity (0–1) from which texts count as near duplicates (default 0.8)."),
     min_words: Optional[int] = typer.Option(None, help="Skip documents shorter than this many words."),
     encoding: Optional[str] = typer.Option(None, help="Text encoding of .txt and .md files when detection gets it wrong: cp1252, latin-1, mac_roman, …"),
+    replace: bool = typer.Option(False, "--replace", help="Read only the folders named here: the writing read into the voice before leaves it (without this, named folders are added)."),
 ) -> None:
     """Read and clean your writing into the voice's corpus (your files are never changed).
+
+    Folders are added: the writing the voice already has is read again with them (--replace
+    to start over from the named folders only). Symbolic links leading outside the named
+    folders are listed, never followed.
 
     Exit status 0 when every file was read, 3 when some could not be (they are listed; the
     rest of the corpus is ready).
@@ -204,8 +209,10 @@ def ingest(
         encoding=encoding,
     )
     with RichEvents(console) as show:
-        result = run(paths, ws, vc.ingest, on_event=show)
+        result = run(paths, ws, vc.ingest, on_event=show, replace=replace)
     _ingest_report(result)
+    if replace:
+        console.print(f"The voice's writing is now only: {escape(', '.join(result.sources))}.")
     console.print(f"Cleaned documents and provenance: {ws.corpus_dir}")
     if result.problems:
         err.print(f"[yellow]{len(result.problems)} file(s) could not be read[/] (listed above, and in corpus/report.html).")
