@@ -264,6 +264,10 @@ class GenerateConfig:
     sets (98 at 1), the longest verbatim overlap stayed at most 35 characters, and its samples
     stay less surprising than the writer's own text (2.9–3.0 nats/token). For safer drafts, lower the temperature or
     set ``min_p`` (0.05).
+
+    ``engine`` chooses what generates (:func:`mimetic.models.engines.open_voice`): ``auto`` (llama.cpp
+    on the base model's GGUF with the run's adapter converted to a GGUF LoRA, else transformers,
+    said in one line), ``llama.cpp`` or ``transformers`` (forced: for tests and benchmarks).
     """
 
     max_new_tokens: int = 200
@@ -274,8 +278,10 @@ class GenerateConfig:
     seed: int = 0
     num_samples: int = 1
     system_prompt: str = ""
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
+        _check(self.engine in ("auto", "llama.cpp", "transformers"), "generate.engine must be auto, llama.cpp or transformers")
         _check(self.max_new_tokens >= 1, "generate.max_new_tokens must be at least 1")
         _check(self.temperature >= 0, "generate.temperature must be 0 or more")
         _check(0 < self.top_p <= 1, "generate.top_p must be in (0, 1]")

@@ -1,27 +1,51 @@
-"""Inference engines: what runs a trained voice, behind one interface.
+"""Inference engines: what runs a trained voice, behind one interface, and the one place that
+chooses between them (:func:`open_voice`).
 
 * :class:`Voice` — transformers: the base model with the run's LoRA adapter attached (PEFT);
   ``with voice.base():`` switches the adapter off, so base and voice share one copy of the
-  weights (what ``compare`` and ``evaluate`` need).
-* :class:`GGUFVoice` — llama.cpp (``llama-cpp-python``) on the run's GGUF export: much faster
-  on a CPU, same prompts and sampling settings.
+  weights (what ``compare`` and ``evaluate`` need). The reference, and the fallback.
+* :class:`GGUFVoice` — llama.cpp (``llama-cpp-python``): either the base model's GGUF with the
+  run's adapter converted to a GGUF LoRA and applied at load (:meth:`GGUFVoice.load_run`; no
+  export needed, ``with voice.base():`` works too), or a full GGUF export
+  (:meth:`GGUFVoice.load`). Much faster on a CPU; same prompts, same sampling chain.
 
 Both satisfy :class:`Engine`, which is all :func:`mimetic.voice.generate.write` needs. Prompts are
 tokenized the same way for both (:func:`prompt_ids`), and sampling settings are translated for
 each by :class:`mimetic.models.sampling.SamplingParams`. :func:`load_llama` imports llama-cpp-python
-with a writer-facing error; :mod:`mimetic.voice.export` uses it too.
+with a writer-facing error; :mod:`mimetic.voice.export` uses it too, and the llama.cpp
+converters (:func:`llama_cpp_tools`, :func:`convert_into`, :func:`lora_to_gguf`) live here so that
+every stage that samples from a voice (the voice, training and evaluation layers) can open one.
+
+The GGUF files behind :meth:`GGUFVoice.load_run`:
+
+* the base model: the embedded model's own GGUF (or any ``.gguf`` base model) as it is; any
+  other base model converted once by ``convert_hf_to_gguf.py`` (f16, or bf16 for a bf16
+  checkpoint) and cached in ``<cache dir>/gguf/`` (:func:`base_gguf`);
+* the adapter: ``runs/<id>/adapter.gguf``, converted by ``convert_lora_to_gguf.py`` (f32, a few
+  MB, seconds) the first time the run is opened, and again if the adapter is newer
+  (:func:`run_adapter_gguf`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from mimetic.core.config import VoiceConfig
+from mimetic.core.events import OnEvent, Progress, Warning
 from mimetic.errors import MimeticError
 from mimetic.models.sampling import SamplingParams
-from mimetic.core.workspace import Workspace
+from mimetic.core.workspace import Workspace, check_free_disk
+
+ENGINES = ("auto", "llama.cpp", "transformers")
+"""The values of ``[generate] engine`` (:func:`open_voice`)."""
 
 
 class Engine(Protocol):
@@ -39,12 +63,25 @@ class Engine(Protocol):
     base_model: str
     adapter: str | None
     format: str
+    engine: str
 
     def generate(
         self, prompt: str, params: SamplingParams, seed: int, on_text: Callable[[str], None] | None = None, *, system_prompt: str = ""
     ) -> tuple[str, int]:
         """One continuation of ``prompt``: ``(text, number of new tokens)``; ``on_text`` gets
         decoded text as it is produced. The same ``seed`` and settings give the same text."""
+        ...
+
+    def generate_ids(self, ids: list[int], params: SamplingParams, seed: int) -> list[int]:
+        """The new token ids after the prompt ``ids`` (the end-of-text token, if reached, not included)."""
+        ...
+
+    def complete(self, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
+        """One decoded continuation of each token prefix (``evaluate``'s samples); deterministic in ``seed``."""
+        ...
+
+    def base(self) -> Any:
+        """Context manager: generate from the base model alone (the adapter switched off)."""
         ...
 
 
@@ -95,6 +132,161 @@ def open_gguf(path: Path, **kwargs: Any) -> Any:
         ) from e
 
 
+# --------------------------------------------------------------------------------------------
+# llama.cpp's converters (installed by `make install`), shared with mimetic.voice.export
+
+
+def llama_cpp_tools() -> Path:
+    """The folder with llama.cpp's converters (``convert_hf_to_gguf.py`` …), installed by ``make install``.
+
+    ``MIMETIC_LLAMA_CPP`` overrides the default ``<venv>/share/mimetic/llama.cpp``.
+
+    Raises:
+        MimeticError: the converters are not installed.
+    """
+    d = Path(os.environ.get("MIMETIC_LLAMA_CPP", Path(sys.prefix) / "share" / "mimetic" / "llama.cpp"))
+    if not (d / "convert_hf_to_gguf.py").exists():
+        raise MimeticError(
+            f"llama.cpp's GGUF converters are not installed (looked in {d}).",
+            "Run `make install` in the mimetic folder: it builds llama-cpp-python and installs the converters.",
+        )
+    return d
+
+
+def run_converter(script: str, args: list[str], what: str) -> None:
+    """Run llama.cpp's converter ``script`` with ``args`` in a subprocess, with its own ``gguf-py``
+    first on the path (not the ``gguf`` transformers uses) and offline.
+
+    Raises:
+        MimeticError: the converters are missing, or the converter failed (its last lines quoted;
+            the hint says when llama.cpp does not support the architecture).
+    """
+    tools = llama_cpp_tools()
+    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
+    env["PYTHONPATH"] = str(tools / "gguf-py") + os.pathsep + str(tools)  # its own gguf, not transformers'
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run([sys.executable, str(tools / script), *args], capture_output=True, text=True, env=env, cwd=tools)
+    if proc.returncode != 0:
+        tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-3:]
+        reason = " / ".join(tail)[-400:]
+        hint = "The base model's architecture may not be supported by llama.cpp; the adapter and merged exports still work."
+        if "not supported" in reason.lower():
+            hint = "llama.cpp does not support this architecture; export 'adapter' and 'merged' instead."
+        raise MimeticError(f"llama.cpp could not convert {what}: {reason}", hint)
+
+
+def convert_into(out: Path, script: str, args: list[str], what: str) -> None:
+    """Run a llama.cpp converter writing to a temporary name, renamed to ``out`` when complete (no
+    half-written file is ever left under ``out``). Raises what :func:`run_converter` raises."""
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        run_converter(script, [*args, "--outfile", str(tmp)], what)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_lora_convertible(adapter_dir: Path) -> None:
+    """Refuse the adapters llama.cpp's LoRA converter cannot convert.
+
+    Raises:
+        MimeticError: a DoRA adapter, or one that changes the embeddings (resized or trained tokens).
+    """
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if cfg.get("use_dora"):
+        raise MimeticError(
+            "This is a DoRA adapter; llama.cpp's LoRA converter cannot convert DoRA.",
+            "Export 'merged' and 'gguf' instead (merging works for DoRA): --format merged,gguf,ollama",
+        )
+    saved = [m for m in (cfg.get("modules_to_save") or []) if any(k in m for k in ("embed", "lm_head", "wte"))]
+    if saved or cfg.get("trainable_token_indices"):
+        raise MimeticError(
+            "This adapter changes the embeddings (resized or trained token embeddings); llama.cpp's LoRA converter refuses those.",
+            "Export 'merged' and 'gguf' instead: --format merged,gguf,ollama",
+        )
+
+
+def lora_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f16") -> Path:
+    """Convert a PEFT LoRA adapter folder to a GGUF LoRA with ``convert_lora_to_gguf.py``.
+
+    Args:
+        adapter_dir: the folder with ``adapter_config.json`` and ``adapter_model.safetensors``.
+        base_dir: the base model's transformers folder (its ``config.json`` names the architecture).
+        out: the GGUF file to write (atomically).
+        outtype: ``f32``, ``f16``, ``bf16`` or ``q8_0`` (the adapter's tensors).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        MimeticError: a DoRA or embedding-changing adapter, the converters are missing, or
+            llama.cpp cannot convert the architecture.
+    """
+    check_lora_convertible(adapter_dir)
+    convert_into(out, "convert_lora_to_gguf.py", [str(adapter_dir), "--base", str(base_dir), "--outtype", outtype], "the adapter")
+    return out
+
+
+def base_gguf(name: str) -> tuple[Path, float]:
+    """The base model ``name`` as a GGUF file llama.cpp can run, and the seconds spent converting it
+    (0 when nothing was converted).
+
+    A ``.gguf`` base model (the embedded SmolLM2 is one) is used as it is. Any other is converted
+    once by ``convert_hf_to_gguf.py`` — f16, or bf16 when its checkpoint is bf16 — and cached in
+    ``<cache dir>/gguf/`` (:func:`mimetic.models.loading.cache_dir`), keyed by its folder, weights'
+    sizes and times.
+
+    Raises:
+        MimeticError: the model cannot be found, the converters are missing, not enough disk, or
+            llama.cpp cannot convert the architecture.
+    """
+    from mimetic.models.loading import base_model_dir, cache_dir, resolve
+
+    src = resolve(name)
+    if src.kind == "gguf":
+        return Path(src.location), 0.0
+    folder = base_model_dir(name).resolve()
+    cfg = json.loads((folder / "config.json").read_text())
+    outtype = "bf16" if (cfg.get("torch_dtype") or cfg.get("dtype")) == "bfloat16" else "f16"
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + [folder / "config.json"]
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in weights)
+    key = hashlib.sha256(f"{folder}|{stamp}".encode()).hexdigest()[:12]
+    out = cache_dir() / "gguf" / f"{folder.name.lower()}-{key}-{outtype}.gguf"
+    if out.exists():
+        return out, 0.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_free_disk(out.parent, int(1.2 * sum(p.stat().st_size for p in weights)) + 2**20, "the base model's GGUF")
+    t = time.perf_counter()
+    convert_into(out, "convert_hf_to_gguf.py", [str(folder), "--outtype", outtype], f"the base model {name}")
+    return out, time.perf_counter() - t
+
+
+ADAPTER_GGUF = "adapter.gguf"
+"""The run's adapter as a GGUF LoRA, in the run's folder (:func:`run_adapter_gguf`)."""
+
+
+def run_adapter_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
+    """``runs/<id>/adapter.gguf``: the run's adapter as a GGUF LoRA (f32), converted when missing
+    or older than the adapter; and the seconds spent converting (0 when it was there).
+
+    Raises:
+        MimeticError: no adapter, an adapter llama.cpp cannot take (DoRA, trained embeddings),
+            the converters are missing, or the conversion failed.
+    """
+    from mimetic.models.loading import base_model_dir
+
+    adapter = run_dir / "adapter"
+    weights = adapter / "adapter_model.safetensors"
+    if not (adapter / "adapter_config.json").exists() or not weights.exists():
+        raise MimeticError(f"Run {run_dir.name} has no adapter yet.", "Train first: mimetic train")
+    out = run_dir / ADAPTER_GGUF
+    if out.exists() and out.stat().st_mtime >= weights.stat().st_mtime:
+        return out, 0.0
+    t = time.perf_counter()
+    lora_to_gguf(adapter, base_model_dir(base_model), out, "f32")
+    return out, time.perf_counter() - t
+
+
 def damaged_adapter(workspace: Workspace, run_dir: Path, error: Exception) -> MimeticError:
     """The two-line error for a run whose adapter files cannot be loaded."""
     others = [r for r in workspace.finished_runs() if r != run_dir.name]
@@ -112,14 +304,19 @@ class Voice:
     ``disable_adapter``), so both share one copy of the weights.
     """
 
+    engine = "transformers"
+    note = ""  # what open_voice said when it chose this engine
+
     def __init__(self, model: Any, tokenizer: Any, base_model: str, adapter: str | None, fmt: str, device: str, precision: str):
         self.model, self.tokenizer = model, tokenizer
         self.base_model, self.adapter, self.format = base_model, adapter, fmt
         self.device, self.precision = device, precision
 
     @classmethod
-    def load(cls, workspace: Workspace, run: str | None = None, device: str = "auto") -> "Voice":
-        """Load the workspace's base model and the best adapter of ``run`` (default: latest).
+    def load(cls, workspace: Workspace, run: str | None = None, device: str = "auto", precision: str | None = None) -> "Voice":
+        """Load the workspace's base model and the best adapter of ``run`` (default: latest), in
+        ``precision`` (``fp32``, ``bf16``, ``fp16``; default: the run's training precision,
+        ``auto`` resolved by :func:`mimetic.models.loading.pick_precision`).
 
         Raises:
             MimeticError: no run, or the run has no adapter yet.
@@ -134,7 +331,7 @@ class Voice:
             raise MimeticError(f"Run {run_dir.name} has no adapter yet.", f"Train first: mimetic train --workspace {workspace.root}")
         vc = VoiceConfig.load(run_dir / "config.toml")
         dev = pick_device(device)
-        precision = pick_precision(dev, vc.train.precision)
+        precision = pick_precision(dev, precision or vc.train.precision)
         tokenizer = load_tokenizer(vc.train.base_model)
         model = load_model(vc.train.base_model, dev, precision)
         try:
@@ -183,18 +380,67 @@ class Voice:
         new = out[0, ids.shape[1] :]
         return self.tokenizer.decode(new, skip_special_tokens=True), int(new.shape[0])
 
+    def generate_ids(self, ids: list[int], params: SamplingParams, seed: int) -> list[int]:
+        """The new token ids after the prompt ``ids`` (seeded with ``torch.manual_seed``), without
+        the end-of-text token that stopped them, if any."""
+        import torch
+
+        from mimetic.models.loading import autocast
+
+        x = torch.tensor([list(ids)], device=self.device)
+        torch.manual_seed(seed)
+        with torch.no_grad(), autocast(self.device, self.precision)():
+            out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), pad_token_id=self.tokenizer.pad_token_id,
+                                      **params.transformers_kwargs())
+        new = out[0, x.shape[1] :].tolist()
+        eos = self.model.generation_config.eos_token_id
+        stops = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        return new[:-1] if new and new[-1] in stops else new
+
+    def complete(self, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
+        """Continue token prefixes in one batch with ``params`` (shorter ones left-padded and
+        masked, so equal-length prefixes run exactly as given; ``torch.manual_seed(seed)`` once
+        for the batch); returns the decoded continuations, one per prefix."""
+        import torch
+
+        from mimetic.models.loading import autocast
+
+        n = max(len(p) for p in prefixes)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.tensor([[pad] * (n - len(p)) + list(p) for p in prefixes], device=self.device)
+        mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prefixes], device=self.device)
+        torch.manual_seed(seed)
+        with torch.no_grad(), autocast(self.device, self.precision)():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **params.transformers_kwargs())
+        return [self.tokenizer.decode(row[n:], skip_special_tokens=True) for row in out]
+
 
 class GGUFVoice:
-    """The voice exported as GGUF (``mimetic export``), run by llama.cpp: much faster on a CPU
-    than transformers, with the same prompts, sampling settings and log.
+    """A voice run by llama.cpp: much faster on a CPU than transformers, with the same prompts,
+    sampling chain and log.
 
-    Use :meth:`load`. Prompts are tokenized with the voice's own tokenizer (its chat template
-    for chat voices), so llama.cpp sees exactly the tokens transformers would.
+    Two ways to make one: :meth:`load_run` (the base model's GGUF with the run's adapter as a GGUF
+    LoRA applied at load: what :func:`open_voice` uses, no export needed; ``with voice.base():``
+    switches the adapter off) and :meth:`load` (a full ``mimetic export``). Prompts are
+    tokenized with the voice's own tokenizer (its chat template for chat voices), so llama.cpp
+    sees exactly the tokens transformers would; texts are decoded with it too.
+
+    Sampling is llama.cpp's sampler chain built from
+    :meth:`mimetic.models.sampling.SamplingParams.llama_cpp_chain` (transformers' order: penalty
+    over the whole sequence, temperature, top-k, top-p, min-p, draw); greedy decoding gives
+    transformers' tokens (``tests/test_engines.py``). One prompt at a time: on 2 CPU cores
+    batching prompts was not measured faster (``benchmarks/generation_speed.py``).
     """
 
-    def __init__(self, llm: Any, tokenizer: Any, base_model: str, gguf: str, fmt: str):
+    engine = "llama.cpp"
+
+    def __init__(self, llm: Any, tokenizer: Any, base_model: str, adapter: str, fmt: str, lora: Any = None):
         self.llm, self.tokenizer = llm, tokenizer
-        self.base_model, self.adapter, self.format = base_model, gguf, fmt
+        self.base_model, self.adapter, self.format = base_model, adapter, fmt
+        self._lora = lora  # the llama_adapter_lora pointer when the adapter is applied separately
+        self._on = True
+        self._stops = {t for t in (tokenizer.eos_token_id, llm.token_eos()) if t is not None and t >= 0}
+        self.note = ""  # what open_voice said when it chose this engine
 
     @classmethod
     def load(cls, workspace: Workspace, run: str | None = None, gguf: Path | None = None) -> "GGUFVoice":
@@ -215,25 +461,230 @@ class GGUFVoice:
                 )
             gguf = files[0]
         vc = VoiceConfig.load(run_dir / "config.toml")
-        llm = open_gguf(gguf, n_ctx=4096, verbose=False, n_threads=os.cpu_count() or 1)
+        llm = open_gguf(gguf, n_ctx=4096, verbose=False, n_threads=_threads())
         return cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(gguf), vc.prepare.format)
+
+    @classmethod
+    def load_run(cls, workspace: Workspace, run: str | None = None, n_ctx: int = 4096) -> "GGUFVoice":
+        """The base model's GGUF (:func:`base_gguf`) with ``run``'s adapter (default: the published
+        version) converted to ``runs/<id>/adapter.gguf`` (:func:`run_adapter_gguf`) and applied at
+        load; ``n_ctx`` tokens of context (prompt and continuation). ``voice.seconds`` holds the
+        time spent converting (0 when both files were there) and loading.
+
+        Raises:
+            MimeticError: no run or adapter, llama-cpp-python or its converters missing, an
+                adapter or architecture llama.cpp cannot take, or a file llama.cpp cannot load.
+        """
+        from mimetic.models.loading import load_tokenizer
+
+        load_llama()
+        run_dir = workspace.run_dir(run)
+        vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else workspace.load_config()
+        base, base_s = base_gguf(vc.train.base_model)
+        lora, lora_s = run_adapter_gguf(run_dir, vc.train.base_model)
+        t = time.perf_counter()
+        llm = open_gguf(base, n_ctx=n_ctx, verbose=False, n_threads=_threads(), lora_path=str(lora))
+        voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(lora), vc.prepare.format,
+                    lora=llm._lora_adapter)
+        voice.converted_s, voice.load_s = base_s + lora_s, time.perf_counter() - t
+        return voice
+
+    @contextlib.contextmanager
+    def base(self) -> Iterator[None]:
+        """Generate with the adapter switched off (the base model), then on again.
+
+        Raises:
+            MimeticError: a voice loaded from a merged export, where the adapter is not separate.
+        """
+        if self._lora is None:
+            raise MimeticError("This voice is a merged GGUF export: its base model cannot be switched on.",
+                               "Open the run with open_voice (the base GGUF with the adapter applied separately).")
+        self._set_lora(False)
+        try:
+            yield
+        finally:
+            self._set_lora(True)
+
+    def _set_lora(self, on: bool) -> None:
+        import ctypes
+
+        llama_cpp = load_llama()
+        ctx = self.llm._ctx.ctx
+        if on:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
+            scales = (ctypes.c_float * 1)(1.0)
+            rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales)
+        else:
+            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+        if rc != 0:
+            raise MimeticError(f"llama.cpp could not {'apply' if on else 'remove'} the adapter (status {rc}).")
+        self._on = on
+
+    def _sampler(self, params: SamplingParams, seed: int, history: list[int]) -> Any:
+        """llama.cpp's sampler chain for ``params`` (see the class docstring); the prompt's tokens
+        are its penalty's history, as in transformers."""
+        from llama_cpp._internals import LlamaSampler
+
+        sampler = LlamaSampler()
+        for name, args in params.llama_cpp_chain():
+            if name == "penalties":
+                args = (self.llm.n_vocab(), self.llm.n_ctx(), *args[2:])
+            elif name == "dist":
+                args = (seed % 2**32,)
+            getattr(sampler, f"add_{name}")(*args)
+        for t in history:
+            sampler.accept(t)
+        return sampler
+
+    def generate_ids(self, ids: list[int], params: SamplingParams, seed: int,
+                     on_ids: Callable[[list[int]], None] | None = None) -> list[int]:
+        """The new token ids after the prompt ``ids`` (the end-of-text token that stopped them not
+        included); ``on_ids`` gets the ids so far after each new one.
+
+        Raises:
+            MimeticError: the prompt and ``params.max_new_tokens`` do not fit the context.
+        """
+        llm = self.llm
+        if len(ids) + params.max_new_tokens > llm.n_ctx():
+            raise MimeticError(f"The prompt ({len(ids)} tokens) and {params.max_new_tokens} new tokens do not fit "
+                               f"llama.cpp's context of {llm.n_ctx()} tokens.", "Shorten the prompt or ask for fewer new tokens.")
+        llm.reset()
+        sampler = self._sampler(params, seed, list(ids))
+        llm.eval(list(ids))
+        out: list[int] = []
+        self.stopped = False
+        while len(out) < params.max_new_tokens:
+            token = sampler.sample(llm._ctx, -1)  # samples from the last logits and accepts the token
+            if token in self._stops or llm._model.token_is_eog(token):
+                self.stopped = True
+                break
+            out.append(token)
+            if on_ids:
+                on_ids(out)
+            if len(out) < params.max_new_tokens:
+                llm.eval([token])
+        sampler.close()
+        return out
 
     def generate(
         self, prompt: str, params: SamplingParams, seed: int, on_text: Callable[[str], None] | None = None, *, system_prompt: str = ""
     ) -> tuple[str, int]:
-        """Sample one continuation of ``prompt`` in llama.cpp; returns ``(text, number of new tokens)``."""
+        """Sample one continuation of ``prompt`` in llama.cpp; returns ``(text, number of new
+        tokens)``, the end-of-text token counted as transformers counts it. ``on_text`` gets the
+        text as it is written (whole characters only)."""
+        shown = [""]
+
+        def stream(ids: list[int]) -> None:
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd") or len(text) <= len(shown[0]):
+                return  # half of a multi-byte character: wait for the rest
+            on_text(text[len(shown[0]) :])  # type: ignore[misc]
+            shown[0] = text
+
         ids = prompt_ids(self.tokenizer, self.format, prompt, system_prompt)
-        self.llm.reset()
-        stream = self.llm.create_completion(ids, seed=seed, stream=True, **params.llama_cpp_kwargs())
-        parts, n = [], 0
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            text = choice["text"]
-            n += choice.get("finish_reason") is None or bool(text)  # the closing chunk carries no token
-            parts.append(text)
-            if on_text and text:
-                on_text(text)
-        return "".join(parts), n
+        new = self.generate_ids(ids, params, seed, stream if on_text else None)
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if on_text and text.startswith(shown[0]) and len(text) > len(shown[0]):
+            on_text(text[len(shown[0]) :])
+        return text, len(new) + int(self.stopped)
+
+    def complete(self, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
+        """One decoded continuation of each token prefix, one after another; prefix ``k`` is drawn
+        with seed ``seed * 1000003 + k`` (deterministic, distinct within and across batches)."""
+        return [self.tokenizer.decode(self.generate_ids(p, params, seed * 1_000_003 + k), skip_special_tokens=True)
+                for k, p in enumerate(prefixes)]
 
 
-__all__ = ["Engine", "GGUFVoice", "Voice", "load_llama", "prompt_ids"]
+def _threads() -> int:
+    """llama.cpp's threads: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# The one place that chooses the engine
+
+
+def _say_stderr(event: Any) -> None:
+    print(event.message, file=sys.stderr)
+
+
+def open_voice(workspace: Workspace, run: str | None = None, *, engine: str = "auto", device: str = "auto",
+               precision: str | None = None, on_event: OnEvent | None = None) -> Any:
+    """The engine every stage that samples from a voice uses: write, best-of, rewrite, compare,
+    evaluate's samples, the identity probe, drift, the desk.
+
+    ``engine="auto"`` opens llama.cpp (:meth:`GGUFVoice.load_run`: the base model's GGUF, the
+    run's adapter converted once to ``runs/<id>/adapter.gguf``) on a CPU, and transformers
+    (:meth:`Voice.load`, the reference) on a GPU, or when llama.cpp cannot run this voice: not
+    installed, an architecture or adapter it does not support, a conversion that fails. The
+    choice is said in one line, an event of stage ``generate`` (``Progress`` when llama.cpp
+    writes, ``Warning`` when transformers writes instead; the line is printed on stderr when no
+    ``on_event`` is given), e.g. ``writing with llama.cpp (adapter converted in 3 s)`` or
+    ``llama.cpp is not installed: writing with transformers (slower)``; the engine keeps it as
+    ``.note``. ``engine="llama.cpp"`` or ``"transformers"`` forces one (tests, benchmarks):
+    llama.cpp's failure is then raised.
+
+    Args:
+        workspace: the voice.
+        run: a finished run's id (default: the published version).
+        engine: ``auto``, ``llama.cpp`` or ``transformers`` (``[generate] engine``).
+        device: transformers' device (``auto``: CUDA, MPS, else CPU).
+        precision: transformers' precision (default: the run's training precision).
+        on_event: receives the one line.
+
+    Returns:
+        An :class:`Engine` (:class:`GGUFVoice` or :class:`Voice`), with ``.engine`` its name.
+
+    Raises:
+        MimeticError: an unknown engine, no finished run or adapter, or (forced ``llama.cpp``)
+            anything :meth:`GGUFVoice.load_run` raises.
+    """
+    if engine not in ENGINES:
+        raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine auto, llama.cpp or transformers.")
+    say = on_event or _say_stderr
+    gpu = ""
+    if engine == "auto":
+        from mimetic.models.loading import pick_device
+
+        gpu = "" if pick_device(device) == "cpu" else pick_device(device)
+    reason = ""
+    if engine == "llama.cpp" or (engine == "auto" and not gpu):
+        try:
+            if engine == "auto":
+                load_llama()
+                llama_cpp_tools()
+            voice = GGUFVoice.load_run(workspace, run)
+        except MimeticError as e:
+            if engine == "llama.cpp":
+                raise
+            reason = _why_not(e)
+        else:
+            how = f"adapter converted in {voice.converted_s:.0f} s" if voice.converted_s else "adapter.gguf ready"
+            voice.note = f"writing with llama.cpp ({how}, loaded in {voice.load_s:.1f} s)"
+            say(Progress("generate", message=voice.note))
+            return voice
+    tvoice = Voice.load(workspace, run, device=device, precision=precision)
+    if reason:
+        tvoice.note = f"{reason}: writing with transformers (slower)"
+        say(Warning("generate", message=tvoice.note, hint="`make install` builds llama.cpp" if "installed" in reason else ""))
+    else:
+        tvoice.note = f"writing with transformers on {gpu}" if gpu else "writing with transformers (asked for)"
+        say(Progress("generate", message=tvoice.note))
+    return tvoice
+
+
+def _why_not(error: MimeticError) -> str:
+    """The short reason llama.cpp cannot run a voice, for the one line."""
+    text = str(error.args[0] if error.args else error)
+    if "not installed" in text:
+        return "llama.cpp is not installed"
+    if "could not convert" in text or "DoRA" in text or "embeddings" in text:
+        return "llama.cpp cannot convert this voice (" + text.split(":", 1)[-1].strip()[:80] + ")"
+    return "llama.cpp could not open this voice (" + text[:80] + ")"
+
+
+__all__ = ["ENGINES", "Engine", "GGUFVoice", "Voice", "base_gguf", "check_lora_convertible", "convert_into", "llama_cpp_tools", "load_llama",
+           "lora_to_gguf", "open_gguf", "open_voice", "prompt_ids", "run_adapter_gguf", "run_converter"]

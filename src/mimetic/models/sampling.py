@@ -19,11 +19,17 @@ multiplied when negative) is a change to the logits, not a sampling step, and bo
 decoding, as the extraction test of memorization needs (Carlini et al. 2023), is
 :meth:`SamplingParams.argmax`: temperature 0 *and* ``repetition_penalty`` 1.
 
-Differences between the engines that remain (not sampling rules, but worth knowing):
-``transformers`` penalises every token of the sequence (prompt included) while llama.cpp
-penalises the last 64 (``last_n_tokens_size``); ``transformers`` keeps the model's
-``generation_config`` ``top_k`` (50 unless the model sets it) when sampling, llama.cpp is
-given ``top_k=0`` (off).
+Both engines run the same chain, in transformers' order: the repetition penalty on the raw
+logits, then temperature, top-k (:data:`TOP_K`, passed explicitly to both), top-p, min-p, and
+the draw (or the greedy pick). llama-cpp-python's own ``create_completion`` applies the
+temperature *after* top-p and min-p and penalises only the last 64 tokens, so mimetic's
+llama.cpp engine builds its own sampler chain from :meth:`SamplingParams.llama_cpp_chain`
+(:class:`mimetic.models.engines.GGUFVoice`), with the penalty over the whole sequence, prompt
+included, as transformers does. :meth:`SamplingParams.llama_cpp_kwargs` remains for callers of
+``create_completion`` (the server), where those differences remain (and top-k is off). The random draws
+themselves differ (PyTorch's generator vs llama.cpp's), so the same seed gives a different text
+in each engine, from the same distribution; greedy decoding gives the same tokens
+(``tests/test_engines.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from mimetic.core.config import GenerateConfig
+
+TOP_K = 50
+"""Top-k when sampling: transformers' own default (``GenerationConfig``'s ``top_k`` 50), which
+every figure in ``benchmarks/RESULTS.md`` was sampled with; now passed explicitly to both
+engines, so a model's ``generation_config.json`` cannot change it in one engine only."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +99,39 @@ class SamplingParams:
             "repetition_penalty": self.repetition_penalty,
         }
         if not self.greedy:
-            kw.update(temperature=self.temperature, top_p=self.top_p, min_p=self.min_p or None)
+            kw.update(temperature=self.temperature, top_k=TOP_K, top_p=self.top_p, min_p=self.min_p or None)
         return kw
+
+    def llama_cpp_chain(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The llama.cpp sampler chain equivalent to :meth:`transformers_kwargs`, as
+        ``(method of llama_cpp._internals.LlamaSampler without "add_", arguments)`` in order;
+        the penalty's history length and the vocabulary size, and the draw's seed, are filled
+        in by the engine (``None`` here).
+
+        Greedy: penalty, then the greedy pick. Sampling: penalty, temperature, top-k
+        (:data:`TOP_K`), top-p, min-p (each left out when it is off), the draw.
+        """
+        chain: list[tuple[str, tuple[Any, ...]]] = []
+        if self.repetition_penalty != 1.0:
+            chain.append(("penalties", (None, None, self.repetition_penalty, 0.0, 0.0)))
+        if self.greedy:
+            return chain + [("greedy", ())]
+        chain.append(("temp", (self.temperature,)))
+        if TOP_K:
+            chain.append(("top_k", (TOP_K,)))
+        if self.top_p < 1.0:
+            chain.append(("top_p", (self.top_p, 1)))
+        if self.min_p > 0.0:
+            chain.append(("min_p", (self.min_p, 1)))
+        return chain + [("dist", (None,))]
 
     def llama_cpp_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``llama_cpp.Llama.create_completion`` (seed and stream excluded).
 
         Greedy: temperature 0 and ``top_k=1``, with top-p 1 and min-p 0 (off); sampling:
-        ``top_k=0`` (off), so only top-p and min-p truncate, as in transformers.
+        ``top_k=0`` (off). Not exactly transformers' chain (see the module docstring: the order
+        of the steps, the penalty's window, top-k); mimetic's own engines use
+        :meth:`llama_cpp_chain`.
         """
         return {
             "max_tokens": self.max_new_tokens,

@@ -34,8 +34,6 @@ import json
 import re
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +41,7 @@ from typing import Any
 
 from mimetic.corpus.briefs import MARKERS
 from mimetic.core.config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
-from mimetic.models.engines import load_llama, open_gguf
+from mimetic.models.engines import check_lora_convertible, convert_into, llama_cpp_tools, load_llama, lora_to_gguf, open_gguf
 from mimetic.errors import MimeticError
 from mimetic.core.events import OnEvent, Progress, ignore
 from mimetic.text.identity import voice_system_prompt
@@ -65,39 +63,8 @@ class ExportResult:
 
 
 # --------------------------------------------------------------------------------------------
-# llama.cpp tools
-
-
-def llama_cpp_tools() -> Path:
-    """The folder with llama.cpp's converters (``convert_hf_to_gguf.py`` …), installed by ``make install``.
-
-    ``MIMETIC_LLAMA_CPP`` overrides the default ``<venv>/share/mimetic/llama.cpp``.
-
-    Raises:
-        MimeticError: the converters are not installed.
-    """
-    d = Path(os.environ.get("MIMETIC_LLAMA_CPP", Path(sys.prefix) / "share" / "mimetic" / "llama.cpp"))
-    if not (d / "convert_hf_to_gguf.py").exists():
-        raise MimeticError(
-            f"llama.cpp's GGUF converters are not installed (looked in {d}).",
-            "Run `make install` in the mimetic folder: it builds llama-cpp-python and installs the converters.",
-        )
-    return d
-
-
-def _run_converter(script: str, args: list[str], what: str) -> None:
-    tools = llama_cpp_tools()
-    env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
-    env["PYTHONPATH"] = str(tools / "gguf-py") + os.pathsep + str(tools)  # its own gguf, not transformers'
-    env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run([sys.executable, str(tools / script), *args], capture_output=True, text=True, env=env, cwd=tools)
-    if proc.returncode != 0:
-        tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-3:]
-        reason = " / ".join(tail)[-400:]
-        hint = "The base model's architecture may not be supported by llama.cpp; the adapter and merged exports still work."
-        if "not supported" in reason.lower():
-            hint = "llama.cpp does not support this architecture; export 'adapter' and 'merged' instead."
-        raise MimeticError(f"llama.cpp could not convert {what}: {reason}", hint)
+# llama.cpp tools (the converters themselves are in mimetic.models.engines: every stage that
+# samples from a voice converts its adapter with them; re-exported here)
 
 
 def convert_to_gguf(model_dir: Path, out: Path, outtype: str = "f16") -> None:
@@ -108,17 +75,7 @@ def convert_to_gguf(model_dir: Path, out: Path, outtype: str = "f16") -> None:
     Raises:
         MimeticError: the converters are missing or llama.cpp cannot convert the architecture.
     """
-    _convert_into(out, "convert_hf_to_gguf.py", [str(model_dir), "--outtype", outtype], out.name)
-
-
-def _convert_into(out: Path, script: str, args: list[str], what: str) -> None:
-    """Run a llama.cpp converter writing to a temporary name, renamed to ``out`` when complete."""
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        _run_converter(script, [*args, "--outfile", str(tmp)], what)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    convert_into(out, "convert_hf_to_gguf.py", [str(model_dir), "--outtype", outtype], out.name)
 
 
 def quantize(src: Path, out: Path, qtype: str) -> None:
@@ -337,21 +294,6 @@ def model_card(ws: Workspace, run_dir: Path, vc: VoiceConfig, files: dict[str, i
 # The stage
 
 
-def _check_adapter_for_lora_gguf(adapter_dir: Path) -> None:
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    if cfg.get("use_dora"):
-        raise MimeticError(
-            "This is a DoRA adapter; llama.cpp's LoRA converter cannot convert DoRA.",
-            "Export 'merged' and 'gguf' instead (merging works for DoRA): --format merged,gguf,ollama",
-        )
-    saved = [m for m in (cfg.get("modules_to_save") or []) if any(k in m for k in ("embed", "lm_head", "wte"))]
-    if saved or cfg.get("trainable_token_indices"):
-        raise MimeticError(
-            "This adapter changes the embeddings (resized or trained token embeddings); llama.cpp's LoRA converter refuses those.",
-            "Export 'merged' and 'gguf' instead: --format merged,gguf,ollama",
-        )
-
-
 def _verify_tokens(ws: Workspace, tokenizer: Any, config: ExportConfig) -> list[list[int]]:
     try:
         from mimetic.corpus.prepare import load_split
@@ -419,7 +361,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
     if "ollama" in wants:
         wants.add("gguf")
     if "lora-gguf" in wants:
-        _check_adapter_for_lora_gguf(adapter_dir)
+        check_lora_convertible(adapter_dir)
     if wants & {"gguf", "lora-gguf"}:
         llama_cpp_tools()
         load_llama()
@@ -514,7 +456,7 @@ def export(workspace: Workspace, run_id: str | None = None, config: ExportConfig
 
     if "lora-gguf" in wants:
         say("Converting the adapter to a GGUF LoRA (llama.cpp)")
-        _convert_into(out / "adapter.gguf", "convert_lora_to_gguf.py", [str(adapter_dir), "--base", str(base_dir), "--outtype", "f16"], "the adapter")
+        lora_to_gguf(adapter_dir, base_dir, out / "adapter.gguf", "f16")
         record("adapter.gguf")
         record("base-f16.gguf")
         if config.verify:
