@@ -176,7 +176,7 @@ def test_a_failed_run_never_becomes_the_voice(tmp_path, tiny_model, monkeypatch)
 
     import sys
 
-    monkeypatch.setattr(sys.modules["mimetic.training.sft"], "check_free_disk", full_disk)  # the module, not the function
+    monkeypatch.setattr(sys.modules["mimetic.training.session"], "check_free_disk", full_disk)  # the module, not the function
     with pytest.raises(MimeticError, match="disk"):
         train(ws, small_train_config(tiny_model, max_steps=4))
     failed = sorted(p.name for p in ws.runs_dir.iterdir() if p.name != good.run_id)[-1]

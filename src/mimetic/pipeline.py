@@ -82,23 +82,6 @@ def choose_settings(
     return vc, rec
 
 
-def check_prepared_for(ws: Workspace, vc: cfg.VoiceConfig, preset: str) -> None:
-    """Training with ``preset`` needs data prepared its way (its model's tokenizer, its format).
-
-    Raises:
-        MimeticError: nothing prepared, or prepared for another model or format (the hint is the
-            prepare command for the preset).
-    """
-    meta = ws.data_meta()
-    fmt = meta.config.get("format", "completion")
-    if meta.base_model != vc.train.base_model or fmt != vc.prepare.format:
-        raise MimeticError(
-            f"The training data was prepared for {meta.base_model} ({fmt}); preset {preset} trains "
-            f"{vc.train.base_model} ({vc.prepare.format}).",
-            f"Prepare it for the preset first: mimetic prepare --preset {preset} --workspace {ws.root}, then mimetic train",
-        )
-
-
 def _warn_if_preset_device_missing(name: str, on_event: OnEvent) -> None:
     """A preset made for a GPU this machine lacks cannot train here: say so when it is chosen,
     not minutes later when training starts."""

@@ -301,8 +301,8 @@ def train(
     base_model: Optional[str] = typer.Option(None, help="Base model (must match prepare)."),
     epochs: Optional[float] = typer.Option(None, help="Passes over the training data (default 2, within the time budget)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-    time_budget: Optional[float] = typer.Option(None, help="Stop after this many minutes (evaluation included)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: size-aware rule)."),
+    time_budget_min: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many minutes (evaluation included)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: size-aware rule)."),
     lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default 16)."),
     lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default 32)."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per micro-batch (default 4)."),
@@ -310,7 +310,7 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Steps between held-out evaluations."),
     patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping early."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
-    four_bit: bool = typer.Option(False, "--4bit", help="QLoRA: load the base model in 4-bit (CUDA only)."),
+    load_in_4bit: bool = typer.Option(False, "--4bit", help="QLoRA: load the base model in 4-bit (CUDA only)."),
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack whole examples into full rows (less padding)."),
     plan_only: bool = typer.Option(False, "--plan", help="Only predict memory and time from a short warm-up, then stop."),
     base_weights: Optional[str] = typer.Option(None, help="Store the frozen base weights as fp32 or bf16 (half the memory; bf16 compute)."),
@@ -336,7 +336,7 @@ def train(
         if where:
             raise MimeticError("A feedback run learns on the selection of the version it starts from.",
                                "Leave out --where: mimetic train --from-feedback [--version NAME]")
-        return polish(run=None, workspace=workspace, resume=None, pairs=None, beta=None, lr=lr, epochs=epochs,
+        return polish(run=None, workspace=workspace, resume=None, pairs=None, beta=None, learning_rate=learning_rate, epochs=epochs,
                       max_steps=max_steps, batch_size=batch_size, device=device, from_feedback=True,
                       version=version, publish=publish)
 
@@ -344,33 +344,30 @@ def train(
         console.print(f"[dim]Starting {processes} training processes through accelerate…[/]")
         raise typer.Exit(relaunch(processes, accelerate_config, sys.argv[1:]))
     ws = Workspace.open(workspace, create=False)
-    runtime = dict(device=device, time_budget_min=time_budget, base_weights=base_weights, compile=compile_model)
+    runtime = dict(device=device, time_budget_min=time_budget_min, base_weights=base_weights, compile=compile_model)
     tc = None
     if resume:
-        frozen = dict(base_model=base_model, epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r,
-                      lora_alpha=lora_alpha, batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every,
-                      patience=patience, four_bit=four_bit or None, packing=packing, preset=preset, version=version,
-                      where=where)
-        given = sorted(k.replace("_", "-") for k, v in frozen.items() if v is not None)
-        if given:
-            raise MimeticError(f"A resumed run keeps its settings: --{', --'.join(given)} cannot change.",
-                               "Resume without them, or start a new run to change them: mimetic train")
+        from mimetic.training.session import check_frozen
+
+        check_frozen({"base-model": base_model, "epochs": epochs, "max-steps": max_steps, "lr": learning_rate,
+                      "lora-r": lora_r, "lora-alpha": lora_alpha, "batch-size": batch_size, "grad-accum": grad_accum,
+                      "eval-every": eval_every, "patience": patience, "4bit": load_in_4bit or None, "packing": packing,
+                      "preset": preset, "version": version, "where": where})
     else:
-        from mimetic.pipeline import check_prepared_for, choose_settings
+        from mimetic.pipeline import choose_settings
+        from mimetic.training.session import check_data_for, check_version
 
         with RichEvents(console) as show:
             vc, _ = choose_settings(
                 ws, preset=preset, base_model=base_model, on_event=show, always_recommend=plan_only, save=False,
-                epochs=epochs, max_steps=max_steps, learning_rate=lr, lora_r=lora_r, lora_alpha=lora_alpha,
+                epochs=epochs, max_steps=max_steps, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha,
                 batch_size=batch_size, grad_accum=grad_accum, eval_every=eval_every, patience=patience,
-                load_in_4bit=four_bit or None, packing=packing, **runtime,
+                load_in_4bit=load_in_4bit or None, packing=packing, **runtime,
             )
         if preset:
-            check_prepared_for(ws, vc, preset)
+            check_data_for(ws, vc.train.base_model, format=vc.prepare.format, preset=preset)
         tc = cfg.replace(vc.train, version=version, where=where)
         if not plan_only:
-            from mimetic.training.sft import check_version
-
             check_version(ws, tc)
             if where:
                 from mimetic.core.selection import parse as parse_where
@@ -651,7 +648,7 @@ def voice(
     workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Voice folder (default: voices/<folder name>)."),
     base_model: Optional[str] = typer.Option(None, help="Base model: the embedded default, a folder, a .gguf, a hub id, or auto (the largest this machine trains in the time budget)."),
     preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`)."),
-    time_budget: Optional[float] = typer.Option(15.0, help="Minutes of training at most (evaluation included)."),
+    time_budget_min: Optional[float] = typer.Option(15.0, "--time-budget", help="Minutes of training at most (evaluation included)."),
     epochs: Optional[float] = typer.Option(None, help="Passes over your writing (default 2, within the time budget)."),
     format: Optional[str] = typer.Option(None, "--format", help="completion (default) or chat."),
 ) -> None:
@@ -672,7 +669,7 @@ def voice(
             if isinstance(e, Finished) and e.stage == "prepare":
                 _prepare_report(e.values["result"])
 
-        r = make_voice(corpus, workspace, base_model=base_model, preset=preset, time_budget_min=time_budget, epochs=epochs,
+        r = make_voice(corpus, workspace, base_model=base_model, preset=preset, time_budget_min=time_budget_min, epochs=epochs,
                        format=format, on_event=on_event, should_stop=ctrl_c)
     _train_summary(r.train)
     console.print(f"Side by side: {r.compare.html}")
@@ -925,7 +922,7 @@ def polish(
     resume: Optional[str] = typer.Option(None, help="Continue a stopped polish run: its id, or 'latest'."),
     pairs: Optional[int] = typer.Option(None, help="Preference pairs to make from your training passages (default 64)."),
     beta: Optional[float] = typer.Option(None, help="DPO beta: how far the voice may move from the trained one (default 0.1)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: 1/40 of the size-aware training rule)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: 1/40 of the size-aware training rule)."),
     epochs: Optional[float] = typer.Option(None, help="Passes over the pairs (default 1)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     batch_size: Optional[int] = typer.Option(None, help="Pairs per optimizer step (default 4)."),
@@ -952,15 +949,14 @@ def polish(
                       f"{len(feedback['singles'])} texts kept or discarded (KTO)"
                       + (f"; {feedback['skipped']} left out (not the voice's, or prompts that cannot be rebuilt)." if feedback["skipped"] else "."))
     if resume:
-        given = sorted(k.replace("_", "-") for k, v in dict(pairs=pairs, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps,
-                                                           batch_size=batch_size, version=version).items() if v is not None)
+        from mimetic.training.session import check_frozen
+
         if run:
             raise MimeticError("Give a run to polish or --resume, not both.", "Resume with: mimetic polish --resume RUN")
-        if given:
-            raise MimeticError(f"A resumed polish run keeps its settings: --{', --'.join(given)} cannot change.",
-                               "Resume without them, or start a new polish run: mimetic polish")
+        check_frozen({"pairs": pairs, "beta": beta, "lr": learning_rate, "epochs": epochs, "max-steps": max_steps,
+                      "batch-size": batch_size, "version": version}, polish=True)
     else:
-        pc = cfg.replace(ws.load_config().polish, pairs=pairs, beta=beta, learning_rate=lr, epochs=epochs,
+        pc = cfg.replace(ws.load_config().polish, pairs=pairs, beta=beta, learning_rate=learning_rate, epochs=epochs,
                          max_steps=max_steps, batch_size=batch_size)
     if feedback is None:
         console.print("Making preference pairs (your continuation against the voice's own), then training (Ctrl-C saves and stops)…")

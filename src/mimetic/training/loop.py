@@ -81,6 +81,20 @@ class RuntimeOptions:
         return replace(config, **{k: getattr(self, k) for k in RUNTIME_FIELDS})
 
 
+def with_runtime(config: TrainConfig, **runtime: Any) -> TrainConfig:
+    """``config`` with this session's runtime options (:data:`RUNTIME_FIELDS`, same names as
+    ``TrainConfig``'s; ``None`` values ignored).
+
+    Raises:
+        MimeticError: a key that is not a runtime option.
+    """
+    unknown = sorted(k for k, v in runtime.items() if v is not None and k not in RUNTIME_FIELDS)
+    if unknown:
+        raise MimeticError(f"{', '.join(unknown)} is not a runtime option.",
+                           f"Runtime options are: {', '.join(RUNTIME_FIELDS)}; set the others in the [train] table.")
+    return replace(config, **runtime)
+
+
 @dataclass
 class RunState:
     """Everything about a run's progress that a checkpoint saves (besides weights, optimizer and
@@ -101,6 +115,9 @@ class RunState:
         train_loss: the last step's loss; ``window_loss`` / ``window_count``: summed loss and
             count since the last metric line.
         sessions: one entry per start or resume: ``{"step", "started_at", "options"}``.
+        eval_tokens: the in-run held-out subset's size (tokens) this run chose (a time budget
+            may size it by the machine's speed); ``None`` in a checkpoint written before it:
+            ``config.eval_tokens``.
     """
 
     version: int = STATE_VERSION
@@ -123,6 +140,7 @@ class RunState:
     window_loss: float = 0.0
     window_count: int = 0
     sessions: list[dict[str, Any]] = field(default_factory=list)
+    eval_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -361,29 +379,10 @@ def fit(
         TrainingInterrupted: ``should_stop(run)`` said so (in any process); a checkpoint was saved.
     """
     st, config, dist = run.state, run.config, parts.dist
-    bs = config.batch_size
     run.stop_reason = None
 
     def run_eval(step: int) -> float:
-        t = time.perf_counter()
-        score = evaluate(step)
-        st.last_eval_s = time.perf_counter() - t
-        st.eval_s += st.last_eval_s
-        st.last_nll = score
-        values = {score_name: score, "eval_s": st.last_eval_s}
-        if score_name == "held_out_nll":
-            values["held_out_ppl"] = math.exp(min(score, 700))
-        on_event(Metric(stage, step, values))
-        improved = st.best_nll is None or score < st.best_nll - config.min_delta
-        if improved:
-            st.best_nll, st.best_step, st.bad_evals = score, step, 0
-            save_best(run)
-        else:
-            st.bad_evals += 1
-        for cb in callbacks:
-            if hasattr(cb, "after_evaluation"):
-                cb.after_evaluation(run, score, improved)
-        return score
+        return _evaluate(run, step, evaluate, save_best, callbacks, on_event, stage, score_name)
 
     parts.model.train()
     t_start = time.perf_counter() - st.elapsed_s
@@ -393,59 +392,14 @@ def fit(
         save_checkpoint(run)
 
     stopped = "finished"
-    tokens_at_start, eval_at_start, t_loop = st.tokens, st.eval_s, time.perf_counter()
+    since = (st.tokens, st.eval_s, time.perf_counter())  # this session's start: its speed
     on_event(Started(stage, f"training {run.id}", total=st.total_steps, unit="steps"))
     while st.step < st.total_steps:
-        step = st.step
-        micro = step * config.grad_accum
-        loss_sum = 0.0
-        global_rows = [batches(micro + k) for k in range(config.grad_accum)]
-        n_units = sum(count(rows) for rows in global_rows)
-        for k, rows in enumerate(global_rows):  # gradient accumulation, weighted across micro-batches
-            mine, weight = rows[dist.rank * bs : (dist.rank + 1) * bs], 1.0
-            if not mine:  # a short last batch: run one row with weight 0 so every process takes part
-                mine, weight = rows[:1], 0.0
-            with dist.no_sync(parts.model, skip=k < config.grad_accum - 1):
-                s, _ = loss_fn(parts.step_model, mine)
-                loss = s / max(1, n_units)
-                if dist.world > 1:  # DDP averages gradients over processes: undo that for a global mean
-                    loss = loss * (weight * dist.world)
-                dist.backward(loss if parts.scaler is None else parts.scaler.scale(loss))
-            loss_sum += float(s.detach()) * weight
-        loss_sum = dist.sum([loss_sum])[0]
-        if parts.scaler is not None:
-            parts.scaler.unscale_(parts.optimizer)  # true gradients, for clipping and the step
-        if config.max_grad_norm:
-            dist.clip_grad_norm_(parts.model, parts.params, config.max_grad_norm)
-        if parts.scaler is None:
-            parts.optimizer.step()
-        else:  # skips the step when a gradient overflowed, and adjusts the scale
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
-        parts.scheduler.step()
-        parts.optimizer.zero_grad(set_to_none=True)
-        st.step = step + 1
-        st.tokens += sum(len(r["input_ids"]) for rows in global_rows for r in rows)
+        _optimizer_step(run, parts, loss_fn, batches, count)
         st.elapsed_s = time.perf_counter() - t_start
-        # training time only (evaluations left out): the same rule as the run's summary
-        speed = (st.tokens - tokens_at_start) / max(1e-9, time.perf_counter() - t_loop - (st.eval_s - eval_at_start))
-        st.train_loss = loss_sum / max(1, n_units)
-        st.window_loss += loss_sum
-        st.window_count += n_units
-        if st.step % config.log_every == 0 or st.step == 1:
-            # a mean over the steps since the last line: a steadier curve
-            on_event(Metric(stage, st.step, {
-                "epoch": st.step / max(1, st.steps_per_epoch),
-                "train_loss": st.window_loss / max(1, st.window_count), "lr": parts.scheduler.get_last_lr()[0],
-                "tokens": st.tokens, "tokens_per_s": speed, "elapsed_s": st.elapsed_s,
-                "peak_rss_mb": peak_rss_mb()}))
-            st.window_loss, st.window_count = 0.0, 0
-        left = (st.total_steps - st.step) * (st.elapsed_s - st.eval_s) / max(1, st.step)
-        on_event(Progress(stage, st.step, st.total_steps, "steps", eta_s=left,
-                          info={"train_loss": st.train_loss, "held_out_nll": st.last_nll, "tokens_per_s": speed}))
-        last = st.step >= st.total_steps
+        _report_step(run, parts, since, on_event, stage)
         due = st.step % config.eval_every == 0 if st.eval_at is None else 0 < st.eval_at <= st.step
-        if due and not last:
+        if due and st.step < st.total_steps:
             run_eval(st.step)
             if st.bad_evals >= config.patience:
                 stopped = f"early stopping: held-out NLL did not improve for {config.patience} evaluations"
@@ -478,6 +432,95 @@ def fit(
     return stopped
 
 
+def _evaluate(run: Run, step: int, evaluate: Callable[[int], float], save_best: Callable[[Run], None],
+              callbacks: Sequence[Any], on_event: OnEvent, stage: str, score_name: str) -> float:
+    """One evaluation of :func:`fit`: the score, its cost, its event, the best so far (saved
+    when improved by more than ``min_delta``), the early-stopping count and the callbacks."""
+    st, config = run.state, run.config
+    t = time.perf_counter()
+    score = evaluate(step)
+    st.last_eval_s = time.perf_counter() - t
+    st.eval_s += st.last_eval_s
+    st.last_nll = score
+    values = {score_name: score, "eval_s": st.last_eval_s}
+    if score_name == "held_out_nll":
+        values["held_out_ppl"] = math.exp(min(score, 700))
+    on_event(Metric(stage, step, values))
+    improved = st.best_nll is None or score < st.best_nll - config.min_delta
+    if improved:
+        st.best_nll, st.best_step, st.bad_evals = score, step, 0
+        save_best(run)
+    else:
+        st.bad_evals += 1
+    for cb in callbacks:
+        if hasattr(cb, "after_evaluation"):
+            cb.after_evaluation(run, score, improved)
+    return score
+
+
+def _optimizer_step(run: Run, parts: Parts, loss_fn: LossFn, batches: Callable[[int], list[dict[str, Any]]],
+                    count: Callable[[list[dict[str, Any]]], int]) -> None:
+    """One optimizer step of :func:`fit`: ``grad_accum`` micro-batches weighted into one global
+    mean, clipping, the step (through the fp16 scaler when there is one) and the schedule; the
+    state's step, tokens, loss and loss window advanced."""
+    st, config, dist = run.state, run.config, parts.dist
+    bs = config.batch_size
+    step = st.step
+    micro = step * config.grad_accum
+    loss_sum = 0.0
+    global_rows = [batches(micro + k) for k in range(config.grad_accum)]
+    n_units = sum(count(rows) for rows in global_rows)
+    for k, rows in enumerate(global_rows):  # gradient accumulation, weighted across micro-batches
+        mine, weight = rows[dist.rank * bs : (dist.rank + 1) * bs], 1.0
+        if not mine:  # a short last batch: run one row with weight 0 so every process takes part
+            mine, weight = rows[:1], 0.0
+        with dist.no_sync(parts.model, skip=k < config.grad_accum - 1):
+            s, _ = loss_fn(parts.step_model, mine)
+            loss = s / max(1, n_units)
+            if dist.world > 1:  # DDP averages gradients over processes: undo that for a global mean
+                loss = loss * (weight * dist.world)
+            dist.backward(loss if parts.scaler is None else parts.scaler.scale(loss))
+        loss_sum += float(s.detach()) * weight
+    loss_sum = dist.sum([loss_sum])[0]
+    if parts.scaler is not None:
+        parts.scaler.unscale_(parts.optimizer)  # true gradients, for clipping and the step
+    if config.max_grad_norm:
+        dist.clip_grad_norm_(parts.model, parts.params, config.max_grad_norm)
+    if parts.scaler is None:
+        parts.optimizer.step()
+    else:  # skips the step when a gradient overflowed, and adjusts the scale
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    parts.scheduler.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    st.step = step + 1
+    st.tokens += sum(len(r["input_ids"]) for rows in global_rows for r in rows)
+    st.train_loss = loss_sum / max(1, n_units)
+    st.window_loss += loss_sum
+    st.window_count += n_units
+
+
+def _report_step(run: Run, parts: Parts, since: tuple[int, float, float], on_event: OnEvent, stage: str) -> None:
+    """The events after a step: a :class:`Metric` line every ``log_every`` steps (and after the
+    first), :class:`Progress` every step. ``since``: tokens, evaluation seconds and
+    ``perf_counter`` at this session's start, for its training speed."""
+    st, config = run.state, run.config
+    tokens0, eval0, t0 = since
+    # training time only (evaluations left out): the same rule as the run's summary
+    speed = (st.tokens - tokens0) / max(1e-9, time.perf_counter() - t0 - (st.eval_s - eval0))
+    if st.step % config.log_every == 0 or st.step == 1:
+        # a mean over the steps since the last line: a steadier curve
+        on_event(Metric(stage, st.step, {
+            "epoch": st.step / max(1, st.steps_per_epoch),
+            "train_loss": st.window_loss / max(1, st.window_count), "lr": parts.scheduler.get_last_lr()[0],
+            "tokens": st.tokens, "tokens_per_s": speed, "elapsed_s": st.elapsed_s,
+            "peak_rss_mb": peak_rss_mb()}))
+        st.window_loss, st.window_count = 0.0, 0
+    left = (st.total_steps - st.step) * (st.elapsed_s - st.eval_s) / max(1, st.step)
+    on_event(Progress(stage, st.step, st.total_steps, "steps", eta_s=left,
+                      info={"train_loss": st.train_loss, "held_out_nll": st.last_nll, "tokens_per_s": speed}))
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
     import resource
@@ -488,7 +531,8 @@ def peak_rss_mb() -> float:
 
 
 class TimeBudget:
-    """A :func:`fit` callback that fits the learning-rate schedule into ``minutes`` and ends the
+    """A :func:`fit` callback that fits the learning-rate schedule into ``time_budget_min`` minutes
+    (the whole run's wall time from ``started``, a ``time.perf_counter()``) and ends the
     run when what is left would not fit: ``reserve(run)`` seconds are kept for the evaluation at
     the end (default: the cost of the last evaluation).
 
@@ -503,11 +547,11 @@ class TimeBudget:
     the reserve does not fit, there is none before the end.
     """
 
-    def __init__(self, minutes: float, dist: Any, started: float, reserve: Callable[[Run], float] | None = None,
+    def __init__(self, time_budget_min: float, dist: Any, started: float, reserve: Callable[[Run], float] | None = None,
                  eval_share: float | None = None):
-        self.minutes = minutes
+        self.time_budget_min = time_budget_min
         self.dist = dist
-        self.deadline = started + 60 * minutes
+        self.deadline = started + 60 * time_budget_min
         self.reserve = reserve or (lambda run: run.state.last_eval_s)
         self.eval_share = eval_share
 
@@ -528,7 +572,7 @@ class TimeBudget:
         every = config.eval_every
         fit_to = self._steps_that_fit(run, every, per_step, left)
         if self.eval_share and st.last_eval_s > 0:
-            allowance = self.eval_share * 60 * self.minutes - st.eval_s - self.reserve(run)
+            allowance = self.eval_share * 60 * self.time_budget_min - st.eval_s - self.reserve(run)
             evals = max(0, math.floor(allowance / st.last_eval_s))
             if evals * every < fit_to - st.step:  # evaluating every eval_every steps would go over the share
                 fit_to = self._steps_that_fit(run, 0, per_step, left - evals * st.last_eval_s)
@@ -547,7 +591,7 @@ class TimeBudget:
         if st.step == 5 or st.step % run.config.eval_every == 0:  # also when no evaluation is due
             self.replan(run)
         if time.perf_counter() + self.reserve(run) > self.deadline:
-            run.stop_reason = f"time budget of {self.minutes:g} min reached"
+            run.stop_reason = f"time budget of {self.time_budget_min:g} min reached"
 
     def after_evaluation(self, run: Run, score: float, improved: bool) -> None:
         if run.state.step:

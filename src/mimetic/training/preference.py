@@ -39,14 +39,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mimetic.core.config import PolishConfig, VoiceConfig, default_learning_rate, replace
-from mimetic.errors import MimeticError, TrainingInterrupted
 from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out, ignore
-from mimetic.training.loop import Parts, Run, RunState, RuntimeOptions, fit, grad_scaler, scheduler_for
-from mimetic.models.nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from mimetic.core.records import RunSummary
+from mimetic.core.workspace import Workspace, atomic_write_text, writes_voice
+from mimetic.errors import MimeticError, TrainingInterrupted
+from mimetic.models.nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from mimetic.models.sampling import SamplingParams
-from mimetic.training.sft import check_version, compute_precision, rng_state, seed_all, set_rng_state, epoch_batches, padding_share
-from mimetic.core.workspace import Workspace, writes_voice, atomic_dir, atomic_write_text, check_free_disk
+from mimetic.training.loop import Run, RunState, RuntimeOptions
+from mimetic.training.session import (Compute, Session, check_data_for, check_version, epoch_batches, pad_id, padding_share,
+                                      record_version, resume_run, seed_all, stop_requested)
 
 PAIRS_FILE = "pairs.jsonl"
 POLISH_FILE = "polish.json"
@@ -438,6 +439,11 @@ def polish(
     """Polish the voice of ``run`` (default: the latest run) into a new run: with self-play DPO,
     or with the writer's own marks (``feedback``).
 
+    The training session (device, precision, optimizer, schedule, checkpoints, resume, the stop
+    file) is :class:`mimetic.training.session.Session`'s, as supervised training's; what is the
+    preference stage's own is here: the pairs, the loss (:func:`feedback_loss`) and the
+    evaluation (:class:`_PolishScore`).
+
     Args:
         workspace: a prepared workspace with a trained run.
         run: the fine-tuned run to start from (its adapter is the policy's start and the
@@ -468,119 +474,47 @@ def polish(
         MimeticError: no data, no such run, a run without adapter, too few long passages.
         TrainingInterrupted: ``should_stop`` or the stop file; the message says how to resume.
     """
-    import torch
-    from peft import set_peft_model_state_dict
-
-    from mimetic.models.distributed import Dist, launched_processes
-    from mimetic.models.loading import autocast as autocast_factory
-    from mimetic.models.loading import load_tokenizer, pick_device
-    from mimetic.corpus.prepare import load_split
+    from mimetic.models.distributed import launched_processes
+    from mimetic.models.loading import load_tokenizer
 
     if launched_processes() > 1:
         raise MimeticError("mimetic polish runs in one process.", "Run it without accelerate or --processes.")
     if not resume and feedback is not None and not feedback.get("pairs") and not feedback.get("singles"):
         raise MimeticError("There are no marks to learn from yet.",
                            "Mark what the voice writes: mimetic rate ID keep|discard, or mimetic rate ID best --over ID,ID")
-    meta = workspace.data_meta()
-    if resume:
-        run_dir = workspace.run_dir(None if resume is True else str(resume), finished=False)
-        info_file = run_dir / POLISH_FILE
-        if not info_file.exists():
-            raise MimeticError(f"Run {run_dir.name} is not a polish run.", f"Resume it with: mimetic train --resume {run_dir.name}")
-        info = json.loads(info_file.read_text())
-        config, parent_id = PolishConfig(**info["config"]), info["parent_run_id"]
-        feedback = {} if info.get("source") == "feedback" else None
-        vc = VoiceConfig.load(run_dir / "config.toml")
-        gen = vc.generate
-        if (run_dir / "checkpoint" / "state.pt").exists():
-            r = Run.resume(workspace, run_dir.name, device=device)
-        else:  # stopped while making the pairs: nothing trained yet
-            r = Run(workspace, run_dir.name, vc.train, RuntimeOptions.from_config(vc.train, device=device), RunState())
-        tc = r.config
-    else:
-        config = config or workspace.load_config().polish
-        parent_dir = workspace.run_dir(run)
-        parent_id = parent_dir.name
-        if not (parent_dir / "adapter" / "adapter_config.json").exists():
-            raise MimeticError(f"Run {parent_id} has no adapter yet.", f"Train first: mimetic train --workspace {workspace.root}")
-        parent_vc = VoiceConfig.load(parent_dir / "config.toml")
-        gen = workspace.load_config().generate
-        tc = _stage_config(replace(parent_vc.train, device=device), config, 1.0)  # the learning rate is set below
-        parent_names = workspace.names_of(parent_id)
-        if not version and parent_names:
-            candidate = f"{parent_names[0]}+{'feedback' if feedback is not None else 'polish'}"
-            version = candidate if candidate not in workspace.version_names() else ""
-        tc = replace(tc, version=version)
-        check_version(workspace, replace(tc, where=""))  # the parent's selection was checked when it trained
-        if publish is None:
-            publish = not version and workspace.published_run() == parent_id
-        r = None
-    if meta.base_model != tc.base_model:
-        raise MimeticError(f"The training data was prepared for {meta.base_model!r}, not {tc.base_model!r}.",
-                           f"Run: mimetic prepare --base-model {tc.base_model} --workspace {workspace.root}")
-
-    dev = pick_device(tc.device)
-    precision = compute_precision(dev, tc)
-    autocast = autocast_factory(dev, precision)
+    workspace.data_meta()
+    o = _reopen(workspace, resume, device) if resume else _open(workspace, run, config, device, feedback, version, publish)
+    config, feedback = o.config, o.feedback
+    check_data_for(workspace, o.train.base_model)
+    compute = Compute.pick(o.train)
+    dev, autocast = compute.device, compute.autocast
     seed_all(config.seed)
-    tokenizer = load_tokenizer(tc.base_model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    model, params = _policy(workspace.runs_dir / parent_id / "adapter", tc, dev, precision)
-    lr = config.learning_rate or default_learning_rate(model.config.hidden_size) / 40
-    if r is None:
-        tc = replace(tc, learning_rate=lr)
-        r = Run.start(workspace, tc, RuntimeOptions.from_config(tc))
-        vc = workspace.load_config()
-        vc.polish = config
-        workspace.save_config(vc)  # like every stage: the settings it ran with are the workspace's from now on
-        atomic_write_text(r.dir / "config.toml", VoiceConfig(vc.ingest, vc.prepare, r.config, gen, vc.evaluate, vc.export, config).dumps())
-        atomic_write_text(r.dir / POLISH_FILE, json.dumps({"version": POLISH_VERSION, "parent_run_id": parent_id,
-                                                           "source": "feedback" if feedback is not None else "self-play",
-                                                           "config": asdict(config)}, indent=2))
-    lr = r.config.learning_rate
-    run_: Run = r
-    emit = fan_out(MetricsFile(run_.dir / "metrics.jsonl"), on_event)
-
-    def stop_asked(run: Run) -> bool:
-        return run.stop_file().exists() or bool(should_stop and should_stop(run))
-
-    resume_hint = f"Resume with: mimetic polish --resume {run_.id} --workspace {workspace.root}"
-    pairs_file = run_.dir / PAIRS_FILE
+    tokenizer = load_tokenizer(o.train.base_model)
+    pad = pad_id(tokenizer)
+    model, params = _policy(workspace.runs_dir / o.parent_id / "adapter", o.train, dev, compute.precision)
+    r = o.run or _start(workspace, o, config.learning_rate or default_learning_rate(model.config.hidden_size) / 40)
+    emit = fan_out(MetricsFile(r.dir / "metrics.jsonl"), on_event)
+    resume_hint = f"Resume with: mimetic polish --resume {r.id} --workspace {workspace.root}"
+    pairs_file = r.dir / PAIRS_FILE
     if feedback is not None:
-        pairs = _feedback_pairs(model, feedback, pairs_file, run_, pad_id, dev, autocast)
+        pairs = _feedback_pairs(model, feedback, pairs_file, r, pad, dev, autocast)
     else:
-        pairs = _self_play_pairs(workspace, model, config, gen, pairs_file, run_, tokenizer, dev, autocast, emit,
-                                 lambda: stop_asked(run_), resume_hint, tc.where)
+        pairs = _self_play_pairs(workspace, model, config, o.generate, pairs_file, r, tokenizer, dev, autocast, emit,
+                                 lambda: stop_requested(r, should_stop), resume_hint, o.train.where)
     for p in pairs:  # what fit counts as the step's tokens: every sequence that is run
         p["input_ids"] = (p["prompt"] + p["completion"] if p.get("kind") == "single"
                           else p["prompt"] + p["chosen"] + p["prompt"] + p["rejected"])
-    pair_rows = [p for p in pairs if p.get("kind", "pair") == "pair"]
-
-    held = list(load_split(workspace, "held_out", tc.where))
-    if config.held_out_examples and len(held) > config.held_out_examples:
-        held = random.Random(config.seed).sample(held, config.held_out_examples)
-    held = [{"input_ids": h["input_ids"], "labels": h["labels"]} for h in held]
-
-    st = run_.state
+    held = _held_rows(workspace, config, o.train.where)
+    tc = r.config
     steps_per_epoch = max(1, math.ceil(len(pairs) / tc.batch_size))
-    run_.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, tc.warmup_ratio)
-    ckpt = run_.checkpoint or {}
-    if "lora" in ckpt:
-        set_peft_model_state_dict(model, ckpt["lora"])
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-    dist = Dist(dev)
-    scheduler = scheduler_for(optimizer, run_)
-    parts = Parts(model, model, params, optimizer, scheduler, dist, grad_scaler(dev, precision))
-    trainable, total_params = model.get_nb_trainable_parameters()
-    if run_.resumed:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        MetricsFile(run_.dir / "metrics.jsonl").truncate_after(st.step)
-        set_rng_state(ckpt["rng"])
-        emit(Started("polish", f"resuming run {run_.id} at step {st.step} of {st.total_steps}"))
-    run_.record_session()
-    run_.stop_file().unlink(missing_ok=True)
-
+    r.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, tc.warmup_ratio)
+    ckpt = r.checkpoint or {}
+    score = _PolishScore(model, pairs, held, config, feedback is not None, pad, compute, tc.eval_batch_size, emit,
+                         dict(ckpt.get("nll_at", {})))
+    session = Session(r, compute, model, params, learning_rate=tc.learning_rate, stage="polish", emit=emit,
+                      should_stop=should_stop, extra_state=score.checkpoint_entries)
+    if ckpt.get("margin_before") is not None:
+        score.seen["margin"], score.seen["accuracy"] = ckpt["margin_before"], ckpt["accuracy_before"]
     lengths = [len(p["input_ids"]) for p in pairs]
 
     def batches(micro: int) -> list[dict[str, Any]]:
@@ -588,97 +522,197 @@ def polish(
         return [pairs[i] for i in epoch_batches(lengths, tc, epoch)[index]]
 
     def loss_fn(m: Any, rows: list[dict[str, Any]]) -> tuple[Any, int]:
-        return feedback_loss(m, rows, config.beta, pad_id, dev, autocast), len(rows)
+        return feedback_loss(m, rows, config.beta, pad, dev, autocast), len(rows)
 
-    seen: dict[str, float] = {}
-    nll_at: dict[int, float] = dict(ckpt.get("nll_at", {}))  # feedback runs: held-out NLL at each evaluation
+    stopped = session.fit(loss_fn, batches, score, count=len, resume_hint=resume_hint,
+                          score_name="held_out_nll" if feedback is None else "preference_loss")
+    return _finish(workspace, session, o, score, pairs, stopped)
 
-    def evaluate(step: int) -> float:
-        margin, acc, loss = (_margins(model, pair_rows[:MARGIN_PAIRS], config.beta, pad_id, dev, autocast, tc.eval_batch_size)
-                             if pair_rows else (0.0, 0.0, 0.0))  # marks with no picks: KTO only
+
+@dataclass
+class _Opened:
+    """A polish run to train: a new one (``run`` ``None``) or one resumed, with its settings."""
+
+    config: PolishConfig
+    parent_id: str
+    train: Any  # the run's [train] table (TrainConfig)
+    generate: Any  # the [generate] settings its pairs are sampled with
+    feedback: dict[str, list[dict[str, Any]]] | None
+    run: Run | None
+    publish: bool | None
+
+
+def _reopen(workspace: Workspace, resume: str | bool, device: str | None) -> _Opened:
+    """A polish run to resume, from its folder: its ``polish.json``, ``config.toml`` and, when it
+    trained, its checkpoint (stopped while making pairs, it starts training from step 0).
+
+    Raises:
+        MimeticError: no such run, or it is not a polish run.
+    """
+    run_dir = workspace.run_dir(None if resume is True else str(resume), finished=False)
+    info_file = run_dir / POLISH_FILE
+    if not info_file.exists():
+        raise MimeticError(f"Run {run_dir.name} is not a polish run.", f"Resume it with: mimetic train --resume {run_dir.name}")
+    info = json.loads(info_file.read_text())
+    vc = VoiceConfig.load(run_dir / "config.toml")
+    if (run_dir / "checkpoint" / "state.pt").exists():
+        r = resume_run(workspace, run_dir.name, device=device)
+    else:  # stopped while making the pairs: nothing trained yet
+        r = Run(workspace, run_dir.name, vc.train, RuntimeOptions.from_config(vc.train, device=device), RunState())
+    return _Opened(PolishConfig(**info["config"]), info["parent_run_id"], r.config, vc.generate,
+                   {} if info.get("source") == "feedback" else None, r, None)
+
+
+def _open(workspace: Workspace, run: str | None, config: PolishConfig | None, device: str | None,
+          feedback: dict[str, list[dict[str, Any]]] | None, version: str, publish: bool | None) -> _Opened:
+    """A new polish run of ``run``'s adapter: its ``[train]`` table, version name and publish rule.
+
+    Raises:
+        MimeticError: no such run, a run without adapter, an unusable or taken version name.
+    """
+    config = config or workspace.load_config().polish
+    parent_dir = workspace.run_dir(run)
+    parent_id = parent_dir.name
+    if not (parent_dir / "adapter" / "adapter_config.json").exists():
+        raise MimeticError(f"Run {parent_id} has no adapter yet.", f"Train first: mimetic train --workspace {workspace.root}")
+    parent_vc = VoiceConfig.load(parent_dir / "config.toml")
+    tc = _stage_config(replace(parent_vc.train, device=device), config, 1.0)  # the learning rate is set by _start
+    parent_names = workspace.names_of(parent_id)
+    if not version and parent_names:
+        candidate = f"{parent_names[0]}+{'feedback' if feedback is not None else 'polish'}"
+        version = candidate if candidate not in workspace.version_names() else ""
+    tc = replace(tc, version=version)
+    check_version(workspace, replace(tc, where=""))  # the parent's selection was checked when it trained
+    if publish is None:
+        publish = not version and workspace.published_run() == parent_id
+    return _Opened(config, parent_id, tc, workspace.load_config().generate, feedback, None, publish)
+
+
+def _start(workspace: Workspace, o: _Opened, learning_rate: float) -> Run:
+    """Start the new polish run: its ``config.toml`` (with ``[polish]``), ``polish.json``, and the
+    ``[polish]`` settings saved as the voice's."""
+    tc = replace(o.train, learning_rate=learning_rate)
+    r = Run.start(workspace, tc, RuntimeOptions.from_config(tc))
+    vc = workspace.load_config()
+    vc.polish = o.config
+    workspace.save_config(vc)  # like every stage: the settings it ran with are the workspace's from now on
+    atomic_write_text(r.dir / "config.toml", VoiceConfig(vc.ingest, vc.prepare, r.config, o.generate, vc.evaluate, vc.export,
+                                                         o.config).dumps())
+    atomic_write_text(r.dir / POLISH_FILE, json.dumps({"version": POLISH_VERSION, "parent_run_id": o.parent_id,
+                                                       "source": "feedback" if o.feedback is not None else "self-play",
+                                                       "config": asdict(o.config)}, indent=2))
+    return r
+
+
+def _held_rows(workspace: Workspace, config: PolishConfig, where: str) -> list[dict[str, Any]]:
+    """The held-out examples each evaluation scores: ``held_out_examples`` of them (seeded), or all."""
+    from mimetic.corpus.prepare import load_split
+
+    held = list(load_split(workspace, "held_out", where))
+    if config.held_out_examples and len(held) > config.held_out_examples:
+        held = random.Random(config.seed).sample(held, config.held_out_examples)
+    return [{"input_ids": h["input_ids"], "labels": h["labels"]} for h in held]
+
+
+class _PolishScore:
+    """A polish run's evaluation (``score(step)``, lower is better): the held-out NLL of a
+    self-play run; for a feedback run, the preference loss on the writer's marks as long as the
+    held-out NLL stays within ``max_nll_rise`` of the parent's (step 0), ``inf`` past it. Each
+    evaluation also logs DPO's reward margin and accuracy on the first training pairs.
+
+    Attributes:
+        seen: the first and latest margin and accuracy (``margin``, ``accuracy``,
+            ``margin_after``, ``accuracy_after``). ``nll_at``: a feedback run's held-out NLL at
+            each evaluated step.
+    """
+
+    def __init__(self, model: Any, pairs: list[dict[str, Any]], held: list[dict[str, Any]], config: PolishConfig,
+                 from_feedback: bool, pad: int, compute: Compute, batch_size: int, emit: OnEvent, nll_at: dict[int, float]):
+        self.model, self.pairs, self.held, self.config = model, pairs, held, config
+        self.from_feedback, self.pad, self.compute, self.batch_size, self.emit = from_feedback, pad, compute, batch_size, emit
+        self.pair_rows = [p for p in pairs if p.get("kind", "pair") == "pair"]
+        self.seen: dict[str, float] = {}
+        self.nll_at = nll_at
+
+    def checkpoint_entries(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the scores: the first margin and accuracy, the NLL per step."""
+        return {"margin_before": self.seen.get("margin"), "accuracy_before": self.seen.get("accuracy"),
+                "nll_at": dict(self.nll_at)}
+
+    def __call__(self, step: int) -> float:
+        model, config, dev, autocast = self.model, self.config, self.compute.device, self.compute.autocast
+        margin, acc, loss = (_margins(model, self.pair_rows[:MARGIN_PAIRS], config.beta, self.pad, dev, autocast, self.batch_size)
+                             if self.pair_rows else (0.0, 0.0, 0.0))  # marks with no picks: KTO only
+        seen = self.seen
         seen.setdefault("margin", margin)
         seen.setdefault("accuracy", acc)
         seen["margin_after"], seen["accuracy_after"] = margin, acc
-        emit(Metric("polish", step, {"reward_margin": margin, "reward_accuracy": acc, "dpo_loss": loss}))
-        total, n = nll_sums(model, held, pad_id, dev, autocast, tc.eval_batch_size)
+        self.emit(Metric("polish", step, {"reward_margin": margin, "reward_accuracy": acc, "dpo_loss": loss}))
+        total, n = nll_sums(model, self.held, self.pad, dev, autocast, self.batch_size)
         nll = total / max(1, n)
-        if feedback is None:
+        if not self.from_feedback:
             return nll
         # A feedback run is scored by how well it fits the marks, as long as the held-out NLL
         # stays within max_nll_rise of the parent's (step 0): past that it is not kept.
+        nll_at = self.nll_at
         nll_at[step] = nll
-        pref = _preference_loss(model, pairs, config.beta, pad_id, dev, autocast, tc.eval_batch_size)
-        emit(Metric("polish", step, {"held_out_nll": nll, "held_out_ppl": math.exp(min(nll, 700))}))
+        pref = _preference_loss(model, self.pairs, config.beta, self.pad, dev, autocast, self.batch_size)
+        self.emit(Metric("polish", step, {"held_out_nll": nll, "held_out_ppl": math.exp(min(nll, 700))}))
         if nll > nll_at[min(nll_at)] * (1 + config.max_nll_rise):
             if not seen.get("warned"):
                 seen["warned"] = 1.0
-                emit(Warning("polish", f"Held-out NLL rose {100 * (nll / nll_at[min(nll_at)] - 1):.1f}% at step {step}: the "
-                                       "voice is learning your marks more than your writing, so this adapter is not kept.",
-                             "Mark more texts, or allow more with polish.max_nll_rise (now "
-                             f"{100 * config.max_nll_rise:g}%)."))
+                self.emit(Warning("polish", f"Held-out NLL rose {100 * (nll / nll_at[min(nll_at)] - 1):.1f}% at step {step}: the "
+                                            "voice is learning your marks more than your writing, so this adapter is not kept.",
+                                  "Mark more texts, or allow more with polish.max_nll_rise (now "
+                                  f"{100 * config.max_nll_rise:g}%)."))
             return math.inf
         return pref
 
-    def save_adapter(run: Run) -> None:
-        with atomic_dir(run.dir / "adapter") as tmp:
-            model.save_pretrained(tmp)
-        emit(Artifact("polish", run.dir / "adapter", "adapter"))
 
-    def save_checkpoint(run: Run) -> None:
-        from peft import get_peft_model_state_dict
-
-        check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
-        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "processes": 1,
-                "lora": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
-                "optimizer": optimizer.state_dict(), "margin_before": seen.get("margin"), "accuracy_before": seen.get("accuracy"),
-                "nll_at": dict(nll_at)}
-        with atomic_dir(run.dir / "checkpoint") as tmp:
-            torch.save(blob, tmp / "state.pt")
-
-    if ckpt.get("margin_before") is not None:
-        seen["margin"], seen["accuracy"] = ckpt["margin_before"], ckpt["accuracy_before"]
-    try:
-        stopped = fit(run_, parts, loss_fn, batches, evaluate, count=len, save_best=save_adapter,
-                      save_checkpoint=save_checkpoint, should_stop=stop_asked, on_event=emit, stage="polish",
-                      score_name="held_out_nll" if feedback is None else "preference_loss")
-    except TrainingInterrupted as e:
-        run_.stop_file().unlink(missing_ok=True)
-        raise TrainingInterrupted(e.message, resume_hint) from None
-
+def _finish(workspace: Workspace, session: Session, o: _Opened, score: _PolishScore, pairs: list[dict[str, Any]],
+            stopped: str) -> PolishResult:
+    """The end of a polish run: :class:`PolishResult`, ``polish.json`` with the figures,
+    ``summary.json`` and the version (published by the rule of :func:`polish`)."""
+    run, emit, compute = session.run, session.emit, session.compute
+    st, tc, config = run.state, run.config, o.config
     nll_before, nll_after, best_nll = st.base_nll, st.last_nll, st.best_nll
-    if feedback is not None:  # the scores were preference losses: report the held-out NLLs
+    if o.feedback is not None:  # the scores were preference losses: report the held-out NLLs
+        nll_at = score.nll_at
         nll_before, nll_after, best_nll = nll_at[min(nll_at)], nll_at[max(nll_at)], nll_at[st.best_step]
+    seen, lr = score.seen, tc.learning_rate
     result = PolishResult(
-        run_id=run_.id, run_dir=run_.dir, parent_run_id=parent_id, pairs=len(pairs), nll_before=nll_before,
+        run_id=run.id, run_dir=run.dir, parent_run_id=o.parent_id, pairs=len(pairs), nll_before=nll_before,
         nll_after=nll_after, best_nll=best_nll, best_step=st.best_step, final_step=st.step, stopped_because=stopped,
         margin_before=seen.get("margin", 0.0), margin_after=seen.get("margin_after", 0.0),
         accuracy_before=seen.get("accuracy", 0.0), accuracy_after=seen.get("accuracy_after", 0.0),
         learning_rate=lr, beta=config.beta, elapsed_s=st.elapsed_s)
-    info = {"version": POLISH_VERSION, "parent_run_id": parent_id, "config": asdict(config),
-            "source": "feedback" if feedback is not None else "self-play",
+    info = {"version": POLISH_VERSION, "parent_run_id": o.parent_id, "config": asdict(config),
+            "source": "feedback" if o.feedback is not None else "self-play",
             "result": {k: v for k, v in asdict(result).items() if k not in ("run_id", "run_dir", "parent_run_id")}}
-    atomic_write_text(run_.dir / POLISH_FILE, json.dumps(info, indent=2))
+    atomic_write_text(run.dir / POLISH_FILE, json.dumps(info, indent=2))
+    lengths = [len(p["input_ids"]) for p in pairs]
     pair_batches = epoch_batches(lengths, tc, 0)
-    if feedback is not None:  # rows of one or two sequences: their summed lengths
+    if o.feedback is not None:  # rows of one or two sequences: their summed lengths
         seq_lengths = lengths
     else:
         seq_lengths = [len(p["prompt"]) + len(p["chosen"]) for p in pairs] + [len(p["prompt"]) + len(p["rejected"]) for p in pairs]
         pair_batches = [b + [i + len(pairs) for i in b] for b in pair_batches]
     RunSummary(
-        run_id=run_.id, run_dir=str(run_.dir), base_nll=nll_before, best_nll=best_nll, best_step=st.best_step,
+        run_id=run.id, run_dir=str(run.dir), base_nll=nll_before, best_nll=best_nll, best_step=st.best_step,
         final_step=st.step, stopped_because=stopped, tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),
         train_tokens=st.tokens, elapsed_s=st.elapsed_s, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         held_out_nll_drop=1.0 - best_nll / nll_before, base_ppl=math.exp(nll_before), best_ppl=math.exp(best_nll),
-        learning_rate=lr, device=dev, precision=precision, trainable_parameters=trainable, total_parameters=total_params,
-        steps_per_epoch=steps_per_epoch,
+        learning_rate=lr, device=compute.device, precision=compute.precision, trainable_parameters=session.trainable,
+        total_parameters=session.total_params, steps_per_epoch=st.steps_per_epoch,
         padding_share=padding_share(seq_lengths, pair_batches),
         planned_steps=st.total_steps, processes=1, global_batch_size=tc.batch_size,
-    ).save(run_.dir / "summary.json")
-    emit(Artifact("polish", run_.dir / "summary.json", "summary"))
+    ).save(run.dir / "summary.json")
+    emit(Artifact("polish", run.dir / "summary.json", "summary"))
+    publish = o.publish
     if publish is None:  # resumed: the rule of a new run, from what was recorded
-        publish = not r.config.version and workspace.published_run() == parent_id
-    workspace.add_version(run_.id, r.config.version, publish=publish)
-    emit(Finished("polish", f"polished {parent_id} into {run_.id}", {**asdict(result), "run_dir": str(run_.dir)}))
+        publish = not tc.version and workspace.published_run() == o.parent_id
+    record_version(workspace, run.id, tc.version, publish, emit, stage="polish")
+    emit(Finished("polish", f"polished {o.parent_id} into {run.id}", {**asdict(result), "run_dir": str(run.dir)}))
     return result
 
 

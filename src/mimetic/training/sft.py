@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mimetic.core.config import TrainConfig, default_learning_rate, replace
-from mimetic.errors import MimeticError, TrainingInterrupted
-from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Started, Warning, fan_out
-from mimetic.training.loop import Parts, Run, RuntimeOptions, TimeBudget, fit, grad_scaler, lr_lambda, peak_rss_mb, scheduler_for  # noqa: F401 - lr_lambda: API
-from mimetic.models.loading import autocast as _autocast_factory
+from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Warning, fan_out
 from mimetic.core.records import RunSummary, TrainOutcome
+from mimetic.models.loading import autocast as _autocast_factory
 from mimetic.models.nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
-from mimetic.core.workspace import Workspace, writes_voice, atomic_dir, atomic_write_bytes, atomic_write_json, check_free_disk
+from mimetic.training.loop import Run, RuntimeOptions, TimeBudget, lr_lambda, peak_rss_mb, with_runtime  # noqa: F401 - lr_lambda: API
+from mimetic.training.session import (  # noqa: F401 - check_version, compute_precision, epoch_batches, padding_share: API
+    Compute, Session, check_data_for, check_version, compute_precision, epoch_batches, pad_id, padding_share,
+    record_version, resume_run, seed_all)
+from mimetic.core.workspace import Workspace, atomic_write_bytes, atomic_write_json, writes_voice
 
 
 @dataclass(kw_only=True)
@@ -84,40 +86,6 @@ def pack(rows: list[dict[str, Any]], max_len: int) -> list[dict[str, Any]]:
             pos += list(range(len(r["input_ids"])))
         out.append({"input_ids": ids, "labels": labels, "position_ids": pos})
     return out
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's random states (Python, NumPy, torch, CUDA): what a checkpoint saves so that
-    dropout masks and sampling continue exactly on resume."""
-    import numpy as np
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Put back random states saved by :func:`rng_state`."""
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's random generators with ``seed``."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _plot(metrics_path: Path, out: Path, title: str) -> None:
@@ -185,27 +153,6 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
     return model, [p for p in model.parameters() if p.requires_grad]
-
-
-def compute_precision(device: str, config: TrainConfig) -> str:
-    """Compute precision of a run: bf16 when the base weights are stored in bf16, else
-    :func:`mimetic.models.loading.pick_precision` of ``config.precision``."""
-    from mimetic.models.loading import pick_precision
-
-    return pick_precision(device, "bf16" if config.base_weights == "bf16" else config.precision)
-
-
-def _compiled(model: Any) -> Any:
-    """``torch.compile(model, dynamic=True)`` (batches change length), with inductor's cache in
-    mimetic's user cache directory so later runs skip most of the compilation."""
-    import os
-
-    import torch
-
-    from mimetic.models.loading import cache_dir
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
-    return torch.compile(model, dynamic=True)
 
 
 def _training_rows(workspace: Workspace, config: TrainConfig) -> tuple[list[dict], list[dict], list[int]]:
@@ -382,19 +329,25 @@ def train(
     With ``config.where`` only the selected documents' examples of both splits are used, and
     with ``config.version`` the finished run is recorded under that name
     (:meth:`Workspace.add_version`). A finished run is published (becomes what ``write`` and
-    ``export`` use) when ``publish`` is true, or, with ``publish=None``, when it has no version
-    name; a named version is published only when asked (``mimetic publish``). An interrupted or
-    failed run is never published: it has no ``summary.json``.
+    ``export`` use) when ``publish`` is true; with ``publish=None``, when it has no version name
+    and measures at least as well as the published voice (its held-out NLL change against the
+    base model; otherwise a ``Warning`` event says it was kept as a version and how to publish
+    it: :func:`mimetic.training.session.record_version`); a named version is published only when
+    asked (``mimetic publish``). An interrupted or failed run is never published: it has no
+    ``summary.json``.
 
-    Supervised fine-tuning as one use of :func:`mimetic.training.loop.fit`: the loss is the summed
-    next-token NLL of the training tokens (:func:`mimetic.models.nll.token_nll_sum`) over the step's
-    labelled tokens; the score is the held-out NLL on a fixed, seeded subset of about
-    ``config.eval_tokens`` held-out tokens (:func:`eval_subset`), and on the whole held-out split at
-    the end (:func:`_final_evaluation` chooses between the final model and the kept adapter); the
-    base model's NLL is measured before the first step and cached per voice
-    (:class:`BaseNLLCache`); under a time budget the in-run evaluations are spaced so that
-    measuring stays within ``config.max_eval_share``; the plan line comes from the run's first
-    steps. The kept adapter is in ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and
+    Supervised fine-tuning as one use of :class:`mimetic.training.session.Session` and
+    :func:`mimetic.training.loop.fit`: the loss is the summed next-token NLL of the training
+    tokens (:func:`mimetic.models.nll.token_nll_sum`) over the step's labelled tokens; the score
+    is the held-out NLL on a fixed, seeded subset of about ``config.eval_tokens`` held-out tokens
+    (:func:`eval_subset`; under a time budget fewer when this machine measures too slowly for
+    that, :func:`budgeted_eval_tokens`), and on the whole held-out split at the end
+    (:func:`_final_evaluation` chooses between the final model and the kept adapter); the base
+    model's NLL is measured before the first step and cached per voice (:class:`BaseNLLCache`).
+    The time budget holds the run's whole wall time from this call on (loading, measuring and
+    the final evaluation included), and the in-run evaluations are spaced so that measuring
+    stays within ``config.max_eval_share`` of it; the plan line comes from the run's first steps.
+    The kept adapter is in ``runs/<id>/adapter``; a checkpoint (LoRA weights, AdamW and
     scheduler state, run state, RNG states of every process) in ``runs/<id>/checkpoint``.
 
     Args:
@@ -410,6 +363,7 @@ def train(
             ``metrics.jsonl`` is written whatever it is.
         should_stop: called after every step; ``True`` checkpoints the run and raises
             :class:`TrainingInterrupted`. A file ``runs/<id>/stop`` does the same.
+        publish: ``True`` / ``False``: publish the finished run or not; ``None``: the rule above.
 
     Returns:
         :class:`TrainResult` (held-out NLL of base and best adapter, steps, speed, memory).
@@ -420,252 +374,132 @@ def train(
         TrainingInterrupted: ``should_stop`` or the stop file; the message says how to resume.
     """
     import torch
-    from peft import set_peft_model_state_dict
 
-    from mimetic.models.distributed import Dist, launched_processes
-    from mimetic.models.loading import load_tokenizer, pick_device
+    from mimetic.models.loading import load_tokenizer
 
-    meta = workspace.data_meta()
-    runtime = {k: v for k, v in (runtime or {}).items() if v is not None}
-    run: Run | None = None
-    if resume:
-        run = Run.resume(workspace, None if resume is True else str(resume), **runtime)
-        saved = run.checkpoint.get("processes", 1) if run.checkpoint else 1
-        if saved != launched_processes():
-            raise MimeticError(
-                f"Run {run.id} was trained by {saved} process(es), not {launched_processes()}.",
-                f"Resume it with the same number: mimetic train --resume {run.id} --processes {saved}",
-            )
-        config = run.config
-    else:
-        config = RuntimeOptions.from_config(config or workspace.load_config().train, **runtime).apply(
-            config or workspace.load_config().train)
-    if meta.base_model != config.base_model:
-        raise MimeticError(
-            f"The training data was prepared for {meta.base_model!r}, not {config.base_model!r}.",
-            f"Run: mimetic prepare --base-model {config.base_model} --workspace {workspace.root}",
-        )
-    if not resume:
-        check_version(workspace, config)
-
-    device = pick_device(config.device)
-    # Several processes (accelerate launch / torchrun): the main one decides, the others follow.
-    dist = Dist(device)
-    precision = dist.broadcast(compute_precision(device, config))
-    autocast = _autocast_factory(device, precision)
+    clock = time.perf_counter()  # the time budget counts from here: loading and measuring included
+    run, config = _open_run(workspace, config, resume, runtime)
+    compute = Compute.pick(config)
+    dist = compute.dist
     if run is None:
-        run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
-        run = Run.start(workspace, config, RuntimeOptions.from_config(config, processes=dist.world), run_id, write=dist.main)
-        if dist.main:  # like every stage: the settings it ran with are the workspace's from now on
-            vc = workspace.load_config()
-            vc.train = replace(config, version="", where="")  # these two belong to the run
-            workspace.save_config(vc)
+        run = _start_run(workspace, config, dist)
     run.options.processes = dist.world
-    metrics_file = MetricsFile(run.dir / "metrics.jsonl", dist.main)
-    emit = fan_out(metrics_file, on_event if dist.main else None)
+    emit = fan_out(MetricsFile(run.dir / "metrics.jsonl", dist.main), on_event if dist.main else None)
     st = run.state
     seed_all(config.seed)
-    tokenizer = load_tokenizer(config.base_model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(load_tokenizer(config.base_model))
     train_rows, held_rows, unpacked_lengths = _training_rows(workspace, config)
-
     with dist.main_first():  # a first load may convert and cache the model: once
-        model, params = lora_model(config, device, precision)
+        model, params = lora_model(config, compute.device, compute.precision)
     if dist.rank:  # same LoRA initialisation everywhere, different dropout masks per process
         torch.manual_seed(config.seed + dist.rank)
     lr = config.learning_rate or default_learning_rate(model.config.hidden_size)
     global_config = _global_config(config, dist.world)  # × grad_accum examples per optimizer step
-    steps_per_epoch = _steps_per_epoch(len(train_rows), global_config)
-    run.plan_schedule(steps_per_epoch, config.epochs, config.max_steps, config.warmup_ratio)
-    ckpt = run.checkpoint or {}
-    if "lora" in ckpt:
-        set_peft_model_state_dict(model, ckpt["lora"])
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-    model, optimizer = dist.prepare(model, optimizer)
-    step_model = _compiled(model) if config.compile else model  # training steps only; evaluation runs eagerly
-    scheduler = scheduler_for(optimizer, run)
-    parts = Parts(model, step_model, params, optimizer, scheduler, dist, grad_scaler(device, precision))
-    trainable, total_params = dist.unwrap(model).get_nb_trainable_parameters()
-    if run.resumed:
-        if dist.sharded:  # FSDP / DeepSpeed: sharded weights and optimizer, saved by accelerate
-            dist.acc.load_state(str(run.dir / "checkpoint-accelerate"))
-        else:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if parts.scaler is not None and "grad_scaler" in ckpt:
-            parts.scaler.load_state_dict(ckpt["grad_scaler"])
-        metrics_file.truncate_after(st.step)  # the interrupted tail
-        set_rng_state(ckpt.get("rng_by_process", [ckpt["rng"]])[dist.rank])
-        emit(Started("train", f"resuming run {run.id} at step {st.step} of {st.total_steps}"))
-    run.record_session()
-    if dist.main:
-        run.stop_file().unlink(missing_ok=True)  # a stale request from an earlier session
+    run.plan_schedule(_steps_per_epoch(len(train_rows), global_config), config.epochs, config.max_steps, config.warmup_ratio)
+    session = Session(run, compute, model, params, learning_rate=lr, stage="train", emit=emit, should_stop=should_stop,
+                      compile=config.compile)
+    held = HeldOut(workspace, session, held_rows, pad)
+    run_plan: list[Plan] = []
+    callbacks = _callbacks(session, held, train_rows, run_plan, started=clock)
+    if not run.resumed:
+        held.measure_base()
+        session.save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
+    stopped = session.fit(
+        loss_fn=lambda m, rows: token_nll_sum(m, collate(rows, pad), compute.device, compute.autocast),
+        batches=lambda micro: _batch_for(micro, train_rows, global_config),
+        evaluate=held.evaluate, count=lambda rows: sum(_labelled(r) for r in rows), callbacks=callbacks,
+        on_interrupt=lambda: _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})"),
+    )
+    base_full, best_full = _final_evaluation(run, session, held, stopped)
+    return _finish(workspace, session, base_full, best_full, stopped, lr, train_rows, unpacked_lengths,
+                   run_plan[0] if run_plan else None, publish)
 
-    def save_adapter(run: Run) -> None:
-        full = dist.full_state_dict(model)  # sharded strategies gather the weights first (all processes)
-        if dist.main:
-            with atomic_dir(run.dir / "adapter") as tmp:
-                dist.unwrap(model).save_pretrained(tmp, state_dict=full)
-            emit(Artifact("train", run.dir / "adapter", "adapter"))
 
-    def save_checkpoint(run: Run) -> None:
-        check_free_disk(run.dir, 4 * sum(p.numel() * 4 for p in params) + 2**20, "a checkpoint")
-        from peft import get_peft_model_state_dict
+def _open_run(workspace: Workspace, config: TrainConfig | None, resume: str | bool | None,
+              runtime: dict[str, Any] | None) -> tuple[Run | None, TrainConfig]:
+    """The run to resume (``None`` for a new one) and the settings it trains with, checked:
+    prepared data for its model, a usable version name and selection for a new run.
 
-        rngs = dist.gather(rng_state())  # every process's RNG: dropout masks continue exactly on resume
-        if dist.sharded:  # every process writes its shards of weights and optimizer
-            dist.save_state(run.dir / "checkpoint-accelerate")
-        if not dist.main:
-            return
-        blob = {"state": run.state.to_dict(), "scheduler": scheduler.state_dict(), "rng": rngs[0], "processes": dist.world}
-        if dist.world > 1:
-            blob["rng_by_process"] = rngs
-        if parts.scaler is not None:
-            blob["grad_scaler"] = parts.scaler.state_dict()
-        if not dist.sharded:
-            blob["lora"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(dist.unwrap(model)).items()}
-            blob["optimizer"] = optimizer.state_dict()
-        with atomic_dir(run.dir / "checkpoint") as tmp:
-            torch.save(blob, tmp / "state.pt")
+    Raises:
+        MimeticError: see :func:`train`.
+    """
+    workspace.data_meta()  # nothing prepared: said first
+    runtime = {k: v for k, v in (runtime or {}).items() if v is not None}
+    run = None
+    if resume:
+        run = resume_run(workspace, resume, **runtime)
+        config = run.config
+    else:
+        config = with_runtime(config or workspace.load_config().train, **runtime)
+    check_data_for(workspace, config.base_model)
+    if not resume:
+        check_version(workspace, config)
+    return run, config
 
-    # In-run evaluations score a fixed, seeded subset of the held-out split; the whole split is
-    # the subset plus the rest, so the end of the run scores only the rest. The base model's NLL
-    # on both is measured once per voice, before training, and cached.
-    subset = list(range(len(held_rows))) if dist.sharded else eval_subset(held_rows, config.eval_tokens, config.seed)
-    eval_rows = [held_rows[i] for i in subset]
-    chosen = set(subset)
-    rest_rows = [r for i, r in enumerate(held_rows) if i not in chosen]
-    base_cache = BaseNLLCache(workspace, config.base_model, precision, held_rows, subset)
-    subset_sums: dict[int, tuple[float, int]] = {}  # step → (summed NLL, tokens) of its evaluation
 
-    def sums(rows: list[dict[str, Any]]) -> tuple[float, int]:
-        if dist.sharded:  # sharded weights: every process runs every batch together
-            total, n = nll_sums(model, rows, pad_id, device, autocast, config.eval_batch_size)
-        else:  # each process scores its share of the held-out examples; the sums are added up
-            total, n = dist.sum(list(nll_sums(dist.unwrap(model), rows[dist.rank :: dist.world], pad_id, device,
-                                              autocast, config.eval_batch_size)))
-        return float(total), int(n)
+def _start_run(workspace: Workspace, config: TrainConfig, dist: Any) -> Run:
+    """A new run (its id chosen by the main process) whose settings become the voice's."""
+    run_id = dist.broadcast(workspace.new_run_id() if dist.main else None)
+    run = Run.start(workspace, config, RuntimeOptions.from_config(config, processes=dist.world), run_id, write=dist.main)
+    if dist.main:  # like every stage: the settings it ran with are the workspace's from now on
+        vc = workspace.load_config()
+        vc.train = replace(config, version="", where="")  # these two belong to the run
+        workspace.save_config(vc)
+    return run
 
-    def evaluate(step: int) -> float:
-        subset_sums[step] = sums(eval_rows)
-        return subset_sums[step][0] / max(1, subset_sums[step][1])
 
-    full_ratio = sum(len(r["input_ids"]) for r in held_rows) / max(1, sum(len(r["input_ids"]) for r in eval_rows))
-
-    def final_cost(run: Run) -> float:
-        """Seconds the end of the run will take to evaluate: the subset and the rest of the split,
-        from the cost of the last evaluation of the subset."""
-        return st.last_eval_s * full_ratio
-
+def _callbacks(session: Session, held: "HeldOut", train_rows: list[dict], run_plan: list["Plan"], started: float) -> list[Any]:
+    """The time budget (counting from ``started``, a ``time.perf_counter()``) and, for a new
+    run, the plan line made from its own first steps (``run_plan`` receives the plan)."""
+    run, dist = session.run, session.compute.dist
+    config, st = run.config, run.state
     callbacks: list[Any] = []
     if config.time_budget_min:
-        callbacks.append(TimeBudget(config.time_budget_min, dist, started=time.perf_counter() - st.elapsed_s,
-                                    reserve=final_cost, eval_share=config.max_eval_share))
-    run_plan: list[Plan] = []
+        callbacks.append(TimeBudget(config.time_budget_min, dist, started=started - st.elapsed_s,
+                                    reserve=held.final_cost, eval_share=config.max_eval_share))
     if not run.resumed and not dist.sharded:
         # The plan line, from the run's own first steps: the first batch holds the longest row
         # (the memory peak), the steps after it give the speed. Nothing extra is run.
-        callbacks.append(_PlanFromRun(train_rows, held_rows, sum(len(r["input_ids"]) for r in eval_rows), config, device,
-                                      dist.world, run_plan, emit))
-    if not run.resumed:
-        if base_cache.subset is None or base_cache.full is None:
-            # the model before training is the base model (LoRA's B matrices start at zero)
-            emit(Progress("train", message=f"measuring the base model on {len(held_rows)} held-out passages (once per voice)"))
-            t = time.perf_counter()
-            sub = sums(eval_rows)
-            st.last_eval_s = time.perf_counter() - t
-            rest = sums(rest_rows) if rest_rows else (0.0, 0)
-            spent = time.perf_counter() - t
-            st.eval_s += spent
-            st.elapsed_s += spent
-            base_cache.subset, base_cache.full = sub[0] / max(1, sub[1]), (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
-            if dist.main:
-                base_cache.save(base_cache.subset, base_cache.full)
-            subset_sums[0] = sub
-            cached = False
-        else:  # measured by an earlier run; until the first evaluation, its cost as the subset's share
-            st.last_eval_s = 0.0
-            cached = True
-        st.base_nll = st.best_nll = st.last_nll = base_cache.subset
-        emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
-                                 "base_nll_whole": base_cache.full, "eval_s": 0.0 if cached else spent,
-                                 "cached": cached, "peak_rss_mb": peak_rss_mb()}))
-        save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
+        callbacks.append(_PlanFromRun(train_rows, held.rows, held.subset_tokens, config, session.compute.device,
+                                      dist.world, run_plan, session.emit))
+    return callbacks
 
-    def stop_asked(run: Run) -> bool:
-        return run.stop_file().exists() or bool(should_stop and should_stop(run))
 
-    try:
-        stopped = fit(
-            run, parts,
-            loss_fn=lambda m, rows: token_nll_sum(m, collate(rows, pad_id), device, autocast),
-            batches=lambda micro: _batch_for(micro, train_rows, global_config),
-            evaluate=evaluate,
-            count=lambda rows: sum(_labelled(r) for r in rows),
-            save_best=save_adapter, save_checkpoint=save_checkpoint,
-            should_stop=stop_asked, callbacks=callbacks, on_event=emit,
-        )
-    except TrainingInterrupted:
-        if dist.main:
-            run.stop_file().unlink(missing_ok=True)
-            _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})")
-        raise
-
-    base_full, best_full = _final_evaluation(run, model, sums, eval_rows, rest_rows, subset_sums, base_cache, stopped,
-                                             save_adapter, dist, emit)
+def _finish(workspace: Workspace, session: Session, base_full: float, best_full: float, stopped: str, lr: float,
+            train_rows: list[dict], unpacked_lengths: list[int], run_plan: "Plan | None", publish: bool | None) -> TrainResult:
+    """The end of a run: the loss plot, :class:`TrainResult`, ``summary.json`` and the version
+    (the main process writes; every process returns the result)."""
+    run, dist, emit = session.run, session.compute.dist, session.emit
+    st, config = run.state, run.config
     peak_rss = max(dist.gather(peak_rss_mb()))
     dist.wait()
     if dist.main:
         _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id}: {config.base_model}, LoRA r={config.lora_r}")
         emit(Artifact("train", run.dir / "loss.png", "plot"))
     result = TrainResult(
-        run_id=run.id,
-        run_dir=run.dir,
-        base_nll=base_full,
-        best_nll=best_full,
-        best_step=st.best_step,
-        final_step=st.step,
-        stopped_because=stopped,
+        run_id=run.id, run_dir=run.dir, base_nll=base_full, best_nll=best_full, best_step=st.best_step,
+        final_step=st.step, stopped_because=stopped,
         tokens_per_s=st.tokens / max(1e-9, st.elapsed_s - st.eval_s),  # training time only
-        train_tokens=st.tokens,
-        elapsed_s=st.elapsed_s,
-        eval_s=st.eval_s,
+        train_tokens=st.tokens, elapsed_s=st.elapsed_s, eval_s=st.eval_s,
         peak_rss_mb=peak_rss,  # the largest of the processes
     )
     if not dist.main:
         return result
     lengths = [len(r["input_ids"]) for r in train_rows]
+    global_config = _global_config(config, dist.world)
     RunSummary.from_result(
-        result, learning_rate=lr, device=device, precision=precision, trainable_parameters=trainable,
-        total_parameters=total_params, steps_per_epoch=steps_per_epoch,
+        result, learning_rate=lr, device=session.compute.device, precision=session.compute.precision,
+        trainable_parameters=session.trainable, total_parameters=session.total_params, steps_per_epoch=st.steps_per_epoch,
         padding_share=padding_share(lengths, epoch_batches(lengths, config, 0)),
         padding_share_unpacked=padding_share(unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, packing=False), 0)),
         padding_share_random_batches=padding_share(
             unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)),
         packed_rows=len(train_rows) if config.packing else None, planned_steps=st.total_steps, processes=dist.world,
-        plan=asdict(run_plan[0]) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
+        plan=asdict(run_plan) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
     ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
-    workspace.add_version(run.id, config.version, publish=not config.version if publish is None else publish)
+    record_version(workspace, run.id, config.version, publish, emit)
     return result
-
-
-def check_version(workspace: Workspace, config: TrainConfig) -> None:
-    """Check a new run's version name and selection before anything is trained.
-
-    Raises:
-        MimeticError: a selection without a version name, an unusable or taken name, or a
-            selection that cannot be read or leaves no training or held-out example.
-    """
-    from mimetic.corpus.prepare import load_split
-
-    if config.where and not config.version:
-        raise MimeticError("A selection of your writing makes a version: name it.",
-                           f'mimetic train --version NAME --where "{config.where}"')
-    workspace.check_new_version(config.version)
-    if config.where:
-        load_split(workspace, "train", config.where)
-        load_split(workspace, "held_out", config.where)
 
 
 def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]:
@@ -687,11 +521,131 @@ def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]
     return sorted(picked)
 
 
+MIN_EVAL_TOKENS = 256  # the smallest in-run subset a time budget sizes: below it the curve is noise
+
+
+def budgeted_eval_tokens(eval_tokens: int, budget_min: float, eval_share: float, tokens_per_s: float) -> int:
+    """The in-run held-out subset's size under a time budget, tokens: ``eval_tokens`` (0: the
+    whole split) unless four evaluations of it (the base model's, two in-run, the final one's
+    share) would take more than ``eval_share`` of ``budget_min`` at ``tokens_per_s`` (forward
+    speed measured on this machine today); then the largest power of two that fits, at least
+    :data:`MIN_EVAL_TOKENS`. Powers of two keep the base model's cached NLL usable across runs
+    on the same machine."""
+    fits = eval_share * 60 * budget_min * tokens_per_s / 4
+    if eval_tokens and fits >= eval_tokens:
+        return eval_tokens
+    size = MIN_EVAL_TOKENS
+    while size * 2 <= fits:
+        size *= 2
+    return min(size, eval_tokens) if eval_tokens else size
+
+
+class HeldOut:
+    """The held-out split as a run scores it: every in-run evaluation scores a fixed, seeded
+    subset (:func:`eval_subset`); the whole split is the subset plus the rest, so the end of the
+    run scores only the rest. The base model's NLL on both is measured once per voice, before
+    training, and cached (:class:`BaseNLLCache`).
+
+    Under a time budget a new run first times one batch of held-out rows (forward only) and sizes
+    the subset by that speed (:func:`budgeted_eval_tokens`); the size is kept in the run's state,
+    so a resumed run scores the same subset.
+
+    Attributes:
+        rows: the whole split; ``eval_rows`` / ``rest_rows``: the subset and the rest.
+        subset_tokens: tokens in the subset. ``subset_sums``: step → (summed NLL, tokens) of
+            that step's evaluation. ``cache``: the base model's cached NLL.
+    """
+
+    def __init__(self, workspace: Workspace, session: Session, rows: list[dict[str, Any]], pad: int):
+        self.session, self.rows, self.pad = session, rows, pad
+        self.probe_speed: float | None = None  # forward tokens/s, when a time budget timed it
+        run, dist = session.run, session.compute.dist
+        config, st = run.config, run.state
+        tokens = config.eval_tokens if st.eval_tokens is None else st.eval_tokens
+        if st.eval_tokens is None and not run.resumed and config.time_budget_min and config.max_eval_share and not dist.sharded:
+            tokens = budgeted_eval_tokens(config.eval_tokens, config.time_budget_min, config.max_eval_share, self._speed())
+        st.eval_tokens = tokens
+        subset = list(range(len(rows))) if dist.sharded else eval_subset(rows, tokens, config.seed)
+        chosen = set(subset)
+        self.eval_rows = [rows[i] for i in subset]
+        self.rest_rows = [r for i, r in enumerate(rows) if i not in chosen]
+        self.subset_tokens = sum(len(r["input_ids"]) for r in self.eval_rows)
+        self.full_ratio = sum(len(r["input_ids"]) for r in rows) / max(1, self.subset_tokens)
+        self.cache = BaseNLLCache(workspace, config.base_model, session.compute.precision, rows, subset)
+        self.subset_sums: dict[int, tuple[float, int]] = {}
+
+    def _speed(self) -> float:
+        """Forward tokens per second on this machine now: one timed batch of held-out rows."""
+        st = self.session.run.state
+        probe = self.rows[: self.session.run.config.eval_batch_size]
+        t = time.perf_counter()
+        self.sums(probe)
+        spent = time.perf_counter() - t
+        st.eval_s += spent
+        st.elapsed_s += spent
+        self.probe_speed = sum(len(r["input_ids"]) for r in probe) / max(1e-9, spent)
+        return self.probe_speed
+
+    def sums(self, rows: list[dict[str, Any]]) -> tuple[float, int]:
+        """Summed NLL (nats) and labelled tokens of the current weights on ``rows``, over all processes."""
+        s = self.session
+        dist, config, c = s.compute.dist, s.run.config, s.compute
+        if dist.sharded:  # sharded weights: every process runs every batch together
+            total, n = nll_sums(s.model, rows, self.pad, c.device, c.autocast, config.eval_batch_size)
+        else:  # each process scores its share of the held-out examples; the sums are added up
+            total, n = dist.sum(list(nll_sums(s.peft_model, rows[dist.rank :: dist.world], self.pad, c.device,
+                                              c.autocast, config.eval_batch_size)))
+        return float(total), int(n)
+
+    def evaluate(self, step: int) -> float:
+        """The held-out NLL (nats/token) of the subset at ``step``: :func:`fit`'s score."""
+        self.subset_sums[step] = self.sums(self.eval_rows)
+        return self.subset_sums[step][0] / max(1, self.subset_sums[step][1])
+
+    def final_cost(self, run: Run) -> float:
+        """Seconds the end of the run will take to evaluate: the subset and the rest of the split,
+        from the cost of the last evaluation of the subset."""
+        return run.state.last_eval_s * self.full_ratio
+
+    def measure_base(self) -> None:
+        """Step 0 of a new run: the base model's NLL on the subset and the whole split, measured
+        (the model before training is the base model: LoRA's B matrices start at zero) or read
+        from the cache."""
+        s = self.session
+        st, emit, dist = s.run.state, s.emit, s.compute.dist
+        spent = 0.0
+        if self.cache.subset is None:
+            emit(Progress("train", message=f"measuring the base model on {len(self.rows)} held-out passages (once per voice)"))
+            t = time.perf_counter()
+            sub = self.sums(self.eval_rows)
+            st.last_eval_s = time.perf_counter() - t
+            if self.cache.full is None:  # the whole split too: the subset's sums plus the rest's
+                rest = self.sums(self.rest_rows) if self.rest_rows else (0.0, 0)
+                self.cache.full = (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+            spent = time.perf_counter() - t
+            st.eval_s += spent
+            st.elapsed_s += spent
+            self.cache.subset = sub[0] / max(1, sub[1])
+            if dist.main:
+                self.cache.save(self.cache.subset, self.cache.full)
+            self.subset_sums[0] = sub
+            cached = False
+        else:  # measured by an earlier run; until the first evaluation, the subset's cost from the probe, if any
+            st.last_eval_s = self.subset_tokens / self.probe_speed if self.probe_speed else 0.0
+            cached = True
+        st.base_nll = st.best_nll = st.last_nll = self.cache.subset
+        emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
+                                 "base_nll_whole": self.cache.full, "eval_s": 0.0 if cached else spent,
+                                 "cached": cached, "peak_rss_mb": peak_rss_mb()}))
+
+
 class BaseNLLCache:
     """The base model's held-out NLL (nats/token), on the in-run subset and on the whole split,
     kept in ``data/base_nll.json`` so each voice measures it once: it never changes for the same
-    base model, compute precision, held-out tokens and subset. ``prepare`` rebuilds ``data/``,
-    which drops the cache with the data it describes.
+    base model, compute precision, held-out tokens and subset. The whole split's value is also
+    kept apart from the subset, so a run whose subset differs (sized by a time budget) measures
+    only its subset. ``prepare`` rebuilds ``data/``, which drops the cache with the data it
+    describes.
 
     Attributes:
         subset, full: the cached values, or ``None``.
@@ -702,16 +656,20 @@ class BaseNLLCache:
         import hashlib
 
         h = hashlib.sha256(f"{base_model}|{precision}|{subset}".encode())
+        whole = hashlib.sha256(f"{base_model}|{precision}|whole".encode())
         for r in held_rows:
-            h.update(json.dumps([r["input_ids"], r["labels"]]).encode())
-        self.key = h.hexdigest()[:32]
+            row = json.dumps([r["input_ids"], r["labels"]]).encode()
+            h.update(row)
+            whole.update(row)
+        self.key, self.whole_key = h.hexdigest()[:32], whole.hexdigest()[:32]
         self.path = workspace.data_dir / "base_nll.json"
         try:
-            entry = json.loads(self.path.read_text()).get(self.key, {}) if self.path.exists() else {}
+            data = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError):  # a damaged cache is measured again
-            entry = {}
+            data = {}
+        entry = data.get(self.key, {}) if isinstance(data, dict) else {}
         self.subset: float | None = entry.get("subset")
-        self.full: float | None = entry.get("full")
+        self.full: float | None = entry.get("full", data.get(self.whole_key, {}).get("full") if isinstance(data, dict) else None)
 
     def save(self, subset: float, full: float) -> None:
         """Record both values (atomically; other keys kept)."""
@@ -720,13 +678,11 @@ class BaseNLLCache:
         except (OSError, ValueError):
             data = {}
         data[self.key] = {"subset": subset, "full": full}
+        data[self.whole_key] = {"full": full}
         atomic_write_json(self.path, data)
 
 
-def _final_evaluation(run: Run, model: Any, sums: Callable[[list], tuple[float, int]], eval_rows: list[dict[str, Any]],
-                      rest_rows: list[dict[str, Any]], subset_sums: dict[int, tuple[float, int]],
-                      base_cache: BaseNLLCache, stopped: str, save_adapter: Callable[[Run], None], dist: Any,
-                      emit: OnEvent) -> tuple[float, float]:
+def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -> tuple[float, float]:
     """Choose the adapter to keep and score it on the whole held-out split.
 
     The final model is kept unless the subset calls it worse than the kept (best) adapter by
@@ -739,46 +695,46 @@ def _final_evaluation(run: Run, model: Any, sums: Callable[[list], tuple[float, 
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    st, config = run.state, run.config
+    st, config, dist = run.state, run.config, session.compute.dist
     t = time.perf_counter()
-    peft_model = dist.unwrap(model)
+    peft_model = session.peft_model
 
     def whole(sub: tuple[float, int] | None) -> float:  # the current weights on the whole split
-        sub = sub or sums(eval_rows)
-        rest = sums(rest_rows) if rest_rows else (0.0, 0)
+        sub = sub or held.sums(held.eval_rows)
+        rest = held.sums(held.rest_rows) if held.rest_rows else (0.0, 0)
         return (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
 
-    final_sub = subset_sums.get(st.step)  # None after early stopping: the final model was not scored
+    final_sub = held.subset_sums.get(st.step)  # None after early stopping: the final model was not scored
     final_nll = None if final_sub is None else final_sub[0] / max(1, final_sub[1])
     if final_nll is not None and st.best_step != st.step and final_nll <= st.best_nll + config.min_delta:
-        save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
+        session.save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
         st.best_step, st.best_nll = st.step, final_nll
     if st.best_step == st.step:
         best_full = whole(final_sub)
-    elif not rest_rows:  # the subset is the whole split: the kept adapter's score is already whole
+    elif not held.rest_rows:  # the subset is the whole split: the kept adapter's score is already whole
         best_full = st.best_nll
     else:  # the kept adapter is an earlier one, better on the subset: the whole split decides
         current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
         dist.wait()  # the main process has finished writing the adapter
         set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
-        best_full = whole(subset_sums.get(st.best_step))
+        best_full = whole(held.subset_sums.get(st.best_step))
         set_peft_model_state_dict(peft_model, current)
         if final_nll is not None:
             final_full = whole(final_sub)
             if final_full < best_full - config.min_delta:  # the whole split prefers the final model
-                save_adapter(run)
+                session.save_adapter(run)
                 st.best_step, best_full = st.step, final_full
-    base_full = base_cache.full
+    base_full = held.cache.full
     if base_full is None:  # a resumed run whose cache was removed
         with peft_model.disable_adapter():
             base_full = whole(None)
         if dist.main and st.base_nll is not None:
-            base_cache.save(st.base_nll, base_full)
+            held.cache.save(st.base_nll, base_full)
     spent = time.perf_counter() - t
     st.eval_s += spent
     st.elapsed_s += spent
-    emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
-                                   "best_step": st.best_step, "eval_s": spent, "peak_rss_mb": peak_rss_mb()}))
+    session.emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
+                                           "best_step": st.best_step, "eval_s": spent, "peak_rss_mb": peak_rss_mb()}))
     return base_full, best_full
 
 
@@ -825,52 +781,6 @@ class _PlanFromRun:
 def _labelled(row: dict[str, Any]) -> int:
     """Tokens of ``row`` that are predicted in training (labels after the first, not -100)."""
     return sum(1 for x in row["labels"][1:] if x != IGNORE_INDEX)
-
-
-def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[list[int]]:
-    """Row indices of every micro-batch of ``epoch``, from a seeded permutation (so the data
-    position of any step can be recomputed on resume).
-
-    With ``config.group_by_length`` (the default), each block of ``32 × batch_size`` shuffled
-    rows is sorted by length before it is cut into batches, and the batches are then shuffled:
-    rows of similar length share a batch, so little of each batch is padding (the
-    ``group_by_length`` sampler of HF ``Trainer`` works the same way). The number of batches is
-    ``ceil(len(lengths) / batch_size)`` either way, and the batch holding the longest row comes
-    first (:func:`_longest_first`).
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    perm = torch.randperm(len(lengths), generator=g).tolist()
-    bs = config.batch_size
-    if not config.group_by_length:
-        return _longest_first([perm[i : i + bs] for i in range(0, len(perm), bs)], lengths)
-    block = 32 * bs
-    batches = []
-    for m in range(0, len(perm), block):
-        rows = sorted(perm[m : m + block], key=lambda i: lengths[i])
-        batches += [rows[i : i + bs] for i in range(0, len(rows), bs)]
-    order = torch.randperm(len(batches), generator=g).tolist()
-    return _longest_first([batches[k] for k in order], lengths)
-
-
-def _longest_first(batches: list[list[int]], lengths: list[int]) -> list[list[int]]:
-    """Move the batch with the epoch's longest row to the front: the memory peak comes at the
-    first step, where the run's plan line measures it (HF ``LengthGroupedSampler`` does the same
-    so that an out-of-memory error comes at once, not an hour in)."""
-    if batches:
-        k = max(range(len(batches)), key=lambda j: max((lengths[i] for i in batches[j]), default=0))
-        batches.insert(0, batches.pop(k))
-    return batches
-
-
-def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
-    """Share of token positions that are padding when each batch is padded to its longest row
-    (rounded up by :func:`mimetic.models.nll.padded_length`, as :func:`mimetic.models.nll.collate` does)."""
-    from mimetic.models.nll import padded_length
-
-    padded = sum(len(b) * padded_length(max(lengths[i] for i in b)) for b in batches if b)
-    return 1.0 - sum(lengths[i] for b in batches for i in b) / max(1, padded)
 
 
 _EPOCH_CACHE: dict[tuple[int, int, int, bool, int], list[list[int]]] = {}  # one epoch's batches
