@@ -27,7 +27,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from mimetic.errors import MimeticError
 
@@ -106,7 +106,7 @@ def add_marks(path: Path, generation_id: int, label: str, over: Iterable[int] = 
         raise MimeticError("'best' needs the drafts it was better than.", "mimetic rate 12 best --over 13,14")
     if generation_id in over:
         raise MimeticError(f"Generation #{generation_id} cannot be better than itself.", "List the other drafts after --over.")
-    with contextlib.closing(connect(path)) as con, con:
+    with _opened(path, transaction=True) as con:
         known = {r[0] for r in con.execute(
             f"SELECT id FROM generations WHERE id IN ({', '.join('?' * (1 + len(over)))})", (generation_id, *over))}
         missing = sorted({generation_id, *over} - known)
@@ -124,7 +124,7 @@ def marks(path: Path) -> list[dict[str, Any]]:
     (``[]`` without a log)."""
     if not Path(path).exists():
         return []
-    with contextlib.closing(connect(path)) as con:
+    with _opened(path) as con:
         con.row_factory = sqlite3.Row
         rows = con.execute(
             """SELECT m.id, m.created_at, m.generation_id, m.label, m.group_id, m.note,
@@ -162,6 +162,41 @@ def migrate(con: sqlite3.Connection, migrations: Iterable[Migration] | None = No
     return applied
 
 
+def is_damage(e: sqlite3.DatabaseError) -> bool:
+    """``e`` says the file is damaged or not a database (SQLite's ``SQLITE_CORRUPT`` or
+    ``SQLITE_NOTADB``), not that it is busy, locked, full or read-only."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return type(e) is sqlite3.DatabaseError  # pragma: no cover - Python before 3.11
+
+
+def damaged(path: Path, e: sqlite3.DatabaseError) -> MimeticError:
+    """The two-line error of a log that cannot be read (its header or its inside damaged)."""
+    return MimeticError(
+        f"The generation log {path} cannot be read as an SQLite database ({e}).",
+        f"Move it aside (for example: mv {path} {path}.damaged); mimetic then starts a new, empty log.",
+    )
+
+
+@contextlib.contextmanager
+def _opened(path: Path, transaction: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection to the log at ``path`` (:func:`connect`), closed after use; inside a
+    transaction when asked. Damage met anywhere in the file (not only at its header, where
+    :func:`connect` meets it) becomes the same :class:`MimeticError`."""
+    try:
+        with contextlib.closing(connect(path)) as con:
+            if transaction:
+                with con:
+                    yield con
+            else:
+                yield con
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            raise damaged(path, e) from None
+        raise
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """Open (or create) the log at ``path``, migrated to the current schema.
 
@@ -173,10 +208,7 @@ def connect(path: Path) -> sqlite3.Connection:
         migrate(con)
     except sqlite3.DatabaseError as e:
         con.close()
-        raise MimeticError(
-            f"The generation log {path} cannot be read as an SQLite database ({e}).",
-            f"Move it aside (for example: mv {path} {path}.damaged); mimetic then starts a new, empty log.",
-        ) from None
+        raise damaged(path, e) from None
     return con
 
 
@@ -185,9 +217,12 @@ def insert_generation(path: Path, **row: Any) -> int:
 
     ``row`` holds the columns of ``generations`` except ``id`` and ``created_at`` (set here);
     ``params`` is a dict, stored as JSON with sorted keys.
+
+    Raises:
+        MimeticError: the log is damaged, at its header or inside (:func:`damaged`).
     """
     row = {"created_at": _now(), **row, "params": json.dumps(row["params"], sort_keys=True)}
-    with contextlib.closing(connect(path)) as con, con:
+    with _opened(path, transaction=True) as con:
         cur = con.execute(
             f"INSERT INTO generations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
         )
@@ -199,7 +234,7 @@ def latest_generations(path: Path, limit: int = 20) -> list[dict[str, Any]]:
     (``[]`` when there is no log yet)."""
     if not Path(path).exists():
         return []
-    with contextlib.closing(connect(path)) as con:
+    with _opened(path) as con:
         con.row_factory = sqlite3.Row
         rows = con.execute("SELECT * FROM generations ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     return [dict(r) for r in rows]
