@@ -68,3 +68,64 @@ def test_a_log_damaged_inside_is_set_aside_and_the_text_still_logged(copy):
     assert not [p for p in ws.root.glob("mimetic.db-*")]  # no journal left to be replayed on the new log
     r = runner.invoke(app, ["log", "-w", str(ws.root)])
     assert r.exit_code == 0 and "The kettle" in r.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unknown_base_model_offline_fails_at_once_and_is_never_saved(tmp_path):
+    """Finding 6: offline (HF_HUB_OFFLINE, or no hub to reach), a hub id that is not on this
+    machine is refused in seconds, not after a minute of retries, and mimetic.toml keeps the
+    model it had; an id the hub does not know is refused as such."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from conftest import make_corpus
+    from mimetic import ingest
+
+    ws = Workspace.open(tmp_path / "voice")
+    ingest([make_corpus(tmp_path / "writing")], ws)  # enough words for prepare
+    before = ws.config_path.read_text() if ws.config_path.exists() else ""
+
+    class NoSuchRepo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the hub's answer for a repository it does not have (huggingface.co: 401)
+            self.send_response(401)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "Repository not found"}')
+
+        do_HEAD = do_GET
+
+        def log_message(self, *a):
+            pass
+
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoSuchRepo)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")}
+    cases = [({"HF_HUB_OFFLINE": "1"}, "downloads are switched off"),
+             ({"HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}"}, "hub cannot be reached"),
+             ({"HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}"}, "no model 'no-such-model-xyz' on the Hugging Face hub")]
+    try:
+        for extra, said in cases:
+            t = time.monotonic()
+            r = subprocess.run([sys.executable, "-m", "mimetic", "prepare", "-w", str(ws.root), "--base-model", "no-such-model-xyz"],
+                               capture_output=True, text=True, env={**env, **extra, "COLUMNS": "250"}, timeout=300)
+            took = time.monotonic() - t
+            out = r.stdout + r.stderr
+            assert r.returncode == 1, out
+            assert said in out and "--base-model smollm2-135m-instruct" in out, out
+            assert "Retry" not in out and "Traceback" not in out, out
+            assert took < 30, f"{took:.0f} s"
+            assert (ws.config_path.read_text() if ws.config_path.exists() else "") == before  # never saved
+            assert "no-such-model" not in (ws.config_path.read_text() if ws.config_path.exists() else "")
+    finally:
+        hub.shutdown()

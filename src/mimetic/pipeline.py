@@ -60,7 +60,9 @@ def choose_settings(
         ``(settings, recommendation)``: the recommendation is ``None`` when none was asked for.
 
     Raises:
-        MimeticError: an unknown preset or setting.
+        MimeticError: an unknown preset or setting, or a named base model that cannot be loaded
+            (:func:`mimetic.models.loading.check_model`: offline, it fails at once); nothing is
+            saved then.
     """
     from mimetic.models.hardware import apply_choice, corpus_tokens, recommend
     from mimetic.core.presets import apply_preset
@@ -77,6 +79,10 @@ def choose_settings(
         if base_model == "auto":
             vc.train = apply_choice(vc.train, rec.chosen)
         on_event(Finished("base model", "\n".join(rec.lines()), {"recommendation": rec}))
+    if base_model and base_model != "auto":  # a name that does not load is never saved (offline: refused at once)
+        from mimetic.models.loading import load_tokenizer
+
+        load_tokenizer(base_model)
     if save:
         ws.save_config(vc)
     return vc, rec

@@ -8,7 +8,8 @@ A base model is named by one of:
 * a local folder saved by ``save_pretrained``;
 * a Hugging Face hub id (``Qwen/Qwen2.5-0.5B``), loaded with ``from_pretrained``: from the
   local HF cache, or from the hub when the machine is online. This is the only network
-  access mimetic ever makes, and only to the source the user named.
+  access mimetic ever makes, and only to the source the user named; offline, a hub id that
+  is not cached is refused at once (:func:`check_model`).
 
 A model loaded from GGUF by transformers is dequantized but still marked as quantized, so it
 can neither be trained nor saved. mimetic rebuilds a plain model from its config and state
@@ -105,6 +106,71 @@ def resolve(name: str) -> ModelSource:
     return ModelSource(name, "hub", name)
 
 
+def hub_offline() -> bool:
+    """Hugging Face's offline switch is on (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    from huggingface_hub import constants
+
+    on = ("1", "ON", "YES", "TRUE")
+    return (bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in on
+            or os.environ.get("TRANSFORMERS_OFFLINE", "").upper() in on)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub's host (``HF_ENDPOINT``), ``timeout`` seconds at most."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _in_hub_cache(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed id is simply not cached
+        return False
+
+
+def check_model(name: str) -> ModelSource:
+    """:func:`resolve` ``name`` and make sure it can be loaded here, failing at once otherwise.
+
+    A hub id that is not in the local Hugging Face cache is refused straight away when the
+    machine is offline (``HF_HUB_OFFLINE``, or the hub's host cannot be reached within 3
+    seconds) and when the hub has no model of that name; never after minutes of retries.
+
+    Raises:
+        MimeticError: what :func:`resolve` raises, or a hub model that cannot be fetched.
+    """
+    src = resolve(name)
+    if src.kind != "hub" or _in_hub_cache(src.location):
+        return src
+    fix = (f"Use the embedded default (--base-model {EMBEDDED_MODEL}) or pass a local path (a model folder or a .gguf "
+           "file), or download this one once while online.")
+    if hub_offline():
+        raise MimeticError(f"The model {name!r} is not on this machine, and downloads are switched off (HF_HUB_OFFLINE).", fix)
+    if not _hub_reachable():
+        raise MimeticError(f"The model {name!r} is not on this machine, and the Hugging Face hub cannot be reached (no network).", fix)
+    try:
+        from huggingface_hub import model_info
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        model_info(src.location, timeout=10)
+    except RepositoryNotFoundError:
+        raise MimeticError(f"There is no model {name!r} on the Hugging Face hub (or it is private).",
+                           "Check its name on huggingface.co, or " + fix[0].lower() + fix[1:]) from None
+    except Exception:  # noqa: BLE001 - anything else: loading says what went wrong
+        pass
+    return src
+
+
 def _unknown_model(name: str, err: Exception) -> MimeticError:
     return MimeticError(
         f"Could not load the model {name!r}: it is not a local folder or .gguf file, and it is not in the "
@@ -186,10 +252,10 @@ def load_tokenizer(name: str) -> Any:
     Raises:
         MimeticError: the model cannot be found or read.
     """
+    src = check_model(name)  # before transformers is even imported: offline, a missing model fails at once
     from transformers import AutoTokenizer
 
     quiet_hf()
-    src = resolve(name)
     try:
         if src.kind == "gguf":
             tok = AutoTokenizer.from_pretrained(str(_convert_gguf(src)))
@@ -348,11 +414,11 @@ def load_model(name: str, device: str = "cpu", precision: str = "fp32", load_in_
     Raises:
         MimeticError: unknown model, offline without a cached copy, 4-bit asked off CUDA.
     """
+    src = check_model(name)
     import torch
     from transformers import AutoModelForCausalLM
 
     quiet_hf()
-    src = resolve(name)
     location = str(_convert_gguf(src)) if src.kind == "gguf" else src.location
     kwargs: dict[str, Any] = {"dtype": getattr(torch, weights_dtype(device, precision, weights))}
     if load_in_4bit:
