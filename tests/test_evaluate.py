@@ -184,6 +184,15 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     assert sp["sets"]["voice"] >= 2 and sp["voice"] is not None and sp["base model"] is not None
     assert "<h3>Range</h3>" in page and any(line.startswith("Range:") for line in ev.summary())
     assert [(e.kind, e.path) for e in lines if isinstance(e, Artifact)] == [("metrics", ev.metrics_path), ("report", ev.report)]
+    r = m["reader"]  # what a reader sees: too few long passages here for the classifier, the rest measured
+    assert m["version"] == 2 and set(r["distinguishability"]) == {"voice", "base", "writer_halves"}
+    assert r["distinguishability"]["voice"]["auc"] is None and "at least" in r["distinguishability"]["voice"]["note"]
+    assert {"voice", "base", "writer"} <= set(r["invented_words"]) and r["invented_words"]["voice"]["words"] > 0
+    cal = r["calibration"]
+    assert cal["voice_nll_of_samples"] > 0 and cal["voice_nll_of_writer"] > 0
+    assert "3. What a reader sees" in page and "Invented words" in page and "4. Memorization" in page
+    assert any(line.startswith("Told apart: not measured") for line in ev.summary())
+    assert any(line.startswith("Calibration:") for line in ev.summary())
     lines.clear()
     again = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], on_event=lines.append)
     assert any("reusing" in e.message for e in lines if isinstance(e, Progress))

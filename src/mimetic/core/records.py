@@ -346,8 +346,17 @@ class EvaluationMetrics(Record):
             used; ``None`` for continue), ``words``, ``overlap_characters``; ``{}`` otherwise.
         parent: for a polish or feedback run, its key figures beside its parent's last
             evaluation (:func:`mimetic.evaluation.evaluate.parent_comparison`); ``{}`` otherwise.
+        reader: what a reader sees (:func:`mimetic.evaluation.reader.measure`):
+            ``distinguishability`` (``voice``, ``base``, ``writer_halves``: cross-validated ROC AUC
+            of a classifier telling them from the writer, with ``ci``, ``fold_sd``, ``pairs``,
+            ``tells``), ``invented_words`` (``voice``, ``base``, ``writer``: ``per_1000``,
+            ``examples``…), ``calibration`` (the voice's NLL of its own samples and of the
+            writer's continuations) and ``flags``; ``{}`` in files of version 1.
+
+    Versions: 1, until issue 33; 2 adds ``reader``. A version-1 file reads with ``reader`` empty.
     """
 
+    CURRENT: ClassVar[int] = 2
     WHAT: ClassVar[str] = "evaluation metrics"
 
     run: str
@@ -366,6 +375,7 @@ class EvaluationMetrics(Record):
     timings: dict[str, float] = field(default_factory=dict)
     modes: dict[str, Any] = field(default_factory=dict)
     parent: dict[str, Any] = field(default_factory=dict)
+    reader: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fix_hint(cls, path: Path) -> str:
@@ -373,7 +383,8 @@ class EvaluationMetrics(Record):
 
     def headline(self) -> list[str]:
         """Plain-language lines: fit, style, range (and a warning when the voice is narrower than
-        its writer), attribution, memorization, names.
+        its writer), attribution, what a reader sees (and a warning when a classifier tells the
+        voice from its writer, or it invents words), memorization, names.
 
         Raises:
             MimeticError: the nested measurements lack what the lines need.
@@ -418,6 +429,43 @@ def _range_lines(st: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _reader_lines(r: dict[str, Any]) -> list[str]:
+    """The lines of what a reader sees (distinguishability, invented words, calibration) and
+    their warnings; none for an evaluation written before they were measured."""
+    lines = []
+    d, inv, cal, flags = r.get("distinguishability", {}), r.get("invented_words", {}), r.get("calibration", {}), r.get("flags", {})
+    v, b, c = d.get("voice", {}), d.get("base", {}), d.get("writer_halves", {})
+    auc = lambda x: f"{x['auc']:.2f}" if x.get("auc") is not None else "not measured"  # noqa: E731
+    if v.get("auc") is not None:
+        lines.append(
+            f"Told apart: a classifier tells the voice's passages from your own continuations of the same openings with ROC AUC "
+            f"{v['auc']:.2f} (95% interval {v['ci'][0]:.2f}–{v['ci'][1]:.2f}; {v['pairs']} pairs of {v['words']} words; 0.5 = cannot "
+            f"tell); the base model's {auc(b)}; two halves of your own writing {auc(c)}."
+        )
+    elif v:
+        lines.append(f"Told apart: not measured ({v.get('note', 'too few passages')}).")
+    if inv.get("voice"):
+        ex = ", ".join(f"“{w}”" for w, _ in inv["voice"]["examples"][:5])
+        lines.append(
+            f"Invented words: {inv['voice']['per_1000']:.1f} per 1,000 of the voice's words are in neither your writing nor a "
+            f"dictionary{f' ({ex})' if ex else ''}"
+            + (f"; the base model's {inv['base']['per_1000']:.1f}" if inv.get("base") else "")
+            + (f"; your own continuations {inv['writer']['per_1000']:.1f}" if inv.get("writer") else "") + "."
+        )
+    if cal:
+        hot = "more surprising to it than your writing (sampled hotter than you write)" if cal["difference"] > 0 else \
+            "more predictable to it than your writing (blander than you)"
+        lines.append(f"Calibration: the voice's NLL of its own samples {cal['voice_nll_of_samples']:.2f} nats/token, of your "
+                     f"continuations {cal['voice_nll_of_writer']:.2f}: its samples are {hot}.")
+    if flags.get("distinguishable"):
+        lines.append(f"Warning — a reader can tell the voice from you: a classifier separates its passages from yours "
+                     f"(AUC {v['auc']:.2f} against {auc(c)} for your own writing against itself).")
+    if flags.get("invents_words"):
+        lines.append(f"Warning — the voice makes up words: {inv['voice']['per_1000']:.1f} per 1,000 against your "
+                     f"{inv['writer']['per_1000']:.1f}; a lower temperature or a higher min-p when writing makes fewer.")
+    return lines
+
+
 def _parent_lines(p: dict[str, Any]) -> list[str]:
     """The line comparing a polish or feedback run with the run it started from."""
     if not p:
@@ -453,6 +501,7 @@ def _headline(m: EvaluationMetrics) -> list[str]:
             f"Attribution: {att['to'][st['candidates'][0]]} of {att['sets']} sample sets from the voice read as yours "
             f"(candidates: {', '.join(st['candidates'])})."
         )
+    lines += _reader_lines(m.reader)
     v = mem["voice"]
     ex = m.extraction
     ex_line = f"; extraction: {100 * ex['voice']['exact']:.0f}% of {ex['windows']} training prefixes continued verbatim" if ex.get("windows") else ""

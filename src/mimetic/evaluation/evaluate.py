@@ -34,10 +34,7 @@ with other reference authors only redoes the analysis, which takes seconds
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import json
 import math
 import re
@@ -59,7 +56,7 @@ from mimetic.models.nll import IGNORE_INDEX, per_example_nll
 from mimetic.models.loading import autocast
 from mimetic.text.memorization import TrainingIndex, audit
 from mimetic.models.sampling import SamplingParams
-from mimetic.core.records import EvaluationMetrics, delta_name as _delta_name
+from mimetic.core.records import EvaluationMetrics
 from mimetic.text.stylometry import (
     ZScorer,
     attribute,
@@ -73,6 +70,8 @@ from mimetic.text.stylometry import (
     words,
 )
 from mimetic.core.workspace import Workspace, atomic_write_json, atomic_write_text
+from mimetic.evaluation.reader import calibration, measure as reader_measure
+from mimetic.evaluation.report import render_report
 
 Status = Callable[[str], None]
 
@@ -346,6 +345,32 @@ def identity_probe(voice: Any, system_prompt: str, gc: GenerateConfig, seed: int
     return out
 
 
+def continuation_nll(voice: Any, prefixes: Sequence[str], texts: Sequence[str]) -> float | None:
+    """The voice's NLL (nats/token, token-weighted) of ``texts``, each after its prefix in
+    ``prefixes`` (tokenized again from the text, so a token or two at the seam may differ from
+    the ids the sample was drawn from); only the text's tokens count. ``None`` when no text has a
+    token. The calibration figure of ``benchmarks/sampling_sweep.py`` (issue 33)."""
+    rows = []
+    for prefix, text in zip(prefixes, texts):
+        p = list(voice.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        cont = list(voice.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if cont:
+            rows.append({"input_ids": p + cont, "labels": [IGNORE_INDEX] * len(p) + cont})
+    if not rows:
+        return None
+    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+    sums, counts = per_example_nll(voice.model, rows, pad, voice.device, autocast(voice.device, voice.precision))
+    return float(sums.sum() / max(1, counts.sum()))
+
+
+def sample_calibration(voice: Any, samples: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """The voice's NLL of its own samples and of the writer's continuations of the same
+    openings (:func:`continuation_nll`): ``{"samples", "writer"}`` in nats/token."""
+    prefixes = [s["prefix"] for s in samples]
+    return {"samples": continuation_nll(voice, prefixes, [s["voice"] for s in samples]),
+            "writer": continuation_nll(voice, prefixes, [s.get("writer", "") for s in samples])}
+
+
 def _nullcontext() -> Any:
     import contextlib
 
@@ -413,6 +438,48 @@ def spread_summary(groups: dict[str, Sequence[np.ndarray]], z: ZScorer, config: 
     out["narrower"] = None if out["ratio"] is None else out["ratio"] < config.min_spread_ratio
     out["note"] = (f"spread needs at least 2 sets of {config.set_words:,} words: {'; '.join(short)}" if short else None)
     return out
+
+
+def _identity_leakage(training: Sequence[tuple[str, str]], samples: Sequence[dict[str, Any]], voice_text: str, base_text: str,
+                      voice_words: int, base_words: int) -> dict[str, Any]:
+    """The corpus's proper names (three or more uses) that the samples use: ranked for the
+    voice, beside their counts in the base model's samples, the writer's continuations and the
+    corpus; rates per 1,000 words (``voice_words``, ``base_words``: the samples' word counts)."""
+    corpus_names = proper_names([t for _, t in training], min_count=3)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in corpus_names) + r")\b") if corpus_names else None
+
+    def name_counts(text: str) -> Counter:
+        return Counter(m.group(1).replace("’", "'") for m in pattern.finditer(text.replace("’", "'"))) if pattern else Counter()
+
+    vc, bc = name_counts(voice_text), name_counts(base_text)
+    wc = name_counts("\n\n".join(s.get("writer", "") for s in samples))
+    ranked = [{"name": n, "voice": c, "base": bc.get(n, 0), "writer": wc.get(n, 0), "corpus": corpus_names[n]} for n, c in vc.most_common(30)]
+    per_k = lambda c, n: 1000 * sum(c.values()) / max(1, n)  # noqa: E731
+    return {
+        "corpus_names": len(corpus_names),
+        "top_corpus_names": [{"name": n, "corpus": c} for n, c in corpus_names.most_common(15)],
+        "names_in_voice": ranked,
+        "per_1000_words": {"voice": per_k(vc, voice_words), "base": per_k(bc, base_words),
+                           "writer": per_k(wc, len(words(" ".join(s.get("writer", "") for s in samples))))},
+        "distinct": {"voice": len(vc), "base": len(bc), "writer": len(wc)},
+    }
+
+
+def style_map(groups: Sequence[tuple[str, Sequence[np.ndarray]]], z: ZScorer) -> tuple[np.ndarray, list[str]]:
+    """The 2-D map of style: each set's z-scored MFW profile on the first two principal
+    components of all of them (SVD of the centred matrix). ``groups``: ``[(label, sets)]``.
+    Returns ``(coords (n, 2), labels)``, ``coords`` of shape ``(0, 2)`` with fewer than 3 sets."""
+    rows, labels = [], []
+    for g, s in groups:
+        rows += s
+        labels += [g] * len(s)
+    coords = np.zeros((0, 2))
+    if len(rows) >= 3:
+        m = z(np.stack(rows))
+        m = m - m.mean(axis=0)
+        u, sv, _ = np.linalg.svd(m, full_matrices=False)
+        coords = u[:, :2] * sv[:2]
+    return coords, labels
 
 
 def analyse(
@@ -497,25 +564,7 @@ def analyse(
     if any("writer" in s for s in samples):
         mem["writer"] = audit(index, [s.get("writer", "") for s in samples], config.flag_tokens, config.flag_share_13gram)
 
-    # identity leakage: names the corpus uses, found in samples
-    corpus_names = proper_names([t for _, t in training], min_count=3)
-    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in corpus_names) + r")\b") if corpus_names else None
-
-    def name_counts(text: str) -> Counter:
-        return Counter(m.group(1).replace("’", "'") for m in pattern.finditer(text.replace("’", "'"))) if pattern else Counter()
-
-    vc, bc = name_counts(voice_text), name_counts(base_text)
-    wc = name_counts("\n\n".join(s.get("writer", "") for s in samples))
-    ranked = [{"name": n, "voice": c, "base": bc.get(n, 0), "writer": wc.get(n, 0), "corpus": corpus_names[n]} for n, c in vc.most_common(30)]
-    per_k = lambda c, n: 1000 * sum(c.values()) / max(1, n)  # noqa: E731
-    identity = {
-        "corpus_names": len(corpus_names),
-        "top_corpus_names": [{"name": n, "corpus": c} for n, c in corpus_names.most_common(15)],
-        "names_in_voice": ranked,
-        "per_1000_words": {"voice": per_k(vc, len(vw)), "base": per_k(bc, len(bw)), "writer": per_k(wc, len(words(" ".join(s.get("writer", "") for s in samples))))},
-        "distinct": {"voice": len(vc), "base": len(bc), "writer": len(wc)},
-    }
-
+    identity = _identity_leakage(training, samples, voice_text, base_text, len(vw), len(bw))
     metrics = {
         "words": {"training": len(tw), "held_out": len(hw), "base_samples": len(bw), "voice_samples": len(vw),
                   **{f"reference:{a}": len(t) for a, t in rw.items()}},
@@ -528,21 +577,9 @@ def analyse(
         "memorization": mem,
         "identity": identity,
     }
-    # 2-D map of style: principal components of the z-scored MFW profiles
-    groups: list[tuple[str, list[np.ndarray]]] = [(f"{writer} (training)", train_sets[:: max(1, len(train_sets) // 80)]),
-                                                  (f"{writer} (held-out)", held_sets), ("base model", base_sets), ("voice", voice_sets)]
-    groups += [(a, s[:: max(1, len(s) // 40)]) for a, s in ref_sets.items()]
-    rows, labels = [], []
-    for g, s in groups:
-        rows += s
-        labels += [g] * len(s)
-    coords = np.zeros((0, 2))
-    if len(rows) >= 3:
-        m = z(np.stack(rows))
-        m = m - m.mean(axis=0)
-        u, sv, _ = np.linalg.svd(m, full_matrices=False)
-        coords = u[:, :2] * sv[:2]
-    plot_data = {"pca": (coords, labels), "sentence_lengths": {k: v["sentence_length"] for k, v in profiles.items()}}
+    groups = [(f"{writer} (training)", train_sets[:: max(1, len(train_sets) // 80)]), (f"{writer} (held-out)", held_sets),
+              ("base model", base_sets), ("voice", voice_sets)] + [(a, s[:: max(1, len(s) // 40)]) for a, s in ref_sets.items()]
+    plot_data = {"pca": style_map(groups, z), "sentence_lengths": {k: v["sentence_length"] for k, v in profiles.items()}}
     return metrics, plot_data
 
 
@@ -648,6 +685,12 @@ def evaluate(
         atomic_write_json(cache_path, cache)
     else:
         status("reusing the samples and NLL from the last evaluation of this run")
+    if "calibration" not in cache and not cache.get("mode_samples"):
+        status("calibration: the voice's NLL of its own samples and of your continuations")
+        if voice is None or getattr(voice, "engine", "transformers") != "transformers":
+            voice = Voice.load(workspace, run_dir.name)
+        cache["calibration"] = sample_calibration(voice, cache["samples"])
+        atomic_write_json(cache_path, cache)
     if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
         status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
         t = time.perf_counter()
@@ -665,6 +708,10 @@ def evaluate(
     training = _doc_texts(train_rows)
     held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
     metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
+    status("what a reader sees: a classifier against your passages, invented words")
+    cal = cache.get("calibration") or {}
+    metrics["reader"] = {**reader_measure("\n\n".join(t for _, t in training), held_text, cache["samples"], config.seed),
+                         "calibration": calibration(cal.get("samples"), cal.get("writer"))}
     if cache.get("mode_samples"):
         status("each mode: attribution and adherence")
         metrics["modes"] = {mode: mode_summary(mode, rows_, training, config, refs) for mode, rows_ in cache["mode_samples"].items()}
@@ -749,82 +796,6 @@ def headline(m: dict[str, Any]) -> list[str]:
     return EvaluationMetrics.from_dict(m).headline()
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-COLORS = {"voice": "#2e7d32", "base model": "#9e9e9e", "base": "#9e9e9e", "training": "#1565c0", "held_out": "#c0392b"}
-
-
-def _plots(m: dict[str, Any], plots: dict[str, Any], curve: list[tuple[int, float, str]]) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = {}
-    if curve:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        tr = [(s, v) for s, v, k in curve if k == "train"]
-        he = [(s, v) for s, v, k in curve if k == "held"]
-        if tr:
-            ax.plot(*zip(*tr), color="#8aa8c8", lw=1, label="training loss")
-        if he:
-            ax.plot(*zip(*he), color="#c0392b", marker="o", lw=2, label="held-out NLL")
-        ax.set_xlabel("step"), ax.set_ylabel("nats / token"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
-        ax.set_title("Training run: loss and held-out NLL", fontsize=10)
-        out["curve"] = _png(fig)
-    sl = plots["sentence_lengths"]
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    bins = sl["held_out"]["bins"]
-    x = np.arange(len(bins) - 1)
-    for j, (k, label) in enumerate((("held_out", "your held-out writing"), ("base", "base model"), ("voice", "voice"))):
-        h = np.array(sl[k]["histogram"], dtype=float)
-        ax.bar(x + (j - 1) * 0.27, h / max(1, h.sum()), width=0.27, label=label, color=COLORS[k])
-    ax.set_xticks(x, [f"{bins[i]}–{bins[i + 1]}" if bins[i + 1] < 10_000 else f"{bins[i]}+" for i in range(len(bins) - 1)], rotation=45, fontsize=7)
-    ax.set_xlabel("sentence length (words)"), ax.set_ylabel("share of sentences"), ax.legend(fontsize=8)
-    ax.set_title("Sentence lengths", fontsize=10)
-    out["sentences"] = _png(fig)
-    coords, labels = plots["pca"]
-    if len(coords):
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        palette = ["#1565c0", "#c0392b", "#9e9e9e", "#2e7d32", "#8e24aa", "#ef6c00", "#00838f", "#6d4c41", "#ad1457"]
-        for j, g in enumerate(dict.fromkeys(labels)):
-            idx = [i for i, lab in enumerate(labels) if lab == g]
-            ax.scatter(coords[idx, 0], coords[idx, 1], s=22 if g != "voice" else 40, label=g, color=palette[j % len(palette)],
-                       alpha=0.85, marker="o" if g not in ("voice", "base model") else "^",
-                       zorder=3 if g in ("voice", "base model") else 2, edgecolors="black" if g == "voice" else "none")
-        ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
-        ax.set_title(f"Style map: {m['stylometry']['n_mfw']} most-frequent words, {m['stylometry']['set_words']}-word sets", fontsize=10)
-        out["pca"] = _png(fig)
-    d = m["stylometry"]["distances"][m["stylometry"]["metric"]]
-    fig, ax = plt.subplots(figsize=(6, 2.6))
-    bars = [("your writing: held-out ↔ training", d["held_out_to_training"], COLORS["training"]),
-            ("voice ↔ your held-out writing", d["voice_to_held_out"], COLORS["voice"]),
-            ("base model ↔ your held-out writing", d["base_to_held_out"], COLORS["base"])]
-    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
-    ax.invert_yaxis(), ax.set_xlabel(f"{_delta_name(m['stylometry']['metric'])} (lower = closer)")
-    out["delta"] = _png(fig)
-    mem = m["memorization"]
-    fig, ax = plt.subplots(figsize=(6, 3))
-    mx = max([r["tokens"] for k in ("voice", "base", "writer") if k in mem for r in mem[k]["samples"]] + [10])
-    edges = np.arange(0, mx + 2)
-    for k, label in (("writer", "your own continuations"), ("base", "base model"), ("voice", "voice")):
-        if k in mem:
-            ax.hist([r["tokens"] for r in mem[k]["samples"]], bins=edges, alpha=0.55, label=label,
-                    color=COLORS.get(k, "#1565c0"))
-    ax.axvline(mem["voice"]["flag_tokens"], color="#c0392b", ls="--", lw=1, label="flag threshold")
-    ax.set_xlabel("longest verbatim overlap with the training text (tokens)"), ax.set_ylabel("samples"), ax.legend(fontsize=8)
-    out["memorization"] = _png(fig)
-    return out
-
-
 def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list[Any]:
     """For each sample the report shows, the writer's paragraph nearest to the voice's text
     (:func:`mimetic.text.archive.nearest`), or ``None``; ``[]`` for a corpus ingested before the archive."""
@@ -836,195 +807,6 @@ def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list
         return []
 
 
-def render_report(m: dict[str, Any], plots: dict[str, Any], samples: list[dict[str, Any]], free: list[dict[str, Any]],
-                  curve: list[tuple[int, float, str]], sources: list[Any] | None = None) -> str:
-    """The evaluation as one self-contained HTML page (plots inlined as PNG data URIs); ``sources``:
-    for each shown sample, the writer's nearest paragraph (:class:`mimetic.text.archive.Hit`) or ``None``."""
-    e = html.escape
-    img = _plots(m, plots, curve)
-    st, pr, mem, idn, n = m["stylometry"], m["profiles"], m["memorization"], m["identity"], m["nll"]
-
-    def fig(key: str, caption: str) -> str:
-        return f"<figure><img src='{img[key]}' alt='{e(caption)}'><figcaption>{e(caption)}</figcaption></figure>" if key in img else ""
-
-    head = "".join(f"<li>{e(line)}</li>" for line in headline(m))
-    dist = st["distances"]
-    dist_rows = "".join(
-        f"<tr><td>{e(label)}</td><td>{dist['cosine'][k]:.3f}</td><td>{dist['burrows'][k]:.3f}</td></tr>"
-        for k, label in (("held_out_to_training", "your held-out writing ↔ your training text (your own spread)"),
-                         ("voice_to_held_out", "voice samples ↔ your held-out writing"),
-                         ("base_to_held_out", "base-model samples ↔ your held-out writing"),
-                         ("voice_to_training", "voice samples ↔ your training text"),
-                         ("base_to_training", "base-model samples ↔ your training text"))
-    )
-    sp = st.get("spread") or {}
-    spread_html = ""
-    if sp:
-        fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-        sp_rows = "".join(
-            f"<tr><td>{label}</td><td>{sp['sets'].get(k, 0)}</td><td>{fmt(sp.get(k))}</td></tr>"
-            for k, label in (("writer", "your own continuations of the same openings" if sp.get("writer_basis") == "continuations"
-                              else "your held-out writing"), ("voice", "voice samples"), ("base model", "base-model samples"))
-        )
-        if sp.get("writer_basis") == "continuations" and sp.get("writer_held_out_text") is not None:
-            sp_rows += (f"<tr><td>your held-out writing in whole passages (for comparison: sets that run on in one "
-                        f"scene vary more)</td><td>—</td><td>{fmt(sp['writer_held_out_text'])}</td></tr>")
-        ratio = (f" The voice's spread is {sp['ratio']:.2f} times yours"
-                 + (f": <b>narrower than you</b> (below {sp['threshold']:.2f})." if sp["narrower"] else ".")) if sp.get("ratio") is not None else ""
-        spread_html = (
-            f"<h3>Range</h3><p>How much each one's {st['set_words']:,}-word sets differ from each other: the mean "
-            f"{_delta_name(sp['metric'])} between every two sets (its spread). A voice can sit at your centre and still write "
-            f"always the same way.{ratio}{(' ' + e(sp['note']) + '.') if sp.get('note') else ''}</p>"
-            f"<table><tr><th>sets of</th><th>sets</th><th>spread ({_delta_name(sp['metric'])})</th></tr>{sp_rows}</table>"
-        )
-    att_rows = ""
-    for k, a in st["attribution"].items():
-        cells = "".join(f"<td>{a['to'][c]}</td>" for c in st["candidates"])
-        what = {"voice": "voice samples", "held_out": "your held-out writing", "base": "base model samples"}[k]
-        att_rows += f"<tr><td>{what} ({a['sets']} sets)</td>{cells}</tr>"
-    att_head = "".join(f"<th>{e(c)}</th>" for c in st["candidates"])
-
-    def prow(label: str, get: Callable[[dict[str, Any]], float], fmt: str = "{:.1f}") -> str:
-        return f"<tr><td>{e(label)}</td>" + "".join(f"<td>{fmt.format(get(pr[k]))}</td>" for k in ("training", "held_out", "base", "voice")) + "</tr>"
-
-    prof_rows = "".join([
-        prow("sentence length, mean (words)", lambda p: p["sentence_length"]["mean"]),
-        prow("sentence length, spread (sd)", lambda p: p["sentence_length"]["sd"]),
-        prow("word length (letters)", lambda p: p["word_length"], "{:.2f}"),
-        prow("lexical diversity (MTLD)", lambda p: p["mtld"]),
-        prow("dialogue share", lambda p: 100 * p["dialogue_share"], "{:.0f}%"),
-        *[prow(f"{name} per 1,000 words", (lambda k: lambda p: p["punctuation"][k])(name)) for name in
-          ("comma", "semicolon", "colon", "dash", "exclamation", "question", "parenthesis")],
-        *[prow(f"“{w}” per 1,000 words", (lambda w: lambda p: p["function_words"][w])(w)) for w in ("the", "and", "i", "of", "but")],
-    ])
-    flagged = [(k, r) for k in ("voice", "base") for r in mem[k]["samples"] if r["flagged"]]
-    longest = sorted(mem["voice"]["samples"], key=lambda r: -r["tokens"])[:3]
-    mem_rows = "".join(
-        f"<tr><td>{r['tokens']}</td><td>{r['characters']}</td><td>{e(str(r['document']))}</td><td class=q>{e(r['passage'])}</td></tr>"
-        for r in longest
-    )
-    ex = m.get("extraction", {})
-    ex_html = ""
-    if ex.get("windows"):
-        ex_html = (f"<p>Extraction test ({ex['windows']} windows of your training text, {ex['prefix_tokens']}-token prefix, "
-                   f"{ex['target_tokens']} greedy tokens): reproduced exactly — base model {100 * ex['base']['exact']:.0f}%, "
-                   f"voice {100 * ex['voice']['exact']:.0f}%; mean share of leading tokens reproduced — base "
-                   f"{100 * ex['base']['mean_match']:.0f}%, voice {100 * ex['voice']['mean_match']:.0f}%.</p>")
-    mem_table = "".join(
-        f"<tr><td>{label}</td><td>{mem[k]['longest_tokens']}</td><td>{100 * mem[k]['mean_share_8gram']:.2f}%</td>"
-        f"<td>{100 * mem[k]['mean_share_13gram']:.2f}%</td><td>{mem[k]['flagged']}</td></tr>"
-        for k, label in (("writer", "your own continuations (held-out)"), ("base", "base model"), ("voice", "voice")) if k in mem
-    )
-    probe_html = ""
-    if idn.get("probe"):
-        pr_rows = "".join(f"<tr><td>{e(k)}</td><td>{v['claims_corpus_name']} of {v['answers']}</td><td>{v['claims_any_name']}</td>"
-                          f"<td>{v['says_it_is_a_model']}</td><td>{e(', '.join(v['names']) or '—')}</td></tr>"
-                          for k, v in idn["probe"]["settings"].items())
-        ans = "".join(f"<tr><td>{e(a['setting'])}</td><td>{e(a['question'])}</td><td>{e(a['answer'])}</td>"
-                      f"<td>{e(', '.join(a['claimed']) or '—')}</td></tr>" for a in idn["probe"]["answers"])
-        probe_html = (
-            "<h3>Who does the voice say it is?</h3><p>The voice answered questions about itself, with the system prompt it is "
-            "served with (<code>[generate] system_prompt</code>, or mimetic's default) and without one. A name it gives as its "
-            "own that comes from your writing is the confusion to watch for.</p>"
-            "<table><tr><th>setting</th><th>claimed a name from your writing</th><th>claimed any name</th>"
-            f"<th>said it is a model</th><th>names</th></tr>{pr_rows}</table>"
-            f"<details><summary>The answers</summary><table><tr><th>setting</th><th>question</th><th>answer</th><th>names claimed</th></tr>{ans}</table></details>"
-        )
-    modes_html = ""
-    if m.get("modes"):
-        pct = lambda x: "—" if x is None else f"{100 * x:.0f}%"  # noqa: E731
-        mode_rows = "".join(
-            f"<tr><td>{e(mode)}</td><td>{r['requests']}</td>"
-            + "".join(f"<td>{pct(r['attribution'][k])}</td>" for k in ("voice", "base", "writer"))
-            + "".join(f"<td>{pct(r['adherence'][k])}</td>" for k in ("voice", "base", "writer"))
-            + f"<td>{r['overlap_characters']}</td></tr>"
-            for mode, r in m["modes"].items()
-        )
-        modes_html = (
-            "<h2>Modes: your voice, and what was asked</h2><p>For each mode the voice learned, held-out requests — briefs "
-            "(write), openings (continue), plain paraphrases (rewrite) of passages it never trained on — given to the voice and "
-            "to the base model alike. <b>Attribution</b>: share of each one's sets attributed to you (your own passages for the "
-            "same requests are the control). <b>Adherence</b>: share of the request's content words the text uses (for "
-            "rewrite, of the draft's); your own passage is the reference. A voice that writes its voice over the brief shows "
-            "here: attribution up, adherence down.</p>"
-            "<table><tr><th>mode</th><th>requests</th><th>voice → you</th><th>base → you</th><th>your passages → you</th>"
-            "<th>adherence: voice</th><th>base</th><th>your passages</th><th>voice's longest overlap (chars)</th></tr>"
-            f"{mode_rows}</table>"
-        )
-    name_rows = "".join(
-        f"<tr><td>{e(r['name'])}</td><td>{r['voice']}</td><td>{r['base']}</td><td>{r['writer']}</td><td>{r['corpus']}</td></tr>"
-        for r in idn["names_in_voice"][:20]
-    )
-    sample_html = "".join(
-        f"<section class=sample><p class=prefix>…{e(s['prefix'])}</p><div class=trio>"
-        f"<div><h4>You wrote</h4><p>{e(s.get('writer', ''))}</p></div>"
-        f"<div><h4>Base model</h4><p>{e(s['base'])}</p></div>"
-        f"<div class=v><h4>Voice</h4><p>{e(s['voice'])}</p></div></div><p class=meta>{e(str(s['document']))} · seed {s['seed']}</p>"
-        + (f"<p class=meta>Nearest in your writing to the voice's text: <b>{e(src.where())}</b> — {e(src.snippet)}</p>" if src else "")
-        + "</section>"
-        for s, src in zip(samples[:6], [*(sources or []), *[None] * 6])
-    )
-    free_html = "".join(
-        f"<section class=sample><p class=prefix>{e(f['prompt'])}</p><div class=trio2><div><h4>Base model</h4><p>{e(f['base'])}</p></div>"
-        f"<div class=v><h4>Voice</h4><p>{e(f['voice'])}</p></div></div></section>" for f in free
-    )
-    flagged_html = "".join(
-        f"<li><b>{k}</b>: {r['tokens']} tokens from <i>{e(str(r['document']))}</i>: <span class=q>{e(r['passage'][:600])}</span></li>"
-        for k, r in flagged[:10]
-    ) or "<li>No sample reached the thresholds.</li>"
-    css = (
-        "body{font:16px/1.5 Georgia,serif;max-width:1150px;margin:1.5em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}"
-        ".head{background:#f3f7f3;border-left:5px solid #2e7d32;padding:.6em 1.2em;font-size:17px}.head li{margin:.35em 0}"
-        "table{border-collapse:collapse;margin:.6em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}"
-        "figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}figure img{max-width:540px}figcaption{font-size:13px;color:#555}"
-        ".trio{display:grid;grid-template-columns:1fr 1fr 1fr;gap:1em}.trio2{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
-        ".trio div,.trio2 div{background:#f6f6f4;padding:0 .8em;border-radius:6px;font-size:14px}.v{background:#eef5ee!important}"
-        ".prefix{color:#555;font-style:italic}.meta{color:#888;font:12px monospace}.q{font-family:monospace;font-size:13px;white-space:pre-wrap}"
-        "h4{margin:.5em 0 .2em}p{white-space:pre-wrap}.small{font-size:13px;color:#666}"
-    )
-    return f"""<!doctype html><html lang=en><meta charset=utf-8><title>mimetic evaluation — run {e(m['run'])}</title><style>{css}</style>
-<h1>How close is the voice?</h1>
-<p class=small>Run {e(m['run'])} · base model {e(str(m['base_model']))} · evaluated {e(m['evaluated_at'])} ·
-{m['words']['voice_samples']:,} words of voice samples, {m['words']['base_samples']:,} of base-model samples, {m['words']['training']:,} training words</p>
-<ul class=head>{head}</ul>
-<h2>1. Fit: held-out NLL</h2>
-<p>Negative log-likelihood per token on your held-out writing ({n['tokens']:,} tokens from {n['documents']} held-out documents or sections;
-95% intervals from {n['resamples']} bootstrap resamples of documents). Lower means the model predicts your unseen writing better.</p>
-<table><tr><th></th><th>NLL (nats/token)</th><th>95% interval</th><th>perplexity</th></tr>
-<tr><td>base model</td><td>{n['base']['nll']:.3f}</td><td>{n['base']['ci'][0]:.3f}–{n['base']['ci'][1]:.3f}</td><td>{n['base']['ppl']:.1f}</td></tr>
-<tr><td>voice</td><td>{n['voice']['nll']:.3f}</td><td>{n['voice']['ci'][0]:.3f}–{n['voice']['ci'][1]:.3f}</td><td>{n['voice']['ppl']:.1f}</td></tr></table>
-{fig('curve', 'Training loss and held-out NLL during the run. If the red line turns up, the voice started to overfit.')}
-<h2>2. Style</h2>
-<p>Delta compares how often each of the {st['n_mfw']} most frequent words of your training text is used, in standard units
-(Burrows 2002; Cosine Delta: Evert et al. 2017). Texts are compared in {st['set_words']:,}-word sets. The first row is the floor:
-how much your own writing differs from itself.</p>
-<table><tr><th>distance</th><th>Cosine Delta</th><th>Burrows' Delta</th></tr>{dist_rows}</table>
-{fig('delta', 'Distance to your held-out writing; your own spread is the floor.')}{fig('pca', 'Each dot is a text set; nearby dots use common words alike.')}
-{spread_html}
-<h3>Attribution</h3><p>Each sample set is given to the candidate whose word profile is nearest ({_delta_name(st['metric'])}).
-Your held-out writing is attributed too, as a check that the method can recognise you.</p>
-<table><tr><th>sets</th>{att_head}</tr>{att_rows}</table>
-<h3>Profiles</h3><table><tr><th></th><th>your training text</th><th>your held-out writing</th><th>base model</th><th>voice</th></tr>{prof_rows}</table>
-{fig('sentences', 'Sentence lengths: your writing, the base model and the voice.')}
-<h2>3. Memorization</h2>
-<p>For every sample, the longest passage that appears word for word in your training text, and the share of its 8- and 13-token
-runs found there. Your own held-out continuations are the baseline: everyone repeats short phrases. A sample is flagged at
-{mem['voice']['flag_tokens']} tokens or {100 * mem['voice']['flag_share_13gram']:.0f}% 13-gram overlap.</p>
-<table><tr><th>texts</th><th>longest overlap (tokens)</th><th>8-gram share</th><th>13-gram share</th><th>flagged</th></tr>{mem_table}</table>
-{fig('memorization', 'Longest verbatim overlap per sample.')}
-<h3>Longest overlaps in the voice's samples</h3><table><tr><th>tokens</th><th>characters</th><th>source</th><th>passage</th></tr>{mem_rows}</table>
-<h3>Flagged</h3><ul>{flagged_html}</ul>{ex_html}
-<h2>4. Names: identity leakage</h2>
-<p>Proper names from your corpus ({idn['corpus_names']} found) that the samples use. A small model that has read other people's
-names in your emails or chats may start to use them as its own: check this list.</p>
-<table><tr><th>name</th><th>voice</th><th>base model</th><th>your continuations</th><th>in your corpus</th></tr>{name_rows}</table>
-{probe_html}
-{modes_html}
-<h2>5. Samples</h2><p>The same opening from your held-out writing, continued by you, the base model and the voice (same seed).</p>
-{sample_html}{('<h3>Your prompts</h3>' + free_html) if free else ''}
-<p class=small>All numbers are in metrics.json next to this file. Made by mimetic, on your machine.</p></html>
-"""
-
-
 __all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test", "mode_samples", "mode_summary",
+           "continuation_nll", "sample_calibration", "style_map",
            "read_references", "render_report", "headline"]
