@@ -99,6 +99,104 @@ def test_uploads_are_copied_by_name_into_the_voice_within_limits(desk, monkeypat
     assert r.status_code == 403
 
 
+def _wait_job(ws, job_id, timeout_s=300):
+    from mimetic.frontends import jobs
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        job = jobs.load(ws, job_id)
+        if not job.running:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not end in {timeout_s} s")
+
+
+def test_files_dropped_on_the_desk_are_read_with_the_folders(tmp_path, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from mimetic.frontends import jobs
+
+    make_corpus(tmp_path / "writing", n_docs=12, paragraphs=8)
+    config = AppConfig(tmp_path / "voices", allowed=[tmp_path], base_model=tiny_model)
+    client = TestClient(create_app(config), base_url="http://127.0.0.1")
+    r = client.post("/voices", data={"name": "v", "folder": str(tmp_path / "writing"), "csrf": config.csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    ws = Workspace.open(config.voices / "v", create=False)
+    assert _wait_job(ws, jobs.all_jobs(ws, "create")[0].id).status == "finished"
+    before = ws.read_manifest().words
+    dropped = "\n\n".join(f"The lighthouse keeper counted {i} gulls on the quay and wrote each one down in the ledger by lamplight."
+                           for i in range(40))
+    r = client.post("/voices/v/upload", files=[("files", ("ledger.txt", dropped.encode()))], headers={"x-csrf-token": config.csrf})
+    assert r.status_code == 200
+    assert "ledger.txt" in client.get("/voices/v/corpus").text  # the page says it is waiting to be read
+    r = client.post("/voices/v/ingest", data={"csrf": config.csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    job = jobs.all_jobs(ws, "create")[0]
+    assert _wait_job(ws, job.id).status == "finished", job.message
+    m = ws.read_manifest()
+    assert m.words >= before + 40 * 15, (before, m.words)
+    assert any(f["path"].endswith("ledger.txt") and f.get("doc_id") for f in m.files)
+    assert str(tmp_path / "writing") in " ".join(m.sources)  # the folder was read again too
+    assert any(e.get("event") == "progress" and e.get("eta_s") is not None for e in jobs.events(ws, job.id))
+
+
+def test_a_failed_job_says_where_to_fix_it_can_be_dismissed_and_leaves_no_zombie(desk):
+    from mimetic.frontends import jobs
+
+    config, client, tmp = desk
+    client.post("/voices", data={"name": "v", "folder": "", "csrf": config.csrf})
+    ws = Workspace.open(config.voices / "v", create=False)
+    job = jobs.start(ws, "create", {"folders": [str(tmp / "gone")]})
+    ended = _wait_job(ws, job.id, 120)
+    assert ended.status == "failed"
+    for _ in range(50):  # the app reaps its finished children
+        try:
+            state = Path(f"/proc/{job.pid}/stat").read_text().split(") ", 1)[1][:1]
+        except OSError:
+            state = "gone"
+        if state == "gone":
+            break
+        time.sleep(0.1)
+    assert state == "gone", f"job process {job.pid} left as state {state}"
+    page = client.get("/voices/v/corpus").text
+    assert f'data-ended="{job.id}"' in page and "Dismiss" in page
+    r = client.post(f"/voices/v/jobs/{job.id}/dismiss", data={"csrf": config.csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/voices/v/corpus"
+    assert f'data-ended="{job.id}"' not in client.get("/voices/v/corpus").text
+    assert client.post(f"/voices/v/jobs/{job.id}/dismiss").status_code == 403  # no token
+
+
+def test_an_error_page_has_a_button_to_the_page_that_fixes_it_not_a_command(desk):
+    from html.parser import HTMLParser
+
+    config, client, _ = desk
+    client.post("/voices", data={"name": "v", "folder": "", "csrf": config.csrf})
+    r = client.get("/voices/v/write")  # no trained voice yet
+    assert r.status_code == 400
+    assert "mimetic train" not in r.text and "mimetic " not in r.text.split("<main>")[1]
+    links = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "a" and a.get("id") == "fix":
+                links.append(a["href"])
+
+    Links().feed(r.text)
+    assert links == ["/voices/v/train"]
+    r = client.get("/api/voices/v/plan")  # the pages' scripts get the same button
+    assert r.status_code == 400 and r.json()["action"]["href"] == "/voices/v/corpus" and "mimetic" not in r.json()["hint"]
+
+
+def test_the_folder_picker_lists_folder_names(desk):
+    config, client, tmp = desk
+    (tmp / "writing" / "novels").mkdir()
+    d = client.get("/api/folders", params={"path": str(tmp / "writing")}).json()
+    assert d["names"] == ["novels"] and d["folders"] == [str(tmp / "writing" / "novels")] and d["name"] == "writing"
+    js = (Path(create_app.__code__.co_filename).parent / "static" / "app.js").read_text(encoding="utf-8")
+    assert not any(ord(c) > 0xFFFF for c in js), "an emoji glyph in the picker: a box where Chromium lacks the font"
+
+
 # ----------------------------------------------------------------------------- in a real browser
 
 
