@@ -239,8 +239,17 @@ def render_versions(infos: Sequence[Any], prompts: Sequence[str], outputs: Seque
 def render_drift(d: Any, png_uri: str, n_mfw: int, set_words: int) -> str:
     """The drift view's page (``templates/drift.html``) of a :class:`mimetic.evaluation.versions.Drift`:
     the map (``png_uri``), which era each row's sets are attributed to (the most in each row
-    marked), and each row's mean distance to each era (the nearest marked)."""
-    return templates().get_template("drift.html").render(d=d, png=png_uri, n_mfw=n_mfw, set_words=set_words)
+    marked), and each row's mean distance to each era (the nearest marked); ``n_mfw`` and
+    ``set_words`` are the settings named in the text."""
+    rows = []
+    for label, counts in d.table.items():
+        n = sum(counts.values())
+        best = max(counts.values()) if n else -1
+        rows.append({"label": label, "cells": [(v, v == best and v) for v in counts.values()], "sets": n,
+                     "own": d.own_era_share.get(label), "spread": d.spread.get(label, float("nan"))})
+    distance_rows = [(label, [(v, v == min(row.values())) for v in row.values()]) for label, row in d.distance.items()]
+    return templates().get_template("drift.html").render(d=d, png=png_uri, n_mfw=n_mfw, set_words=set_words, rows=rows,
+                                                         distance_rows=distance_rows)
 
 
 __all__ = ["COLORS", "templates", "png", "png_bytes", "plots", "render_report", "render_versions", "render_drift"]

@@ -17,7 +17,6 @@ split, are the control: how well eras can be told apart at all.
 from __future__ import annotations
 
 import gc as _gc
-import html
 import json
 import time
 from collections import Counter
@@ -31,7 +30,8 @@ from mimetic.corpus.briefs import default_mode, request
 from mimetic.core.config import EvaluateConfig, GenerateConfig, VoiceConfig
 from mimetic.models.engines import Voice
 from mimetic.errors import MimeticError
-from mimetic.evaluation.evaluate import COLORS, _png, generate_samples
+from mimetic.evaluation.evaluate import generate_samples
+from mimetic.evaluation.report import COLORS, png, png_bytes, render_drift, render_versions
 from mimetic.core.events import OnEvent, Progress, ignore
 from mimetic.voice.generate import Generation, log_generation, rewrites_from_notes, system_prompt_for
 from mimetic.models.sampling import SamplingParams
@@ -214,19 +214,7 @@ def compare_versions(
         for info, g in zip(infos, outputs[i]):
             lines += ["", f"**{info.label}**", "", g.output.strip()]
     atomic_write_text(md, "\n".join(lines) + "\n")
-    e = html.escape
-    head = "".join(f"<th>{e(v.label)}<br><small>{e(v.where or 'all your writing')}</small></th>" for v in infos)
-    rows = "".join(
-        f"<tr><td colspan={len(infos)} class=prompt><b>Prompt {i + 1}</b> <small>seed {config.seed + i}</small><br>{e(p)}</td></tr>"
-        + "<tr>" + "".join(f"<td>{e(g.output.strip())}</td>" for g in outputs[i]) + "</tr>"
-        for i, p in enumerate(prompts))
-    css = ("body{font:16px/1.55 Georgia,serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;table-layout:fixed;width:100%}td,th{vertical-align:top;padding:.6em;"
-           "border-bottom:1px solid #ddd;white-space:pre-wrap}th{text-align:left}.prompt{color:#555;background:#f6f6f4}"
-           "small{color:#888;font-weight:normal}.meta{color:#666;font:13px monospace}")
-    atomic_write_text(page, f"<!doctype html><html lang=en><meta charset=utf-8><title>Versions of your voice</title>"
-                            f"<style>{css}</style><h1>Versions of your voice, side by side</h1><p class=meta>{e(settings)}</p>"
-                            f"<table><tr>{head}</tr>{rows}</table></html>\n")
+    atomic_write_text(page, render_versions(infos, prompts, outputs, settings, config.seed))
     return VersionComparison(infos, prompts, outputs, md, page)
 
 
@@ -315,6 +303,80 @@ def _era_label(years: list[str]) -> str:
     return years[0] if len(years) == 1 else f"{years[0]}–{years[-1]}"
 
 
+def _version_samples(workspace: Workspace, infos: Sequence[VersionInfo], held_rows: Any, config: EvaluateConfig,
+                     gc: GenerateConfig, on_event: OnEvent) -> dict[str, list[str]]:
+    """Each version's continuations of the held-out openings (:func:`generate_samples`, same
+    openings and seeds), and the base model's (with the first version), by label; kept in
+    ``drift/samples.json`` by :func:`_samples_key`, so only versions not sampled yet load."""
+    samples_by: dict[str, list[str]] = {}
+    cache_path = workspace.root / DRIFT_DIR / "samples.json"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.exists() else {}
+    except (OSError, ValueError):
+        cache = {}
+    for k, info in enumerate(infos):
+        key = _samples_key(workspace, info.run, config, gc)
+        if key in cache and (k or "base" in cache[key]):
+            samples_by[info.label] = cache[key]["voice"]
+        else:
+            on_event(Progress("drift", message=f"{info.label}: writing {config.sample_words:,} words from held-out openings"))
+            voice = Voice.load(workspace, info.run)
+            samples = generate_samples(voice, held_rows, config, gc, lambda m: on_event(Progress("drift", message=f"{info.label}: {m}")),
+                                       base=k == 0)
+            cache[key] = {"voice": [s["voice"] for s in samples], **({"base": [s["base"] for s in samples]} if k == 0 else {})}
+            atomic_write_json(cache_path, cache)
+            samples_by[info.label] = cache[key]["voice"]
+            del voice
+            _gc.collect()
+        if k == 0:
+            samples_by["base model"] = cache[key]["base"]
+    return samples_by
+
+
+def _attribute_rows(rows: dict[str, list[list[str]]], eras: list[str], centroids: np.ndarray, z: ZScorer,
+                    profile: Callable[[list[list[str]]], np.ndarray], metric: str) -> tuple[dict, dict, dict, dict, dict]:
+    """Each row's sets (word lists) attributed to the nearest era centroid (``metric`` Delta on
+    ``z``-scores of ``profile``). Returns ``(table {row: {era: sets}}, distances {row: {era: mean
+    Delta}}, spreads {row: spread, nan below two sets}, z-scored profiles {row: (n, V)}, nearest
+    era index per set {row: (n,)})``; a row without sets has zeros in ``table`` only."""
+    table: dict[str, dict[str, int]] = {}
+    distances: dict[str, dict[str, float]] = {}
+    spreads: dict[str, float] = {}
+    coords_in: dict[str, np.ndarray] = {}
+    nearest_of: dict[str, np.ndarray] = {}
+    for label, sets in rows.items():
+        if not sets:
+            table[label] = {e: 0 for e in eras}
+            continue
+        p = profile(sets)
+        nearest_of[label], dist = attribute(p, centroids, z, metric)
+        counts = Counter(eras[i] for i in nearest_of[label])
+        table[label] = {e: counts.get(e, 0) for e in eras}
+        distances[label] = {e: float(dist[:, j].mean()) for j, e in enumerate(eras)}
+        spreads[label] = float(spread(p, z, metric)) if len(sets) >= 2 else float("nan")
+        coords_in[label] = z(p)
+    return table, distances, spreads, coords_in, nearest_of
+
+
+def _write_drift(workspace: Workspace, result: Drift, png_uri: str, n_mfw: int, config: EvaluateConfig, gc: GenerateConfig) -> None:
+    """Write ``drift/<time>.png``, ``.json`` (the numbers and settings) and ``.html``
+    (:func:`mimetic.evaluation.report.render_drift`), and set their paths on ``result``; a second
+    view within one second gets ``<time>-2``."""
+    out_dir = workspace.root / DRIFT_DIR
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    while (out_dir / f"{stamp}.json").exists():  # two views within one second keep both
+        n += 1
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+    result.png_path = out_dir / f"{stamp}.png"
+    result.json_path, result.html_path = out_dir / f"{stamp}.json", out_dir / f"{stamp}.html"
+    atomic_write_bytes(result.png_path, png_bytes(png_uri))
+    data = {k: v for k, v in asdict(result).items() if not k.endswith("_path")}
+    data.update(n_mfw=n_mfw, set_words=config.set_words, metric=config.metric,
+                sample_words=config.sample_words, seed=config.seed, temperature=gc.temperature, min_p=gc.min_p)
+    atomic_write_json(result.json_path, data)
+    atomic_write_text(result.html_path, render_drift(result, png_uri, config.n_mfw, config.set_words))
+
+
 def drift(
     workspace: Workspace,
     versions: Sequence[str],
@@ -395,47 +457,11 @@ def drift(
 
     rows: dict[str, list[list[str]]] = {"your held-out writing": [s for e in eras for s in held_sets.get(e, [])]}
     held_truth = [e for e in eras for _ in held_sets.get(e, [])]
-    samples_by: dict[str, list[str]] = {}
-    cache_path = workspace.root / DRIFT_DIR / "samples.json"
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.exists() else {}
-    except (OSError, ValueError):
-        cache = {}
-    for k, info in enumerate(infos):
-        key = _samples_key(workspace, info.run, config, gc)
-        if key in cache and (k or "base" in cache[key]):
-            samples_by[info.label] = cache[key]["voice"]
-        else:
-            on_event(Progress("drift", message=f"{info.label}: writing {config.sample_words:,} words from held-out openings"))
-            voice = Voice.load(workspace, info.run)
-            samples = generate_samples(voice, held_rows, config, gc, lambda m: on_event(Progress("drift", message=f"{info.label}: {m}")),
-                                       base=k == 0)
-            cache[key] = {"voice": [s["voice"] for s in samples], **({"base": [s["base"] for s in samples]} if k == 0 else {})}
-            atomic_write_json(cache_path, cache)
-            samples_by[info.label] = cache[key]["voice"]
-            del voice
-            _gc.collect()
-        if k == 0:
-            samples_by["base model"] = cache[key]["base"]
+    samples_by = _version_samples(workspace, infos, held_rows, config, gc, on_event)
     for label, texts in samples_by.items():
         rows[label] = chunk_tokens(words(" ".join(texts)), config.set_words)
 
-    table: dict[str, dict[str, int]] = {}
-    distances: dict[str, dict[str, float]] = {}
-    spreads: dict[str, float] = {}
-    coords_in: dict[str, np.ndarray] = {}
-    nearest_of: dict[str, np.ndarray] = {}
-    for label, sets in rows.items():
-        if not sets:
-            table[label] = {e: 0 for e in eras}
-            continue
-        p = profile(sets)
-        nearest_of[label], dist = attribute(p, centroids, z, config.metric)
-        counts = Counter(eras[i] for i in nearest_of[label])
-        table[label] = {e: counts.get(e, 0) for e in eras}
-        distances[label] = {e: float(dist[:, j].mean()) for j, e in enumerate(eras)}
-        spreads[label] = float(spread(p, z, config.metric)) if len(sets) >= 2 else float("nan")
-        coords_in[label] = z(p)
+    table, distances, spreads, coords_in, nearest_of = _attribute_rows(rows, eras, centroids, z, profile, config.metric)
     control_hits = sum(1 for t, i in zip(held_truth, nearest_of.get("your held-out writing", [])) if eras[i] == t)
     own: dict[str, float | None] = {}
     for info in infos:
@@ -447,7 +473,6 @@ def drift(
                    table, own, spreads,
                    versions=[{"label": v.label, "run": v.run, "where": v.where} for v in infos], distance=distances,
                    control_share=control_hits / max(1, len(held_truth)))
-    control_share = result.control_share
 
     # the map: the training era sets, their centroids, and every row's sets, on two principal components
     era_z = z(train_profiles)
@@ -455,23 +480,9 @@ def drift(
     mean = era_z.mean(axis=0)
     _, _, vt = np.linalg.svd(era_z - mean, full_matrices=False)
     proj = lambda m: (m - mean) @ vt[:2].T  # noqa: E731
-    out_dir = workspace.root / DRIFT_DIR
-    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
-    while (out_dir / f"{stamp}.json").exists():  # two views within one second keep both
-        n += 1
-        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-    png = _drift_plot(proj(era_z), era_labels, eras, {k: proj(v) for k, v in coords_in.items() if k != "your held-out writing"},
-                      config)
-    result.png_path = out_dir / f"{stamp}.png"
-    result.json_path, result.html_path = out_dir / f"{stamp}.json", out_dir / f"{stamp}.html"
-    import base64
-
-    atomic_write_bytes(result.png_path, base64.b64decode(png.split(",", 1)[1]))  # _png gives a data: URI
-    data = {k: v for k, v in asdict(result).items() if not k.endswith("_path")}
-    data.update(n_mfw=len(vocab), set_words=config.set_words, metric=config.metric,
-                sample_words=config.sample_words, seed=config.seed, temperature=gc.temperature, min_p=gc.min_p)
-    atomic_write_json(result.json_path, data)
-    atomic_write_text(result.html_path, _drift_html(result, control_share, png, config))
+    png_uri = _drift_plot(proj(era_z), era_labels, eras, {k: proj(v) for k, v in coords_in.items() if k != "your held-out writing"},
+                          config)
+    _write_drift(workspace, result, png_uri, len(vocab), config, gc)
     return result
 
 
@@ -497,38 +508,7 @@ def _drift_plot(era_xy: np.ndarray, era_labels: list[str], eras: list[str], rows
         ax.scatter(xy[:, 0], xy[:, 1], s=46, marker="^", color=color, edgecolors="black", zorder=3, label=label)
     ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2"), ax.grid(alpha=0.3), ax.legend(fontsize=7, loc="best")
     ax.set_title(f"Style drift: {config.n_mfw} most-frequent words, {config.set_words}-word sets", fontsize=10)
-    return _png(fig)
-
-
-def _drift_html(d: Drift, control_share: float, png: str, config: EvaluateConfig) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(x)}</th>" for x in d.eras)
-    body = []
-    for label, counts in d.table.items():
-        n = sum(counts.values())
-        best = max(counts.values()) if n else -1
-        cells = "".join(f"<td{' class=top' if v == best and v else ''}>{v}</td>" for v in counts.values())
-        own = d.own_era_share.get(label)
-        body.append(f"<tr><th>{e(label)}</th>{cells}<td>{n}</td><td>{'' if own is None else f'{own:.0%}'}</td>"
-                    f"<td>{d.spread.get(label, float('nan')):.2f}</td></tr>")
-    dist_rows = []
-    for label, row in d.distance.items():
-        low = min(row.values()) if row else 0
-        dist_rows.append(f"<tr><th>{e(label)}</th>" + "".join(f"<td{' class=top' if v == low else ''}>{v:.3f}</td>" for v in row.values())
-                         + "</tr>")
-    where = "".join(f"<li><b>{e(v['label'])}</b> (run {e(v['run'])}): {e(v['where'] or 'all your writing')}</li>" for v in d.versions)
-    css = ("body{font:16px/1.55 Georgia,serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse}td,th{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:right}"
-           "th:first-child{text-align:left}.top{background:#eef5ee;font-weight:bold}small{color:#777}")
-    return (f"<!doctype html><html lang=en><meta charset=utf-8><title>Style drift</title><style>{css}</style>"
-            f"<h1>Style drift across your years and your versions</h1><ul>{where}</ul>"
-            f"<img alt='style map of eras and versions' src='{png}'>"
-            f"<h2>Which era do the sets read as?</h2><p><small>Each row's {config.set_words:,}-word sets attributed to the "
-            f"nearest era (Cosine Delta, {config.n_mfw} most-frequent words). Your own held-out sets land in their own era "
-            f"{control_share:.0%} of the time: how far eras can be told apart at all.</small></p>"
-            f"<table><tr><th></th>{head}<th>sets</th><th>in its own era</th><th>spread</th></tr>{''.join(body)}</table>"
-            f"<h2>How near is each era?</h2><p><small>Mean Cosine Delta of each row's sets to each era's centroid (lower is "
-            f"nearer).</small></p><table id=distances><tr><th></th>{head}</tr>{''.join(dist_rows)}</table></html>\n")
+    return png(fig)
 
 
 __all__ = ["VersionInfo", "list_versions", "resolve", "VersionComparison", "compare_versions", "Drift", "drift", "group_eras", "era_inside"]
