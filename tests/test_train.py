@@ -267,3 +267,77 @@ def test_in_run_evaluations_use_a_subset_and_the_base_model_is_measured_once(ws,
     assert second.best_nll == whole["held_out_nll_whole"] != step0[1]["held_out_nll"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), str(second.run_dir / "adapter"))
     assert evaluate_nll(model, held, 0, "cpu", lambda: contextlib.nullcontext()) == pytest.approx(second.best_nll, abs=1e-4)
+
+
+def test_an_unnamed_run_that_measures_worse_does_not_replace_the_published_voice(ws, tiny_model):
+    from mimetic.core.events import Warning
+
+    good = train(ws, cfg(tiny_model, max_steps=12, learning_rate=2e-2))
+    assert ws.published_run() == good.run_id and good.nll_drop > 0.001
+    events = []
+    worse = train(ws, cfg(tiny_model, max_steps=1, learning_rate=1e-6), on_event=events.append)  # learns nothing
+    assert worse.nll_drop < good.nll_drop
+    assert ws.published_run() == good.run_id  # the better voice stays the voice
+    assert worse.run_id in ws.finished_runs() and ws.run_dir(worse.run_id) == worse.run_dir  # kept, usable by id
+    said = [e for e in events if isinstance(e, Warning) and worse.run_id in e.message]
+    assert len(said) == 1 and f"mimetic publish {worse.run_id}" in said[0].hint and "not published" in said[0].message
+    asked = train(ws, cfg(tiny_model, max_steps=1, learning_rate=1e-6), publish=True)  # the writer asked: published
+    assert ws.published_run() == asked.run_id
+    better = train(ws, cfg(tiny_model, max_steps=12, learning_rate=2e-2, seed=7))  # measures better: published
+    assert better.nll_drop > asked.nll_drop and ws.published_run() == better.run_id
+
+
+def test_a_resumed_run_refuses_new_settings_naming_the_flags_given(ws, tiny_model):
+    from typer.testing import CliRunner
+
+    from mimetic.frontends.cli import app
+    from mimetic.training.session import check_frozen
+
+    check_frozen({"lr": None, "epochs": None})  # nothing given: nothing to refuse
+    with pytest.raises(MimeticError, match=r"A resumed run keeps its settings: --4bit, --lr cannot change") as e:
+        check_frozen({"lr": 1e-3, "4bit": True, "epochs": None})
+    assert "mimetic train" in e.value.hint
+    with pytest.raises(MimeticError, match="A resumed polish run keeps its settings: --beta cannot change"):
+        check_frozen({"beta": 0.2}, polish=True)
+    out = CliRunner().invoke(app, ["train", "--workspace", str(ws.root), "--resume", "latest", "--lr", "0.01", "--4bit"])
+    assert out.exit_code != 0 and "--4bit, --lr cannot change" in out.output
+
+
+def test_the_time_budget_sizes_the_in_run_subset_by_the_measured_speed():
+    from mimetic.training.sft import MIN_EVAL_TOKENS, budgeted_eval_tokens
+
+    # a fast machine: four evaluations of 4,096 tokens fit in 10% of 15 minutes
+    assert budgeted_eval_tokens(4096, 15, 0.1, 2000) == 4096
+    # a slow or busy one: the largest power of two whose four evaluations fit in the share
+    size = budgeted_eval_tokens(4096, 1, 0.1, 100)
+    assert size == MIN_EVAL_TOKENS == 256  # 150 tokens would fit: the floor
+    size = budgeted_eval_tokens(4096, 5, 0.1, 300)
+    assert 4 * size / 300 <= 0.1 * 5 * 60 < 4 * 2 * size / 300 and size & (size - 1) == 0
+    assert budgeted_eval_tokens(4096, 0.1, 0.1, 1) == MIN_EVAL_TOKENS
+
+
+def test_a_time_budget_holds_the_whole_run_measuring_included(ws, tiny_model, monkeypatch):
+    # A machine that measures slowly, simulated: scoring the whole held-out split sleeps 3 s.
+    # The base model's NLL is cached by a first run, so the budgeted run knows nothing of that
+    # cost until it measures it; its whole wall time, the final whole-split pass included, must
+    # stay within the budget (before the fix it ran past it by that final pass).
+    import time as time_
+
+    import mimetic.training.sft as sft
+    from mimetic.corpus.prepare import load_split
+
+    train(ws, cfg(tiny_model, max_steps=1))  # caches the base model's held-out NLL
+    per_token = 3.0 / sum(len(r["input_ids"]) for r in load_split(ws, "held_out"))
+    real = sft.nll_sums
+
+    def slow(model, rows, *a, **k):
+        time_.sleep(per_token * sum(len(r["input_ids"]) for r in rows))
+        return real(model, rows, *a, **k)
+
+    monkeypatch.setattr(sft, "nll_sums", slow)
+    budget = 0.5  # minutes: well above one step and the final pass, even on a busy machine
+    t = time_.perf_counter()
+    r = train(ws, cfg(tiny_model, epochs=1000, time_budget_min=budget, eval_every=1000))
+    wall = time_.perf_counter() - t
+    assert r.stopped_because.startswith("time budget"), r.stopped_because
+    assert wall <= 60 * budget + 2, wall  # a little slack for writing the plot and the summary
