@@ -179,8 +179,9 @@ class TrainConfig:
     base model's first measurement, the evaluations, the whole split at the end) takes at most
     ``max_eval_share`` of the budget (0.1: the goal of issue 20); 0 keeps every ``eval_every``.
 
-    Stopping: ``epochs`` (may be fractional), ``max_steps`` and ``time_budget_min`` (minutes,
-    evaluation included): whichever comes first. The schedule is shrunk to fit a time budget.
+    Stopping: ``epochs`` (may be fractional), ``max_steps`` and ``time_budget_min`` (minutes of
+    the run's whole wall time: loading, measuring and the final evaluation included; the one name
+    of this setting, from ``--time-budget`` to the loop): whichever comes first. The schedule is shrunk to fit a time budget.
     Early stopping ends training after ``patience`` evaluations without an improvement of the
     held-out NLL by ``min_delta`` nats; the best adapter is kept.
     """
@@ -476,14 +477,26 @@ class VoiceConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VoiceConfig":
-        """Build from nested dicts; unknown tables or keys raise :class:`MimeticError`."""
+    def from_dict(cls, data: dict[str, Any], source: str = "mimetic.toml") -> "VoiceConfig":
+        """Build from nested dicts; unknown tables or keys, and values of the wrong type (a word
+        where a number belongs), raise :class:`MimeticError` naming the setting."""
         kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # type: ignore[misc]
         parts = {}
         for name, value in data.items():
             if name not in kinds:
                 raise MimeticError(f"Unknown section [{name}] in mimetic.toml.", f"Valid sections: {', '.join(kinds)}.")
-            parts[name] = replace(kinds[name](), **value)
+            if not isinstance(value, dict):
+                raise MimeticError(f"[{name}] in {source} is {value!r}, not a table of settings.",
+                                   f"Write it as a section: [{name}] on its own line, its settings below.")
+            default = kinds[name]()
+            hints = _hints(type(default))
+            for key, v in value.items():
+                if key in hints and not _fits(v, hints[key]):
+                    was = getattr(default, key)
+                    raise MimeticError(f"{name}.{key} = {_shown(v)} in {source} is not {_kind(hints[key])}.",
+                                       f"Write {name}.{key} as {_kind(hints[key])}"
+                                       + (" (or leave it out)." if was is None else f" (the default: {_shown(was)})."))
+            parts[name] = replace(default, **value)
         return cls(**parts)
 
     @classmethod
@@ -492,7 +505,7 @@ class VoiceConfig:
         if not path.exists():
             return cls()
         try:
-            return cls.from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+            return cls.from_dict(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise MimeticError(f"{path} is damaged: not a valid settings file ({e}).",
                                f"Fix it, or move it aside to get the defaults back (mv {path} {path}.damaged); "
@@ -538,6 +551,62 @@ def default_learning_rate(hidden_size: int) -> float:
     if hidden_size <= 0:
         raise ValueError("hidden_size must be positive")
     return 5e-5 * 10 * (2000 / hidden_size) ** 0.781
+
+
+def _hints(kind: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(kind)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """``value`` (as TOML reads it) is of type ``hint``: an ``int`` is a ``float`` too; a bool is
+    no number; an unknown kind of hint accepts anything (the checks in ``__post_init__`` remain)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value if args and args[0] is not Ellipsis)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    return True
+
+
+def _shown(value: Any) -> str:
+    """``value`` written as in TOML (``"hot"``, ``true``, ``[1, 2]``)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _kind(hint: Any) -> str:
+    """``hint`` in words: ``a number``, ``a whole number``, ``text``, ``true or false``, …"""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is not None and len(args) == 1 and typing.get_origin(hint) not in (list, tuple, dict):
+        return _kind(args[0])  # X | None
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: 'text in quotes ("…")'}
+    if hint in words:
+        return words[hint]
+    if typing.get_origin(hint) in (list, tuple):
+        return "a list: [" + ", ".join(['"…"'] * 2) + "]" if args and args[0] is str else "a list"
+    if typing.get_origin(hint) is dict:
+        return 'a table: { "name" = "…" }'
+    return str(hint)
 
 
 def _known_codec(name: str) -> bool:
