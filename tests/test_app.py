@@ -75,7 +75,7 @@ def test_no_path_outside_what_the_writer_allowed(desk):
         assert r.status_code == 400 and "outside the folders" in r.text and "Traceback" not in r.text
     for name in ("../x", "/abs", "a/b", ".hidden"):
         r = client.post("/voices", data={"name": name, "folder": "", "csrf": config.csrf})
-        assert r.status_code in (400, 404) and not (tmp / "x").exists()
+        assert r.status_code == 400 and "cannot name a voice" in r.text and not (tmp / "x").exists()
     assert sorted(p.name for p in config.voices.iterdir()) == []
 
 
@@ -258,6 +258,7 @@ def _wait_for_step(page, step: int, timeout_s: float = 120) -> None:
 def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server, tiny_model):
     from mimetic.core.config import EvaluateConfig
     from mimetic.core.logdb import marks
+    from mimetic.frontends import jobs
 
     url, config, tmp = server
     make_corpus(tmp / "writing", n_docs=16, paragraphs=8)
@@ -270,10 +271,17 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         # 1. a new voice from a folder, chosen with the folder picker
         page.goto(url)
         page.fill("input[name=name]", "my-writing")
-        page.click("#browse")  # the allowed roots first, then their folders
-        page.click(f"#folders a:text-is('📁 {tmp}')")
-        page.click(f"#folders a:text-is('📁 {tmp / 'writing'}')")
-        page.click(f"#folders a:text-is('✓ Use {tmp / 'writing'}')")
+        page.click("#browse")  # the allowed roots first, then their folders, by name, with a drawn icon
+        page.click(f"#folders a:text-is('{tmp}')")
+        page.wait_for_selector("#folders a:text-is('writing')")
+        labels = page.locator("#folders a").all_inner_texts()
+        assert "writing" in labels and not any(str(tmp) + "/" in t for t in labels), labels
+        icon = page.locator("#folders a:text-is('writing') .icon.folder")
+        box = icon.bounding_box()
+        assert box and box["width"] > 8 and box["height"] > 6
+        assert "svg" in icon.evaluate("e => getComputedStyle(e).backgroundImage")
+        page.click("#folders a:text-is('writing')")
+        page.click("#folders a:text-is('Use “writing”')")
         assert page.input_value("#folder") == str(tmp / "writing")
         page.click("text=Create the voice")
         # 2. the ingest report, when the job has read the writing (the page reloads itself)
@@ -303,6 +311,9 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.click("text=Start training")
         _wait_for_step(page, 3)
         assert int(page.get_attribute("#curve", "data-points") or 0) >= 2
+        # every measured point is drawn (a short run's curve is its points, not one dot)
+        assert page.get_attribute("#curve", "data-drawn") == page.get_attribute("#curve", "data-points")
+        assert page.inner_text("#job-eta").endswith("left")
         page.close()
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(f"{url}/voices/my-writing/train")
@@ -316,6 +327,7 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.fill("#resume input[name=minutes]", "0.05")
         page.click("#resume button")
         page.wait_for_selector("#last-run.ok", timeout=180_000)
+        assert page.inner_text("#verdict").startswith(("Closer:", "Not yet closer:"))
         run = ws.published_run()
         assert run and (ws.runs_dir / run / "summary.json").exists()
         assert page.locator("#versions").count() == 1
@@ -323,8 +335,12 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.click("text=Write")
         page.fill("#prompt", "The kettle")
         page.fill("input[name=max_new_tokens]", "12")
+        t = time.perf_counter()
         page.click("#write-button")
         page.wait_for_selector("#outputs[data-done='1']", timeout=120_000)
+        print(f"\nthe desk's side-by-side write (12 tokens each) took {time.perf_counter() - t:.1f} s in the browser")
+        assert page.get_attribute("#write-progress", "value") == page.get_attribute("#write-progress", "max") != "1"
+        assert page.inner_text("#write-status").startswith("written in")
         assert page.inner_text("#out-base").strip() and page.inner_text("#out-voice").strip()
         page.click(".marks[data-model=voice] button[data-label=best]")
         page.wait_for_selector("#mark-status:has-text('Marked')")
@@ -337,9 +353,16 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.click("#evaluate button")
         page.wait_for_selector("ul.summary li", timeout=300_000)
         assert "Fit:" in page.inner_text("ul.summary")
+        # a plain verdict first, before any figure
+        assert page.inner_text("main > p:first-of-type") == page.inner_text("#verdict")
+        assert page.inner_text("#verdict").startswith(("Close:", "Getting closer:", "Not yet close:"))
+        eval_job = next(j for j in jobs.all_jobs(ws, "evaluate"))
+        shares = [e for e in jobs.events(ws, eval_job.id) if e.get("event") == "progress" and e.get("total") == 100]
+        assert shares and any(e.get("eta_s") is not None for e in shares)  # a bar and a time left, not an endless bar
         report = browser.new_page()
-        report.goto(f"{url}/voices/my-writing/report")
-        assert "How close" in report.title() or report.locator("h1").count() >= 1
+        answer = report.goto(f"{url}/voices/my-writing/report")
+        assert answer.status == 200 and report.title() == f"mimetic evaluation — run {run}"
+        assert report.locator("section.error").count() == 0
         report.close()
         if not has_llama_cpp():
             page.uncheck("input[value=gguf]")
