@@ -129,3 +129,83 @@ def test_an_unknown_base_model_offline_fails_at_once_and_is_never_saved(tmp_path
             assert "no-such-model" not in (ws.config_path.read_text() if ws.config_path.exists() else "")
     finally:
         hub.shutdown()
+
+
+def test_a_wrong_typed_setting_is_named_with_its_type(copy):
+    """Finding 7: ``temperature = "hot"`` in mimetic.toml names the setting and what it must be."""
+    import tomllib
+
+    import tomli_w
+
+    data = tomllib.loads(copy.config_path.read_text())
+    data.setdefault("generate", {})["temperature"] = "hot"
+    copy.config_path.write_text(tomli_w.dumps(data))
+    r = runner.invoke(app, ["write", "The kettle", "-w", str(copy.root), "-n", "3"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1, r.output
+    assert 'generate.temperature = "hot"' in out and "is not a number" in out and "Unexpected error" not in out
+    assert "(the default: 1.2)" in out
+
+
+def test_an_error_after_the_echoed_prompt_starts_on_its_own_line(copy):
+    """Finding 7: a truncated adapter's error is not glued onto the prompt ``write`` echoed."""
+    run_dir = copy.run_dir()
+    weights = next((run_dir / "adapter").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    r = runner.invoke(app, ["write", "The kettle", "-w", str(copy.root), "-n", "3"])
+    assert r.exit_code == 1, r.output
+    assert "damaged" in r.output
+    assert not [line for line in r.output.splitlines() if "The kettle" in line and "rror" in line], r.output
+
+
+def test_write_help_states_the_real_defaults():
+    """Finding 8: ``write --help`` said the default temperature was 1; the settings say 1.2."""
+    from mimetic.core.config import GenerateConfig
+
+    r = runner.invoke(app, ["write", "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    text = " ".join(r.output.split())
+    g = GenerateConfig()
+    assert f"(default {g.temperature:g}, or the voice's generate.temperature)" in text
+    assert "default 1: the voice's own distribution" not in text  # what it said before
+    assert f"default {g.max_new_tokens}" in text
+
+
+def test_runs_lists_unfinished_runs_and_never_cuts_an_id(copy, monkeypatch):
+    """Finding 7: at 80 columns every run id is whole, and an interrupted run (no summary) is
+    listed with the step it reached and how to resume it, as the footer says."""
+    from mimetic.frontends import cli
+
+    done = copy.run_dir()
+    unfinished = copy.runs_dir / f"{done.name}-2"
+    shutil.copytree(done, unfinished)
+    (unfinished / "summary.json").unlink()  # what kill -9 leaves: a checkpoint, no summary
+    (unfinished / "checkpoint").mkdir(exist_ok=True)
+    (unfinished / "checkpoint" / "state.pt").touch()
+    monkeypatch.setattr(cli.console, "_width", 80)
+    r = runner.invoke(app, ["runs", "-w", str(copy.root)])
+    assert r.exit_code == 0, r.output
+    assert done.name in r.output and unfinished.name in r.output  # whole, on one line each
+    assert f"Not finished: {unfinished.name}." in r.output and "mimetic train --resume RUN" in r.output
+    row = next(line for line in r.output.splitlines() if unfinished.name in line and "│" in line)
+    assert "at step" in " ".join(r.output.split()) and row.split("│")[-2].strip()  # the step it reached
+    assert max(len(line) for line in r.output.splitlines() if "│" in line) <= 80
+
+
+def test_the_resume_line_is_a_line_in_a_terminal_and_in_a_file():
+    """Finding 7: "resuming run … at step 1 of 34" was only a passing spinner, absent from
+    redirected output."""
+    import io
+
+    from rich.console import Console
+
+    from mimetic.core.events import Finished, Progress, Started
+    from mimetic.frontends.render import RichEvents
+
+    for terminal in (False, True):
+        out = io.StringIO()
+        with RichEvents(Console(file=out, force_terminal=terminal, width=80)) as show:
+            show(Started("train", "resuming run 20261206-224737 at step 1 of 34"))
+            show(Progress("train", 2, 34, "steps"))
+            show(Finished("train", "done"))
+        lines = [line for line in out.getvalue().splitlines() if "resuming run" in line]
+        assert lines and lines[0].strip().endswith("resuming run 20261206-224737 at step 1 of 34"), (terminal, out.getvalue())

@@ -404,6 +404,10 @@ def _gen_config(ws: Workspace, **overrides: Any) -> cfg.GenerateConfig:
     return cfg.replace(ws.load_config().generate, **overrides)
 
 
+_GEN = cfg.GenerateConfig()
+"""The defaults ``write --help`` states: the settings' own, never a copy of them."""
+
+
 @app.command()
 @_friendly
 def write(
@@ -412,10 +416,10 @@ def write(
     continue_from: Optional[Path] = typer.Option(None, help="Continue the text of this file."),
     brief: Optional[str] = typer.Option(None, help='Write on a brief: "a storm over a harbour town, told by a child" (voices prepared with --format brief or mixed).'),
     run: Optional[str] = typer.Option(None, help="Run id or version name (default: the published version)."),
-    temperature: Optional[float] = typer.Option(None, help="0 = greedy; lower = safer, higher = more surprising (default 1: the voice's own distribution)."),
-    top_p: Optional[float] = typer.Option(None),
-    min_p: Optional[float] = typer.Option(None),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
+    temperature: Optional[float] = typer.Option(None, help=f"0 = greedy; 1 = the voice's own distribution; lower = safer, higher = more surprising (default {_GEN.temperature:g}, or the voice's generate.temperature)."),
+    top_p: Optional[float] = typer.Option(None, help=f"Keep the most likely words up to this share of probability (default {_GEN.top_p:g}: all)."),
+    min_p: Optional[float] = typer.Option(None, help=f"Drop words less likely than this share of the likeliest (default {_GEN.min_p:g}: none dropped)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help=f"Length of each text, in tokens (default {_GEN.max_new_tokens})."),
     seed: Optional[int] = typer.Option(None),
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
     engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF (faster on a CPU)."),
@@ -461,7 +465,11 @@ def write(
     def stream(text: str) -> None:
         console.print(text, end="", highlight=False, markup=False)
 
-    written = run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine, mode=mode)
+    try:
+        written = run_write(ws, prompt, gc, run=run, continue_from=continue_from, on_text=stream, engine=engine, mode=mode)
+    except BaseException:
+        console.print()  # the echoed prompt (or the text so far) ends its line: an error starts on its own
+        raise
     console.print()
     if show_sources:
         for src in _sources(ws, written):
@@ -741,26 +749,56 @@ def presets(name: Optional[str] = typer.Argument(None, help="Show one preset in 
 @app.command()
 @_friendly
 def runs(workspace: Path = WorkspaceOpt) -> None:
-    """List training runs with their held-out NLL."""
+    """List training runs with their held-out NLL, the unfinished ones too (resume them)."""
     from mimetic.core.records import RunSummary
 
     ws = Workspace.open(workspace, create=False)
+    folders = sorted(p for p in ws.runs_dir.glob("*") if p.is_dir() and not p.name.startswith(".")) if ws.runs_dir.is_dir() else []
     t = Table(show_edge=False)
-    for col in ("run", "version", "base NLL", "best NLL", "change", "steps", "stopped because"):
-        t.add_column(col)
+    t.add_column("run", no_wrap=True, min_width=max([len(p.name) for p in folders] + [3]))  # ids are never cut
+    for col in ("version", "base NLL", "best NLL", "change", "steps"):
+        t.add_column(col, overflow="fold")
+    t.add_column("stopped because", overflow="fold", ratio=1)
     published = ws.published_run()
-    for d in sorted(ws.runs_dir.glob("*/summary.json")):
-        name = ", ".join(ws.names_of(d.parent.name)) + (" ★" if d.parent.name == published else "")
+    unfinished = []
+    for d in folders:
+        name = ", ".join(ws.names_of(d.name)) + (" ★" if d.name == published else "")
+        if not (d / "summary.json").exists():
+            unfinished.append(d.name)
+            step = _last_step(d / "metrics.jsonl")
+            where = f"at step {step}" if step is not None else "before its first step"
+            how = "resume it" if (d / "checkpoint" / "state.pt").exists() else "no checkpoint: start a new run"
+            t.add_row(d.name, name, "", "", "", "" if step is None else str(step), f"[yellow]not finished ({where}; {how})[/]")
+            continue
         try:
-            s = RunSummary.load(d)
+            s = RunSummary.load(d / "summary.json")
         except MimeticError as e:  # one damaged run must not hide the others
-            t.add_row(d.parent.name, name, "", "", "", "", f"[red]{escape(e.message)}[/]")
+            t.add_row(d.name, name, "", "", "", "", f"[red]{escape(e.message)}[/]")
             continue
         t.add_row(s.run_id, name, f"{s.base_nll:.3f}", f"{s.best_nll:.3f}", f"{-100 * s.held_out_nll_drop:+.1f}%",
-                  str(s.final_step), s.stopped_because)
+                  str(s.final_step), escape(s.stopped_because))
     console.print(t)
-    console.print("[dim]★ the published version (mimetic versions, mimetic publish). Runs without a summary did not "
-                  "finish: resume them with mimetic train --resume RUN.[/]")
+    console.print("[dim]★ the published version (mimetic versions, mimetic publish).[/]")
+    if unfinished:
+        console.print(f"[dim]Not finished: {', '.join(unfinished)}. Resume one with: mimetic train --resume RUN "
+                      f"--workspace {escape(str(ws.root))}[/]", soft_wrap=True)
+
+
+def _last_step(metrics: Path) -> int | None:
+    """The last training step written in a run's ``metrics.jsonl`` (``None`` before the first)."""
+    step = None
+    try:
+        with metrics.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by the interruption
+                if "train_loss" in row:
+                    step = row.get("step", step)
+    except OSError:
+        return None
+    return step
 
 
 @app.command()
@@ -1036,7 +1074,10 @@ def serve(
                       highlight=False, soft_wrap=True)
         console.print("Stop with Ctrl-C.")
 
-    run_serve(_voice_folders(paths), config, on_ready=ready)
+    def loading(models: list[Any]) -> None:
+        console.print(f"Loading {', '.join(m.id for m in models)} (so the first request is answered at once)…", highlight=False)
+
+    run_serve(_voice_folders(paths), config, on_ready=ready, on_loading=loading)
 
 
 @app.command()

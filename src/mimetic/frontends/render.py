@@ -18,9 +18,10 @@ from mimetic.core.events import Event, Finished, Progress, Started, Warning
 
 class RichEvents:
     """Render events on ``console``: a progress bar per stage that reports counted work (steps,
-    files, samples) with the figures in ``Progress.info``, a spinner line for messages, warnings
-    in yellow with their hint, and the plan line. Use as a context manager so the live display
-    is closed even when the stage fails.
+    files, samples) with the figures in ``Progress.info``, a spinner line for messages (printed
+    as lines when the output is not a terminal, and always for a resumed run), warnings in
+    yellow with their hint, and the plan line. Use as a context manager so the live display is
+    closed even when the stage fails.
 
     Args:
         console: where to draw (the CLI's).
@@ -62,9 +63,13 @@ class RichEvents:
         if self.quiet:
             return
         if isinstance(event, Started):
+            if event.message and (_is_news(event) or not self.console.is_terminal):
+                if _is_news(event) and self._bar is None:
+                    self._close()
+                self.console.print(escape(event.message), highlight=False)  # a line, kept (also in a log file)
             if event.unit == "steps" and event.total:
                 self._open_bar(event.stage, event.total)
-            elif event.message:
+            elif event.message and not _is_news(event):
                 if self._bar is None:
                     self._close()
                     self._status = self.console.status(escape(event.message) + "…")
@@ -87,6 +92,13 @@ class RichEvents:
                 self.console.print(escape(event.message))
             else:
                 self._close()
+
+
+def _is_news(event: Started) -> bool:
+    """A start that tells the writer something to remember, not only what is under way: a run
+    resumed from a checkpoint (which run, at which step) is printed as a line, never only as a
+    passing spinner."""
+    return event.message.startswith(("resuming ", "Resuming "))
 
 
 def _info(info: dict[str, Any]) -> str:
