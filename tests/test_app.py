@@ -2,11 +2,12 @@
 the whole path in a real browser (Playwright driving Debian's Chromium) on a real server on
 127.0.0.1: a voice from a folder, its corpus report, training with live progress, the page
 closed and reopened mid-run, stop and resume, writing side by side with a mark, the evaluation
-report and an export. The browser test takes the screenshots in docs/app/."""
+report and an export. The browser test takes screenshots into $MIMETIC_SCREENSHOTS (a temporary folder by default)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import socket
 import threading
 import time
@@ -19,7 +20,8 @@ from mimetic import Workspace
 from mimetic.frontends.app import AppConfig, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "app"
+# screenshots of the tiny test model go to MIMETIC_SCREENSHOTS when set (never over docs/app, whose pictures show a real voice)
+DOCS = Path(os.environ.get("MIMETIC_SCREENSHOTS") or tempfile.mkdtemp(prefix="mimetic-desk-shots-"))
 
 
 @pytest.fixture()
