@@ -26,8 +26,16 @@
    request. A voice that writes *its* voice over the brief shows here as attribution up and
    adherence down. The samples of a brief or mixed voice are these (continuing raw text is not
    what it learned).
+7. **What a reader sees** (:mod:`mimetic.evaluation.reader`): whether a classifier tells the
+   voice's passages from the writer's own continuations of the same openings (cross-validated
+   ROC AUC; the base model's and two halves of the writer's own held-out writing beside it),
+   the words it makes up (per 1,000, against the writer's own rate), and its calibration (its
+   NLL of its own samples against its NLL of the writer's continuations); a voice that is told
+   apart or makes up words is flagged in the summary.
 
-Model work (NLL, sampling, extraction) is cached in ``evaluation/cache.json``, so re-running
+The report is rendered by :mod:`mimetic.evaluation.report` from Jinja2 templates.
+
+Model work (NLL, sampling, extraction, calibration, the identity probe) is cached in ``evaluation/cache.json``, so re-running
 with other reference authors only redoes the analysis, which takes seconds
 (:func:`analyse`; see ``benchmarks/evaluate_speed.py``).
 """
@@ -586,6 +594,56 @@ def analyse(
 # ------------------------------------------------------------------------------------ orchestration
 
 
+def held_out_nll(voice: Any, held_rows: Any, max_tokens: int = 0, status: Status = lambda _: None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed NLL (nats) of every held-out row under the base model and the voice, and its
+    labelled-token count: three arrays of shape ``(n,)``, ``n`` the rows kept. With
+    ``max_tokens`` (``[evaluate] max_held_out_tokens``), rows are kept in order until that many
+    tokens are reached (0: all)."""
+    amp = autocast(voice.device, voice.precision)
+    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
+    rows = held_rows
+    if max_tokens:
+        keep, total = [], 0
+        for i in range(len(held_rows)):
+            if total >= max_tokens:
+                break
+            keep.append(i)
+            total += held_rows[i]["n_tokens"]
+        rows = held_rows.select(keep)
+    status(f"held-out NLL: {len(rows)} passages, base model")
+    with voice.base():
+        base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, amp)
+    status(f"held-out NLL: {len(rows)} passages, voice")
+    tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
+    return base_sums, tuned_sums, counts
+
+
+def analyse_run(train_rows: Any, held_rows: Any, cache: dict[str, Any], config: EvaluateConfig, refs: dict[str, str],
+                status: Status) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model-free part of :func:`evaluate` on its cached model work (``cache``: samples, mode
+    samples, free prompts, calibration NLLs, identity probe): :func:`analyse`, what a reader sees
+    (:func:`mimetic.evaluation.reader.measure`, :func:`mimetic.evaluation.reader.calibration`),
+    each mode (:func:`mode_summary`), the probe's scores and the free prompts' audit.
+    Returns ``(metrics, plot_data)`` as :func:`analyse` does, with ``reader`` (and ``modes``)."""
+    status("stylometry, memorization audit, names")
+    training = _doc_texts(train_rows)
+    held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
+    metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
+    status("what a reader sees: a classifier against your passages, invented words")
+    cal = cache.get("calibration") or {}
+    metrics["reader"] = {**reader_measure("\n\n".join(t for _, t in training), held_text, cache["samples"], config.seed),
+                         "calibration": calibration(cal.get("samples"), cal.get("writer"))}
+    if cache.get("mode_samples"):
+        status("each mode: attribution and adherence")
+        metrics["modes"] = {mode: mode_summary(mode, rows_, training, config, refs) for mode, rows_ in cache["mode_samples"].items()}
+    if cache.get("identity_probe"):
+        metrics["identity"]["probe"] = score_probe(cache["identity_probe"], proper_names([t for _, t in training], min_count=3))
+    if cache.get("free"):
+        metrics["memorization"]["free_prompts"] = audit(TrainingIndex(training), [f["voice"] for f in cache["free"]],
+                                                        config.flag_tokens, config.flag_share_13gram)
+    return metrics, plots
+
+
 def _cache_key(run_dir: Path, config: EvaluateConfig, gc: GenerateConfig, prompts: list[str]) -> str:
     adapter = run_dir / "adapter" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns if adapter.exists() else 0
@@ -642,23 +700,8 @@ def evaluate(
     if cache.get("key") != key:
         status("loading the base model and the voice")
         voice = voice or Voice.load(workspace, run_dir.name)
-        amp = autocast(voice.device, voice.precision)
-        pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
-        rows = held_rows
-        if config.max_held_out_tokens:
-            keep, total = [], 0
-            for i in range(len(held_rows)):
-                if total >= config.max_held_out_tokens:
-                    break
-                keep.append(i)
-                total += held_rows[i]["n_tokens"]
-            rows = held_rows.select(keep)
         t = time.perf_counter()
-        status(f"held-out NLL: {len(rows)} passages, base model")
-        with voice.base():
-            base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, amp)
-        status(f"held-out NLL: {len(rows)} passages, voice")
-        tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
+        base_sums, tuned_sums, counts = held_out_nll(voice, held_rows, config.max_held_out_tokens, status)
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
         modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
@@ -703,24 +746,9 @@ def evaluate(
     groups = [f"{held_rows[i]['doc_id']}§{held_rows[i]['section']}" for i in range(len(cache["counts"]))]
     nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
                         groups, config.bootstrap, config.seed)
-    status("stylometry, memorization audit, names")
     t = time.perf_counter()
-    training = _doc_texts(train_rows)
-    held_text = "\n\n".join(t for _, t in _doc_texts(held_rows))
-    metrics, plots = analyse(training, held_text, cache["samples"], config, refs)
-    status("what a reader sees: a classifier against your passages, invented words")
-    cal = cache.get("calibration") or {}
-    metrics["reader"] = {**reader_measure("\n\n".join(t for _, t in training), held_text, cache["samples"], config.seed),
-                         "calibration": calibration(cal.get("samples"), cal.get("writer"))}
-    if cache.get("mode_samples"):
-        status("each mode: attribution and adherence")
-        metrics["modes"] = {mode: mode_summary(mode, rows_, training, config, refs) for mode, rows_ in cache["mode_samples"].items()}
-    if cache.get("identity_probe"):
-        metrics["identity"]["probe"] = score_probe(cache["identity_probe"], proper_names([t for _, t in training], min_count=3))
+    metrics, plots = analyse_run(train_rows, held_rows, cache, config, refs, status)
     free = cache.get("free", [])
-    if free:
-        metrics["memorization"]["free_prompts"] = audit(TrainingIndex(training), [f["voice"] for f in free],
-                                                        config.flag_tokens, config.flag_share_13gram)
     analysis_s = time.perf_counter() - t
     metrics = {
         "run": run_dir.name,
@@ -808,5 +836,5 @@ def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list
 
 
 __all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test", "mode_samples", "mode_summary",
-           "continuation_nll", "sample_calibration", "style_map",
+           "continuation_nll", "sample_calibration", "style_map", "held_out_nll", "analyse_run",
            "read_references", "render_report", "headline"]
