@@ -224,3 +224,51 @@ def test_the_embedded_base_model_is_offered_from_its_own_gguf(voices, tmp_path):
     base = [m for m in models if m.kind == "base"]
     assert [(m.id, m.gguf, m.format) for m in base] == [("smollm2-135m-instruct", embedded_gguf_path(), "chat")]
     assert base[0].workspace is None and not notes
+
+
+def test_unknown_and_unsupported_parameters_are_refused_by_name(client):
+    """Issue 31, 7: nothing a client asks for is silently not done; bounds are written as numbers."""
+    import openai
+
+    hi = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: temprature") as e:
+        client.chat.completions.create(model="anna", messages=hi, max_tokens=4, extra_body={"temprature": 0.2})
+    assert e.value.body["param"] == "temprature" and e.value.status_code == 400
+    with pytest.raises(openai.BadRequestError, match="'tools' is not supported"):
+        client.chat.completions.create(model="anna", messages=hi, max_tokens=4,
+                                       tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    with pytest.raises(openai.BadRequestError, match="'response_format' is not supported"):
+        client.chat.completions.create(model="anna", messages=hi, max_tokens=4, response_format={"type": "json_object"})
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: wibble"):
+        client.completions.create(model="anna", prompt="Hi", max_tokens=4, extra_body={"wibble": True})
+    ok = client.chat.completions.create(model="anna", messages=hi, max_tokens=4, seed=1, user="someone", logprobs=False,
+                                        response_format={"type": "text"}, metadata={"k": "v"}, store=False)
+    assert ok.choices[0].finish_reason in ("stop", "length")  # what changes nothing in the text is accepted
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="anna", prompt="Hi", max_tokens=2_000_000)
+    assert "'max_tokens' must be between 1 and 1048576; got 2000000" in e.value.message
+
+
+def test_the_voices_are_loaded_before_the_first_request(voices):
+    """Issue 31, 11: ``serve`` loads the published voices before it listens (the first request
+    took 64.5 s); the MCP server loads them while the client connects (its first call took 33 s)."""
+    from openai import OpenAI
+
+    from mimetic.frontends.mcpserver import create_server
+    from mimetic.frontends.serve import ServeConfig, Server, find_models
+
+    models, _ = find_models([voices])
+    published = {m.gguf for m in models if m.id in ("anna", "ben")}
+    with Server(models, ServeConfig(port=0, threads=1)) as s:
+        assert published <= set(s.voices.loaded())  # loaded before any request
+        t = time.monotonic()
+        OpenAI(base_url=s.url, api_key="unused", max_retries=0).completions.create(model="anna", prompt="The sea", max_tokens=2)
+        assert time.monotonic() - t < 5
+    with Server(models, ServeConfig(port=0, threads=1, max_loaded=1)) as s:
+        assert len(s.voices.loaded()) == 1  # never more than max_loaded
+    mcp = create_server([voices], ServeConfig(threads=1))
+    try:
+        mcp.warming.join(120)
+        assert published <= set(mcp.voices.loaded())  # no tool has been called yet
+    finally:
+        mcp.voices.close()

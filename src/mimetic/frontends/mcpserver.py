@@ -13,7 +13,9 @@ clients start a server with (Claude Desktop, editors with MCP support). Its tool
 * ``rewrite_in_voice(voice, draft, length, temperature, seed)``: a draft rewritten in the voice
   (voices trained with ``--format mixed``; :func:`mimetic.voice.generate.rewrite`).
 
-Generation runs in llama.cpp on the exported GGUF files and is logged in the voice's
+The voices are loaded as the server starts, in the background (:meth:`mimetic.frontends.serve.Voices.warm`),
+so the client's first call does not wait for a cold load. Generation runs in llama.cpp on the
+exported GGUF files and is logged in the voice's
 ``mimetic.db`` (command ``serve mcp``), exactly as the HTTP server does (:class:`mimetic.frontends.serve.Voices`).
 Nothing listens on the network. Searching the writer's archive comes with the archive (not yet
 in mimetic).
@@ -24,6 +26,7 @@ Protocol: https://modelcontextprotocol.io/specification (tools, stdio transport)
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,9 @@ def create_server(paths: list[Path], config: ServeConfig | None = None) -> Any:
         return "".join(p.get("text", "") for p in parts)
 
     server.voices = voices  # for closing, and for tests
+    # the voices load while the client connects: the first tool call does not wait for them
+    server.warming = threading.Thread(target=voices.warm, name="mimetic-warm", daemon=True)
+    server.warming.start()
     return server
 
 

@@ -12,12 +12,17 @@ writer already uses (editors, note apps, chat front ends, the official ``openai`
   ``max_completion_tokens``, ``stop``, ``seed``, ``n``, ``presence_penalty``,
   ``frequency_penalty``) and llama.cpp's ``min_p`` and ``repeat_penalty`` (or
   ``repetition_penalty``); what a request leaves out comes from the voice's ``[generate]``
-  settings, so a voice samples as ``mimetic write`` does.
+  settings, so a voice samples as ``mimetic write`` does. Like OpenAI's API, the server refuses
+  (400, naming it) a parameter it does not know, and one a voice cannot honour (``tools``,
+  ``response_format`` other than text, ``logprobs``…: :data:`UNSUPPORTED`); parameters that
+  change nothing in the text (``user``, ``store``, ``metadata``…: :data:`IGNORED`) are accepted.
 
 Each voice runs in llama.cpp (llama-cpp-python's ``Llama``) on the smallest GGUF of its export
 (``mimetic export``), the fastest engine on a CPU; one voice answers one request at a time, and
-several voices answer side by side. Voices are loaded on first use and kept (at most
-``max_loaded``; the least recently used idle one is closed first).
+several voices answer side by side. The published voices are loaded before the server listens
+(``max_loaded`` of them at most), so the first request is answered at once; another run or
+voice is loaded on first use, and kept (at most ``max_loaded``; the least recently used idle
+one is closed first).
 
 Prompts are built as the voice was trained (:func:`mimetic.models.engines.prompt_ids`): a chat voice
 gets its chat template with all the request's messages and, when the request has no system
@@ -247,6 +252,34 @@ class Voices:
                              "model", "model_not_found")
         return m
 
+    def first_to_load(self) -> list[ServedModel]:
+        """The models :meth:`warm` loads: each voice's published version (its plain folder name),
+        then its other runs and the base models, one per GGUF file, ``max_loaded`` at most."""
+        ranked = sorted(self.models.values(), key=lambda m: (m.kind != "voice", "@" in m.id, m.id))
+        out: dict[Path, ServedModel] = {}
+        for m in ranked:
+            if len(out) < self.config.max_loaded:
+                out.setdefault(m.gguf, m)
+        return list(out.values())
+
+    def warm(self) -> list[str]:
+        """Load :meth:`first_to_load` now (llama.cpp and the tokenizer), so the first request is
+        answered at once instead of after the loading; returns the ids loaded. A model that fails
+        to load is left for its first request to report."""
+        done = []
+        for m in self.first_to_load():
+            try:
+                self._load(m)
+                done.append(m.id)
+            except Exception:  # noqa: BLE001 - its request will say what is wrong
+                continue
+        return done
+
+    def loaded(self) -> list[Path]:
+        """The GGUF files in memory now."""
+        with self._guard:
+            return list(self._loaded)
+
     def _load(self, m: ServedModel) -> _Loaded:
         from mimetic.models.loading import load_tokenizer
 
@@ -346,6 +379,50 @@ class Voices:
 # ---------------------------------------------------------------------------------- the app
 
 
+FOLLOWED = ("model", "messages", "prompt", "stream", "stream_options", "n", "seed", "temperature", "top_p", "max_tokens",
+            "max_completion_tokens", "stop", "presence_penalty", "frequency_penalty", "min_p", "repeat_penalty",
+            "repetition_penalty")
+"""The request parameters a voice follows."""
+
+IGNORED = ("user", "store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier")
+"""OpenAI parameters that change nothing in the text written (who asks, what the service keeps):
+accepted and ignored."""
+
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": ([], None), "tool_choice": ("none", "auto", None), "functions": ([], None), "function_call": ("none", "auto", None),
+    "response_format": ({"type": "text"}, None), "logprobs": (False, None), "top_logprobs": (0, None),
+    "logit_bias": ({}, None), "echo": (False, None), "suffix": ("", None), "best_of": (1, None),
+    "modalities": (["text"], None), "audio": (None,), "prediction": (None,), "reasoning_effort": (None,),
+    "web_search_options": (None,),
+}
+"""OpenAI parameters a voice cannot honour (tools, JSON output, log-probabilities…), with the
+values that ask for nothing more than plain text: those are accepted, any other is refused."""
+
+
+def check_parameters(body: dict[str, Any]) -> None:
+    """Refuse what a voice would otherwise silently not do, as OpenAI's API refuses what it does
+    not know: an unknown parameter, or one of :data:`UNSUPPORTED` asking for more than text.
+
+    Raises:
+        BadRequest: 400, naming the parameter.
+    """
+    for name, value in body.items():
+        if name in FOLLOWED or name in IGNORED:
+            continue
+        if name in UNSUPPORTED:
+            if value not in UNSUPPORTED[name]:
+                raise BadRequest(400, f"'{name}' is not supported: a mimetic voice writes plain text (leave '{name}' out).",
+                                 name, "unsupported_parameter")
+            continue
+        raise BadRequest(400, f"Unrecognized request argument supplied: {name}. A voice follows: {', '.join(FOLLOWED)}.",
+                         name, "unknown_parameter")
+
+
+def _figure(x: float) -> str:
+    """A bound as people write it: ``1048576``, ``0.01``, ``-2``."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
 def request_sampling(body: dict[str, Any], m: ServedModel) -> dict[str, Any]:
     """llama.cpp's ``create_completion`` settings from an OpenAI request, defaults from the voice.
 
@@ -361,7 +438,7 @@ def request_sampling(body: dict[str, Any], m: ServedModel) -> dict[str, Any]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
             raise BadRequest(400, f"'{name}' must be {'an integer' if integer else 'a number'}, not {v!r}.", name, "invalid_type")
         if not lo <= v <= hi:
-            raise BadRequest(400, f"'{name}' must be between {lo:g} and {hi:g}; got {v!r}.", name, "invalid_value")
+            raise BadRequest(400, f"'{name}' must be between {_figure(lo)} and {_figure(hi)}; got {v!r}.", name, "invalid_value")
         return int(v) if integer else float(v)
 
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -450,6 +527,7 @@ def create_app(voices: Voices) -> Any:
 
     async def _complete(request: Request, chat: bool) -> Any:
         body = await _body(request)
+        check_parameters(body)
         m = voices.get(body["model"])
         sampling = request_sampling(body, m)
         messages = _messages(body) if chat else None
@@ -575,7 +653,11 @@ class Server:
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.url = ""
 
-    def start(self) -> "Server":
+    def start(self, warm: bool = True) -> "Server":
+        """Load the voices (:meth:`Voices.warm`, unless ``warm`` is false), then listen; returns
+        when connections are accepted, so a first request never waits for a model to load."""
+        if warm:
+            self.voices.warm()
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
@@ -599,13 +681,15 @@ class Server:
         self.stop()
 
 
-def serve(paths: list[Path], config: ServeConfig | None = None, on_ready: Any = None) -> None:
+def serve(paths: list[Path], config: ServeConfig | None = None, on_ready: Any = None, on_loading: Any = None) -> None:
     """Serve the voices under ``paths`` until interrupted (Ctrl-C).
 
     Args:
         paths: voice folders or folders of voices (see :func:`find_models`).
         config: :class:`ServeConfig`.
-        on_ready: called with ``(url, models, notes)`` once the server accepts connections.
+        on_ready: called with ``(url, models, notes)`` once the voices are loaded and the server
+            accepts connections.
+        on_loading: called with the models being loaded at start (:meth:`Voices.first_to_load`).
 
     Raises:
         MimeticError: no exported voice under ``paths``, llama-cpp-python missing, a port in use,
@@ -619,7 +703,10 @@ def serve(paths: list[Path], config: ServeConfig | None = None, on_ready: Any = 
             "Export a voice first (mimetic export --workspace voices/<name>), then serve its folder or the voices/ folder.",
         )
     load_llama()  # a clear error now rather than at the first request
-    server = Server(models, config).start()
+    server = Server(models, config)
+    if on_loading:
+        on_loading(server.voices.first_to_load())
+    server.start()
     try:
         if on_ready:
             on_ready(server.url, models, notes)
