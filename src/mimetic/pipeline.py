@@ -181,6 +181,8 @@ def create_voice(
     format: str | None = None,
     always_recommend: bool = False,
     on_event: OnEvent = ignore,
+    replace: bool = False,
+    allowed_roots: Sequence[Path | str] | None = None,
     **train_changes: Any,
 ) -> CreatedVoice:
     """The first half of the main job: read the writing, choose the settings, prepare the
@@ -195,6 +197,9 @@ def create_voice(
             corpus's size).
         on_event: every stage's events; the ``Finished`` events of ingest and prepare carry
             the stage's result object under ``values["result"]``.
+        replace, allowed_roots: as for :func:`mimetic.corpus.ingest.ingest`: ``corpus`` is added
+            to the folders the voice was read from unless ``replace``; nothing outside
+            ``allowed_roots`` (the desk's ``--allow`` roots and the voice's ``sources/``) is read.
 
     Raises:
         MimeticError: from any stage (no readable writing, too little text, …).
@@ -204,7 +209,7 @@ def create_voice(
 
     ws = workspace
     on_event(Started("ingest", "Reading your writing"))
-    ingested = ingest(list(corpus), ws, ws.load_config().ingest, on_event=on_event)
+    ingested = ingest(list(corpus), ws, ws.load_config().ingest, on_event=on_event, replace=replace, allowed_roots=allowed_roots)
     on_event(Finished("ingest", f"{ingested.words:,} words kept", {"result": ingested}))
     vc, _ = choose_settings(ws, preset=preset, base_model=base_model, prepare_changes={"format": format},
                             on_event=on_event, always_recommend=always_recommend, **train_changes)
