@@ -70,7 +70,8 @@ TRAINING, HELD = writer_text(1, 1500), writer_text(2, 600)
 
 
 def test_typography_is_one_form_and_pairs_are_cut_to_one_length():
-    assert normalise_typography("“Well”—‘no’… _yes_ -- *so*...  end") == "\"Well\" — 'no'… yes — so… end"
+    assert normalise_typography("“Well”—‘no’… _yes_ -- *so*...  end") == '"Well" — "no"… yes — so… end'
+    assert normalise_typography("'Don’t,' said Mr. O'Hara.") == normalise_typography("“Don't,” said Mr. O’Hara.") == '"Don\'t," said Mr. O\'Hara.'
     a, b = paired_passages(["one two three " * 20, "short"], ["x y " * 100, "also short"], max_words=50, min_words=5)
     assert len(a) == len(b) == 1 and len(a[0].split()) == len(b[0].split()) == 50
     a, b = paired_passages(["a b c d e f g"], ["h i j k l"], min_words=5)
@@ -120,9 +121,10 @@ def test_shuffled_or_garbled_text_is_flagged(broken):
 
 
 def test_typography_alone_does_not_tell():
-    """The writer's passages with curly quotes, the voice's the same text with straight ones."""
+    """The writer's passages with curly double quotes and spaced dashes, the voice's with straight
+    single quotes (a British edition) and double hyphens: the same writing."""
     writer = passages(HELD, 24)
-    straight = [p.replace("“", '"').replace("”", '"').replace(" — ", "--") for p in passages(writer_text(3, 600), 24)]
+    straight = [p.replace("“", "'").replace("”", "'").replace(" — ", "--") for p in passages(writer_text(3, 600), 24)]
     assert distinguishability(*paired_passages(writer, straight))["auc"] <= 0.75
 
 

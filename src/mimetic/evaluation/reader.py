@@ -53,6 +53,7 @@ against their writers' 0.0–0.3; its target line is 0.5. One odd word in a 5,00
 _TYPOGRAPHY = [
     (re.compile("[‘’‚‛′`]"), "'"),
     (re.compile("[“”„‟″«»]"), '"'),
+    (re.compile(r"(?<![^\W\d_])'|'(?![^\W\d_])"), '"'),  # a single quote not inside a word quotes, as a double one does
     (re.compile(r"\s*(?:[–—―]|-{2,})\s*"), " — "),
     (re.compile(r"\.\s?\.\s?\.|…"), "…"),
     (re.compile(r"[_*]"), ""),
@@ -62,11 +63,12 @@ _TYPOGRAPHY = [
 
 def normalise_typography(text: str) -> str:
     """``text`` with one form for each mark that editions and models write differently:
-    curly and primed quotes straight, every dash (en, em, ``--``) as a spaced em dash,
+    quotation marks (curly, straight, single or double: British and American editions) as
+    ``"``, apostrophes inside words as ``'``, every dash (en, em, ``--``) as a spaced em dash,
     ellipses as ``…``, emphasis marks (``_``, ``*``) dropped, all whitespace as single spaces.
 
-    >>> normalise_typography("“Well—” she said… ‘_no_’")
-    '"Well — " she said… \\'no\\''
+    >>> normalise_typography("‘Well—’ she said… “_don’t_”")
+    '"Well — " she said… "don\\'t"'
     """
     for pattern, repl in _TYPOGRAPHY:
         text = pattern.sub(repl, text)
@@ -264,12 +266,13 @@ def vocabulary(text: str) -> frozenset[str]:
 
 _PREFIXES = ("un", "in", "im", "dis", "non", "over", "out", "re")
 _SUFFIXES = ("s", "es", "ies", "ed", "d", "ing", "ings", "ly", "ness", "nesses", "ment", "ments", "er", "ers", "est", "ful",
-             "less", "able", "ably", "ity", "ities")
+             "less", "able", "ably", "ity", "ities", "eth", "st")
 
 
 def _known(word: str, known: frozenset[str]) -> bool:
     """``word`` (lower-cased) or, when it is not, its stem after one common English prefix or
-    suffix (``tremblings`` → ``trembling``, ``undiscerned`` → ``discerned``; a stem of three or
+    suffix (``tremblings`` → ``trembling``, ``undiscerned`` → ``discerned``, the archaic
+    ``sleepeth`` → ``sleep`` and ``ledst`` → ``led``; a stem of three or
     more letters; ``-ies`` also as ``-y``), is in ``known``. Archaic and derived forms a writer
     uses are not invented; a made-up stem stays made up (``cheeklets`` → ``cheeklet``)."""
     if word in known:
