@@ -187,3 +187,28 @@ def test_on_real_novels_the_writer_is_not_told_from_themselves_but_another_novel
     assert same["invented_words"]["writer"]["per_1000"] < 0.5 and same["flags"]["invents_words"] is False
     apart = measure(training, held, samples_from(writer, other))
     assert apart["distinguishability"]["voice"]["auc"] > 0.9 and apart["flags"]["distinguishable"] is True
+
+
+def test_the_report_shows_the_readers_view_and_escapes_every_text():
+    from mimetic import EvaluateConfig
+    from mimetic.evaluation.evaluate import analyse
+    from mimetic.evaluation.report import render_report
+
+    writer = passages(HELD, 24)
+    voice = [garble(p, i) + " <script>alert(1)</script>" for i, p in enumerate(passages(writer_text(3, 600), 24))]
+    samples = [{**s, "document": "d", "seed": 0, "base": s["voice"]} for s in samples_from(writer, voice)]
+    m, plots = analyse([("doc", TRAINING)], HELD, samples, EvaluateConfig(set_words=500, n_mfw=50))
+    nll = {"base": {"nll": 3.0, "ppl": 20.1, "ci": [2.9, 3.1]}, "voice": {"nll": 2.7, "ppl": 14.9, "ci": [2.6, 2.8]},
+           "drop": {"value": 0.1, "ci": [0.08, 0.12]}, "tokens": 100, "documents": 2, "resamples": 100}
+    m = {"run": "r", "base_model": "b", "evaluated_at": "now", "nll": nll, "extraction": {}, **m,
+         "reader": {**measure(TRAINING, HELD, samples), "calibration": calibration(3.4, 2.9)}}
+    page = render_report(m, plots, samples, [], [])
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "3. What a reader sees" in page and "What gives the voice away" in page and "4. Memorization" in page
+    tells = m["reader"]["distinguishability"]["voice"]["tells"]
+    shown = [t["feature"] if t["kind"] == "word" else "‹" + t["feature"].replace(" ", "␣") + "›" for t in tells["a"] + tells["b"]]
+    from markupsafe import escape  # Jinja2's own escaping
+
+    assert all(str(escape(f)) in page for f in shown)
+    assert m["reader"]["invented_words"]["voice"]["examples"][0][0] in page
+    assert "sampled hotter than you write" in " ".join(EvaluationMetrics.from_dict(m).headline())
