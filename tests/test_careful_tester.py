@@ -209,3 +209,39 @@ def test_the_resume_line_is_a_line_in_a_terminal_and_in_a_file():
             show(Finished("train", "done"))
         lines = [line for line in out.getvalue().splitlines() if "resuming run" in line]
         assert lines and lines[0].strip().endswith("resuming run 20261206-224737 at step 1 of 34"), (terminal, out.getvalue())
+
+
+def test_the_desk_reads_nothing_through_links_out_of_the_chosen_folder(tmp_path, tiny_model):
+    """Finding 1, as the tester did it: a voice created on the desk (valid token, same origin)
+    from a folder inside the allowed root holding ``notes.txt → /outside/secret.txt`` and
+    ``linkdir → /outside/sub``; the outside text never reaches the corpus."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from conftest import make_corpus
+    from mimetic.frontends import jobs
+    from mimetic.frontends.app import AppConfig, create_app
+
+    allowed, outside = tmp_path / "home", tmp_path / "outside"
+    writing = make_corpus(allowed / "writing", n_docs=12, paragraphs=8)
+    (outside / "sub").mkdir(parents=True)
+    (outside / "secret.txt").write_text("The combination of the safe is hidden under the blue tile. " * 30)
+    (outside / "sub" / "diary.txt").write_text("My private diary speaks of the orchard and the quarrel. " * 30)
+    (writing / "notes.txt").symlink_to(outside / "secret.txt")
+    (writing / "linkdir").symlink_to(outside / "sub", target_is_directory=True)
+    config = AppConfig(tmp_path / "voices", allowed=[allowed], base_model=tiny_model)
+    client = TestClient(create_app(config), base_url="http://127.0.0.1")
+    r = client.post("/voices", data={"name": "v", "folder": str(writing), "csrf": config.csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    ws = Workspace.open(config.voices / "v", create=False)
+    job_id = jobs.all_jobs(ws, "create")[0].id
+    deadline = time.time() + 600
+    while jobs.load(ws, job_id).running:
+        assert time.time() < deadline
+        time.sleep(0.3)
+    assert jobs.load(ws, job_id).status == "finished", jobs.load(ws, job_id).message
+    corpus = " ".join(p.read_text() for p in (ws.corpus_dir / "docs").iterdir())
+    assert "combination of the safe" not in corpus and "private diary" not in corpus
+    not_read = {os.path.basename(p) for p in __import__("json").loads((ws.corpus_dir / "report.json").read_text())["outside"]}
+    assert not_read == {"notes.txt", "linkdir"}
