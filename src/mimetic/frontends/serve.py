@@ -254,10 +254,9 @@ class Voices:
 
     def first_to_load(self) -> list[ServedModel]:
         """The models :meth:`warm` loads: each voice's published version (its plain folder name),
-        then its other runs and the base models, one per GGUF file, ``max_loaded`` at most."""
-        ranked = sorted(self.models.values(), key=lambda m: (m.kind != "voice", "@" in m.id, m.id))
+        one per GGUF file, ``max_loaded`` at most; other runs and base models load on first use."""
         out: dict[Path, ServedModel] = {}
-        for m in ranked:
+        for m in sorted((m for m in self.models.values() if m.kind == "voice" and "@" not in m.id), key=lambda m: m.id):
             if len(out) < self.config.max_loaded:
                 out.setdefault(m.gguf, m)
         return list(out.values())
