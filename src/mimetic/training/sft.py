@@ -642,9 +642,9 @@ class HeldOut:
 class BaseNLLCache:
     """The base model's held-out NLL (nats/token), on the in-run subset and on the whole split,
     kept in ``data/base_nll.json`` so each voice measures it once: it never changes for the same
-    base model, compute precision, held-out tokens and subset. The whole split's value is also
-    kept apart from the subset, so a run whose subset differs (sized by a time budget) measures
-    only its subset. ``prepare`` rebuilds ``data/``, which drops the cache with the data it
+    base model, compute precision, held-out tokens and subset. Each entry also names its whole
+    split (``whole``), so a run whose subset differs (sized by a time budget) finds the whole
+    split's value and measures only its subset. ``prepare`` rebuilds ``data/``, which drops the cache with the data it
     describes.
 
     Attributes:
@@ -667,9 +667,10 @@ class BaseNLLCache:
             data = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError):  # a damaged cache is measured again
             data = {}
+        entries = [e for e in data.values() if isinstance(e, dict)] if isinstance(data, dict) else []
         entry = data.get(self.key, {}) if isinstance(data, dict) else {}
         self.subset: float | None = entry.get("subset")
-        self.full: float | None = entry.get("full", data.get(self.whole_key, {}).get("full") if isinstance(data, dict) else None)
+        self.full: float | None = entry.get("full", next((e.get("full") for e in entries if e.get("whole") == self.whole_key), None))
 
     def save(self, subset: float, full: float) -> None:
         """Record both values (atomically; other keys kept)."""
@@ -677,8 +678,7 @@ class BaseNLLCache:
             data = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError):
             data = {}
-        data[self.key] = {"subset": subset, "full": full}
-        data[self.whole_key] = {"full": full}
+        data[self.key] = {"subset": subset, "full": full, "whole": self.whole_key}  # whole: found by another subset
         atomic_write_json(self.path, data)
 
 
