@@ -298,7 +298,9 @@ def _run_stage(ws: Workspace, job: Job, on_event: Any) -> dict[str, Any]:
         from mimetic.pipeline import create_voice
 
         folders = [Path(p) for p in a.get("folders", [])] or [ws.root / "sources"]
-        made = create_voice(folders, ws, base_model=a.get("base_model") or None, on_event=on_event)
+        allowed = [Path(p) for p in a["allowed"]] if a.get("allowed") else None  # the desk's --allow roots
+        made = create_voice(folders, ws, base_model=a.get("base_model") or None, on_event=on_event,
+                            replace=bool(a.get("replace")), allowed_roots=allowed)
         return {"words": made.ingest.words, "documents": len(made.ingest.kept),
                 "train_examples": made.prepare.train_examples, "held_out_examples": made.prepare.held_out_examples}
     if job.kind in ("train", "resume"):

@@ -71,7 +71,9 @@ def reingest(name: str, request: Request, base_model: str = Form(""), csrf: str 
     folders = writing_folders(ws)
     if not folders:
         raise MimeticError("This voice has no writing yet.", "Drop files on the page, or create the voice from a folder.")
-    jobs.start(ws, "create", {"folders": folders, "base_model": base_model.strip() or None})
+    # the folders still there and the dropped files, read afresh (replace), never outside the allowed roots
+    jobs.start(ws, "create", {"folders": folders, "base_model": base_model.strip() or None, "replace": True,
+                              "allowed": [*map(str, desk.config.allowed), str(sources_dir(ws))]})
     return RedirectResponse(f"/voices/{name}/corpus", status_code=303)
 
 

@@ -77,9 +77,12 @@ def create_voice(request: Request, name: str = Form(...), folder: str = Form("")
     vc = ws.load_config()
     chosen = base_model.strip() or config.base_model
     if chosen and chosen != "auto":  # "auto" is decided by the job, once the writing is read
+        from mimetic.models.loading import check_model
+
+        check_model(chosen)  # a name that cannot load here is refused now, never saved
         vc.train.base_model = chosen
     ws.save_config(vc)
     if chosen_folders:
-        jobs.start(ws, "create", {"folders": chosen_folders, "base_model": chosen})
+        jobs.start(ws, "create", {"folders": chosen_folders, "base_model": chosen, "allowed": [str(r) for r in config.allowed]})
         return RedirectResponse(f"/voices/{name}/corpus", status_code=303)
     return RedirectResponse(f"/voices/{name}/corpus?upload=1", status_code=303)
