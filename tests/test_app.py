@@ -307,7 +307,7 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.click("text=Train")
         page.click("#plan-button")
         page.wait_for_selector("#plan-lines li", timeout=60_000)
-        page.fill("input[name=minutes]", "30")
+        page.fill("input[name=time_budget_min]", "30")
         page.click("text=More")
         page.fill("input[name=max_steps]", "5000")
         page.click("text=Start training")
@@ -326,7 +326,7 @@ def test_a_writer_goes_from_a_folder_to_an_exported_voice_in_the_browser(server,
         page.click("text=Stop (keeps a checkpoint)")
         page.wait_for_selector("#resume", timeout=120_000)
         assert "resume" in page.inner_text("#last-run").lower() and page.locator("#resume").count() == 1
-        page.fill("#resume input[name=minutes]", "0.05")
+        page.fill("#resume input[name=time_budget_min]", "0.05")
         page.click("#resume button")
         page.wait_for_selector("#last-run.ok", timeout=180_000)
         assert page.inner_text("#verdict").startswith(("Closer:", "Not yet closer:"))
@@ -396,7 +396,7 @@ def test_a_killed_training_process_says_what_happened_and_how_to_resume(tmp_path
     vc = ws.load_config()
     vc.train = small_train_config(tiny_model, max_steps=100_000)
     ws.save_config(vc)
-    job = jobs.start(ws, "train", {"minutes": 30})
+    job = jobs.start(ws, "train", {"time_budget_min": 30})
     deadline = time.time() + 120
     while not list(ws.runs_dir.glob("*/checkpoint/state.pt")) and time.time() < deadline:
         time.sleep(0.3)

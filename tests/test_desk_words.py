@@ -83,7 +83,7 @@ def test_stages_that_send_no_time_left_get_one():
     ingest({"event": "progress", "stage": "ingest", "done": 1, "total": 11, "unit": "files"})
     now[0] = 2
     assert ingest({"event": "progress", "stage": "ingest", "done": 3, "total": 11, "unit": "files"})["eta_s"] == 8.0
-    train = Estimates(Job("t", "train", {"minutes": 2}), clock=lambda: now[0])
+    train = Estimates(Job("t", "train", {"time_budget_min": 2}), clock=lambda: now[0])
     now[0] = 32
     e = train({"event": "progress", "stage": "train", "message": "measuring the base model", "total": None})
     assert e["eta_s"] == 90 and e["info"]["at_most"]

@@ -136,3 +136,9 @@ def test_time_budget_spaces_evaluations_to_keep_measuring_within_its_share():
     assert budget_run(eval_s=50, last_eval_s=4, reserve=16, share=0.1).eval_at == 0  # no room: none before the end
     assert budget_run(eval_s=20, last_eval_s=4, reserve=16, share=0.0).eval_at is None  # no share: every eval_every
     assert budget_run(eval_s=0, last_eval_s=0.01, reserve=0, share=0.1).eval_at == 10  # room for all: eval_every
+
+
+def test_time_budget_reads_as_minutes_and_seconds():
+    from mimetic.training.loop import human_minutes
+
+    assert [human_minutes(m) for m in (2.39543, 15, 0.5, 1.0)] == ["2 min 24 s", "15 min", "30 s", "1 min"]

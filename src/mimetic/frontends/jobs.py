@@ -231,7 +231,7 @@ class Estimates:
         self.t0 = clock()
         self.first: dict[tuple[Any, ...], tuple[float, float]] = {}
         self.share = 0.0
-        budget = job.args.get("minutes") if job.kind in ("train", "resume") else None
+        budget = job.args.get("time_budget_min") if job.kind in ("train", "resume") else None
         self.budget_s = float(budget) * 60 if budget else None
         self.sample_words = float((job.args.get("settings") or {}).get("sample_words") or 0)
 
@@ -306,7 +306,7 @@ def _run_stage(ws: Workspace, job: Job, on_event: Any) -> dict[str, Any]:
     if job.kind in ("train", "resume"):
         from mimetic.training.sft import train
 
-        runtime = {"time_budget_min": a.get("minutes")}
+        runtime = {"time_budget_min": a.get("time_budget_min")}
         if job.kind == "resume":
             r = train(ws, resume=a.get("run") or True, runtime=runtime, on_event=on_event)
         else:

@@ -81,6 +81,13 @@ class RuntimeOptions:
         return replace(config, **{k: getattr(self, k) for k in RUNTIME_FIELDS})
 
 
+def human_minutes(minutes: float) -> str:
+    """A time budget as a writer reads it: ``2.39543`` → ``"2 min 24 s"``, ``15`` → ``"15 min"``, ``0.5`` → ``"30 s"``."""
+    seconds = round(minutes * 60)
+    m, s = divmod(seconds, 60)
+    return f"{m} min {s} s" if m and s else f"{m} min" if m else f"{s} s"
+
+
 def with_runtime(config: TrainConfig, **runtime: Any) -> TrainConfig:
     """``config`` with this session's runtime options (:data:`RUNTIME_FIELDS`, same names as
     ``TrainConfig``'s; ``None`` values ignored).
@@ -591,7 +598,7 @@ class TimeBudget:
         if st.step == 5 or st.step % run.config.eval_every == 0:  # also when no evaluation is due
             self.replan(run)
         if time.perf_counter() + self.reserve(run) > self.deadline:
-            run.stop_reason = f"time budget of {self.time_budget_min:g} min reached"
+            run.stop_reason = f"time budget of {human_minutes(self.time_budget_min)} reached"
 
     def after_evaluation(self, run: Run, score: float, improved: bool) -> None:
         if run.state.step:

@@ -51,7 +51,7 @@ def train_page(name: str, request: Request, desk: Desk = Depends(get_desk)) -> A
     known = versions(ws)
     published = next((v for v in known if v["published"]), None)
     return desk.page(request, "train.html", voice=name, job=job, unfinished=unfinished_runs(ws), tab="train",
-                     versions=known, minutes=ws.load_config().train.time_budget_min or 15, verdict=verdict,
+                     versions=known, time_budget_min=ws.load_config().train.time_budget_min or 15, verdict=verdict,
                      versions_verdict=plain.nll_verdict(published["nll_drop"]) if published else "No version is published yet.",
                      history=curve_so_far(ws, job if job is not None and job.running else None))
 
@@ -67,22 +67,22 @@ def plan(name: str, desk: Desk = Depends(get_desk)) -> Any:
 
 
 @router.post("/voices/{name}/train")
-def start_training(name: str, request: Request, minutes: float = Form(15.0), max_steps: str = Form(""),
+def start_training(name: str, request: Request, time_budget_min: float = Form(15.0), max_steps: str = Form(""),
                    csrf: str = Form(""), desk: Desk = Depends(get_desk)) -> Any:
     ws = desk.open_voice(name)
     ws.data_meta()
-    if not 0 < minutes <= 24 * 60:
+    if not 0 < time_budget_min <= 24 * 60:
         raise MimeticError("The time budget must be between a minute and a day.", "Type the minutes of training.")
-    jobs.start(ws, "train", {"minutes": minutes, "max_steps": int(max_steps) if max_steps.strip().isdigit() else None})
+    jobs.start(ws, "train", {"time_budget_min": time_budget_min, "max_steps": int(max_steps) if max_steps.strip().isdigit() else None})
     return RedirectResponse(f"/voices/{name}/train", status_code=303)
 
 
 @router.post("/voices/{name}/resume")
-def resume_training(name: str, request: Request, run: str = Form(""), minutes: str = Form(""), csrf: str = Form(""),
+def resume_training(name: str, request: Request, run: str = Form(""), time_budget_min: str = Form(""), csrf: str = Form(""),
                     desk: Desk = Depends(get_desk)) -> Any:
     ws = desk.open_voice(name)
     run_dir = ws.run_dir(run or None, finished=False)
-    jobs.start(ws, "resume", {"run": run_dir.name, "minutes": float(minutes) if minutes.strip() else None})
+    jobs.start(ws, "resume", {"run": run_dir.name, "time_budget_min": float(time_budget_min) if time_budget_min.strip() else None})
     return RedirectResponse(f"/voices/{name}/train", status_code=303)
 
 
