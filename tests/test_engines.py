@@ -102,8 +102,16 @@ def _agreement(ref, llama, prompts: list[str], n: int, tie: float) -> dict:
     return {"same": same, "total": total, "gaps": gaps}
 
 
-def _check_same_voice(ws, n: int, tie: float, min_share: float) -> None:
-    from mimetic.models.engines import GGUFVoice, open_voice
+def _check_same_voice(ws, n: int, tie: float, min_share: float, logits: tuple[float, float] | None = None) -> None:
+    """Greedy agreement of both engines on ``ws``'s published run, adapter on and off: at least
+    ``min_share`` of the tokens agree before the first difference, and every difference is at a
+    near-tie of the reference (gap ≤ ``tie``). With ``logits`` ``(agreement, max difference)``,
+    also next-token logits along the reference's greedy texts, as export's verification does:
+    top-1 agreement (ties within :data:`mimetic.voice.export.TIE_LOGITS`) at least ``agreement``,
+    no logit further than ``max difference``, and no more than 2 points below the base model's
+    own agreement on the same texts (the control: what the base GGUF's quantization costs)."""
+    from mimetic.models.engines import GGUFVoice, base_gguf, open_voice
+    from mimetic.voice.export import compare_logits
 
     events = []
     llama = open_voice(ws, engine="auto", on_event=events.append)
@@ -116,6 +124,18 @@ def _check_same_voice(ws, n: int, tie: float, min_share: float) -> None:
     for got in (voice, base):
         assert got["same"] >= min_share * got["total"], got
         assert all(abs(g) <= tie for g in got["gaps"]), got  # every difference is at a near-tie of the reference
+    if logits:
+        import torch
+
+        texts = [ref.encode_prompt(p)[0].tolist() for p in PROMPTS]
+        texts = [ids + ref.generate_ids(ids, SamplingParams.argmax(n), 0) for ids in texts]
+        gguf = base_gguf(ref.base_model)[0]
+        with torch.no_grad():
+            row = compare_logits(gguf, ref.model, texts, lora=llama.adapter)
+            with ref.base():  # the control: the base model alone in both engines, on the same texts
+                control = compare_logits(gguf, ref.model, texts)
+        assert row["argmax_agreement"] >= logits[0] and row["max_abs_diff"] <= logits[1], row
+        assert row["argmax_agreement"] >= control["argmax_agreement"] - 0.02, (row, control)  # the adapter adds no difference
     # and the adapter is really applied: the voice and the base model differ in llama.cpp as in transformers
     p = SamplingParams.argmax(n)
     ids = ref.encode_prompt(PROMPTS[0])[0].tolist()
@@ -141,13 +161,17 @@ def test_greedy_tokens_agree_on_tiny_architectures(arch, tmp_path):
 @needs_llama_cpp
 def test_greedy_tokens_agree_on_the_embedded_model(tmp_path):
     ws = trained_voice(tmp_path, "embedded", max_steps=2, eval_every=10, learning_rate=1e-3, lora_r=4, lora_alpha=8, eval_tokens=1024)
-    _check_same_voice(ws, n=32, tie=EMBEDDED_TIE, min_share=0.9)
+    _check_same_voice(ws, n=32, tie=EMBEDDED_TIE, min_share=0.4, logits=(0.9, 1.5))
 
 
 EMBEDDED_TIE = 0.5
 """The embedded base model is SmolLM2's Q4_1 GGUF; transformers runs its weights dequantized in fp32,
 llama.cpp runs Q4_1 matmuls, which also quantize the activations to 8 bits (Q8_1): the same weights,
-logits a few tenths apart at most (export's verification of a q8_0/q4 model sees the same)."""
+logits up to about half a logit apart (measured 0.51 on one prompt), so greedy texts part at the
+first near-tie (measured: after 49 of 96 tokens, at reference gaps of 0.13 and 0.11 logits), and
+teacher-forced next tokens agree 94.8% of the time, logits within 1.23 (135 positions) — which is
+why the voice is held to the base model's own agreement in the same comparison, as export holds a
+quantized voice to the base model quantized the same way."""
 
 
 @needs_llama_cpp

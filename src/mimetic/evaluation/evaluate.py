@@ -56,7 +56,7 @@ import numpy as np
 
 from mimetic.corpus.briefs import FORMAT_MODES, adherence, default_mode, request
 from mimetic.core.config import EvaluateConfig, GenerateConfig, VoiceConfig
-from mimetic.models.engines import Voice, prompt_ids
+from mimetic.models.engines import Voice, open_voice, prompt_ids
 from mimetic.errors import MimeticError
 from mimetic.core.events import Artifact, OnEvent, Progress, ignore
 from mimetic.text.identity import QUESTIONS, score_probe, voice_system_prompt
@@ -144,18 +144,9 @@ def bootstrap_nll(
 
 
 def _generate_batch(voice: Voice, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
-    """Continue token prefixes in one batch with ``params`` (shorter ones left-padded and masked,
-    so equal-length prefixes run exactly as given); returns the decoded continuations."""
-    import torch
-
-    n = max(len(p) for p in prefixes)
-    pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
-    ids = torch.tensor([[pad] * (n - len(p)) + list(p) for p in prefixes], device=voice.device)
-    mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in prefixes], device=voice.device)
-    torch.manual_seed(seed)
-    with torch.no_grad(), autocast(voice.device, voice.precision)():
-        out = voice.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **params.transformers_kwargs())
-    return [voice.tokenizer.decode(row[n:], skip_special_tokens=True) for row in out]
+    """Continue token prefixes with ``params`` in ``voice``'s engine (:meth:`mimetic.models.engines.Engine.complete`:
+    one padded batch in transformers, decoded in parallel in llama.cpp); returns the decoded continuations."""
+    return voice.complete(prefixes, params, seed)
 
 
 def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: int) -> list[dict[str, Any]]:
@@ -699,22 +690,23 @@ def evaluate(
     timings: dict[str, float] = {}
     if cache.get("key") != key:
         status("loading the base model and the voice")
-        voice = voice or Voice.load(workspace, run_dir.name)
+        gen = voice or open_voice(workspace, run_dir.name, engine=gc.engine, on_event=on_event)  # what samples
+        voice = voice or (gen if gen.engine == "transformers" else Voice.load(workspace, run_dir.name))  # NLL, extraction
         t = time.perf_counter()
         base_sums, tuned_sums, counts = held_out_nll(voice, held_rows, config.max_held_out_tokens, status)
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
         modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
-        by_mode = mode_samples(voice, workspace, modes_taught, config, gc, voice_system_prompt(run_vc, workspace.root.name),
+        by_mode = mode_samples(gen, workspace, modes_taught, config, gc, voice_system_prompt(run_vc, workspace.root.name),
                                status) if modes_taught else {}
-        samples = [s for rows_ in by_mode.values() for s in rows_] if by_mode else generate_samples(voice, held_rows, config, gc, status)
+        samples = [s for rows_ in by_mode.values() for s in rows_] if by_mode else generate_samples(gen, held_rows, config, gc, status)
         free = []
         params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
         for i, p in enumerate(prompts):
             ids = prompt_ids(voice.tokenizer, voice.format, request(voice.format, default_mode(voice.format), p), gc.system_prompt)
-            with voice.base():
-                b = _generate_batch(voice, [ids], params, config.seed + i)[0]
-            free.append({"prompt": p, "base": b, "voice": _generate_batch(voice, [ids], params, config.seed + i)[0]})
+            with gen.base():
+                b = _generate_batch(gen, [ids], params, config.seed + i)[0]
+            free.append({"prompt": p, "base": b, "voice": _generate_batch(gen, [ids], params, config.seed + i)[0]})
         timings["generation_s"] = time.perf_counter() - t
         t = time.perf_counter()
         status("extraction test: greedy continuations of training prefixes")
@@ -737,7 +729,7 @@ def evaluate(
     if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
         status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
         t = time.perf_counter()
-        voice = voice or Voice.load(workspace, run_dir.name)
+        voice = voice or open_voice(workspace, run_dir.name, engine=gc.engine, on_event=on_event)
         cache["identity_probe"] = identity_probe(voice, voice_system_prompt(run_vc, workspace.root.name), gc, config.seed,
                                                  min(64, config.new_tokens))
         cache.setdefault("timings", {})["identity_probe_s"] = time.perf_counter() - t

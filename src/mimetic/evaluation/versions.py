@@ -28,7 +28,7 @@ import numpy as np
 
 from mimetic.corpus.briefs import default_mode, request
 from mimetic.core.config import EvaluateConfig, GenerateConfig, VoiceConfig
-from mimetic.models.engines import Voice
+from mimetic.models.engines import open_voice
 from mimetic.errors import MimeticError
 from mimetic.evaluation.evaluate import generate_samples
 from mimetic.evaluation.report import COLORS, png, png_bytes, render_drift, render_versions
@@ -188,7 +188,7 @@ def compare_versions(
     params = SamplingParams.from_config(config)
     outputs: list[list[Generation]] = [[] for _ in prompts]
     for info in infos:
-        voice = Voice.load(workspace, info.run)
+        voice = open_voice(workspace, info.run, engine=config.engine)
         mode = default_mode(voice.format)
         from_notes = mode == "rewrite" and rewrites_from_notes(workspace)
         system = system_prompt_for(workspace, voice, config)
@@ -320,7 +320,7 @@ def _version_samples(workspace: Workspace, infos: Sequence[VersionInfo], held_ro
             samples_by[info.label] = cache[key]["voice"]
         else:
             on_event(Progress("drift", message=f"{info.label}: writing {config.sample_words:,} words from held-out openings"))
-            voice = Voice.load(workspace, info.run)
+            voice = open_voice(workspace, info.run, engine=gc.engine, on_event=on_event)
             samples = generate_samples(voice, held_rows, config, gc, lambda m: on_event(Progress("drift", message=f"{info.label}: {m}")),
                                        base=k == 0)
             cache[key] = {"voice": [s["voice"] for s in samples], **({"base": [s["base"] for s in samples]} if k == 0 else {})}

@@ -428,8 +428,10 @@ class GGUFVoice:
     Sampling is llama.cpp's sampler chain built from
     :meth:`mimetic.models.sampling.SamplingParams.llama_cpp_chain` (transformers' order: penalty
     over the whole sequence, temperature, top-k, top-p, min-p, draw); greedy decoding gives
-    transformers' tokens (``tests/test_engines.py``). One prompt at a time: on 2 CPU cores
-    batching prompts was not measured faster (``benchmarks/generation_speed.py``).
+    transformers' tokens (``tests/test_engines.py``). Many continuations at once (best-of drafts,
+    evaluation's samples) are decoded in parallel, one forward pass per step for all
+    (:meth:`generate_parallel`): 1.75× the tokens/s of one after another for 8 sequences on a
+    busy 2-core EPYC (``benchmarks/generation_speed.py``).
     """
 
     engine = "llama.cpp"
@@ -439,6 +441,7 @@ class GGUFVoice:
         self.base_model, self.adapter, self.format = base_model, adapter, fmt
         self._lora = lora  # the llama_adapter_lora pointer when the adapter is applied separately
         self._on = True
+        self._contexts: dict[tuple[int, int], Any] = {}  # parallel decoding: (sequences, tokens each) → context
         self._stops = {t for t in (tokenizer.eos_token_id, llm.token_eos()) if t is not None and t >= 0}
         self.note = ""  # what open_voice said when it chose this engine
 
@@ -468,8 +471,8 @@ class GGUFVoice:
     def load_run(cls, workspace: Workspace, run: str | None = None, n_ctx: int = 4096) -> "GGUFVoice":
         """The base model's GGUF (:func:`base_gguf`) with ``run``'s adapter (default: the published
         version) converted to ``runs/<id>/adapter.gguf`` (:func:`run_adapter_gguf`) and applied at
-        load; ``n_ctx`` tokens of context (prompt and continuation). ``voice.seconds`` holds the
-        time spent converting (0 when both files were there) and loading.
+        load; ``n_ctx`` tokens of context (prompt and continuation). ``voice.converted_s`` holds
+        the seconds spent converting (0 when both files were there), ``voice.load_s`` loading.
 
         Raises:
             MimeticError: no run or adapter, llama-cpp-python or its converters missing, an
@@ -483,7 +486,8 @@ class GGUFVoice:
         base, base_s = base_gguf(vc.train.base_model)
         lora, lora_s = run_adapter_gguf(run_dir, vc.train.base_model)
         t = time.perf_counter()
-        llm = open_gguf(base, n_ctx=n_ctx, verbose=False, n_threads=_threads(), lora_path=str(lora))
+        threads = _threads()
+        llm = open_gguf(base, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads, lora_path=str(lora))
         voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(lora), vc.prepare.format,
                     lora=llm._lora_adapter)
         voice.converted_s, voice.load_s = base_s + lora_s, time.perf_counter() - t
@@ -509,15 +513,15 @@ class GGUFVoice:
         import ctypes
 
         llama_cpp = load_llama()
-        ctx = self.llm._ctx.ctx
-        if on:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
-            scales = (ctypes.c_float * 1)(1.0)
-            rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales)
-        else:
-            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
-        if rc != 0:
-            raise MimeticError(f"llama.cpp could not {'apply' if on else 'remove'} the adapter (status {rc}).")
+        for ctx in [self.llm._ctx.ctx] + [c.ctx for c in self._contexts.values()]:
+            if on:
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
+                scales = (ctypes.c_float * 1)(1.0)
+                rc = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales)
+            else:
+                rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+            if rc != 0:
+                raise MimeticError(f"llama.cpp could not {'apply' if on else 'remove'} the adapter (status {rc}).")
         self._on = on
 
     def _sampler(self, params: SamplingParams, seed: int, history: list[int]) -> Any:
@@ -548,15 +552,14 @@ class GGUFVoice:
         if len(ids) + params.max_new_tokens > llm.n_ctx():
             raise MimeticError(f"The prompt ({len(ids)} tokens) and {params.max_new_tokens} new tokens do not fit "
                                f"llama.cpp's context of {llm.n_ctx()} tokens.", "Shorten the prompt or ask for fewer new tokens.")
+        is_eog = load_llama().llama_vocab_is_eog
         llm.reset()
         sampler = self._sampler(params, seed, list(ids))
         llm.eval(list(ids))
         out: list[int] = []
-        self.stopped = False
         while len(out) < params.max_new_tokens:
             token = sampler.sample(llm._ctx, -1)  # samples from the last logits and accepts the token
-            if token in self._stops or llm._model.token_is_eog(token):
-                self.stopped = True
+            if token in self._stops or is_eog(llm._model.vocab, token):
                 break
             out.append(token)
             if on_ids:
@@ -565,6 +568,93 @@ class GGUFVoice:
                 llm.eval([token])
         sampler.close()
         return out
+
+    def _parallel_context(self, n: int, per_seq: int) -> Any:
+        """A llama.cpp context for ``n`` sequences of up to ``per_seq`` tokens at once (the last one
+        made is kept), with the adapter as it is now."""
+        import ctypes
+
+        from llama_cpp._internals import LlamaContext
+
+        llama_cpp = load_llama()
+        key = (n, -(-per_seq // 256) * 256)
+        if key not in self._contexts:
+            own = self.llm.context_params  # the same settings (attention kernel, cache types) as one stream's
+            params = type(own).from_buffer_copy(own)
+            params.n_ctx, params.n_seq_max = key[0] * key[1], n
+            params.n_batch = params.n_ubatch = max(512, n)
+            params.n_threads = params.n_threads_batch = _threads()
+            params.kv_unified = False
+            ctx = LlamaContext(model=self.llm._model, params=params, verbose=False)
+            if self._lora is not None and self._on:
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._lora)
+                llama_cpp.llama_set_adapters_lora(ctx.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+            self._contexts = {key: ctx}  # one at a time
+        return self._contexts[key]
+
+    def generate_parallel(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        """Continue several token prompts at once (llama.cpp's batched decoding: one forward pass
+        per step for all the sequences still writing); prompt ``k`` is sampled with ``seeds[k]``
+        exactly as :meth:`generate_ids` samples it (the same tokens for the same seed, up to the
+        rounding of batched matmuls). Returns the new ids of each, the end-of-text token excluded.
+
+        Raises:
+            MimeticError: a prompt and ``params.max_new_tokens`` do not fit the context.
+        """
+        from llama_cpp._internals import LlamaBatch
+
+        llama_cpp = load_llama()
+        n = len(prompts)
+        if n == 1:
+            return [self.generate_ids(prompts[0], params, seeds[0])]
+        longest = max(len(p) for p in prompts) + params.max_new_tokens
+        if longest > self.llm.n_ctx():
+            raise MimeticError(f"A prompt and {params.max_new_tokens} new tokens do not fit llama.cpp's context of "
+                               f"{self.llm.n_ctx()} tokens.", "Shorten the prompts or ask for fewer new tokens.")
+        ctx = self._parallel_context(n, longest)
+        ctx.kv_cache_clear()
+        vocab = self.llm._model.vocab
+        samplers = [self._sampler(params, seed, list(p)) for p, seed in zip(prompts, seeds)]
+        batch = LlamaBatch(n_tokens=max(512, n), embd=0, n_seq_max=1, verbose=False)
+        b = batch.batch
+        first: dict[int, int] = {}  # sequence → its first new token
+        for k, p in enumerate(prompts):  # each prompt in chunks of the batch size, its last token's logits kept
+            for start in range(0, len(p), 512):
+                chunk = p[start : start + 512]
+                b.n_tokens = len(chunk)
+                for i, tok in enumerate(chunk):
+                    b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, start + i, 1, False
+                    b.seq_id[i][0] = k
+                b.logits[len(chunk) - 1] = True
+                ctx.decode(batch)
+            first[k] = samplers[k].sample(ctx, -1)  # sampled now: the next decode overwrites the logits
+        outs: list[list[int]] = [[] for _ in prompts]
+        live: list[int] = []
+        for k, tok in first.items():
+            if tok in self._stops or llama_cpp.llama_vocab_is_eog(vocab, tok):
+                continue
+            outs[k].append(tok)
+            if len(outs[k]) < params.max_new_tokens:
+                live.append(k)
+        while live:
+            b.n_tokens = len(live)
+            for i, k in enumerate(live):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = outs[k][-1], len(prompts[k]) + len(outs[k]) - 1, 1, True
+                b.seq_id[i][0] = k
+            ctx.decode(batch)
+            still = []
+            for i, k in enumerate(live):
+                tok = samplers[k].sample(ctx, i)
+                if tok in self._stops or llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    continue
+                outs[k].append(tok)
+                if len(outs[k]) < params.max_new_tokens:
+                    still.append(k)
+            live = still
+        for smp in samplers:
+            smp.close()
+        batch.close()
+        return outs
 
     def generate(
         self, prompt: str, params: SamplingParams, seed: int, on_text: Callable[[str], None] | None = None, *, system_prompt: str = ""
@@ -586,21 +676,42 @@ class GGUFVoice:
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         if on_text and text.startswith(shown[0]) and len(text) > len(shown[0]):
             on_text(text[len(shown[0]) :])
-        return text, len(new) + int(self.stopped)
+        return text, len(new) + int(len(new) < params.max_new_tokens)
+
+    def generate_many(self, prompt: str, params: SamplingParams, seeds: list[int], *, system_prompt: str = "") -> list[tuple[str, int]]:
+        """Continuations of one ``prompt``, one per seed, decoded in parallel (``write --best-of``);
+        ``(text, number of new tokens)`` each, counted as :meth:`generate` counts them."""
+        ids = prompt_ids(self.tokenizer, self.format, prompt, system_prompt)
+        outs = self.generate_parallel([ids] * len(seeds), params, seeds)
+        return [(self.tokenizer.decode(o, skip_special_tokens=True), len(o) + int(len(o) < params.max_new_tokens)) for o in outs]
 
     def complete(self, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
-        """One decoded continuation of each token prefix, one after another; prefix ``k`` is drawn
-        with seed ``seed * 1000003 + k`` (deterministic, distinct within and across batches)."""
-        return [self.tokenizer.decode(self.generate_ids(p, params, seed * 1_000_003 + k), skip_special_tokens=True)
-                for k, p in enumerate(prefixes)]
+        """One decoded continuation of each token prefix, decoded in parallel
+        (:meth:`generate_parallel`); prefix ``k`` is drawn with seed ``seed * 1000003 + k``
+        (deterministic, distinct within and across batches)."""
+        outs = self.generate_parallel(prefixes, params, [seed * 1_000_003 + k for k in range(len(prefixes))])
+        return [self.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
 
 
 def _threads() -> int:
-    """llama.cpp's threads: the CPUs this process may use."""
+    """llama.cpp's threads: the CPUs this process may use, less those other processes keep busy
+    (the 1-minute load average), at least one. ``MIMETIC_LLAMA_THREADS`` overrides it.
+
+    llama.cpp's threads wait for each other by spinning at every step, so a thread that shares its
+    core with another busy process stalls all of them: on a 2-core machine at load 9, SmolLM2
+    decoded 2 tokens/s with 2 threads and 40 with 1 (``benchmarks/generation_speed.py``).
+    """
+    if os.environ.get("MIMETIC_LLAMA_THREADS"):
+        return max(1, int(os.environ["MIMETIC_LLAMA_THREADS"]))
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        usable = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
+        usable = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        busy = 0.0
+    return max(1, min(usable, round(usable - busy + 0.5)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ trained with briefs (``brief``, ``mixed``) is asked in one of its *modes*
 (prompt, mode, parameters, output, base model, adapter, time).
 
 The engines that generate (:class:`Voice`, transformers; :class:`GGUFVoice`, llama.cpp) live in
-:mod:`mimetic.models.engines` and are re-exported here with :func:`prompt_ids`; the ``[generate]``
-settings reach them as :class:`mimetic.models.sampling.SamplingParams`.
+:mod:`mimetic.models.engines` and are re-exported here with :func:`prompt_ids`; every function here
+opens one with :func:`mimetic.models.engines.open_voice` (``[generate] engine``, ``auto``: llama.cpp
+when it can run the voice, said in one line); the ``[generate]`` settings reach them as
+:class:`mimetic.models.sampling.SamplingParams`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any, Callable
 
 from mimetic.corpus.briefs import MODES, default_mode, read_briefs, request, split_opening
 from mimetic.core.config import GenerateConfig, VoiceConfig
-from mimetic.models.engines import Engine, GGUFVoice, Voice, prompt_ids
+from mimetic.core.events import OnEvent
+from mimetic.models.engines import ENGINES, Engine, GGUFVoice, Voice, open_voice, prompt_ids
 from mimetic.errors import MimeticError
 from mimetic.text.identity import default_system_prompt
 from mimetic.models.sampling import SamplingParams
@@ -106,9 +109,10 @@ def write(
     continue_from: Path | None = None,
     on_text: Callable[[str], None] | None = None,
     voice: Engine | None = None,
-    engine: str = "transformers",
+    engine: str | None = None,
     best_of: int = 1,
     mode: str | None = None,
+    on_event: OnEvent | None = None,
 ) -> list[Generation]:
     """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text), or
     draft ``best_of`` and rank them by closeness to the writer's style.
@@ -126,8 +130,9 @@ def write(
         run: run id (default: latest).
         continue_from: a text file whose last 2,000 characters are continued.
         on_text: streaming callback; called with ``"\\n\\n"`` between samples.
-        engine: ``transformers`` (base model + adapter) or ``llama.cpp`` (the smallest GGUF of
-            the run's export, see :class:`GGUFVoice`).
+        engine: ``auto``, ``llama.cpp`` or ``transformers`` (default ``config.engine``), opened
+            by :func:`mimetic.models.engines.open_voice`, which says its choice in one line to
+            ``on_event`` (on stderr when none is given); ignored when ``voice`` is given.
         best_of: above 1, draft this many candidates (seeds ``config.seed`` … ``config.seed +
             best_of - 1``, in place of ``config.num_samples``), score each with the writer's
             :class:`~mimetic.text.stylometry.StyleProfile` (:func:`style_profile`, fitted on the
@@ -139,7 +144,8 @@ def write(
         ``best_of`` and ``style_distance`` in their parameters.
 
     Raises:
-        MimeticError: no prompt, unreadable file, no trained run, no GGUF export for llama.cpp,
+        MimeticError: no prompt, unreadable file, no trained run, an unknown engine, llama.cpp
+            forced and unable to run the voice,
             ``best_of`` below 1 or combined with ``num_samples`` above 1, too little training
             text for a style profile, a mode the voice was not trained for (the hint says how).
     """
@@ -152,28 +158,35 @@ def write(
     fmt = voice.format if voice is not None else run_format(workspace, run)
     mode = mode or default_mode(fmt)
     asked = request(fmt, mode, prompt, mode == "rewrite" and rewrites_from_notes(workspace))  # checked before a model loads
-    if engine not in ("transformers", "llama.cpp"):
-        raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine transformers or --engine llama.cpp.")
+    engine = engine or config.engine
+    if engine not in ENGINES:
+        raise MimeticError(f"Unknown engine {engine!r}.", "Use --engine auto, llama.cpp or transformers.")
     if best_of < 1 or (best_of > 1 and config.num_samples > 1):
         raise MimeticError(f"Cannot draft best of {best_of} with {config.num_samples} samples.",
                            "Use --best-of N (N ≥ 2) to rank drafts, or --samples N for N texts in seed order, not both.")
     scorer = style_profile(workspace, run_where(workspace, run)) if best_of > 1 else None
-    voice = voice or (GGUFVoice.load(workspace, run) if engine == "llama.cpp" else Voice.load(workspace, run))
+    voice = voice or open_voice(workspace, run, engine=engine, on_event=on_event)
     params = SamplingParams.from_config(config)
     system = system_prompt_for(workspace, voice, config)
     results = []
-    for i in range(best_of if scorer else config.num_samples):
+    count = best_of if scorer else config.num_samples
+    together = None  # drafts nobody watches being written: decoded in parallel where the engine can
+    if count > 1 and on_text is None and hasattr(voice, "generate_many"):
+        t = time.perf_counter()
+        together = voice.generate_many(asked, params, [config.seed + i for i in range(count)], system_prompt=system)
+        each_s = (time.perf_counter() - t) / count
+    for i in range(count):
         if i and on_text:
             on_text("\n\n")
         t = time.perf_counter()
-        text, n = voice.generate(asked, params, config.seed + i, on_text, system_prompt=system)
-        g = Generation(prompt, text, "voice", config.seed + i, n, time.perf_counter() - t)
+        text, n = together[i] if together else voice.generate(asked, params, config.seed + i, on_text, system_prompt=system)
+        g = Generation(prompt, text, "voice", config.seed + i, n, each_s if together else time.perf_counter() - t)
         if scorer:
             g.style_distance = scorer.distance(text)
         extra = {"best_of": best_of, "style_distance": g.style_distance} if scorer else {}
         if mode:
             extra["mode"] = mode
-        log_generation(workspace, voice, "write" if engine == "transformers" else "write (llama.cpp)", g, config, **extra)
+        log_generation(workspace, voice, "write (llama.cpp)" if voice.engine == "llama.cpp" else "write", g, config, **extra)
         results.append(g)
     return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
 
@@ -196,7 +209,8 @@ def rewrite(
     run: str | None = None,
     on_text: Callable[[str], None] | None = None,
     voice: Engine | None = None,
-    engine: str = "transformers",
+    engine: str | None = None,
+    on_event: OnEvent | None = None,
 ) -> list[Generation]:
     """Rewrite ``draft`` (the writer's flat draft, or another text) in the voice: :func:`write`
     in ``rewrite`` mode, for voices prepared with ``--format mixed``. When the voice learned to
@@ -207,7 +221,7 @@ def rewrite(
         MimeticError: an empty draft, a voice not trained to rewrite (the hint says how), or
             any error of :func:`write`.
     """
-    return write(workspace, draft, config, run=run, on_text=on_text, voice=voice, engine=engine, mode="rewrite")
+    return write(workspace, draft, config, run=run, on_text=on_text, voice=voice, engine=engine, mode="rewrite", on_event=on_event)
 
 
 def mode_prompts(workspace: Workspace, mode: str, n: int = 5) -> list[dict[str, str]]:
@@ -334,10 +348,11 @@ def compare(
     config: GenerateConfig | None = None,
     *,
     run: str | None = None,
-    voice: Voice | None = None,
+    voice: Engine | None = None,
     on_pair: Callable[[int, Generation, Generation], None] | None = None,
     mode: str | None = None,
     on_text: Callable[[int, str, str], None] | None = None,
+    on_event: OnEvent | None = None,
 ) -> Comparison:
     """Generate from the base model and from the voice on each prompt, same seed and settings.
 
@@ -345,7 +360,9 @@ def compare(
     models in that mode (:func:`mimetic.corpus.briefs.request`): the base model gets exactly the
     request the voice gets. Writes ``compare/<time>.md`` and ``compare/<time>.html``
     (self-contained, side by side). ``on_text(i, model, text)`` streams each text as it is
-    written (``model``: ``base``, then ``voice``), for the app's writing desk.
+    written (``model``: ``base``, then ``voice``), for the app's writing desk. The engine is
+    ``config.engine``'s (:func:`mimetic.models.engines.open_voice`, its one line to ``on_event``),
+    unless ``voice`` is given.
 
     Raises:
         MimeticError: no prompts, no trained run, a mode the voice was not trained for.
@@ -357,7 +374,7 @@ def compare(
     mode = mode or default_mode(fmt)
     from_notes = mode == "rewrite" and rewrites_from_notes(workspace)
     asked = [request(fmt, mode, p, from_notes) for p in prompts]
-    voice = voice or Voice.load(workspace, run)
+    voice = voice or open_voice(workspace, run, engine=config.engine, on_event=on_event)
     params = SamplingParams.from_config(config)
     system = system_prompt_for(workspace, voice, config)
     pairs = []
