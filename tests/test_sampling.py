@@ -21,7 +21,7 @@ def test_from_config_takes_the_sampling_fields_and_is_frozen():
 def test_sampling_translations():
     p = SamplingParams(temperature=0.8, top_p=0.95, min_p=0.05, repetition_penalty=1.1, max_new_tokens=20)
     assert p.transformers_kwargs() == {"max_new_tokens": 20, "do_sample": True, "repetition_penalty": 1.1,
-                                       "temperature": 0.8, "top_p": 0.95, "min_p": 0.05}
+                                       "temperature": 0.8, "top_k": 50, "top_p": 0.95, "min_p": 0.05}
     assert p.llama_cpp_kwargs() == {"max_tokens": 20, "temperature": 0.8, "top_p": 0.95, "min_p": 0.05, "top_k": 0,
                                     "repeat_penalty": 1.1}
     assert SamplingParams(min_p=0.0).transformers_kwargs()["min_p"] is None  # 0 is off
