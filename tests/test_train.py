@@ -328,16 +328,72 @@ def test_a_time_budget_holds_the_whole_run_measuring_included(ws, tiny_model, mo
 
     train(ws, cfg(tiny_model, max_steps=1))  # caches the base model's held-out NLL
     per_token = 3.0 / sum(len(r["input_ids"]) for r in load_split(ws, "held_out"))
-    real = sft.nll_sums
+    real = sft.per_example_nll
 
     def slow(model, rows, *a, **k):
         time_.sleep(per_token * sum(len(r["input_ids"]) for r in rows))
         return real(model, rows, *a, **k)
 
-    monkeypatch.setattr(sft, "nll_sums", slow)
+    monkeypatch.setattr(sft, "per_example_nll", slow)
     budget = 0.5  # minutes: well above one step and the final pass, even on a busy machine
     t = time_.perf_counter()
     r = train(ws, cfg(tiny_model, epochs=1000, time_budget_min=budget, eval_every=1000))
     wall = time_.perf_counter() - t
-    assert r.stopped_because.startswith("time budget"), r.stopped_because
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    # the budget ended the run, or shrank its schedule to fit (it is re-planned after step 5)
+    assert r.stopped_because.startswith("time budget") or summary["planned_steps"] < 1000 * summary["steps_per_epoch"]
     assert wall <= 60 * budget + 2, wall  # a little slack for writing the plot and the summary
+
+
+def test_a_slow_held_out_pass_is_measured_on_a_sample_and_the_voice_still_trains(tmp_path, tiny_model, monkeypatch):
+    # A busy machine, simulated: scoring the whole held-out split sleeps 20 s, so the base model's
+    # pass and the final one would take 40 of the budget's 30 s (the Doyle run of issue 32: one
+    # step). Both must be measured on one seeded sample that fits in max_whole_share, the run must
+    # train on, and the summary must say how many held-out tokens were measured.
+    import time as time_
+
+    from peft import PeftModel  # noqa: F401 - loads PEFT before the clock starts
+    from transformers import AutoModelForCausalLM
+
+    import mimetic.training.sft as sft
+    from mimetic.core.config import PrepareConfig
+    from mimetic.core.events import Warning
+    from mimetic.corpus.prepare import load_split
+    from mimetic.models.nll import evaluate_nll
+
+    ws = prepared_voice(tmp_path, tiny_model, prepare_config=PrepareConfig(max_tokens=64))  # many short passages
+    held = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in load_split(ws, "held_out")]
+    total = sum(len(r["input_ids"]) for r in held)
+    per_token = 20.0 / total
+    real = sft.per_example_nll
+
+    def slow(model, rows, *a, **k):
+        time_.sleep(per_token * sum(len(r["input_ids"]) for r in rows))
+        return real(model, rows, *a, **k)
+
+    monkeypatch.setattr(sft, "per_example_nll", slow)
+    events = []
+    c = cfg(tiny_model, epochs=1000, time_budget_min=0.5, eval_every=1000, eval_batch_size=2)
+    r = train(ws, c, on_event=events.append)
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    assert r.final_step > 1, (r.final_step, r.stopped_because)
+    assert summary["held_out_tokens"] == total and 0 < summary["held_out_tokens_measured"] < total / 2
+    said = [e for e in events if isinstance(e, Warning) and "held-out tokens" in e.message]
+    assert len(said) == 1 and f"of {total:,} held-out tokens" in said[0].message and "15% of the budget" in said[0].message
+    assert "mimetic evaluate" in said[0].message
+    # measuring stayed within its two shares (a quarter of the budget), with a little slack for a busy machine
+    assert summary["eval_s"] <= 0.3 * 30, summary["eval_s"]
+    # the base model and the voice were measured on the same sample: its base NLL is the base model's there
+    state = torch.load(r.run_dir / "checkpoint" / "state.pt", weights_only=False)["state"]
+    subset = sft.eval_subset(held, state["eval_tokens"], c.seed)
+    sample = sft.measured_sample(held, state["sample_tokens"], c.seed, len(subset))
+    assert set(subset) <= set(sample) and sum(len(held[i]["input_ids"]) for i in sample) == summary["held_out_tokens_measured"]
+    monkeypatch.setattr(sft, "per_example_nll", real)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    on_sample = evaluate_nll(base, [held[i] for i in sample], 0, "cpu", lambda: contextlib.nullcontext())
+    assert r.base_nll == pytest.approx(on_sample, abs=1e-4)
+    # without a time budget the whole split is measured (the base model's missing examples only)
+    whole = train(ws, cfg(tiny_model, max_steps=1))
+    summary = json.loads((whole.run_dir / "summary.json").read_text())
+    assert summary["held_out_tokens_measured"] == summary["held_out_tokens"] == total
+    assert whole.base_nll == pytest.approx(evaluate_nll(base, held, 0, "cpu", lambda: contextlib.nullcontext()), abs=1e-4)

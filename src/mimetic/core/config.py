@@ -175,9 +175,24 @@ class TrainConfig:
     tokens keep one evaluation near 0.5% of a 15-minute run on a CPU), and on the whole held-out
     split at the end (the subset's sums plus the rest of the split); the base model's NLL on
     both is measured once per voice, before the first step, and cached. 0 uses the whole split
-    every time. Under a time budget, in-run evaluations are spaced so that all measuring (the
-    base model's first measurement, the evaluations, the whole split at the end) takes at most
-    ``max_eval_share`` of the budget (0.1: the goal of issue 20); 0 keeps every ``eval_every``.
+    every time. Under a time budget measuring has two shares of its own, so that it takes at
+    most ``max_eval_share + max_whole_share`` of the budget (a quarter) whatever the CPU does
+    that day, and a slow or busy machine still trains: the in-run evaluations are spaced (and
+    their subset sized by the forward speed timed on one held-out batch at the start) so that
+    they take at most ``max_eval_share`` (0.1: the goal of issues 20 and 32; 0 keeps every
+    ``eval_every``), and the two passes that give the run's figures — the base model's before
+    the first step and the kept adapter's at the end — at most ``max_whole_share`` (0.15)
+    together. They get their own share because they are the measurement a writer reads (the
+    held-out NLL change) and are worth more tokens than a point of the curve, and because a
+    single share that also held them left the in-run evaluations nothing on a slow machine.
+    When the whole held-out split would not fit in it at the speed timed at the start, both are
+    scored on one seeded sample of whole held-out examples that fits (the same sample for the
+    base model and the voice, so the change is paired; it holds the in-run subset), the run
+    records how many held-out tokens it measured (``held_out_tokens_measured`` of
+    ``held_out_tokens`` in ``summary.json``) and a warning says so; ``mimetic evaluate`` measures
+    the whole split. The base model's NLL is cached per held-out example, so a cached value is
+    never measured again. 0 always measures the whole split. Without a time budget nothing is
+    sampled.
 
     Stopping: ``epochs`` (may be fractional), ``max_steps`` and ``time_budget_min`` (minutes of
     the run's whole wall time: loading, measuring and the final evaluation included; the one name
@@ -205,6 +220,7 @@ class TrainConfig:
     eval_every: int = 25
     eval_tokens: int = 4096
     max_eval_share: float = 0.1
+    max_whole_share: float = 0.15
     eval_batch_size: int = 8
     patience: int = 3
     min_delta: float = 0.002
@@ -231,6 +247,7 @@ class TrainConfig:
         _check(self.time_budget_min is None or self.time_budget_min > 0, "train.time_budget_min must be positive")
         _check(self.eval_every >= 1 and self.checkpoint_every >= 1, "train.eval_every and train.checkpoint_every must be at least 1")
         _check(0 <= self.max_eval_share < 1, "train.max_eval_share must be between 0 and 1 (0: evaluate every eval_every steps)")
+        _check(0 <= self.max_whole_share < 1, "train.max_whole_share must be between 0 and 1 (0: always the whole held-out split)")
         _check(self.eval_tokens >= 0, "train.eval_tokens must be 0 (the whole held-out split) or more")
         _check(self.device in ("auto", "cpu", "cuda", "mps"), "train.device must be auto, cpu, cuda or mps")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"), "train.precision must be auto, fp32, bf16 or fp16")

@@ -274,6 +274,9 @@ class RunSummary(Record, TrainOutcome):
         processes: training processes (1 in runs before this was recorded).
         plan: the time-budget plan as a dict, or ``None``.
         global_batch_size: examples per optimizer step, all processes (``None`` in older runs).
+        held_out_tokens, held_out_tokens_measured: tokens of the held-out split, and of them the
+            tokens ``base_nll`` and ``best_nll`` were measured on (fewer when a time budget
+            measured a seeded sample, the same for both; ``None`` in older runs: the whole split).
     """
 
     WHAT: ClassVar[str] = "training run summary"
@@ -297,6 +300,8 @@ class RunSummary(Record, TrainOutcome):
     processes: int = 1
     plan: dict[str, Any] | None = None
     global_batch_size: int | None = None
+    held_out_tokens: int | None = None
+    held_out_tokens_measured: int | None = None
 
     @classmethod
     def fix_hint(cls, path: Path) -> str:

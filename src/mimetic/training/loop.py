@@ -125,6 +125,13 @@ class RunState:
         eval_tokens: the in-run held-out subset's size (tokens) this run chose (a time budget
             may size it by the machine's speed); ``None`` in a checkpoint written before it:
             ``config.eval_tokens``.
+        sample_tokens: the measured sample's size (tokens) this run chose: the base model and the
+            kept adapter are scored on a seeded sample of whole held-out examples of about this many
+            tokens when the whole split would not fit in ``config.max_whole_share`` of a time budget;
+            0 (and ``None``, a checkpoint written before it): the whole split. Kept so that a resumed
+            run measures the same sample.
+        sample_eval_s: of ``eval_s``, the seconds held by ``max_whole_share`` rather than
+            ``max_eval_share`` (the speed probe and the base model's pass before step 1).
     """
 
     version: int = STATE_VERSION
@@ -148,6 +155,8 @@ class RunState:
     window_count: int = 0
     sessions: list[dict[str, Any]] = field(default_factory=list)
     eval_tokens: int | None = None
+    sample_tokens: int | None = None
+    sample_eval_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -551,16 +560,20 @@ class TimeBudget:
     With ``eval_share``, the in-run evaluations are spaced (at least ``eval_every`` steps apart)
     so that all the time spent measuring — what is spent so far (``run.state.eval_s``), the
     evaluations to come and the reserve — stays within ``eval_share`` of the budget; when even
-    the reserve does not fit, there is none before the end.
+    the reserve does not fit, there is none before the end. With ``share_apart`` the passes
+    before the first step and at the end are held by a share of their own (the run sizes them
+    to it): ``eval_share`` then holds only the in-run evaluations, what is spent so far being
+    ``run.state.eval_s`` less ``run.state.sample_eval_s``, and the reserve is not counted in it.
     """
 
     def __init__(self, time_budget_min: float, dist: Any, started: float, reserve: Callable[[Run], float] | None = None,
-                 eval_share: float | None = None):
+                 eval_share: float | None = None, share_apart: bool = False):
         self.time_budget_min = time_budget_min
         self.dist = dist
         self.deadline = started + 60 * time_budget_min
         self.reserve = reserve or (lambda run: run.state.last_eval_s)
         self.eval_share = eval_share
+        self.share_apart = share_apart
 
     def _steps_that_fit(self, run: Run, every: int, per_step: float, left: float) -> int:
         st = run.state
@@ -579,7 +592,10 @@ class TimeBudget:
         every = config.eval_every
         fit_to = self._steps_that_fit(run, every, per_step, left)
         if self.eval_share and st.last_eval_s > 0:
-            allowance = self.eval_share * 60 * self.time_budget_min - st.eval_s - self.reserve(run)
+            if self.share_apart:  # the base model's pass and the final one have their own share
+                allowance = self.eval_share * 60 * self.time_budget_min - (st.eval_s - st.sample_eval_s)
+            else:
+                allowance = self.eval_share * 60 * self.time_budget_min - st.eval_s - self.reserve(run)
             evals = max(0, math.floor(allowance / st.last_eval_s))
             if evals * every < fit_to - st.step:  # evaluating every eval_every steps would go over the share
                 fit_to = self._steps_that_fit(run, 0, per_step, left - evals * st.last_eval_s)

@@ -29,7 +29,7 @@ from mimetic.core.config import TrainConfig, default_learning_rate, replace
 from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Warning, fan_out
 from mimetic.core.records import RunSummary, TrainOutcome
 from mimetic.models.loading import autocast as _autocast_factory
-from mimetic.models.nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, token_nll_sum
+from mimetic.models.nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, per_example_nll, token_nll_sum  # noqa: F401 - nll_sums: API
 from mimetic.training.loop import Run, RuntimeOptions, TimeBudget, lr_lambda, peak_rss_mb, with_runtime  # noqa: F401 - lr_lambda: API
 from mimetic.training.session import (  # noqa: F401 - check_version, compute_precision, epoch_batches, padding_share: API
     Compute, Session, check_data_for, check_version, compute_precision, epoch_batches, pad_id, padding_share,
@@ -398,9 +398,10 @@ def train(
     run.plan_schedule(_steps_per_epoch(len(train_rows), global_config), config.epochs, config.max_steps, config.warmup_ratio)
     session = Session(run, compute, model, params, learning_rate=lr, stage="train", emit=emit, should_stop=should_stop,
                       compile=config.compile)
+    before = st.elapsed_s  # the run's time before this session; the probe below counts in the budget from `clock`
     held = HeldOut(workspace, session, held_rows, pad)
     run_plan: list[Plan] = []
-    callbacks = _callbacks(session, held, train_rows, run_plan, started=clock)
+    callbacks = _callbacks(session, held, train_rows, run_plan, started=clock - before)
     if not run.resumed:
         held.measure_base()
         session.save_adapter(run)  # the step-0 adapter (no change yet): kept unless training improves on it
@@ -411,7 +412,7 @@ def train(
         on_interrupt=lambda: _plot(run.dir / "metrics.jsonl", run.dir / "loss.png", f"{run.id} (interrupted at step {st.step})"),
     )
     base_full, best_full = _final_evaluation(run, session, held, stopped)
-    return _finish(workspace, session, base_full, best_full, stopped, lr, train_rows, unpacked_lengths,
+    return _finish(workspace, session, held, base_full, best_full, stopped, lr, train_rows, unpacked_lengths,
                    run_plan[0] if run_plan else None, publish)
 
 
@@ -449,14 +450,16 @@ def _start_run(workspace: Workspace, config: TrainConfig, dist: Any) -> Run:
 
 
 def _callbacks(session: Session, held: "HeldOut", train_rows: list[dict], run_plan: list["Plan"], started: float) -> list[Any]:
-    """The time budget (counting from ``started``, a ``time.perf_counter()``) and, for a new
+    """The time budget (counting from ``started``, a ``time.perf_counter()``, earlier sessions'
+    time taken off) and, for a new
     run, the plan line made from its own first steps (``run_plan`` receives the plan)."""
     run, dist = session.run, session.compute.dist
     config, st = run.config, run.state
     callbacks: list[Any] = []
     if config.time_budget_min:
-        callbacks.append(TimeBudget(config.time_budget_min, dist, started=started - st.elapsed_s,
-                                    reserve=held.final_cost, eval_share=config.max_eval_share))
+        callbacks.append(TimeBudget(config.time_budget_min, dist, started=started,
+                                    reserve=held.final_cost, eval_share=config.max_eval_share,
+                                    share_apart=bool(config.max_whole_share) and not dist.sharded))
     if not run.resumed and not dist.sharded:
         # The plan line, from the run's own first steps: the first batch holds the longest row
         # (the memory peak), the steps after it give the speed. Nothing extra is run.
@@ -465,8 +468,8 @@ def _callbacks(session: Session, held: "HeldOut", train_rows: list[dict], run_pl
     return callbacks
 
 
-def _finish(workspace: Workspace, session: Session, base_full: float, best_full: float, stopped: str, lr: float,
-            train_rows: list[dict], unpacked_lengths: list[int], run_plan: "Plan | None", publish: bool | None) -> TrainResult:
+def _finish(workspace: Workspace, session: Session, held: "HeldOut", base_full: float, best_full: float, stopped: str,
+            lr: float, train_rows: list[dict], unpacked_lengths: list[int], run_plan: "Plan | None", publish: bool | None) -> TrainResult:
     """The end of a run: the loss plot, :class:`TrainResult`, ``summary.json`` and the version
     (the main process writes; every process returns the result)."""
     run, dist, emit = session.run, session.compute.dist, session.emit
@@ -496,10 +499,19 @@ def _finish(workspace: Workspace, session: Session, base_full: float, best_full:
             unpacked_lengths, epoch_batches(unpacked_lengths, replace(config, group_by_length=False, packing=False), 0)),
         packed_rows=len(train_rows) if config.packing else None, planned_steps=st.total_steps, processes=dist.world,
         plan=asdict(run_plan) if run_plan else None, global_batch_size=global_config.batch_size * config.grad_accum,
+        held_out_tokens=held.tokens, held_out_tokens_measured=held.measured_tokens,
     ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
     record_version(workspace, run.id, config.version, publish, emit)
     return result
+
+
+def _seeded_order(n: int, seed: int) -> list[int]:
+    """The seeded order in which held-out examples are picked: the in-run subset and the measured
+    sample are both prefixes of it, so the sample holds the subset."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
 
 
 def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]:
@@ -509,11 +521,8 @@ def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]
     total = sum(len(r["input_ids"]) for r in rows)
     if tokens <= 0 or total <= 1.5 * tokens:
         return list(range(len(rows)))
-    rng = random.Random(seed)
-    order = list(range(len(rows)))
-    rng.shuffle(order)
     picked, n = [], 0
-    for i in order:
+    for i in _seeded_order(len(rows), seed):
         if n >= tokens:
             break
         picked.append(i)
@@ -521,16 +530,31 @@ def eval_subset(rows: list[dict[str, Any]], tokens: int, seed: int) -> list[int]
     return sorted(picked)
 
 
+def measured_sample(rows: list[dict[str, Any]], tokens: int, seed: int, at_least: int = 0) -> list[int]:
+    """Indices (ascending) of the seeded sample of whole held-out examples that the base model and
+    the kept adapter are scored on when a time budget cannot hold the whole split: the longest
+    prefix of :func:`eval_subset`'s seeded order holding at most ``tokens`` tokens, and at least
+    its first ``at_least`` rows (the in-run subset, a prefix of the same order). All rows when
+    ``tokens`` is 0. Deterministic: a resumed run measures the same sample."""
+    if tokens <= 0:
+        return list(range(len(rows)))
+    order = _seeded_order(len(rows), seed)
+    k = n = 0
+    while k < len(order) and n + len(rows[order[k]]["input_ids"]) <= tokens:
+        n += len(rows[order[k]]["input_ids"])
+        k += 1
+    return sorted(order[: max(k, at_least)])
+
+
 MIN_EVAL_TOKENS = 256  # the smallest in-run subset a time budget sizes: below it the curve is noise
 
 
 def budgeted_eval_tokens(eval_tokens: int, budget_min: float, eval_share: float, tokens_per_s: float) -> int:
     """The in-run held-out subset's size under a time budget, tokens: ``eval_tokens`` (0: the
-    whole split) unless four evaluations of it (the base model's, two in-run, the final one's
-    share) would take more than ``eval_share`` of ``budget_min`` at ``tokens_per_s`` (forward
-    speed measured on this machine today); then the largest power of two that fits, at least
-    :data:`MIN_EVAL_TOKENS`. Powers of two keep the base model's cached NLL usable across runs
-    on the same machine."""
+    whole split) unless four evaluations of it would take more than ``eval_share`` of
+    ``budget_min`` at ``tokens_per_s`` (forward speed measured on this machine today); then the
+    largest power of two that fits, at least :data:`MIN_EVAL_TOKENS`. Powers of two keep the
+    base model's cached NLL usable across runs on the same machine."""
     fits = eval_share * 60 * budget_min * tokens_per_s / 4
     if eval_tokens and fits >= eval_tokens:
         return eval_tokens
@@ -542,18 +566,24 @@ def budgeted_eval_tokens(eval_tokens: int, budget_min: float, eval_share: float,
 
 class HeldOut:
     """The held-out split as a run scores it: every in-run evaluation scores a fixed, seeded
-    subset (:func:`eval_subset`); the whole split is the subset plus the rest, so the end of the
-    run scores only the rest. The base model's NLL on both is measured once per voice, before
-    training, and cached (:class:`BaseNLLCache`).
+    subset (:func:`eval_subset`); the run's figures (the base model's NLL and the kept adapter's)
+    are measured on the whole split — or, under a time budget that cannot hold it, on a seeded
+    sample of whole examples that holds the subset (:func:`measured_sample`). The measured set is
+    the subset plus the rest, so the end of the run scores only the rest. The base model's NLL is
+    measured before training and cached per example (:class:`BaseNLLCache`).
 
-    Under a time budget a new run first times one batch of held-out rows (forward only) and sizes
-    the subset by that speed (:func:`budgeted_eval_tokens`); the size is kept in the run's state,
-    so a resumed run scores the same subset.
+    Under a time budget a new run first times one batch of held-out rows (forward only; the base
+    model, so its values go to the cache) and sizes by that speed the subset
+    (:func:`budgeted_eval_tokens`, ``max_eval_share``) and the measured sample (the base model's
+    pass, where not cached, and the final pass within ``max_whole_share``). Both sizes are kept
+    in the run's state, so a resumed run scores the same rows.
 
     Attributes:
-        rows: the whole split; ``eval_rows`` / ``rest_rows``: the subset and the rest.
-        subset_tokens: tokens in the subset. ``subset_sums``: step → (summed NLL, tokens) of
-            that step's evaluation. ``cache``: the base model's cached NLL.
+        rows: the whole split; ``eval_rows`` / ``rest_rows``: the subset and the rest of the
+            measured set. ``subset_tokens``, ``measured_tokens``, ``tokens``: tokens in the subset,
+            the measured set and the whole split; ``whole``: the measured set is the whole split.
+        subset_sums: step → (summed NLL, tokens) of that step's evaluation. ``cache``: the base
+            model's cached NLL. ``base_measured``: the base model's NLL on the measured set.
     """
 
     def __init__(self, workspace: Workspace, session: Session, rows: list[dict[str, Any]], pad: int):
@@ -561,40 +591,93 @@ class HeldOut:
         self.probe_speed: float | None = None  # forward tokens/s, when a time budget timed it
         run, dist = session.run, session.compute.dist
         config, st = run.config, run.state
+        self.cache = BaseNLLCache(workspace, config.base_model, session.compute.precision, rows)
+        budgeted = bool(config.time_budget_min) and not run.resumed and not dist.sharded
         tokens = config.eval_tokens if st.eval_tokens is None else st.eval_tokens
-        if st.eval_tokens is None and not run.resumed and config.time_budget_min and config.max_eval_share and not dist.sharded:
+        if st.eval_tokens is None and budgeted and config.max_eval_share:
             tokens = budgeted_eval_tokens(config.eval_tokens, config.time_budget_min, config.max_eval_share, self._speed())
         st.eval_tokens = tokens
         subset = list(range(len(rows))) if dist.sharded else eval_subset(rows, tokens, config.seed)
+        if st.sample_tokens is None:  # a new run (or a checkpoint written before samples: the whole split)
+            st.sample_tokens = self._sample_tokens(len(subset)) if budgeted and config.max_whole_share and not run.resumed else 0
+        sample = measured_sample(rows, st.sample_tokens, config.seed, len(subset))
         chosen = set(subset)
+        self.subset_idx, self.sample_idx = subset, sample
         self.eval_rows = [rows[i] for i in subset]
-        self.rest_rows = [r for i, r in enumerate(rows) if i not in chosen]
+        self.rest_rows = [rows[i] for i in sample if i not in chosen]
         self.subset_tokens = sum(len(r["input_ids"]) for r in self.eval_rows)
-        self.full_ratio = sum(len(r["input_ids"]) for r in rows) / max(1, self.subset_tokens)
-        self.cache = BaseNLLCache(workspace, config.base_model, session.compute.precision, rows, subset)
+        self.measured_tokens = sum(len(rows[i]["input_ids"]) for i in sample)
+        self.tokens = sum(len(r["input_ids"]) for r in rows)
+        self.whole = len(sample) == len(rows)
+        self.full_ratio = self.measured_tokens / max(1, self.subset_tokens)
         self.subset_sums: dict[int, tuple[float, int]] = {}
+        self.base_measured: float | None = self.cache.full if self.whole else self.cache.mean(sample)
 
     def _speed(self) -> float:
-        """Forward tokens per second on this machine now: one timed batch of held-out rows."""
+        """Forward tokens per second on this machine now: one timed batch of held-out rows, scored
+        by the base model (a new run's LoRA changes nothing yet), whose values the cache keeps."""
+        if self.probe_speed is not None:
+            return self.probe_speed
         st = self.session.run.state
-        probe = self.rows[: self.session.run.config.eval_batch_size]
+        probe = list(range(min(len(self.rows), self.session.run.config.eval_batch_size)))
         t = time.perf_counter()
-        self.sums(probe)
+        self.cache.rows.update(self.row_sums(probe))
         spent = time.perf_counter() - t
         st.eval_s += spent
         st.elapsed_s += spent
-        self.probe_speed = sum(len(r["input_ids"]) for r in probe) / max(1e-9, spent)
+        st.sample_eval_s += spent
+        self.probe_speed = sum(len(self.rows[i]["input_ids"]) for i in probe) / max(1e-9, spent)
         return self.probe_speed
+
+    def _sample_tokens(self, at_least: int) -> int:
+        """The measured sample's size for a new run under a time budget, tokens (0: the whole
+        split): the base model's pass (only the examples the cache lacks; none for the whole
+        split when its value is cached) and the final pass over the sample fit in
+        ``max_whole_share`` of the budget, less the probe, at the probe's speed."""
+        config, st = self.session.run.config, self.session.run.state
+        speed = self._speed()
+        allowance = config.max_whole_share * 60 * config.time_budget_min - st.sample_eval_s
+        lengths = [len(r["input_ids"]) for r in self.rows]
+        known = self.cache.rows
+        base_whole = 0 if self.cache.full is not None else sum(n for i, n in enumerate(lengths) if i not in known)
+        if (sum(lengths) + base_whole) / speed <= allowance:
+            return 0
+        order = _seeded_order(len(lengths), config.seed)
+        k = voice = base = 0
+        while k < len(order):
+            n = lengths[order[k]]
+            extra = 0 if order[k] in known else n
+            if k >= at_least and (voice + n + base + extra) / speed > allowance:
+                break
+            voice, base, k = voice + n, base + extra, k + 1
+        return 0 if k == len(order) else voice
+
+    def row_sums(self, idx: list[int]) -> dict[int, tuple[float, int]]:
+        """Summed NLL (nats) and labelled tokens of the current weights on each row ``idx``, over
+        all processes (each scores its share of the rows)."""
+        s = self.session
+        dist, config, c = s.compute.dist, s.run.config, s.compute
+        if dist.sharded:  # sharded weights: every process runs every batch together
+            sums, counts = per_example_nll(s.model, [self.rows[i] for i in idx], self.pad, c.device, c.autocast,
+                                           config.eval_batch_size)
+            return {i: (float(a), int(b)) for i, a, b in zip(idx, sums, counts)}
+        mine = idx[dist.rank :: dist.world]
+        sums, counts = per_example_nll(s.peft_model, [self.rows[i] for i in mine], self.pad, c.device, c.autocast,
+                                       config.eval_batch_size)
+        parts = dist.gather([(i, float(a), int(b)) for i, a, b in zip(mine, sums, counts)])
+        return {i: (a, b) for part in parts for i, a, b in part}
 
     def sums(self, rows: list[dict[str, Any]]) -> tuple[float, int]:
         """Summed NLL (nats) and labelled tokens of the current weights on ``rows``, over all processes."""
         s = self.session
         dist, config, c = s.compute.dist, s.run.config, s.compute
         if dist.sharded:  # sharded weights: every process runs every batch together
-            total, n = nll_sums(s.model, rows, self.pad, c.device, c.autocast, config.eval_batch_size)
-        else:  # each process scores its share of the held-out examples; the sums are added up
-            total, n = dist.sum(list(nll_sums(s.peft_model, rows[dist.rank :: dist.world], self.pad, c.device,
-                                              c.autocast, config.eval_batch_size)))
+            a, b = per_example_nll(s.model, rows, self.pad, c.device, c.autocast, config.eval_batch_size)
+            return float(a.sum()), int(b.sum())
+        # each process scores its share of the held-out examples; the sums are added up
+        a, b = per_example_nll(s.peft_model, rows[dist.rank :: dist.world], self.pad, c.device, c.autocast,
+                               config.eval_batch_size)
+        total, n = dist.sum([float(a.sum()), float(b.sum())])
         return float(total), int(n)
 
     def evaluate(self, step: int) -> float:
@@ -603,94 +686,145 @@ class HeldOut:
         return self.subset_sums[step][0] / max(1, self.subset_sums[step][1])
 
     def final_cost(self, run: Run) -> float:
-        """Seconds the end of the run will take to evaluate: the subset and the rest of the split,
-        from the cost of the last evaluation of the subset."""
+        """Seconds the end of the run will take to evaluate: the subset and the rest of the measured
+        set, from the cost of the last evaluation of the subset."""
         return run.state.last_eval_s * self.full_ratio
 
+    def sampled_line(self) -> str:
+        """The one line that says the run's figures were measured on a sample."""
+        share = self.session.run.config.max_whole_share
+        return (f"measured on {self.measured_tokens:,} of {self.tokens:,} held-out tokens to keep measuring within "
+                f"{share:.0%} of the budget; `mimetic evaluate` measures the whole split")
+
     def measure_base(self) -> None:
-        """Step 0 of a new run: the base model's NLL on the subset and the whole split, measured
-        (the model before training is the base model: LoRA's B matrices start at zero) or read
-        from the cache."""
+        """Step 0 of a new run: the base model's NLL on the subset and on the measured set,
+        measured (the model before training is the base model: LoRA's B matrices start at zero)
+        for the examples the cache lacks, or read from the cache."""
         s = self.session
-        st, emit, dist = s.run.state, s.emit, s.compute.dist
+        st, emit, dist, cache = s.run.state, s.emit, s.compute.dist, self.cache
+        base_sub = cache.subset_mean(self.subset_idx)
+        need = set() if base_sub is not None else set(cache.missing(self.subset_idx))
+        if self.base_measured is None:
+            need |= set(cache.missing(self.sample_idx))
         spent = 0.0
-        if self.cache.subset is None:
-            emit(Progress("train", message=f"measuring the base model on {len(self.rows)} held-out passages (once per voice)"))
+        if need:
+            emit(Progress("train", message=f"measuring the base model on {len(need)} held-out passages (once per voice)"))
             t = time.perf_counter()
-            sub = self.sums(self.eval_rows)
-            st.last_eval_s = time.perf_counter() - t
-            if self.cache.full is None:  # the whole split too: the subset's sums plus the rest's
-                rest = self.sums(self.rest_rows) if self.rest_rows else (0.0, 0)
-                self.cache.full = (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+            cache.rows.update(self.row_sums(sorted(need)))
             spent = time.perf_counter() - t
             st.eval_s += spent
             st.elapsed_s += spent
-            self.cache.subset = sub[0] / max(1, sub[1])
+            st.sample_eval_s += spent
+            measured = sum(len(self.rows[i]["input_ids"]) for i in need)
+            st.last_eval_s = spent * self.subset_tokens / max(1, measured)
+            if self.base_measured is None:
+                self.base_measured = cache.mean(self.sample_idx)
+            if self.whole and cache.full is None:
+                cache.full = self.base_measured
             if dist.main:
-                self.cache.save(self.cache.subset, self.cache.full)
-            self.subset_sums[0] = sub
-            cached = False
-        else:  # measured by an earlier run; until the first evaluation, the subset's cost from the probe, if any
+                cache.save()
+        else:  # until the first evaluation, the subset's cost from the probe, if any
             st.last_eval_s = self.subset_tokens / self.probe_speed if self.probe_speed else 0.0
-            cached = True
-        st.base_nll = st.best_nll = st.last_nll = self.cache.subset
+        sub = cache.sums(self.subset_idx)
+        if sub is not None:
+            self.subset_sums[0] = sub
+            base_sub = sub[0] / max(1, sub[1])
+        st.base_nll = st.best_nll = st.last_nll = base_sub
         emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
-                                 "base_nll_whole": self.cache.full, "eval_s": 0.0 if cached else spent,
-                                 "cached": cached, "peak_rss_mb": peak_rss_mb()}))
+                                 "base_nll_whole": cache.full, "base_nll_measured": self.base_measured,
+                                 "held_out_tokens_measured": self.measured_tokens, "held_out_tokens": self.tokens,
+                                 "eval_s": spent, "cached": not need, "peak_rss_mb": peak_rss_mb()}))
 
 
 class BaseNLLCache:
-    """The base model's held-out NLL (nats/token), on the in-run subset and on the whole split,
-    kept in ``data/base_nll.json`` so each voice measures it once: it never changes for the same
-    base model, compute precision, held-out tokens and subset. Each entry also names its whole
-    split (``whole``), so a run whose subset differs (sized by a time budget) finds the whole
-    split's value and measures only its subset. ``prepare`` rebuilds ``data/``, which drops the cache with the data it
+    """The base model's held-out NLL, kept in ``data/base_nll.json`` so each voice measures it
+    once: it never changes for the same base model, compute precision and held-out tokens.
+
+    One entry per held-out split (its key names the base model, the precision and every row):
+    ``rows``, each measured example's summed NLL and labelled tokens, so the NLL of any subset
+    or sample whose examples were all measured is known without measuring; ``full``, the whole
+    split's NLL. Entries of earlier versions (``subset`` and ``full`` values per in-run subset)
+    are still read. ``prepare`` rebuilds ``data/``, which drops the cache with the data it
     describes.
 
     Attributes:
-        subset, full: the cached values, or ``None``.
+        full: the whole split's NLL (nats/token), or ``None``. ``rows``: index → (summed NLL, tokens).
     """
 
-    def __init__(self, workspace: Workspace, base_model: str, precision: str, held_rows: list[dict[str, Any]],
-                 subset: list[int]):
+    def __init__(self, workspace: Workspace, base_model: str, precision: str, held_rows: list[dict[str, Any]]):
         import hashlib
 
-        h = hashlib.sha256(f"{base_model}|{precision}|{subset}".encode())
+        self._prefix = f"{base_model}|{precision}|"
+        self._row_bytes = [json.dumps([r["input_ids"], r["labels"]]).encode() for r in held_rows]
         whole = hashlib.sha256(f"{base_model}|{precision}|whole".encode())
-        for r in held_rows:
-            row = json.dumps([r["input_ids"], r["labels"]]).encode()
-            h.update(row)
+        for row in self._row_bytes:
             whole.update(row)
-        self.key, self.whole_key = h.hexdigest()[:32], whole.hexdigest()[:32]
+        self.whole_key = whole.hexdigest()[:32]
         self.path = workspace.data_dir / "base_nll.json"
+        self.data = self._read()
+        entries = [e for e in self.data.values() if isinstance(e, dict)]
+        entry = self.data.get(self.whole_key)
+        entry = entry if isinstance(entry, dict) else {}
+        self.full: float | None = entry.get("full", next((e.get("full") for e in entries if e.get("whole") == self.whole_key), None))
+        try:
+            self.rows: dict[int, tuple[float, int]] = {int(k): (float(v[0]), int(v[1])) for k, v in entry.get("rows", {}).items()}
+        except (TypeError, ValueError, IndexError, AttributeError):  # a damaged entry is measured again
+            self.rows = {}
+
+    def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError):  # a damaged cache is measured again
             data = {}
-        entries = [e for e in data.values() if isinstance(e, dict)] if isinstance(data, dict) else []
-        entry = data.get(self.key, {}) if isinstance(data, dict) else {}
-        self.subset: float | None = entry.get("subset")
-        self.full: float | None = entry.get("full", next((e.get("full") for e in entries if e.get("whole") == self.whole_key), None))
+        return data if isinstance(data, dict) else {}
 
-    def save(self, subset: float, full: float) -> None:
-        """Record both values (atomically; other keys kept)."""
-        try:
-            data = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, ValueError):
-            data = {}
-        data[self.key] = {"subset": subset, "full": full, "whole": self.whole_key}  # whole: found by another subset
+    def missing(self, idx: list[int]) -> list[int]:
+        return [i for i in idx if i not in self.rows]
+
+    def sums(self, idx: list[int]) -> tuple[float, int] | None:
+        """Summed NLL and tokens of the rows ``idx``, or ``None`` when one was never measured."""
+        if self.missing(idx):
+            return None
+        return sum(self.rows[i][0] for i in idx), sum(self.rows[i][1] for i in idx)
+
+    def mean(self, idx: list[int]) -> float | None:
+        """NLL (nats/token) of the rows ``idx``, or ``None`` when one was never measured."""
+        s = self.sums(idx)
+        return None if s is None else s[0] / max(1, s[1])
+
+    def subset_mean(self, idx: list[int]) -> float | None:
+        """NLL of the rows ``idx`` from the rows, or from an earlier version's entry for that subset."""
+        value = self.mean(idx)
+        if value is None:
+            import hashlib
+
+            old = hashlib.sha256(f"{self._prefix}{idx}".encode())  # the key earlier versions wrote
+            for row in self._row_bytes:
+                old.update(row)
+            entry = self.data.get(old.hexdigest()[:32])
+            value = entry.get("subset") if isinstance(entry, dict) else None
+        return value
+
+    def save(self) -> None:
+        """Record the whole split's value and every measured row (atomically; other keys kept)."""
+        data = self._read()
+        entry = {"whole": self.whole_key, "rows": {str(i): [a, b] for i, (a, b) in sorted(self.rows.items())}}
+        if self.full is not None:
+            entry["full"] = self.full
+        data[self.whole_key] = entry
         atomic_write_json(self.path, data)
 
 
 def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -> tuple[float, float]:
-    """Choose the adapter to keep and score it on the whole held-out split.
+    """Choose the adapter to keep and score it on the measured set (the whole held-out split, or
+    the time budget's sample: :class:`HeldOut`).
 
     The final model is kept unless the subset calls it worse than the kept (best) adapter by
     more than ``min_delta`` (noise on a few thousand tokens; the final model has trained longer,
     its schedule finished). When the subset does call it worse, or after early stopping, the
-    whole split decides between the two. The whole split's NLL is the subset's sums plus the
-    rest of the split, so only the rest is scored again. Returns ``(base NLL, kept NLL)`` on the
-    whole split, nats/token.
+    measured set decides between the two. Its NLL is the subset's sums plus the rest of the set,
+    so only the rest is scored again. Returns ``(base NLL, kept NLL)`` on the measured set,
+    nats/token; a sample is said in one :class:`~mimetic.core.events.Warning`.
     """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -699,7 +833,7 @@ def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -
     t = time.perf_counter()
     peft_model = session.peft_model
 
-    def whole(sub: tuple[float, int] | None) -> float:  # the current weights on the whole split
+    def measured(sub: tuple[float, int] | None) -> float:  # the current weights on the measured set
         sub = sub or held.sums(held.eval_rows)
         rest = held.sums(held.rest_rows) if held.rest_rows else (0.0, 0)
         return (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
@@ -710,31 +844,39 @@ def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -
         session.save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
         st.best_step, st.best_nll = st.step, final_nll
     if st.best_step == st.step:
-        best_full = whole(final_sub)
-    elif not held.rest_rows:  # the subset is the whole split: the kept adapter's score is already whole
+        best_full = measured(final_sub)
+    elif not held.rest_rows:  # the subset is the measured set: the kept adapter's score is already on it
         best_full = st.best_nll
-    else:  # the kept adapter is an earlier one, better on the subset: the whole split decides
+    else:  # the kept adapter is an earlier one, better on the subset: the measured set decides
         current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
         dist.wait()  # the main process has finished writing the adapter
         set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
-        best_full = whole(held.subset_sums.get(st.best_step))
+        best_full = measured(held.subset_sums.get(st.best_step))
         set_peft_model_state_dict(peft_model, current)
         if final_nll is not None:
-            final_full = whole(final_sub)
-            if final_full < best_full - config.min_delta:  # the whole split prefers the final model
+            final_full = measured(final_sub)
+            if final_full < best_full - config.min_delta:  # the measured set prefers the final model
                 session.save_adapter(run)
                 st.best_step, best_full = st.step, final_full
-    base_full = held.cache.full
+    base_full = held.base_measured
     if base_full is None:  # a resumed run whose cache was removed
         with peft_model.disable_adapter():
-            base_full = whole(None)
-        if dist.main and st.base_nll is not None:
-            held.cache.save(st.base_nll, base_full)
+            base_full = measured(None)
+        if held.whole and dist.main:
+            held.cache.full = base_full
+            held.cache.save()
     spent = time.perf_counter() - t
     st.eval_s += spent
     st.elapsed_s += spent
-    session.emit(Metric("train", st.step, {"held_out_nll_whole": best_full, "base_nll_whole": base_full,
-                                           "best_step": st.best_step, "eval_s": spent, "peak_rss_mb": peak_rss_mb()}))
+    values: dict[str, Any] = ({"held_out_nll_whole": best_full, "base_nll_whole": base_full} if held.whole else
+                              {"held_out_nll_measured": best_full, "base_nll_measured": base_full,
+                               "base_nll_whole": held.cache.full})
+    session.emit(Metric("train", st.step, {**values, "held_out_tokens_measured": held.measured_tokens,
+                                           "held_out_tokens": held.tokens, "best_step": st.best_step, "eval_s": spent,
+                                           "peak_rss_mb": peak_rss_mb()}))
+    if not held.whole:
+        session.emit(Warning("train", held.sampled_line(),
+                             f"Measure the whole split with: mimetic evaluate --workspace {run.workspace.root}"))
     return base_full, best_full
 
 
