@@ -422,7 +422,7 @@ def write(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help=f"Length of each text, in tokens (default {_GEN.max_new_tokens})."),
     seed: Optional[int] = typer.Option(None),
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
-    engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF (faster on a CPU)."),
+    engine: Optional[str] = typer.Option(None, help="auto (the settings' default: llama.cpp with the run's adapter, else transformers), llama.cpp or transformers."),
     best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them by closeness to your style."),
     show_sources: bool = typer.Option(False, "--sources", help="After each text, the passages of your own writing nearest to it, and its longest verbatim overlap with them."),
 ) -> None:
@@ -531,7 +531,7 @@ def rewrite(
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n"),
     seed: Optional[int] = typer.Option(None),
     samples: Optional[int] = typer.Option(None, help="How many versions to write."),
-    engine: str = typer.Option("transformers", help="transformers, or llama.cpp to run the exported GGUF."),
+    engine: Optional[str] = typer.Option(None, help="auto (the settings' default: llama.cpp with the run's adapter, else transformers), llama.cpp or transformers."),
 ) -> None:
     """Rewrite a draft in your voice (voices prepared with --format mixed)."""
     from mimetic.voice.generate import read_text_file
