@@ -310,7 +310,7 @@ def test_three_modes_write_and_are_logged(mixed_voice):
     voice.generate = lambda prompt, *a, **k: (asked.append(prompt), real(prompt, *a, **k))[1]
     r = rewrite(mixed_voice, draft, gc, voice=voice)[0]
     assert r.prompt == draft and asked == ["Rewrite in my voice: man walked shop / raining sad"]  # as it trained: from notes
-    modes = [(c.split(" (")[0], p["mode"]) for c, _, p in _logged(mixed_voice)]  # "write (llama.cpp)": the engine that wrote
+    modes = [(c, p["mode"]) for c, _, p in _logged(mixed_voice)]
     assert modes[-3:] == [("write", "write"), ("write", "write"), ("write", "rewrite")]
     assert notes(draft) == "man walked shop / raining sad"
 

@@ -203,6 +203,7 @@ def test_sampling_in_llama_cpp_is_seeded_and_streams(tiny_voice):
     again = write(tiny_voice, "The kettle", cfg, voice=voice)[0]
     other = write(tiny_voice, "The kettle", GenerateConfig(max_new_tokens=16, seed=4, temperature=1.0), voice=voice)[0]
     assert first.output == again.output and "".join(chunks) == first.output and other.output != first.output
-    assert tiny_voice.generations(1)[0]["command"] == "write (llama.cpp)"
+    logged = tiny_voice.generations(1)[0]
+    assert logged["command"] == "write" and __import__("json").loads(logged["params"])["engine"] == "llama.cpp"
     texts = voice.complete([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=8), seed=0)
     assert len(texts) == 2 and texts == voice.complete([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=8), seed=0)

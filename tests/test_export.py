@@ -54,7 +54,7 @@ def test_write_with_llama_cpp_on_the_export(voice):
     again = write(voice, "The kettle", cfg, engine="llama.cpp")[0]
     assert first.output == again.output and 1 <= first.new_tokens <= 12  # same seed, same text
     logged = voice.generations(1)[0]
-    assert logged["command"] == "write (llama.cpp)" and logged["output"] == again.output
+    assert logged["command"] == "write" and __import__("json").loads(logged["params"])["engine"] == "llama.cpp" and logged["output"] == again.output
     with pytest.raises(MimeticError, match="Unknown engine"):
         write(voice, "The kettle", cfg, engine="onnx")
 

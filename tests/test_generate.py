@@ -20,7 +20,7 @@ def test_write_streams_and_logs_to_sqlite(trained):
     # streaming: the pieces, with "\n\n" between samples, are exactly the returned texts
     assert "".join(pieces) == "\n\n".join(g.output for g in gens) and "\n\n" in pieces
     rows = sqlite3.connect(trained.db_path).execute("SELECT command, prompt, base_model, adapter, seed FROM generations").fetchall()
-    assert len(rows) >= 2 and rows[-1][0] == "write" and rows[-1][1] == "The kettle" and rows[-1][3].endswith("adapter")
+    assert len(rows) >= 2 and rows[-1][0] == "write" and rows[-1][1] == "The kettle" and rows[-1][3].endswith(("adapter", "adapter.gguf"))
 
 
 def test_same_seed_same_text(trained):

@@ -62,7 +62,7 @@ def log_generation(workspace: Workspace, voice: Engine, command: str, g: Generat
         command=command,
         prompt=g.prompt,
         output=g.output,
-        params={**asdict(config), "model": g.model, **extra},
+        params={**asdict(config), "engine": getattr(voice, "engine", config.engine), "model": g.model, **extra},  # the engine that wrote
         base_model=voice.base_model,
         adapter=voice.adapter if g.model == "voice" else None,
         seed=g.seed,
@@ -186,7 +186,7 @@ def write(
         extra = {"best_of": best_of, "style_distance": g.style_distance} if scorer else {}
         if mode:
             extra["mode"] = mode
-        log_generation(workspace, voice, "write (llama.cpp)" if voice.engine == "llama.cpp" else "write", g, config, **extra)
+        log_generation(workspace, voice, "write", g, config, **extra)
         results.append(g)
     return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
 
