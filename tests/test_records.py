@@ -18,6 +18,7 @@ SUMMARY = {
     "device": "cpu", "precision": "fp32", "trainable_parameters": 1000, "total_parameters": 100000,
     "steps_per_epoch": 25, "padding_share": 0.1, "padding_share_unpacked": 0.2, "padding_share_random_batches": 0.3,
     "packed_rows": None, "planned_steps": 50, "processes": 1, "plan": None, "global_batch_size": 8,
+    "held_out_tokens": 1000, "held_out_tokens_measured": 1000,
 }
 MANIFEST = {
     "created_at": "2025-01-01T12:00:00+0000", "sources": ["/w"], "config": {"min_words": 50}, "documents": 1,

@@ -302,8 +302,8 @@ def test_damaged_workspace_files_are_named_with_the_fix_and_nothing_uses_the_net
     assert "mimetic prepare" in e.value.hint
     # garbage settings: the CLI says so in two lines, no traceback
     ws.config_path.write_bytes(b"\xff\xfe\x00garbage\x81")
-    r = runner.invoke(app, ["write", "Hello", "-w", str(ws.root)])
-    out = " ".join(r.output.split())  # the console wraps long lines (where depends on the temporary path)
+    r = runner.invoke(app, ["write", "Hello", "-w", str(ws.root)], env={"COLUMNS": "1000"})  # one line: the path is long
+    out = " ".join(r.output.split())
     assert r.exit_code == 1 and "mimetic.toml is damaged" in out and "mv " in out
     assert "Traceback" not in out and "Unexpected error" not in out
 
