@@ -40,13 +40,14 @@ class Desk:
         return Workspace.open(voice_path(self.config, name), create=False)
 
     def voice(self, ws: Workspace, run: str) -> Any:
-        """The loaded :class:`~mimetic.models.engines.Voice` of ``run`` (one in memory at a time)."""
-        from mimetic.models.engines import Voice
+        """The loaded engine of ``run`` (one in memory at a time), opened as every stage opens one
+        (:func:`mimetic.models.engines.open_voice`: llama.cpp with the run's adapter, else transformers)."""
+        from mimetic.models.engines import open_voice
 
         key = (str(ws.root), run)
         if key not in self.loaded:
             self.loaded.clear()
-            self.loaded[key] = Voice.load(ws, run)
+            self.loaded[key] = open_voice(ws, run, engine=ws.load_config().generate.engine, on_event=lambda event: None)
         return self.loaded[key]
 
 
