@@ -125,15 +125,13 @@ def _classifier() -> Any:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for binary ``labels`` (1 positive), ties counted half: the
-    Mann–Whitney U over ``n1 * n0`` (Hanley & McNeil 1982). ``nan`` when a class is missing."""
-    from scipy.stats import rankdata
+    """ROC AUC of ``scores`` for binary ``labels`` (1 positive), ties counted half
+    (scikit-learn's ``roc_auc_score``); ``nan`` when a class is missing."""
+    from sklearn.metrics import roc_auc_score
 
-    pos = labels == 1
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if not n1 or not n0:
+    if len(set(np.asarray(labels).tolist())) < 2:
         return float("nan")
-    return float((rankdata(scores)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(roc_auc_score(labels, scores))
 
 
 def _tells(names: np.ndarray, x: Any, coef: np.ndarray, labels: np.ndarray, top: int) -> dict[str, list[dict[str, Any]]]:
