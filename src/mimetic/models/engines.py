@@ -206,6 +206,18 @@ def check_lora_convertible(adapter_dir: Path) -> None:
         )
 
 
+def convert_to_gguf(model_dir: Path, out: Path, outtype: str = "f16", what: str | None = None) -> None:
+    """Convert a saved transformers model folder to GGUF with llama.cpp's ``convert_hf_to_gguf.py``.
+
+    Written to a temporary name and renamed, so no half-written file is left under ``out``;
+    ``what`` names the model in an error (default: the file's name).
+
+    Raises:
+        MimeticError: the converters are missing or llama.cpp cannot convert the architecture.
+    """
+    convert_into(out, "convert_hf_to_gguf.py", [str(model_dir), "--outtype", outtype], what or out.name)
+
+
 def lora_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f16") -> Path:
     """Convert a PEFT LoRA adapter folder to a GGUF LoRA with ``convert_lora_to_gguf.py``.
 
@@ -257,7 +269,7 @@ def base_gguf(name: str) -> tuple[Path, float]:
     out.parent.mkdir(parents=True, exist_ok=True)
     check_free_disk(out.parent, int(1.2 * sum(p.stat().st_size for p in weights)) + 2**20, "the base model's GGUF")
     t = time.perf_counter()
-    convert_into(out, "convert_hf_to_gguf.py", [str(folder), "--outtype", outtype], f"the base model {name}")
+    convert_to_gguf(folder, out, outtype, f"the base model {name}")
     return out, time.perf_counter() - t
 
 
@@ -797,5 +809,5 @@ def _why_not(error: MimeticError) -> str:
     return "llama.cpp could not open this voice (" + text[:80] + ")"
 
 
-__all__ = ["ENGINES", "Engine", "GGUFVoice", "Voice", "base_gguf", "check_lora_convertible", "convert_into", "llama_cpp_tools", "load_llama",
+__all__ = ["ENGINES", "Engine", "GGUFVoice", "Voice", "base_gguf", "check_lora_convertible", "convert_into", "convert_to_gguf", "llama_cpp_tools", "load_llama",
            "lora_to_gguf", "open_gguf", "open_voice", "prompt_ids", "run_adapter_gguf", "run_converter"]

@@ -30,7 +30,6 @@ each file with ``llama_cpp.Llama``. Everything stays offline.
 
 from __future__ import annotations
 
-import json
 import re
 import os
 import shutil
@@ -41,7 +40,7 @@ from typing import Any
 
 from mimetic.corpus.briefs import MARKERS
 from mimetic.core.config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
-from mimetic.models.engines import check_lora_convertible, convert_into, llama_cpp_tools, load_llama, lora_to_gguf, open_gguf
+from mimetic.models.engines import check_lora_convertible, convert_to_gguf, llama_cpp_tools, load_llama, lora_to_gguf, open_gguf
 from mimetic.errors import MimeticError
 from mimetic.core.events import OnEvent, Progress, ignore
 from mimetic.text.identity import voice_system_prompt
@@ -65,17 +64,6 @@ class ExportResult:
 # --------------------------------------------------------------------------------------------
 # llama.cpp tools (the converters themselves are in mimetic.models.engines: every stage that
 # samples from a voice converts its adapter with them; re-exported here)
-
-
-def convert_to_gguf(model_dir: Path, out: Path, outtype: str = "f16") -> None:
-    """Convert a saved transformers model folder to GGUF with llama.cpp's ``convert_hf_to_gguf.py``.
-
-    Written to a temporary name and renamed, so no half-written file is left under ``out``.
-
-    Raises:
-        MimeticError: the converters are missing or llama.cpp cannot convert the architecture.
-    """
-    convert_into(out, "convert_hf_to_gguf.py", [str(model_dir), "--outtype", outtype], out.name)
 
 
 def quantize(src: Path, out: Path, qtype: str) -> None:
