@@ -1,49 +1,71 @@
-"""Sampling settings against the voice's range: the same prompts and seeds, other sampling.
+"""Sampling settings against every measure at once: the same openings, several draws, each variant.
 
-Takes a workspace whose latest run has been evaluated (``mimetic evaluate``: its
-``evaluation/cache.json`` holds the prompts, seeds, the writer's continuations and the base
-model's samples) and writes the voice's samples again with each variant of the ``[generate]``
-sampling settings, then runs the evaluation's model-free analysis on them: the spread of the
-voice's 1,000-word sets against the writer's own (mean pairwise Cosine Delta,
-:func:`mimetic.text.stylometry.spread`), attribution among the writer and the reference authors, and
-the longest verbatim overlap with the training text. Only the voice is sampled again, so a
-variant costs about a third of an evaluation.
+For a trained voice (``WORKSPACE``, its published run), ``--openings`` held-out passages are cut
+into a ``[evaluate] prefix_tokens`` opening and the writer's real continuation, exactly as
+``mimetic evaluate`` cuts them (:func:`mimetic.evaluation.evaluate._continuation_prompts`). Each
+variant of the ``[generate]`` sampling settings continues every opening ``--draws`` times (draw k
+uses other seeds) through the engine ``mimetic write`` uses (:func:`mimetic.models.engines.open_voice`:
+llama.cpp with the run's adapter), and each draw is measured as ``evaluate`` measures it:
+
+* attribution: the share of the voice's 1,000-word sets that Cosine Delta attributes to the
+  writer among the reference authors, and the spread of those sets over the writer's own;
+* distinguishability: the cross-validated ROC AUC of a classifier telling the voice's passages
+  from the writer's continuations of the same openings (:func:`mimetic.evaluation.reader.distinguishability`;
+  the writer-against-writer control beside it);
+* invented words per 1,000 (voice, and the writer's own continuations as control);
+* calibration: the voice's NLL (nats/token) of its own samples minus its NLL of the writer's
+  continuations (transformers, the reference engine): above 0, hotter than the writer;
+* the longest verbatim overlap with the training text.
 
     .venv/bin/python benchmarks/sampling_sweep.py WORKSPACE REFERENCES \\
-        '{"defaults": {}, "t08_truncated": {"temperature": 0.8, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.1}}'
+        '{"t1.2": {"temperature": 1.2}, "t1.0 min-p 0.05": {"temperature": 1.0, "min_p": 0.05}}' --draws 2
 
-``--sample-words`` must be the value the evaluation ran with (it sets how many prompts there
-were). ``--draws N`` samples every variant N times with other seeds (draw 0 is the evaluation's
-own seeds), so that a difference can be told from the noise of one draw.
-
-Each draw also reports how surprising the samples are to the voice itself: the voice's NLL
-(nats/token) of its own continuations, next to its NLL of the writer's real continuations of
-the same openings. At temperature 1 a calibrated model's samples are about as surprising as real
-text; sampled hotter, they are more surprising than the writer (less predictable, the first
-sign of incoherence), colder, less. Results: one JSON line per draw on stdout. RESULTS.md has the
-table by hand.
+One JSON line per draw on stdout, then a Markdown table of the means over draws (±: half the range
+of the draws). RESULTS.md has the tables by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from mimetic.models.engines import Voice
-from mimetic.evaluation.evaluate import (
-    _continuation_prompts,
-    _doc_texts,
-    _generate_batch,
-    analyse,
-    read_references,
-)
-from mimetic.corpus.prepare import load_split
-from mimetic.models.sampling import SamplingParams
+import numpy as np
+
 from mimetic.core.workspace import Workspace
+from mimetic.corpus.prepare import load_split
+from mimetic.evaluation.evaluate import _continuation_prompts, _doc_texts, analyse, read_references, sample_calibration
+from mimetic.evaluation.reader import measure as reader_measure
+from mimetic.models.engines import Voice, open_voice
+from mimetic.models.sampling import SamplingParams
+
+
+def run_variant(voice, tvoice, prompts, params, draw, batch, training, held, config, refs) -> dict:
+    t = time.perf_counter()
+    texts: list[str] = []
+    for b in range(0, len(prompts), batch):
+        texts += voice.complete([p["prefix_ids"] for p in prompts[b : b + batch]], params, 7919 * draw + b)
+    gen_s = time.perf_counter() - t
+    samples = [{"document": p["document"], "prefix": p["prefix"], "writer": p["writer"], "base": "", "voice": v}
+               for p, v in zip(prompts, texts)]
+    m, _ = analyse(training, held, samples, config, refs)
+    r = reader_measure("\n\n".join(t for _, t in training), held, samples, config.seed)
+    cal = sample_calibration(tvoice, samples) if tvoice is not None else {}
+    st = m["stylometry"]
+    d, inv = r["distinguishability"], r["invented_words"]
+    return {
+        "generation_s": round(gen_s, 1), "words": m["words"]["voice_samples"],
+        "attribution": st["attribution"]["voice"]["writer_share"], "sets": st["attribution"]["voice"]["sets"],
+        "attribution_writer": st["attribution"]["held_out"]["writer_share"],
+        "spread_ratio": (st.get("spread") or {}).get("ratio"),
+        "auc": d["voice"]["auc"], "auc_ci": d["voice"].get("ci"), "auc_writer": d["writer_halves"]["auc"],
+        "invented": inv["voice"]["per_1000"], "invented_writer": inv["writer"]["per_1000"],
+        "invented_examples": inv["voice"]["examples"][:8],
+        "calibration": None if cal.get("samples") is None else cal["samples"] - cal["writer"],
+        "overlap": m["memorization"]["voice"]["longest_characters"],
+    }
 
 
 def main() -> None:
@@ -51,57 +73,42 @@ def main() -> None:
     ap.add_argument("workspace", type=Path)
     ap.add_argument("references", type=Path, help="one folder of texts per reference author")
     ap.add_argument("variants", help='JSON: {"name": {generate setting: value, ...}, ...}')
-    ap.add_argument("--sample-words", type=int, default=5000)
-    ap.add_argument("--writer", default="writer")
-    ap.add_argument("--draws", type=int, default=1, help="draws per variant; draw k adds 7919·k to every seed")
+    ap.add_argument("--openings", type=int, default=64)
+    ap.add_argument("--draws", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16, help="openings decoded in parallel")
+    ap.add_argument("--no-calibration", action="store_true", help="skip the transformers NLL pass")
+    ap.add_argument("--engine", default="auto")
     a = ap.parse_args()
     ws = Workspace.open(a.workspace, create=False)
     vc = ws.load_config()
-    config = replace(vc.evaluate, sample_words=a.sample_words)
-    run_dir = ws.run_dir(None)
-    samples = json.loads((run_dir / "evaluation" / "cache.json").read_text())["samples"]
+    config = vc.evaluate
     train_rows, held_rows = load_split(ws, "train"), load_split(ws, "held_out")
-    voice = Voice.load(ws, run_dir.name)
-    # the evaluation's prompts, rebuilt the way generate_samples builds them
-    per_sample = max(20, int(config.new_tokens * 0.7))
-    first = max(config.batch_size, math.ceil(config.sample_words / per_sample))
-    first = math.ceil(first / config.batch_size) * config.batch_size
-    prompts = _continuation_prompts(held_rows, voice.tokenizer, config, first * 2)[: len(samples)]
-    if any(p["prefix"] != s["prefix"] for p, s in zip(prompts, samples)):
-        raise SystemExit("The prompts differ from the evaluation's: pass its --sample-words.")
+    voice = open_voice(ws, engine=a.engine)
+    tvoice = None if a.no_calibration else Voice.load(ws)
+    prompts = _continuation_prompts(held_rows, voice.tokenizer, config, a.openings)
     refs = read_references(a.references)
     training = _doc_texts(train_rows)
     held = "\n\n".join(t for _, t in _doc_texts(held_rows))
-    writer_nll = continuation_nll(voice, prompts, [p["writer"] for p in prompts])
+    table = []
     for name, settings in json.loads(a.variants).items():
         params = SamplingParams.from_config(replace(vc.generate, **settings), max_new_tokens=config.new_tokens)
+        rows = []
         for draw in range(a.draws):
-            t = time.perf_counter()
-            texts: list[str] = []
-            for b in range(0, len(samples), config.batch_size):
-                batch = prompts[b : b + config.batch_size]
-                texts += _generate_batch(voice, [p["prefix_ids"] for p in batch], params, samples[b]["seed"] + 7919 * draw)
-            m, _ = analyse(training, held, [dict(s, voice=v) for s, v in zip(samples, texts)], config, refs, writer=a.writer)
-            st = m.get("stylometry", m)
-            mem = m["memorization"]["voice"]
-            print(json.dumps({"variant": name, "draw": draw, "sampling": params.__dict__, "seconds": round(time.perf_counter() - t),
-                              "spread": st["spread"], "attribution": st["attribution"]["voice"],
-                              "voice_nll_of_samples": continuation_nll(voice, prompts, texts), "voice_nll_of_writer": writer_nll,
-                              "longest_overlap_chars": mem["longest_characters"], "flagged": mem["flagged"]}), flush=True)
-
-
-def continuation_nll(voice: Voice, prompts: list[dict], texts: list[str]) -> float:
-    """The voice's NLL (nats/token) of ``texts``, each after its prompt's prefix, token-weighted."""
-    from mimetic.models.loading import autocast
-    from mimetic.models.nll import per_example_nll
-
-    rows = []
-    for p, text in zip(prompts, texts):
-        cont = voice.tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids = list(p["prefix_ids"]) + cont
-        rows.append({"input_ids": ids, "labels": [-100] * len(p["prefix_ids"]) + cont})
-    sums, counts = per_example_nll(voice.model, rows, voice.tokenizer.pad_token_id, voice.device, autocast(voice.device, voice.precision))
-    return float(sums.sum() / max(1, counts.sum()))
+            row = run_variant(voice, tvoice, prompts, params, draw, a.batch, training, held, config, refs)
+            rows.append(row)
+            print(json.dumps({"workspace": str(a.workspace), "variant": name, "draw": draw, "settings": settings, **row}), flush=True)
+        table.append((name, rows))
+    keys = ("attribution", "auc", "invented", "calibration", "spread_ratio", "overlap")
+    print(f"\n{len(prompts)} openings × {a.draws} draws; writer-vs-writer AUC {table[0][1][0]['auc_writer']:.2f}, "
+          f"writer's invented words {table[0][1][0]['invented_writer']:.2f}/1,000, writer's attribution {table[0][1][0]['attribution_writer']:.2f}")
+    print("| sampling | attribution | AUC | invented / 1,000 | calibration | spread ratio | longest overlap |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, rows in table:
+        cells = []
+        for k in keys:
+            xs = [r[k] for r in rows if r[k] is not None]
+            cells.append("–" if not xs else f"{np.mean(xs):.2f} ± {(max(xs) - min(xs)) / 2:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

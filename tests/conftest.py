@@ -20,6 +20,7 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("MIMETIC_CACHE_DIR", str(tmp_path_factory.mktemp("mimetic-cache")))
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["MIMETIC_GGUF_AFTER_TRAINING"] = "0"  # converted on first use; tests/test_engines.py checks the default
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,20 @@ def test_without_llama_cpp_it_writes_with_transformers_and_says_so(tiny_voice, m
         open_voice(tiny_voice, engine="onnx")
 
 
+@needs_llama_cpp
+def test_a_finished_run_is_ready_for_llama_cpp(tmp_path, tiny_model, monkeypatch):
+    """Right after training the adapter is already a GGUF LoRA, so the first write opens at once."""
+    from mimetic.models.engines import open_voice
+
+    monkeypatch.setenv("MIMETIC_GGUF_AFTER_TRAINING", "1")
+    ws = trained_voice(tmp_path, tiny_model, max_steps=1, eval_every=10, lora_r=4, lora_alpha=8)
+    run_dir = ws.run_dir(None)
+    assert (run_dir / "adapter.gguf").stat().st_mtime >= (run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime
+    events = []
+    open_voice(ws, on_event=events.append)
+    assert "adapter.gguf ready" in events[0].message
+
+
 def test_forced_transformers_says_so(tiny_voice):
     from mimetic.models.engines import Voice, open_voice
 

@@ -47,7 +47,7 @@ from mimetic.models.nll import IGNORE_INDEX, collate, nll_sums, token_losses
 from mimetic.models.sampling import SamplingParams
 from mimetic.training.loop import Run, RunState, RuntimeOptions
 from mimetic.training.session import (Compute, Session, check_data_for, check_version, epoch_batches, pad_id, padding_share,
-                                      record_version, resume_run, seed_all, stop_requested)
+                                      ready_to_write, record_version, resume_run, seed_all, stop_requested)
 
 PAIRS_FILE = "pairs.jsonl"
 POLISH_FILE = "polish.json"
@@ -712,6 +712,7 @@ def _finish(workspace: Workspace, session: Session, o: _Opened, score: _PolishSc
     if publish is None:  # resumed: the rule of a new run, from what was recorded
         publish = not tc.version and workspace.published_run() == o.parent_id
     record_version(workspace, run.id, tc.version, publish, emit, stage="polish")
+    ready_to_write(run.dir, tc.base_model, emit, stage="polish")
     emit(Finished("polish", f"polished {o.parent_id} into {run.id}", {**asdict(result), "run_dir": str(run.dir)}))
     return result
 

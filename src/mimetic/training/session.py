@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mimetic.core.config import TrainConfig
-from mimetic.core.events import Artifact, OnEvent, Started, Warning
+from mimetic.core.events import Artifact, OnEvent, Progress, Started, Warning
 from mimetic.core.workspace import Workspace, atomic_dir, check_free_disk
 from mimetic.errors import MimeticError, TrainingInterrupted
 from mimetic.training.loop import Parts, Run, fit, grad_scaler, scheduler_for
@@ -408,6 +408,32 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
 
     padded = sum(len(b) * padded_length(max(lengths[i] for i in b)) for b in batches if b)
     return 1.0 - sum(lengths[i] for b in batches for i in b) / max(1, padded)
+
+
+def ready_to_write(run_dir: Any, base_model: str, emit: OnEvent, stage: str = "train") -> float | None:
+    """Convert the finished run's adapter to ``runs/<id>/adapter.gguf`` now (and the base model
+    to its cached GGUF, once, when it is not one already), so that the first
+    ``write`` (or the desk's first draft, or ``evaluate``) opens llama.cpp at once
+    (:func:`mimetic.models.engines.run_adapter_gguf`: a few MB, seconds). Returns the seconds it
+    took, or ``None`` when llama.cpp or its converters are not installed or cannot take this
+    adapter (writing then converts again on first use, or falls back to transformers, and says so).
+    ``MIMETIC_GGUF_AFTER_TRAINING=0`` in the environment leaves it to the first use (the test
+    suite sets it: most of its runs never write).
+    """
+    import os
+
+    from mimetic.models.engines import base_gguf, llama_cpp_tools, load_llama, run_adapter_gguf
+
+    if os.environ.get("MIMETIC_GGUF_AFTER_TRAINING", "1") == "0":
+        return None
+    try:
+        load_llama()
+        llama_cpp_tools()
+        seconds = base_gguf(base_model)[1] + run_adapter_gguf(Path(run_dir), base_model)[1]
+    except MimeticError:
+        return None
+    emit(Progress(stage, message=f"adapter converted for llama.cpp in {seconds:.0f} s: writing in the voice starts at once"))
+    return seconds
 
 
 # -------------------------------------------------------------------------------- publishing

@@ -33,7 +33,7 @@ from mimetic.models.nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, pe
 from mimetic.training.loop import Run, RuntimeOptions, TimeBudget, lr_lambda, peak_rss_mb, with_runtime  # noqa: F401 - lr_lambda: API
 from mimetic.training.session import (  # noqa: F401 - check_version, compute_precision, epoch_batches, padding_share: API
     Compute, Session, check_data_for, check_version, compute_precision, epoch_batches, pad_id, padding_share,
-    record_version, resume_run, seed_all)
+    ready_to_write, record_version, resume_run, seed_all)
 from mimetic.core.workspace import Workspace, atomic_write_bytes, atomic_write_json, writes_voice
 
 
@@ -503,6 +503,7 @@ def _finish(workspace: Workspace, session: Session, held: "HeldOut", base_full: 
     ).save(run.dir / "summary.json")
     emit(Artifact("train", run.dir / "summary.json", "summary"))
     record_version(workspace, run.id, config.version, publish, emit)
+    ready_to_write(run.dir, config.base_model, emit)
     return result
 
 
