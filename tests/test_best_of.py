@@ -94,3 +94,31 @@ def test_the_style_profile_is_cached_in_the_workspace(trained):
 def test_best_of_with_samples_is_refused(trained):
     with pytest.raises(MimeticError, match="not both"):
         write(trained, "The kettle", GenerateConfig(num_samples=2), best_of=3)
+
+
+def test_best_of_ranks_by_the_evaluations_discriminator_once_there_is_one(trained, writer):
+    from mimetic.voice.generate import discriminator
+
+    voice = Voice.load(trained)
+    cfg = GenerateConfig(max_new_tokens=24, seed=5)
+    with pytest.raises(MimeticError, match="not been evaluated"):
+        write(trained, "The kettle", cfg, voice=voice, best_of=2, rank_by="discriminator")
+    assert write(trained, "The kettle", cfg, voice=voice, best_of=2)[0].writer_likeness is None  # auto: style until evaluated
+    _, held = writer
+    own = passages(held, 60)
+    cache = trained.run_dir(None) / "evaluation" / "cache.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"samples": [{"writer": w, "voice": TELEGRAM[: 40 + 7 * i]} for i, w in enumerate(own[:8])]}))
+    judge = discriminator(trained)
+    assert judge.writer_likeness([own[-1]])[0] > 0.5 > judge.writer_likeness([TELEGRAM])[0]
+    ranked = write(trained, "The kettle", cfg, voice=voice, best_of=3)
+    likeness = [g.writer_likeness for g in ranked]
+    assert likeness == sorted(likeness, reverse=True)
+    assert likeness == pytest.approx([judge.writer_likeness([g.output])[0] for g in ranked])
+    logged = [json.loads(p) for (p,) in sqlite3.connect(trained.db_path).execute("SELECT params FROM generations ORDER BY id DESC LIMIT 3")]
+    assert sorted(x["writer_likeness"] for x in logged) == pytest.approx(sorted(likeness))
+    by_style = write(trained, "The kettle", cfg, voice=voice, best_of=3, rank_by="style")
+    assert by_style[0].writer_likeness is None and [g.style_distance for g in by_style] == sorted(g.style_distance for g in by_style)
+    with pytest.raises(MimeticError, match="Unknown ranking"):
+        write(trained, "The kettle", cfg, voice=voice, best_of=2, rank_by="vibes")
+    cache.unlink()

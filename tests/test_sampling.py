@@ -21,10 +21,20 @@ def test_from_config_takes_the_sampling_fields_and_is_frozen():
 def test_sampling_translations():
     p = SamplingParams(temperature=0.8, top_p=0.95, min_p=0.05, repetition_penalty=1.1, max_new_tokens=20)
     assert p.transformers_kwargs() == {"max_new_tokens": 20, "do_sample": True, "repetition_penalty": 1.1,
-                                       "temperature": 0.8, "top_k": 50, "top_p": 0.95, "min_p": 0.05}
-    assert p.llama_cpp_kwargs() == {"max_tokens": 20, "temperature": 0.8, "top_p": 0.95, "min_p": 0.05, "top_k": 0,
-                                    "repeat_penalty": 1.1}
+                                       "temperature": 0.8, "top_k": 50, "top_p": 0.95, "min_p": 0.05, "typical_p": 1.0}
+    assert p.llama_cpp_kwargs() == {"max_tokens": 20, "temperature": 0.8, "top_p": 0.95, "min_p": 0.05, "typical_p": 1.0,
+                                    "top_k": 0, "repeat_penalty": 1.1}
     assert SamplingParams(min_p=0.0).transformers_kwargs()["min_p"] is None  # 0 is off
+
+
+def test_typical_p_reaches_every_engine():
+    p = SamplingParams.from_config(GenerateConfig(temperature=1.0, typical_p=0.9))
+    assert p.transformers_kwargs()["typical_p"] == 0.9 and p.llama_cpp_kwargs()["typical_p"] == 0.9
+    assert [n for n, _ in p.llama_cpp_chain()] == ["temp", "top_k", "typical", "dist"]  # transformers' order
+    assert "PARAMETER typical_p 0.9" in p.modelfile_parameters()
+    assert "typical" not in [n for n, _ in SamplingParams().llama_cpp_chain()]  # 1 is off
+    with pytest.raises(Exception, match="typical_p"):
+        GenerateConfig(typical_p=0)
 
 
 def test_greedy_is_argmax_in_every_engine():

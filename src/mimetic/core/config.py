@@ -262,6 +262,7 @@ class GenerateConfig:
     """Sampling settings for ``mimetic write``, ``mimetic compare`` and the evaluation's samples.
 
     ``min_p`` follows Nguyen et al. 2024 ("Turning Up the Heat: Min-p Sampling"); 0 disables it.
+    ``typical_p`` is locally typical sampling (Meister et al. 2023); 1 disables it.
     ``temperature`` 0 means greedy decoding.
 
     The defaults sample from the voice's own distribution, slightly widened (temperature 1.2, no
@@ -292,6 +293,7 @@ class GenerateConfig:
     temperature: float = 1.2
     top_p: float = 1.0
     min_p: float = 0.0
+    typical_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int = 0
     num_samples: int = 1
@@ -304,6 +306,7 @@ class GenerateConfig:
         _check(self.temperature >= 0, "generate.temperature must be 0 or more")
         _check(0 < self.top_p <= 1, "generate.top_p must be in (0, 1]")
         _check(0 <= self.min_p < 1, "generate.min_p must be in [0, 1)")
+        _check(0 < self.typical_p <= 1, "generate.typical_p must be in (0, 1]")
         _check(self.num_samples >= 1, "generate.num_samples must be at least 1")
 
 

@@ -31,6 +31,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from mimetic.text.discriminator import classifier, features, normalise_typography
+
 PASSAGE_WORDS = 150
 """Longest passage compared (words): the issue 33 measurements' length, about one paragraph."""
 MIN_PASSAGE_WORDS = 20
@@ -49,31 +51,6 @@ INVENTED_MARGIN = 1.0
 is also beyond chance (:func:`_more_often`). Issue 33's voices invented 3.1–5.7 per 1,000
 against their writers' 0.0–0.3; its target line is 0.5. One odd word in a 5,000-word sample is
 0.2 per 1,000, so the flag needs five or more such words there."""
-
-_TYPOGRAPHY = [
-    (re.compile("[‘’‚‛′`]"), "'"),
-    (re.compile("[“”„‟″«»]"), '"'),
-    (re.compile(r"(?<![^\W\d_])'|'(?![^\W\d_])"), '"'),  # a single quote not inside a word quotes, as a double one does
-    (re.compile(r"\s*(?:[–—―]|-{2,})\s*"), " — "),
-    (re.compile(r"\.\s?\.\s?\.|…"), "…"),
-    (re.compile(r"[_*]"), ""),
-    (re.compile(r"\s+"), " "),
-]
-
-
-def normalise_typography(text: str) -> str:
-    """``text`` with one form for each mark that editions and models write differently:
-    quotation marks (curly, straight, single or double: British and American editions) as
-    ``"``, apostrophes inside words as ``'``, every dash (en, em, ``--``) as a spaced em dash,
-    ellipses as ``…``, emphasis marks (``_``, ``*``) dropped, all whitespace as single spaces.
-
-    >>> normalise_typography("‘Well—’ she said… “_don’t_”")
-    '"Well — " she said… "don\\'t"'
-    """
-    for pattern, repl in _TYPOGRAPHY:
-        text = pattern.sub(repl, text)
-    return text.strip()
-
 
 def paired_passages(a: Sequence[str], b: Sequence[str], max_words: int = PASSAGE_WORDS,
                     min_words: int = MIN_PASSAGE_WORDS) -> tuple[list[str], list[str]]:
@@ -106,22 +83,6 @@ def halves(text: str, n_pairs: int, words_each: int, seed: int = 0) -> tuple[lis
 
 
 # ------------------------------------------------------------------------------ the classifier
-
-
-def _features() -> Any:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import FeatureUnion
-
-    return FeatureUnion([
-        ("w", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w+\b|[^\w\s]")),
-        ("c", TfidfVectorizer(analyzer="char", ngram_range=(2, 4), sublinear_tf=True)),
-    ])
-
-
-def _classifier() -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=1.0, solver="liblinear")
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -198,16 +159,16 @@ def distinguishability(a: Sequence[str], b: Sequence[str], *, folds: int = FOLDS
     rng = np.random.default_rng(seed)
     scores, aucs, fold_aucs = np.zeros((repeats, 2 * n)), [], []
     with threadpool_limits(1):  # tiny problems: BLAS threads only contend (10x slower on a busy 2-core machine)
-        union = _features()
+        union = features()
         x = union.fit_transform(texts)
         for r in range(repeats):
             fold_of = np.tile(rng.permutation(n) % folds, 2)
             for k in range(folds):
                 test, train = np.flatnonzero(fold_of == k), np.flatnonzero(fold_of != k)
-                scores[r, test] = _classifier().fit(x[train], labels[train]).decision_function(x[test])
+                scores[r, test] = classifier().fit(x[train], labels[train]).decision_function(x[test])
                 fold_aucs.append(auc(labels[test], scores[r, test]))
             aucs.append(auc(labels, scores[r]))
-        full = _classifier().fit(x, labels)
+        full = classifier().fit(x, labels)
     mean = scores.mean(axis=0)
     picks = rng.integers(0, n, (resamples, n))
     boot = [auc(labels[np.concatenate([p, p + n])], mean[np.concatenate([p, p + n])]) for p in picks]

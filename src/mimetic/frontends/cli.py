@@ -419,11 +419,13 @@ def write(
     temperature: Optional[float] = typer.Option(None, help=f"0 = greedy; 1 = the voice's own distribution; lower = safer, higher = more surprising (default {_GEN.temperature:g}, or the voice's generate.temperature)."),
     top_p: Optional[float] = typer.Option(None, help=f"Keep the most likely words up to this share of probability (default {_GEN.top_p:g}: all)."),
     min_p: Optional[float] = typer.Option(None, help=f"Drop words less likely than this share of the likeliest (default {_GEN.min_p:g}: none dropped)."),
+    typical_p: Optional[float] = typer.Option(None, help=f"Keep the words whose surprise is closest to the typical, up to this share of probability (default {_GEN.typical_p:g}: all)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", "-n", help=f"Length of each text, in tokens (default {_GEN.max_new_tokens})."),
     seed: Optional[int] = typer.Option(None),
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
     engine: Optional[str] = typer.Option(None, help="auto (the settings' default: llama.cpp with the run's adapter, else transformers), llama.cpp or transformers."),
-    best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them by closeness to your style."),
+    best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them, the one that reads most like you first."),
+    rank_by: str = typer.Option("auto", help="How --best-of ranks drafts: discriminator (the classifier of your last evaluation: which draft it takes for yours), style (closeness of style features), auto (discriminator once the voice has been evaluated, else style)."),
     show_sources: bool = typer.Option(False, "--sources", help="After each text, the passages of your own writing nearest to it, and its longest verbatim overlap with them."),
 ) -> None:
     """Write in your voice, streamed to the terminal (or, with --best-of N, N drafts ranked).
@@ -437,21 +439,28 @@ def write(
         if prompt or continue_from:
             raise MimeticError("Give a brief, or a prompt to continue, not both.", 'mimetic write --brief "a storm over a harbour town"')
         prompt, mode = brief, "write"
-    gc = _gen_config(ws, temperature=temperature, top_p=top_p, min_p=min_p, max_new_tokens=max_new_tokens,
+    gc = _gen_config(ws, temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, max_new_tokens=max_new_tokens,
                      seed=seed, num_samples=samples)
     if best_of > 1:
-        with console.status(f"Drafting {best_of} texts and scoring them against your style…"):
-            ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of, mode=mode)
+        with console.status(f"Drafting {best_of} texts and scoring them against your writing…"):
+            ranked = run_write(ws, prompt, gc, run=run, continue_from=continue_from, engine=engine, best_of=best_of, mode=mode,
+                               rank_by=rank_by)
         found = _sources(ws, ranked) if show_sources else [None] * len(ranked)
+        judged = ranked[0].writer_likeness is not None
         for rank, (g, src) in enumerate(zip(ranked, found), 1):
-            console.rule(f"#{rank} · text {g.log_id} · style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
+            score = f"reads as yours {100 * g.writer_likeness:.0f}% · " if judged else ""
+            console.rule(f"#{rank} · text {g.log_id} · {score}style distance {g.style_distance:.2f} · seed {g.seed}" + (" · closest" if rank == 1 else ""))
             console.print(f"[dim]{escape(g.prompt[-300:])}[/]", end="")
             console.print(g.output, highlight=False, markup=False)
             if src:
                 _show_sources(src)
         best = ranked[0]
-        console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
-                      "the mean z-score of its style features against your own 150-word passages (lower is closer).")
+        if judged:
+            console.print(f"Most like your writing: #1 (seed {best.seed}): the classifier of your last evaluation, which tells "
+                          f"your passages from the voice's, takes it for yours with probability {best.writer_likeness:.2f}.")
+        else:
+            console.print(f"Closest to your style: #1 (seed {best.seed}, distance {best.style_distance:.2f}). The distance is "
+                          "the mean z-score of its style features against your own 150-word passages (lower is closer).")
         others = ",".join(str(g.log_id) for g in ranked if g is not best)
         console.print(f"Which sounds most like you? Mark it, and the voice can learn from it (mimetic train --from-feedback): "
                       f"mimetic rate {best.log_id} best --over {others} --workspace {ws.root}", markup=False)

@@ -20,8 +20,8 @@ decoding, as the extraction test of memorization needs (Carlini et al. 2023), is
 :meth:`SamplingParams.argmax`: temperature 0 *and* ``repetition_penalty`` 1.
 
 Both engines run the same chain, in transformers' order: the repetition penalty on the raw
-logits, then temperature, top-k (:data:`TOP_K`, passed explicitly to both), top-p, min-p, and
-the draw (or the greedy pick). llama-cpp-python's own ``create_completion`` applies the
+logits, then temperature, top-k (:data:`TOP_K`, passed explicitly to both), top-p, min-p,
+typical-p, and the draw (or the greedy pick). llama-cpp-python's own ``create_completion`` applies the
 temperature *after* top-p and min-p and penalises only the last 64 tokens, so mimetic's
 llama.cpp engine builds its own sampler chain from :meth:`SamplingParams.llama_cpp_chain`
 (:class:`mimetic.models.engines.GGUFVoice`), with the penalty over the whole sequence, prompt
@@ -55,6 +55,9 @@ class SamplingParams:
             (Holtzman et al. 2020); 1 disables it.
         min_p: min-p sampling, tokens below ``min_p`` × the top token's probability are dropped
             (Nguyen et al. 2024, "Turning Up the Heat: Min-p Sampling"); 0 disables it.
+        typical_p: locally typical sampling (Meister et al. 2023, "Locally Typical Sampling",
+            TACL 11): keep the tokens whose surprisal is closest to the distribution's entropy,
+            up to this probability mass; 1 disables it.
         repetition_penalty: CTRL repetition penalty (Keskar et al. 2019); 1 disables it.
         max_new_tokens: the most tokens to generate after the prompt.
     """
@@ -62,6 +65,7 @@ class SamplingParams:
     temperature: float = 1.2  # the defaults of GenerateConfig (see its docstring for why 1.2)
     top_p: float = 1.0
     min_p: float = 0.0
+    typical_p: float = 1.0
     repetition_penalty: float = 1.0
     max_new_tokens: int = 200
 
@@ -73,6 +77,7 @@ class SamplingParams:
             temperature=gc.temperature,
             top_p=gc.top_p,
             min_p=gc.min_p,
+            typical_p=gc.typical_p,
             repetition_penalty=gc.repetition_penalty,
             max_new_tokens=gc.max_new_tokens if max_new_tokens is None else max_new_tokens,
         )
@@ -80,7 +85,7 @@ class SamplingParams:
     @classmethod
     def argmax(cls, max_new_tokens: int) -> "SamplingParams":
         """Pure argmax decoding: greedy and no repetition penalty (the extraction test's setting)."""
-        return cls(temperature=0.0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, max_new_tokens=max_new_tokens)
+        return cls(temperature=0.0, top_p=1.0, min_p=0.0, typical_p=1.0, repetition_penalty=1.0, max_new_tokens=max_new_tokens)
 
     @property
     def greedy(self) -> bool:
@@ -99,7 +104,7 @@ class SamplingParams:
             "repetition_penalty": self.repetition_penalty,
         }
         if not self.greedy:
-            kw.update(temperature=self.temperature, top_k=TOP_K, top_p=self.top_p, min_p=self.min_p or None)
+            kw.update(temperature=self.temperature, top_k=TOP_K, top_p=self.top_p, min_p=self.min_p or None, typical_p=self.typical_p)
         return kw
 
     def llama_cpp_chain(self) -> list[tuple[str, tuple[Any, ...]]]:
@@ -109,7 +114,7 @@ class SamplingParams:
         in by the engine (``None`` here).
 
         Greedy: penalty, then the greedy pick. Sampling: penalty, temperature, top-k
-        (:data:`TOP_K`), top-p, min-p (each left out when it is off), the draw.
+        (:data:`TOP_K`), top-p, min-p, typical-p (each left out when it is off), the draw.
         """
         chain: list[tuple[str, tuple[Any, ...]]] = []
         if self.repetition_penalty != 1.0:
@@ -123,6 +128,8 @@ class SamplingParams:
             chain.append(("top_p", (self.top_p, 1)))
         if self.min_p > 0.0:
             chain.append(("min_p", (self.min_p, 1)))
+        if self.typical_p < 1.0:
+            chain.append(("typical", (self.typical_p, 1)))
         return chain + [("dist", (None,))]
 
     def llama_cpp_kwargs(self) -> dict[str, Any]:
@@ -138,6 +145,7 @@ class SamplingParams:
             "temperature": 0.0 if self.greedy else self.temperature,
             "top_p": 1.0 if self.greedy else self.top_p,
             "min_p": 0.0 if self.greedy else self.min_p,
+            "typical_p": 1.0 if self.greedy else self.typical_p,
             "top_k": 1 if self.greedy else 0,
             "repeat_penalty": self.repetition_penalty,
         }
@@ -149,6 +157,7 @@ class SamplingParams:
             f"PARAMETER temperature {self.temperature:g}",
             f"PARAMETER top_p {self.top_p:g}",
             f"PARAMETER min_p {self.min_p:g}",
+            *([f"PARAMETER typical_p {self.typical_p:g}"] if self.typical_p < 1.0 else []),
             f"PARAMETER repeat_penalty {self.repetition_penalty:g}",
             f"PARAMETER num_predict {self.max_new_tokens}",
         ]

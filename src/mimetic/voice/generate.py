@@ -2,7 +2,9 @@
 
 * :func:`write` continues a text or drafts from a prompt with the trained adapter, streaming
   tokens to a callback (the CLI prints them as they come); with ``best_of`` it drafts several
-  and ranks them by closeness to the writer's own style (:func:`style_profile`).
+  and ranks them: by the discriminator of the voice's last evaluation (:func:`discriminator`: the
+  draft that reads most like the writer first) or by closeness to the writer's style
+  (:func:`style_profile`).
 * :func:`compare` runs the base model and the voice on the same prompts with the same seeds
   and settings and writes the pairs as Markdown and as a self-contained HTML page.
 
@@ -37,6 +39,7 @@ from mimetic.models.engines import ENGINES, Engine, GGUFVoice, Voice, open_voice
 from mimetic.errors import MimeticError
 from mimetic.text.identity import default_system_prompt
 from mimetic.models.sampling import SamplingParams
+from mimetic.text.discriminator import Discriminator
 from mimetic.text.stylometry import StyleProfile
 from mimetic.core.workspace import Workspace, atomic_write_json, atomic_write_text
 
@@ -52,6 +55,7 @@ class Generation:
     new_tokens: int
     duration_s: float
     style_distance: float | None = None  # best-of drafts only: StyleProfile.distance, lower = closer
+    writer_likeness: float | None = None  # best-of drafts ranked by a discriminator: P(writer), higher = closer
     log_id: int | None = None  # its number in mimetic.db (mimetic log, mimetic rate)
 
 
@@ -113,6 +117,7 @@ def write(
     best_of: int = 1,
     mode: str | None = None,
     on_event: OnEvent | None = None,
+    rank_by: str = "auto",
 ) -> list[Generation]:
     """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text), or
     draft ``best_of`` and rank them by closeness to the writer's style.
@@ -136,18 +141,23 @@ def write(
         best_of: above 1, draft this many candidates (seeds ``config.seed`` … ``config.seed +
             best_of - 1``, in place of ``config.num_samples``), score each with the writer's
             :class:`~mimetic.text.stylometry.StyleProfile` (:func:`style_profile`, fitted on the
-            training text) and return them closest first, ``style_distance`` set.
+            training text), ``style_distance`` set, and rank them as ``rank_by`` says.
+        rank_by: ``discriminator`` (the draft the voice's :func:`discriminator` finds likeliest
+            to be the writer's first, ``writer_likeness`` set; needs ``mimetic evaluate`` once),
+            ``style`` (lowest ``style_distance`` first), or ``auto``: the discriminator when the
+            run has been evaluated, else style.
 
     Returns:
-        The generations in seed order (``best_of`` 1), or ranked by ``style_distance``,
-        lowest first (``best_of`` > 1). All are logged to ``mimetic.db``, best-of drafts with
-        ``best_of`` and ``style_distance`` in their parameters.
+        The generations in seed order (``best_of`` 1), or ranked (``best_of`` > 1). All are
+        logged to ``mimetic.db``, best-of drafts with ``best_of``, ``style_distance`` and
+        ``writer_likeness`` in their parameters.
 
     Raises:
         MimeticError: no prompt, unreadable file, no trained run, an unknown engine, llama.cpp
             forced and unable to run the voice,
             ``best_of`` below 1 or combined with ``num_samples`` above 1, too little training
-            text for a style profile, a mode the voice was not trained for (the hint says how).
+            text for a style profile, a mode the voice was not trained for (the hint says how),
+            an unknown ``rank_by``, or ``discriminator`` for a run never evaluated.
     """
     config = config or workspace.load_config().generate
     if continue_from is not None:
@@ -164,7 +174,13 @@ def write(
     if best_of < 1 or (best_of > 1 and config.num_samples > 1):
         raise MimeticError(f"Cannot draft best of {best_of} with {config.num_samples} samples.",
                            "Use --best-of N (N ≥ 2) to rank drafts, or --samples N for N texts in seed order, not both.")
+    if rank_by not in RANKINGS:
+        raise MimeticError(f"Unknown ranking {rank_by!r}.", "Use --rank-by auto, discriminator or style.")
     scorer = style_profile(workspace, run_where(workspace, run)) if best_of > 1 else None
+    judge = discriminator(workspace, run) if best_of > 1 and rank_by != "style" else None
+    if rank_by == "discriminator" and best_of > 1 and judge is None:
+        raise MimeticError("This version has not been evaluated, so there is no discriminator to rank drafts by.",
+                           f"Evaluate it once: mimetic evaluate --workspace {workspace.root} (or use --rank-by style)")
     voice = voice or open_voice(workspace, run, engine=engine, on_event=on_event)
     params = SamplingParams.from_config(config)
     system = system_prompt_for(workspace, voice, config)
@@ -183,12 +199,33 @@ def write(
         g = Generation(prompt, text, "voice", config.seed + i, n, each_s if together else time.perf_counter() - t)
         if scorer:
             g.style_distance = scorer.distance(text)
-        extra = {"best_of": best_of, "style_distance": g.style_distance} if scorer else {}
+        if judge is not None:
+            g.writer_likeness = float(judge.writer_likeness([text])[0])
+        extra = {"best_of": best_of, "style_distance": g.style_distance, "writer_likeness": g.writer_likeness} if scorer else {}
         if mode:
             extra["mode"] = mode
         log_generation(workspace, voice, "write", g, config, **extra)
         results.append(g)
+    if judge is not None:
+        return sorted(results, key=lambda g: (-(g.writer_likeness or 0.0), g.seed))
     return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
+
+
+RANKINGS = ("auto", "discriminator", "style")
+"""How ``write --best-of`` ranks drafts (:func:`write`'s ``rank_by``)."""
+
+
+def discriminator(workspace: Workspace, run: str | None = None) -> Discriminator | None:
+    """The classifier of the run's last evaluation, fitted again on its cached passages: the
+    writer's real continuations of held-out openings against the voice's samples from the same
+    openings (``runs/<id>/evaluation/cache.json``; :class:`mimetic.text.discriminator.Discriminator`,
+    well under a second). ``None`` when the run has not been evaluated (or its cache is damaged,
+    or holds too few passages)."""
+    try:
+        samples = json.loads((workspace.run_dir(run) / "evaluation" / "cache.json").read_text(encoding="utf-8"))["samples"]
+        return Discriminator([s.get("writer", "") for s in samples], [s.get("voice", "") for s in samples])
+    except (OSError, ValueError, KeyError, TypeError, MimeticError):
+        return None
 
 
 def rewrites_from_notes(workspace: Workspace) -> bool:
@@ -551,4 +588,4 @@ def sources(workspace: Workspace, texts: list[str], k: int = 3) -> list[Sources]
     return [Sources(nearest(workspace.corpus_dir, text, k), index.overlap(text)) for text in texts]
 
 
-__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "log_generation", "system_prompt_for", "sources", "Sources", "feedback_examples", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
+__all__ = ["Voice", "GGUFVoice", "prompt_ids", "write", "discriminator", "RANKINGS", "log_generation", "system_prompt_for", "sources", "Sources", "feedback_examples", "rewrite", "mode_prompts", "default_mode", "run_format", "style_profile", "compare", "read_prompts", "held_out_prompts", "Generation", "Comparison"]
