@@ -221,3 +221,26 @@ def test_sampling_in_llama_cpp_is_seeded_and_streams(tiny_voice):
     assert logged["command"] == "write" and __import__("json").loads(logged["params"])["engine"] == "llama.cpp"
     texts = voice.complete([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=8), seed=0)
     assert len(texts) == 2 and texts == voice.complete([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=8), seed=0)
+
+
+def test_llama_cpp_threads_leave_out_the_cpus_others_keep_busy_now(monkeypatch):
+    """Counted over a fraction of a second, not from the 1-minute load average (which still holds
+    this process's own training of a minute ago)."""
+    import os
+    import subprocess
+
+    from mimetic.models.engines import _busy_cpus, _threads
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert _busy_cpus(0.5) >= 0.6  # one process spinning keeps about one CPU busy
+    finally:
+        spinner.kill()
+        spinner.wait()
+    monkeypatch.setenv("MIMETIC_LLAMA_THREADS", "3")
+    assert _threads() == 3
+    monkeypatch.delenv("MIMETIC_LLAMA_THREADS")
+    assert 1 <= _threads() <= len(os.sched_getaffinity(0))

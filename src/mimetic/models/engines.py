@@ -707,11 +707,14 @@ class GGUFVoice:
 
 def _threads() -> int:
     """llama.cpp's threads: the CPUs this process may use, less those other processes keep busy
-    (the 1-minute load average), at least one. ``MIMETIC_LLAMA_THREADS`` overrides it.
+    now, at least one. ``MIMETIC_LLAMA_THREADS`` overrides it.
 
     llama.cpp's threads wait for each other by spinning at every step, so a thread that shares its
     core with another busy process stalls all of them: on a 2-core machine at load 9, SmolLM2
-    decoded 2 tokens/s with 2 threads and 40 with 1 (``benchmarks/generation_speed.py``).
+    decoded 2 tokens/s with 2 threads and 40 with 1 (``benchmarks/generation_speed.py``). "Busy now"
+    is measured over 0.2 s from ``/proc/stat`` (:func:`_busy_cpus`), not from the 1-minute load
+    average, which still counts this process's own training or evaluation of a minute ago (on
+    2 cores that made every evaluation after training decode on one thread).
     """
     if os.environ.get("MIMETIC_LLAMA_THREADS"):
         return max(1, int(os.environ["MIMETIC_LLAMA_THREADS"]))
@@ -719,11 +722,31 @@ def _threads() -> int:
         usable = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS
         usable = os.cpu_count() or 1
+    busy = _busy_cpus()
+    return max(1, min(usable, round(usable - busy + 0.3)))
+
+
+def _busy_cpus(seconds: float = 0.2) -> float:
+    """How many CPUs other processes keep busy now: the busy share of all CPUs' time over
+    ``seconds`` (``/proc/stat``: everything but idle and iowait) × the CPUs; the 1-minute load
+    average where there is no ``/proc/stat`` (macOS), 0 when neither can be read."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
     try:
-        busy = os.getloadavg()[0]
-    except OSError:  # pragma: no cover - no load average on this platform
-        busy = 0.0
-    return max(1, min(usable, round(usable - busy + 0.5)))
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+        cpus = os.cpu_count() or 1
+        return cpus * (1 - (idle1 - idle0) / max(1, total1 - total0))
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:  # pragma: no cover - no load average on this platform
+            return 0.0
 
 
 # --------------------------------------------------------------------------------------------
