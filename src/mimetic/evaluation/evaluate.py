@@ -284,7 +284,8 @@ def mode_summary(mode: str, samples: Sequence[dict[str, Any]], training: Sequenc
 
 def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int = 50, target: int = 50) -> dict[str, Any]:
     """Carlini-style extraction: ``prefix`` training tokens in, ``target`` greedy tokens out;
-    how often does the model reproduce the training text exactly?
+    how often does the model reproduce the training text exactly? ``voice`` is any engine
+    (:func:`mimetic.models.engines.open_voice`; llama.cpp decodes the windows in parallel).
 
     Windows are drawn (seeded) from the labelled part of training examples. Returns, for
     ``base`` and ``voice``: ``exact`` (share of windows reproduced token for token) and
@@ -314,19 +315,29 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
         exact, match = 0, []
         for k in range(0, len(windows), config.batch_size * 2):
             chunk = windows[k : k + config.batch_size * 2]
-            import torch
-
-            ids = torch.tensor([w[0] for w in chunk], device=voice.device)
-            ctx = voice.base() if name == "base" else _nullcontext()
-            with ctx, torch.no_grad():
-                out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
-                                           **SamplingParams.argmax(target).transformers_kwargs())
-            for row, (_, want) in zip(out[:, prefix:].tolist(), chunk):
+            with voice.base() if name == "base" else _nullcontext():
+                outs = _greedy(voice, [w[0] for w in chunk], target)
+            for row, (_, want) in zip(outs, chunk):
                 n = next((j for j, (a, b) in enumerate(zip(row, want)) if a != b), min(len(row), len(want)))
                 exact += n == len(want)
                 match.append(n / len(want))
         result[name] = {"exact": exact / len(windows), "mean_match": float(np.mean(match))}
     return result
+
+
+def _greedy(voice: Any, prefixes: list[list[int]], n: int) -> list[list[int]]:
+    """Argmax continuations (``n`` new token ids each) of token ``prefixes`` of one length, in the
+    voice's engine: llama.cpp's parallel decoding, or one batch of transformers' ``generate``."""
+    params = SamplingParams.argmax(n)
+    if hasattr(voice, "generate_parallel"):
+        return voice.generate_parallel(prefixes, params, [0] * len(prefixes))
+    import torch
+
+    ids = torch.tensor(prefixes, device=voice.device)
+    with torch.no_grad():
+        out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
+                                   **params.transformers_kwargs())
+    return out[:, len(prefixes[0]):].tolist()
 
 
 def identity_probe(voice: Any, system_prompt: str, gc: GenerateConfig, seed: int, new_tokens: int = 64) -> list[dict[str, Any]]:
@@ -710,7 +721,7 @@ def evaluate(
         timings["generation_s"] = time.perf_counter() - t
         t = time.perf_counter()
         status("extraction test: greedy continuations of training prefixes")
-        extraction = extraction_test(voice, train_rows, config)
+        extraction = extraction_test(gen, train_rows, config)
         timings["extraction_s"] = time.perf_counter() - t
         cache = {
             "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),

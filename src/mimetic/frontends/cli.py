@@ -108,6 +108,11 @@ def _ingest_report(result: Any) -> None:
         t.add_row(fmt, f"{row['documents']:,}", _words(row["words"]))
     t.add_row("[bold]kept", f"[bold]{rep['documents']:,}", f"[bold]{_words(rep['words'])}")
     console.print(t)
+    from mimetic.corpus.sizes import size_verdict
+
+    size = size_verdict(rep["words"])
+    if size.sentence:
+        console.print(("[yellow]Little writing[/]: " if size.band == "too little" else "How much writing: ") + escape(size.sentence))
     if result.reused:
         console.print(f"[dim]{result.reused:,} unchanged files reused from the last ingest, {result.read:,} read.[/]")
     if result.writer:

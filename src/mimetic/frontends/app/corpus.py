@@ -166,7 +166,9 @@ def corpus_report(ws: Workspace) -> dict[str, Any] | None:
     problems = [{"path": f["path"], "why": f.get("skipped")} for f in m.files if f.get("problem")]
     skipped = [{"path": f["path"], "why": f.get("skipped")} for f in m.files if f.get("skipped") and not f.get("problem")]
     vc = ws.load_config()
-    return {"words": m.words, "documents": m.documents, "formats": formats, "removed": _removed(ws, m.files),
+    from mimetic.corpus.sizes import size_verdict
+
+    return {"words": m.words, "size": size_verdict(m.words), "documents": m.documents, "formats": formats, "removed": _removed(ws, m.files),
             "problems": problems, "skipped": skipped[:200], "skipped_count": len(skipped),
             "names": _names(ws)[:50], "aliases": vc.ingest.aliases, "excluded": vc.ingest.exclude_names,
             "sources": m.sources, "report": (ws.corpus_dir / "report.html").exists()}
