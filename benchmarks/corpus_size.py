@@ -106,7 +106,7 @@ def measure(ws: Path, words: int) -> dict:
     dist, inv, cal = r.get("distinguishability", {}), r.get("invented_words", {}), r.get("calibration", {})
     overlaps = [x["characters"] for x in m["memorization"]["voice"]["samples"]]
     return {
-        "words": words, "steps": s.get("steps"), "train_tokens": s["train_tokens"], "minutes": s["elapsed_s"] / 60,
+        "words": words, "steps": s.get("final_step"), "train_tokens": s["train_tokens"], "minutes": s["elapsed_s"] / 60,
         "nll_base": m["nll"]["base"]["nll"], "nll_voice": m["nll"]["voice"]["nll"],
         "nll_change": m["nll"]["voice"]["nll"] / m["nll"]["base"]["nll"] - 1,
         "attribution_voice": att["voice"]["writer_share"], "attribution_writer": att["held_out"]["writer_share"],
@@ -115,6 +115,8 @@ def measure(ws: Path, words: int) -> dict:
         "auc_writer": dist.get("writer_halves", {}).get("auc"),
         "invented_voice": inv.get("voice", {}).get("per_1000"), "invented_writer": inv.get("writer", {}).get("per_1000"),
         "calibration": cal.get("difference"), "overlap_max": max(overlaps, default=0),
+        "continuity_voice": (r.get("continuity", {}).get("voice") or {}).get("kept"),
+        "continuity_writer": (r.get("continuity", {}).get("writer") or {}).get("kept"),
     }
 
 

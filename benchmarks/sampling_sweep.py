@@ -65,6 +65,7 @@ def run_variant(voice, tvoice, prompts, params, draw, batch, training, held, con
         "invented_examples": inv["voice"]["examples"][:8],
         "calibration": None if cal.get("samples") is None else cal["samples"] - cal["writer"],
         "overlap": m["memorization"]["voice"]["longest_characters"],
+        "continuity": r["continuity"]["voice"]["kept"], "continuity_writer": r["continuity"]["writer"]["kept"],
     }
 
 
@@ -98,11 +99,11 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({"workspace": str(a.workspace), "variant": name, "draw": draw, "settings": settings, **row}), flush=True)
         table.append((name, rows))
-    keys = ("attribution", "auc", "invented", "calibration", "spread_ratio", "overlap")
+    keys = ("attribution", "auc", "invented", "calibration", "spread_ratio", "continuity", "overlap")
     print(f"\n{len(prompts)} openings × {a.draws} draws; writer-vs-writer AUC {table[0][1][0]['auc_writer']:.2f}, "
           f"writer's invented words {table[0][1][0]['invented_writer']:.2f}/1,000, writer's attribution {table[0][1][0]['attribution_writer']:.2f}")
-    print("| sampling | attribution | AUC | invented / 1,000 | calibration | spread ratio | longest overlap |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| sampling | attribution | AUC | invented / 1,000 | calibration | spread ratio | names kept | longest overlap |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, rows in table:
         cells = []
         for k in keys:

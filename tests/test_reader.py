@@ -209,3 +209,19 @@ def test_the_report_shows_the_readers_view_and_escapes_every_text():
     assert all(str(escape(f)) in page for f in shown)
     assert m["reader"]["invented_words"]["voice"]["examples"][0][0] in page
     assert "sampled hotter than you write" in " ".join(EvaluationMetrics.from_dict(m).headline())
+
+
+def test_continuity_counts_the_openings_whose_people_come_back():
+    from mimetic.evaluation.reader import continuity
+
+    samples = [
+        {"prefix": "When I came in, Estella was at the window and Joe by the fire.", "writer": "Estella did not turn.",
+         "voice": "The rain went on all night."},
+        {"prefix": "It was late, and the house was quiet.", "writer": "Nobody spoke.", "voice": "Nobody came."},
+        {"prefix": "I had not seen Herbert since the spring.", "writer": "He looked older.", "voice": "Herbert laughed at me."},
+    ]
+    assert continuity(samples, "writer") == {"openings": 2, "kept": 0.5}
+    assert continuity(samples, "voice") == {"openings": 2, "kept": 0.5}
+    samples[0]["voice"] = "Joe looked up."
+    assert continuity(samples, "voice")["kept"] == 1.0
+    assert continuity(samples[1:2], "voice") == {"openings": 0, "kept": None}

@@ -317,6 +317,27 @@ def _more_often(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01) -> bo
     return bool(binomtest(k, n, a["words"] / (a["words"] + b["words"]), alternative="greater").pvalue < alpha)
 
 
+def continuity(samples: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Does a continuation keep the people and places of its opening? Of the openings that name
+    someone (:func:`mimetic.text.stylometry.proper_names` of the opening), the share whose
+    continuation by ``key`` (``voice``, ``base``, ``writer``) names one of them again.
+
+    Returns:
+        ``{"openings": openings with a name, "kept": share (None when no opening names anyone)}``.
+    """
+    from mimetic.text.stylometry import proper_names
+
+    named, kept = 0, 0
+    for s in samples:
+        names = set(proper_names([s.get("prefix", "")]))
+        text = s.get(key, "")
+        if not names or not text:
+            continue
+        named += 1
+        kept += any(re.search(rf"\b{re.escape(n)}\b", text) for n in names)
+    return {"openings": named, "kept": kept / named if named else None}
+
+
 def measure(training: str, held_out: str, samples: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """Distinguishability and invented words of the voice and the base model, with the writer's
     controls.
@@ -332,7 +353,8 @@ def measure(training: str, held_out: str, samples: Sequence[dict[str, Any]], see
         ``{"distinguishability": {"voice", "base", "writer_halves"}`` (each
         :func:`distinguishability`, ``passages``: what was compared), ``"invented_words":
         {"voice", "base", "writer"}`` (each :func:`invented_words`), ``"lexicon"`` (languages),
-        ``"flags"`` (:func:`flags`)``}``.
+        ``"continuity"``: ``{"voice", "base", "writer"}`` (each :func:`continuity`), ``"flags"``
+        (:func:`flags`)``}``.
     """
     writer = [s.get("writer", "") for s in samples]
     out: dict[str, Any] = {"distinguishability": {}, "invented_words": {}}
@@ -355,9 +377,10 @@ def measure(training: str, held_out: str, samples: Sequence[dict[str, Any]], see
         if any(texts):
             out["invented_words"][key] = invented_words("\n\n".join(texts), known)
     out["lexicon"] = languages
+    out["continuity"] = {key: continuity(samples, key) for key in ("voice", "base", "writer") if any(s.get(key) for s in samples)}
     out["flags"] = flags(out)
     return out
 
 
 __all__ = ["normalise_typography", "paired_passages", "halves", "auc", "distinguishability", "lexicon", "writer_language",
-           "vocabulary", "invented_words", "calibration", "flags", "measure"]
+           "vocabulary", "invented_words", "continuity", "calibration", "flags", "measure"]
