@@ -70,6 +70,10 @@ def test_polish_end_to_end(voice, monkeypatch):
         assert 1 <= len(p["rejected"]) <= 16 and p["rejected"] != p["chosen"]
     progress = [e for e in events if isinstance(e, Progress) and e.unit == "pairs"]
     assert progress[-1].done == progress[-1].total == 6
+    from conftest import has_llama_cpp
+
+    if has_llama_cpp():  # the self-play samples come from the parent voice in llama.cpp, as write's do
+        assert any(isinstance(e, Progress) and e.stage == "generate" and "llama.cpp" in e.message for e in events)
 
     # the reference log-probabilities are the parent adapter's, unchanged by training
     from mimetic.models.nll import collate, token_losses
@@ -103,8 +107,14 @@ def test_resume_reuses_the_pairs(voice, monkeypatch):
 
     parent = sorted(p.name for p in voice.runs_dir.iterdir() if not (p / "polish.json").exists())[-1]
     calls = []
-    real = pref._sample
+    real, real_llama = pref._sample, pref._llama_sampler  # count the batches sampled, whichever engine samples them
     monkeypatch.setattr(pref, "_sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def counted(*a, **k):
+        sampler = real_llama(*a, **k)
+        return sampler and (lambda *b: calls.append(1) or sampler(*b))
+
+    monkeypatch.setattr(pref, "_llama_sampler", counted)
 
     def stop_at_two(e):
         if isinstance(e, Progress) and e.stage == "polish" and e.unit == "steps" and e.done == 2:
