@@ -72,10 +72,12 @@ def test_stages_that_send_no_time_left_get_one():
     for t, message in [(1, "loading the base model and the voice"), (5, "held-out NLL: 9 passages, base model"),
                        (10, "held-out NLL: 9 passages, voice"), (20, "samples: 3 passages, 200 words from the voice, 250 from the base model"),
                        (60, "samples: 9 passages, 1,000 words from the voice, 1,100 from the base model"),
-                       (70, "extraction test: greedy continuations"), (80, "stylometry, memorization audit, names")]:
+                       (70, "extraction test: greedy continuations"), (75, "calibration: the voice's NLL of its own samples"),
+                       (80, "stylometry, memorization audit, names"), (85, "what a reader sees: a classifier against your passages")]:
         now[0] = t
         seen.append(est({"event": "progress", "stage": "evaluate", "message": message, "done": 0, "total": None}))
     shares = [e["done"] for e in seen]
+    assert all(a < b for a, b in zip(shares[5:], shares[6:]))  # every step after the samples moves the bar on
     assert shares == sorted(shares) and seen[-1]["total"] == 100 and 0 == shares[0] < shares[-1] < 100
     assert all(e.get("eta_s") is not None for e in seen[1:]) and seen[-1]["eta_s"] < seen[3]["eta_s"]
     ingest = Estimates(Job("k", "create", {}), clock=lambda: now[0])

@@ -209,8 +209,11 @@ def stop_training(ws: Workspace) -> str:
 # The evaluation's steps, in order, with the share of its time each takes on a CPU (measured
 # on the embedded model; the samples dominate). Its Progress events are messages only: the job
 # turns them into a share done and a time left.
-EVALUATION_STEPS = (("loading", 3), ("held-out NLL", 10), ("samples", 55), ("extraction", 10), ("reusing", 0),
-                    ("identity probe", 7), ("stylometry", 8), ("each mode", 7))
+EVALUATION_STEPS = (("loading", 3), ("held-out NLL", 30), ("samples", 35), ("extraction", 5), ("reusing", 0),
+                    ("calibration", 8), ("identity probe", 5), ("stylometry", 5), ("what a reader sees", 6), ("each mode", 3))
+"""The evaluation's steps in the order ``mimetic evaluate`` says them, each with its rough share
+of the time (held-out NLL in transformers, the samples in llama.cpp; a Dickens voice on 2 cores,
+``benchmarks/corpus_size.py``)."""
 _WORDS = re.compile(r"([\d,]+) words from the voice(?:, ([\d,]+) from the base model)?")
 
 
