@@ -316,9 +316,11 @@ class EvaluateConfig:
 
     Samples: continuations of held-out passages from a ``prefix_tokens`` prefix, ``new_tokens``
     new tokens each, from the base model and the voice with the same seeds, until each has
-    written ``sample_words`` words (5,000 words: enough for stable most-frequent-word
-    frequencies, Eder 2015, "Does size matter? Authorship attribution, small samples, big
-    problem", DSH 30(2)). Sampling uses the ``[generate]`` temperature, top-p and min-p.
+    written ``sample_words`` words (10,000 words: ten 1,000-word sets for attribution, and 56
+    pairs of 150-word passages for the reader's classifier, whose ROC AUC is then within about
+    ±0.1 — ±0.13 with 5,000 words, ``benchmarks/RESULTS.md``; 5,000 words is the least for stable
+    most-frequent-word frequencies, Eder 2015, "Does size matter? Authorship attribution, small
+    samples, big problem", DSH 30(2)). Sampling uses the ``[generate]`` settings.
 
     Stylometry: ``n_mfw`` most-frequent words of the training text (300, the usual Delta
     setting), profiles of ``set_words``-word sample sets, ``metric`` ``cosine`` (Cosine Delta,
@@ -344,7 +346,7 @@ class EvaluateConfig:
     ``max_held_out_tokens`` (0 = all) caps the NLL pass on very large held-out splits.
     """
 
-    sample_words: int = 5000
+    sample_words: int = 10000
     prefix_tokens: int = 64
     new_tokens: int = 256
     batch_size: int = 8
