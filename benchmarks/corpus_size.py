@@ -127,7 +127,8 @@ def plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     xs = [r["words"] / 1000 for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig, grid = plt.subplots(2, 2, figsize=(10, 7))
+    axes = grid.ravel()
     axes[0].plot(xs, [100 * r["nll_change"] for r in rows], "o-")
     axes[0].set_title("held-out NLL change (%)")
     axes[1].plot(xs, [r["auc_voice"] for r in rows], "o-", label="voice")
@@ -145,7 +146,11 @@ def plot(rows: list[dict], out: Path) -> None:
     axes[3].legend(fontsize=8)
     for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("thousand words of writing")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:.0f}k" for x in xs])
+        ax.minorticks_off()
+        ax.set_xlabel("words of writing (log scale)")
+    fig.suptitle("A 15-minute voice of Dickens against how much of his writing it learned from (same held-out text)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
