@@ -159,7 +159,7 @@ def test_an_error_after_the_echoed_prompt_starts_on_its_own_line(copy):
 
 
 def test_write_help_states_the_real_defaults():
-    """Finding 8: ``write --help`` said the default temperature was 1; the settings say 1.2."""
+    """Finding 8: ``write --help`` said the default temperature was 1 when the settings said 1.2."""
     from mimetic.core.config import GenerateConfig
 
     r = runner.invoke(app, ["write", "--help"], env={"COLUMNS": "300"}, terminal_width=300)

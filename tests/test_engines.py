@@ -32,8 +32,8 @@ def test_sampling_chain_follows_transformers_order():
     assert [name for name, _ in chain] == ["penalties", "temp", "top_k", "top_p", "min_p", "dist"]
     assert dict(chain)["temp"] == (0.8,) and dict(chain)["top_k"] == (TOP_K,) and dict(chain)["penalties"][2] == 1.1
     assert SamplingParams(temperature=1.2).transformers_kwargs()["top_k"] == TOP_K  # the same top-k in both engines
-    # the defaults (temperature 1.2, nothing else): no truncation besides top-k, no penalty
-    assert [n for n, _ in SamplingParams().llama_cpp_chain()] == ["temp", "top_k", "dist"]
+    # the defaults (temperature 1, top-p 0.95): no other truncation, no penalty
+    assert [n for n, _ in SamplingParams().llama_cpp_chain()] == ["temp", "top_k", "top_p", "dist"]
     # greedy keeps the penalty (the greedy rule of mimetic.models.sampling), argmax has none
     assert [n for n, _ in SamplingParams(temperature=0, repetition_penalty=1.3).llama_cpp_chain()] == ["penalties", "greedy"]
     assert SamplingParams.argmax(10).llama_cpp_chain() == [("greedy", ())]

@@ -37,7 +37,7 @@ def test_export_every_format_and_verify_in_llama_cpp(voice):
     assert result.files["voice-q4_k_m.gguf"] < result.files["voice-q8_0.gguf"] < result.files["voice-f16.gguf"]
     modelfile = (out / "Modelfile").read_text()
     assert "FROM ./voice-q4_k_m.gguf" in modelfile and 'TEMPLATE """{{ .Prompt }}"""' in modelfile  # a completion voice
-    assert "PARAMETER temperature 1.2\n" in modelfile and result.ollama_command.endswith("-f Modelfile")
+    assert "PARAMETER temperature 1\n" in modelfile and "PARAMETER top_p 0.95\n" in modelfile and result.ollama_command.endswith("-f Modelfile")
     card = (out / "README.md").read_text()
     assert "Consent" in card and "held-out NLL" in card and "sha256" in card and "voice-f16.gguf" in card
     prov = json.loads((out / "provenance.json").read_text())["documents"]

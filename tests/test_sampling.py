@@ -28,7 +28,7 @@ def test_sampling_translations():
 
 
 def test_typical_p_reaches_every_engine():
-    p = SamplingParams.from_config(GenerateConfig(temperature=1.0, typical_p=0.9))
+    p = SamplingParams.from_config(GenerateConfig(temperature=1.0, top_p=1.0, typical_p=0.9))
     assert p.transformers_kwargs()["typical_p"] == 0.9 and p.llama_cpp_kwargs()["typical_p"] == 0.9
     assert [n for n, _ in p.llama_cpp_chain()] == ["temp", "top_k", "typical", "dist"]  # transformers' order
     assert "PARAMETER typical_p 0.9" in p.modelfile_parameters()

@@ -62,8 +62,8 @@ class SamplingParams:
         max_new_tokens: the most tokens to generate after the prompt.
     """
 
-    temperature: float = 1.2  # the defaults of GenerateConfig (see its docstring for why 1.2)
-    top_p: float = 1.0
+    temperature: float = 1.0  # the defaults of GenerateConfig (see its docstring for why)
+    top_p: float = 0.95
     min_p: float = 0.0
     typical_p: float = 1.0
     repetition_penalty: float = 1.0
