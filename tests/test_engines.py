@@ -73,16 +73,23 @@ def test_without_llama_cpp_it_writes_with_transformers_and_says_so(tiny_voice, m
 
 
 @needs_llama_cpp
-def test_a_finished_run_is_ready_for_llama_cpp(tmp_path, tiny_model, monkeypatch):
-    """Right after training the adapter is already a GGUF LoRA, so the first write opens at once."""
+def test_a_finished_run_is_made_ready_for_llama_cpp(tiny_voice, monkeypatch):
+    """What a run does as it finishes (``ready_to_write``, called by train and polish): the adapter
+    becomes a GGUF LoRA at once, so the first write opens without converting; the test suite's
+    switch (``MIMETIC_GGUF_AFTER_TRAINING=0``) leaves it to the first use."""
     from mimetic.models.engines import open_voice
+    from mimetic.training.session import ready_to_write
 
+    run_dir = tiny_voice.run_dir(None)
+    base = tiny_voice.load_config().train.base_model
+    (run_dir / "adapter.gguf").unlink(missing_ok=True)
+    assert ready_to_write(run_dir, base, lambda e: None) is None and not (run_dir / "adapter.gguf").exists()
     monkeypatch.setenv("MIMETIC_GGUF_AFTER_TRAINING", "1")
-    ws = trained_voice(tmp_path, tiny_model, max_steps=1, eval_every=10, lora_r=4, lora_alpha=8)
-    run_dir = ws.run_dir(None)
+    said = []
+    assert ready_to_write(run_dir, base, said.append) >= 0 and "adapter converted" in said[0].message
     assert (run_dir / "adapter.gguf").stat().st_mtime >= (run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime
     events = []
-    open_voice(ws, on_event=events.append)
+    open_voice(tiny_voice, on_event=events.append)
     assert "adapter.gguf ready" in events[0].message
 
 
