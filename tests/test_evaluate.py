@@ -178,7 +178,6 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     page = ev.report.read_text()
     assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<script" not in page
     assert "How close is the voice?" in page and "The harbour" in page
-    assert "Nearest in your writing to the voice's text: <b>" in page and ", paragraph " in page  # the archive
     assert len(ev.summary()) >= 4
     sp = m["stylometry"]["spread"]
     assert sp["sets"]["voice"] >= 2 and sp["voice"] is not None and sp["base model"] is not None
@@ -194,9 +193,17 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     assert any(line.startswith("Told apart: not measured") for line in ev.summary())
     assert any(line.startswith("Calibration:") for line in ev.summary())
     lines.clear()
+    # the archive: a sample that echoes a paragraph of the writer's is shown with where it comes from
+    cache_path = ev.report.parent / "cache.json"
+    cache = json.loads(cache_path.read_text())
+    own = next((trained.corpus_dir / "docs").iterdir()).read_text().split("\n\n")[0]
+    cache["samples"][0]["voice"] = own
+    cache_path.write_text(json.dumps(cache))
     again = evaluate(trained, config=cfg, references=refs, prompts=["The harbour"], on_event=lines.append)
     assert any("reusing" in e.message for e in lines if isinstance(e, Progress))
     assert again.metrics["nll"] == m["nll"]
+    page = again.report.read_text()
+    assert "Nearest in your writing to the voice's text: <b>" in page and ", paragraph " in page
 
 
 def test_evaluate_bad_references_is_a_clear_error(trained, tmp_path):
