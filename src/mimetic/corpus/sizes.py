@@ -2,7 +2,7 @@
 
 :data:`CURVE` is ``benchmarks/corpus_size.py``'s measurement: the default voice (the embedded
 SmolLM2-135M-Instruct, a 15-minute budget, 2 epochs at most) trained on the first N words of one
-shared novelist's two novels and measured on the same held-out text (the last 24,000 words), with
+shared novelist's two novels and measured on the same held-out text (the last 12,000 words of each), with
 every figure ``mimetic evaluate`` reports. :func:`size_verdict` turns a writer's word count into
 one sentence from it, which ``mimetic ingest``, ``mimetic voice`` and the desk's Corpus page show.
 
