@@ -5,18 +5,20 @@ A small voice on the embedded SmolLM2-135M-Instruct (the first ``--words`` words
 trained once into ``--workspace`` and reused. Then, for each engine, opened through
 :func:`mimetic.models.engines.open_voice` with ``engine`` forced:
 
-* **load**: opening the engine (for llama.cpp the first time: converting the adapter to
-  ``runs/<id>/adapter.gguf``; the embedded base model already is a GGUF);
+* **load**: opening the engine. Three engines: ``merged`` — llama.cpp on the voice merged into
+  ``runs/<id>/voice-q8_0.gguf`` (what a finished run makes for a small base model; the merge is
+  timed here as part of load), ``adapter`` — llama.cpp on the base model's GGUF with the adapter
+  converted to ``runs/<id>/adapter.gguf`` and applied at load, and ``transformers`` (PEFT);
 * **write**: one stream of ``--tokens`` new tokens (``mimetic write``; the voice stops early only
   at its end-of-text token), seconds after load and tokens/s;
 * **best-of**: ``mimetic write --best-of N`` (N drafts of ``--tokens`` tokens, ranked by style);
 * **samples**: evaluate's samples (:func:`mimetic.evaluation.evaluate.generate_samples`: the base
   model and the voice continue held-out openings until each has written ``--sample-words`` words).
 
-Both engines sample with the same settings (``[generate]`` defaults: temperature 1.2, top-k 50),
+The engines sample with the same settings (``[generate]`` defaults: temperature 1, top-p 0.95, top-k 50),
 so they write texts of the same kind but not the same texts; tokens/s counts the tokens each
 actually wrote. The CPU (``lscpu`` model name) and the threads are printed with the table, and the
-ratios are llama.cpp over transformers from this one run.
+ratios are llama.cpp (merged, and adapter) over transformers from this one run.
 
     .venv/bin/python benchmarks/generation_speed.py                    # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/generation_speed.py --sample-words 10000 --best-of 8
@@ -95,8 +97,15 @@ def bench(ws: object, engine: str, tokens: int, best_of: int, sample_words: int)
     prompt = held_out_prompts(ws, 1, 40)[0]
     style_profile(ws)  # fitted once, outside the timings
     lines: list[str] = []
+    from mimetic.models.engines import MERGED_GGUF, run_merged_gguf
+
+    run_dir = ws.run_dir(None)
     t = time.perf_counter()
-    voice = open_voice(ws, engine=engine, on_event=lambda e: lines.append(e.message))
+    if engine == "merged":
+        run_merged_gguf(run_dir, ws.load_config().train.base_model)
+    elif engine == "adapter":
+        (run_dir / MERGED_GGUF).unlink(missing_ok=True)
+    voice = open_voice(ws, engine="transformers" if engine == "transformers" else "llama.cpp", on_event=lambda e: lines.append(e.message))
     row: dict = {"engine": engine, "load_s": time.perf_counter() - t, "said": lines[0] if lines else ""}
     gc = GenerateConfig(max_new_tokens=tokens, seed=0)
     write(ws, prompt, GenerateConfig(max_new_tokens=8, seed=99), voice=voice)  # warm-up (first-call allocations)
@@ -125,7 +134,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--best-of", type=int, default=8)
     ap.add_argument("--sample-words", type=int, default=1000, help="evaluate's samples: words from each model")
-    ap.add_argument("--engines", default="llama.cpp,transformers")
+    ap.add_argument("--engines", default="merged,adapter,transformers")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
 
@@ -151,12 +160,15 @@ def main() -> None:
         print(f"{'':13} said: {r['said']}; write {r['write_tokens']} tokens, best-of {r['best_of_tokens']} tokens, "
               f"samples {r['samples_words']} words from {r['samples_passages']} passages (base + voice)")
     by = {r["engine"]: r for r in rows}
-    if {"transformers", "llama.cpp"} <= set(by):
-        t, lc = by["transformers"], by["llama.cpp"]
-        rate = lambda r, k: r[f"{k}_tokens"] / r[f"{k}_s"]  # noqa: E731
-        print(f"llama.cpp / transformers: write {rate(lc, 'write') / rate(t, 'write'):.1f}x tokens/s, "
-              f"best-of {rate(lc, 'best_of') / rate(t, 'best_of'):.1f}x tokens/s, "
-              f"samples {(lc['samples_words'] / lc['samples_s']) / (t['samples_words'] / t['samples_s']):.1f}x words/s")
+    rate = lambda r, k: r[f"{k}_tokens"] / r[f"{k}_s"]  # noqa: E731
+    for name in ("merged", "adapter"):
+        if {"transformers", name} <= set(by):
+            t, lc = by["transformers"], by[name]
+            print(f"llama.cpp {name} / transformers: write {rate(lc, 'write') / rate(t, 'write'):.1f}x tokens/s, "
+                  f"best-of {rate(lc, 'best_of') / rate(t, 'best_of'):.1f}x tokens/s, "
+                  f"samples {(lc['samples_words'] / lc['samples_s']) / (t['samples_words'] / t['samples_s']):.1f}x words/s")
+    if {"merged", "adapter"} <= set(by):
+        print(f"merged / adapter: write {rate(by['merged'], 'write') / rate(by['adapter'], 'write'):.2f}x tokens/s")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "threads": _threads(), "rows": rows}, indent=1))
 

@@ -1,8 +1,9 @@
 """Every preset's architecture end to end (issue 18): Phi (``PhiForCausalLM``), Qwen2 and Llama,
 each a tiny random model built from its real configuration class with its family's real tokenizer
 (from llama.cpp's vocabulary files, which ``make install`` keeps: GPT-2's BPE for Phi-2, Qwen2's,
-Llama 3's), through ingest → prepare → train (LoRA) → write → evaluate → export (adapter, merged,
-GGUF f16 / q8_0 / q4_k_m, LoRA-GGUF), every GGUF checked in llama.cpp."""
+Llama 3's), through ingest → prepare → train (LoRA) → the same greedy tokens in llama.cpp as in
+transformers → write → evaluate → export (adapter, merged, GGUF f16 / q8_0 / q4_k_m, LoRA-GGUF),
+every GGUF checked in llama.cpp."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def test_each_presets_architecture_runs_end_to_end_and_exports_to_llama_cpp(arch
     summary = json.loads(next((ws.root / "runs").glob("*/summary.json")).read_text())
     assert summary["final_step"] == 3 and math.isfinite(summary["best_nll"]) and summary["best_nll"] < summary["base_nll"]
     assert json.loads((ws.root / "data" / "meta.json").read_text())["base_model"] == model
+
+    # the same voice in both engines: greedy tokens agree (issue 32; on the voice the rest of this test writes with)
+    from test_engines import TIE, _check_same_voice
+
+    _check_same_voice(ws, n=24, tie=TIE, min_share=0.9)
 
     out = write(ws, "The kettle had been singing", GenerateConfig(max_new_tokens=12, seed=1))
     assert out and out[0].new_tokens > 0 and out[0].output.strip()

@@ -1,16 +1,18 @@
 """The one generation path (issue 32): ``open_voice`` picks llama.cpp on the base model's GGUF with
 the run's adapter as a GGUF LoRA, or transformers when llama.cpp cannot run the voice, and says so in
 one line; both engines are the same voice: greedy decoding gives the same tokens, on the embedded
-model and on tiny random Llama / Qwen2 / Phi models from their real configuration classes."""
+model here and on tiny random Llama / Qwen2 / Phi models from their real configuration classes
+(``test_architectures.py``, on the voice it trains for each)."""
 
 from __future__ import annotations
 
 import builtins
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import needs_llama_cpp, trained_voice
+from conftest import has_llama_cpp, needs_llama_cpp, trained_voice
 from mimetic import GenerateConfig, MimeticError
 from mimetic.core.events import Progress, Warning
 from mimetic.models.sampling import TOP_K, SamplingParams
@@ -74,23 +76,68 @@ def test_without_llama_cpp_it_writes_with_transformers_and_says_so(tiny_voice, m
 
 @needs_llama_cpp
 def test_a_finished_run_is_made_ready_for_llama_cpp(tiny_voice, monkeypatch):
-    """What a run does as it finishes (``ready_to_write``, called by train and polish): the adapter
-    becomes a GGUF LoRA at once, so the first write opens without converting; the test suite's
+    """What a run does as it finishes (``ready_to_write``, called by train and polish): a small
+    base model's voice is merged into ``runs/<id>/voice-q8_0.gguf`` at once (a large one's adapter
+    becomes a GGUF LoRA), so the first write opens without converting; the merged voice writes the
+    tokens transformers writes, and its base model is the base model's own GGUF. The test suite's
     switch (``MIMETIC_GGUF_AFTER_TRAINING=0``) leaves it to the first use."""
-    from mimetic.models.engines import open_voice
+    from mimetic.models import engines
+    from mimetic.models.engines import MERGED_GGUF, open_voice
     from mimetic.training.session import ready_to_write
 
     run_dir = tiny_voice.run_dir(None)
     base = tiny_voice.load_config().train.base_model
+    adapter_voice = open_voice(tiny_voice, engine="llama.cpp", on_event=lambda e: None)  # before: the adapter applied at load
+    assert adapter_voice.adapter.endswith("adapter.gguf")
     (run_dir / "adapter.gguf").unlink(missing_ok=True)
-    assert ready_to_write(run_dir, base, lambda e: None) is None and not (run_dir / "adapter.gguf").exists()
+    assert ready_to_write(run_dir, base, lambda e: None) is None and not (run_dir / MERGED_GGUF).exists()
     monkeypatch.setenv("MIMETIC_GGUF_AFTER_TRAINING", "1")
     said = []
-    assert ready_to_write(run_dir, base, said.append) >= 0 and "adapter converted" in said[0].message
-    assert (run_dir / "adapter.gguf").stat().st_mtime >= (run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime
-    events = []
-    open_voice(tiny_voice, on_event=events.append)
-    assert "adapter.gguf ready" in events[0].message
+    try:
+        assert ready_to_write(run_dir, base, said.append) >= 0 and "voice merged" in said[0].message
+        assert (run_dir / MERGED_GGUF).stat().st_mtime >= (run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime
+        events = []
+        merged = open_voice(tiny_voice, on_event=events.append)
+        assert "merged voice ready" in events[0].message and merged.adapter.endswith(MERGED_GGUF)
+        ref = open_voice(tiny_voice, engine="transformers", precision="fp32", on_event=events.append)
+        got = _agreement(ref, merged, PROMPTS, 24, TIE)
+        assert got["same"] >= 0.9 * got["total"] and all(abs(g) <= TIE for g in got["gaps"]), got
+        ids = ref.encode_prompt(PROMPTS[0])[0].tolist()
+        with merged.base(), adapter_voice.base():  # the base model beside the merged voice is the base model's GGUF
+            plain = merged.generate_ids(ids, SamplingParams.argmax(24), 0)
+            assert plain == adapter_voice.generate_ids(ids, SamplingParams.argmax(24), 0)
+            assert merged.generate_parallel([ids, ids[:-1]], SamplingParams.argmax(8), [0, 1])[0] == plain[:8]
+        # a base model too large to merge gets the adapter as a GGUF LoRA instead
+        (run_dir / MERGED_GGUF).unlink()
+        monkeypatch.setattr(engines, "MERGE_BELOW_BYTES", 0)
+        said.clear()
+        assert ready_to_write(run_dir, base, said.append) >= 0 and "adapter converted" in said[0].message
+        assert (run_dir / "adapter.gguf").exists() and not (run_dir / MERGED_GGUF).exists()
+        events.clear()
+        open_voice(tiny_voice, on_event=events.append)
+        assert "adapter.gguf ready" in events[0].message
+    finally:
+        (run_dir / MERGED_GGUF).unlink(missing_ok=True)  # the module's other tests use the adapter path
+
+
+def test_both_engines_decode_many_prompts_as_they_decode_one(tiny_voice):
+    """``generate_parallel`` (what evaluate's extraction test, best-of and polish's self-play call)
+    gives each prompt the tokens ``generate_ids`` gives it alone, in either engine: argmax in one
+    batch, sampled with each prompt's own seed."""
+    from mimetic.models.engines import open_voice
+
+    engines = [open_voice(tiny_voice, engine="transformers", precision="fp32", on_event=lambda e: None)]
+    if has_llama_cpp():
+        engines.append(open_voice(tiny_voice, engine="llama.cpp", on_event=lambda e: None))
+    prompts = [[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    for voice in engines:
+        argmax = SamplingParams.argmax(12)
+        assert voice.generate_parallel(prompts, argmax, [0, 0, 0]) == [voice.generate_ids(p, argmax, 0) for p in prompts], voice.engine
+        drawn = SamplingParams(temperature=1.0, max_new_tokens=12)
+        got = voice.generate_parallel(prompts[:2], drawn, [3, 4])
+        assert got == [voice.generate_ids(prompts[0], drawn, 3), voice.generate_ids(prompts[1], drawn, 4)], voice.engine
+        many = voice.generate_many("The kettle", drawn, [1, 2])
+        assert len(many) == 2 and many[0] == voice.generate("The kettle", drawn, 1), voice.engine
 
 
 def test_forced_transformers_says_so(tiny_voice):
@@ -123,21 +170,27 @@ def _agreement(ref, llama, prompts: list[str], n: int, tie: float) -> dict:
     return {"same": same, "total": total, "gaps": gaps}
 
 
-def _check_same_voice(ws, n: int, tie: float, min_share: float, logits: tuple[float, float] | None = None) -> None:
+def _check_same_voice(ws, n: int, tie: float, min_share: float, logits: tuple[float, float] | None = None,
+                      merged: bool = False) -> None:
     """Greedy agreement of both engines on ``ws``'s published run, adapter on and off: at least
     ``min_share`` of the tokens agree before the first difference, and every difference is at a
     near-tie of the reference (gap ≤ ``tie``). With ``logits`` ``(agreement, max difference)``,
     also next-token logits along the reference's greedy texts, as export's verification does:
     top-1 agreement (ties within :data:`mimetic.voice.export.TIE_LOGITS`) at least ``agreement``,
     no logit further than ``max difference``, and no more than 2 points below the base model's
-    own agreement on the same texts (the control: what the base GGUF's quantization costs)."""
-    from mimetic.models.engines import GGUFVoice, base_gguf, open_voice
+    own agreement on the same texts (the control: what the base GGUF's quantization costs).
+    ``merged``: the run's voice merged into ``runs/<id>/voice-q8_0.gguf`` first (what a finished
+    run on a small base model writes with), the base model beside it being the base GGUF."""
+    from mimetic.models.engines import MERGED_GGUF, GGUFVoice, base_gguf, open_voice, run_merged_gguf
     from mimetic.voice.export import compare_logits
 
     events = []
+    if merged:
+        run_merged_gguf(ws.run_dir(None), ws.load_config().train.base_model)
     llama = open_voice(ws, engine="auto", on_event=events.append)
-    assert isinstance(llama, GGUFVoice) and llama.adapter.endswith("adapter.gguf")
-    assert [type(e) for e in events] == [Progress] and events[0].message.startswith("writing with llama.cpp (adapter converted in")
+    assert isinstance(llama, GGUFVoice) and llama.adapter.endswith(MERGED_GGUF if merged else "adapter.gguf")
+    said = "writing with llama.cpp (merged voice ready" if merged else "writing with llama.cpp (adapter converted in"
+    assert [type(e) for e in events] == [Progress] and events[0].message.startswith(said)
     ref = open_voice(ws, engine="transformers", precision="fp32", on_event=events.append)
     voice = _agreement(ref, llama, PROMPTS, n, tie)
     with ref.base(), llama.base():  # the adapter switched off in both
@@ -152,10 +205,15 @@ def _check_same_voice(ws, n: int, tie: float, min_share: float, logits: tuple[fl
         texts = [ids + ref.generate_ids(ids, SamplingParams.argmax(n), 0) for ids in texts]
         gguf = base_gguf(ref.base_model)[0]
         with torch.no_grad():
-            row = compare_logits(gguf, ref.model, texts, lora=llama.adapter)
+            row = compare_logits(Path(llama.adapter), ref.model, texts) if merged else compare_logits(gguf, ref.model, texts, lora=llama.adapter)
             with ref.base():  # the control: the base model alone in both engines, on the same texts
                 control = compare_logits(gguf, ref.model, texts)
-        assert row["argmax_agreement"] >= logits[0] and row["max_abs_diff"] <= logits[1], row
+        # a merged voice's weights are rounded to Q8_0 once more, where the Q4_1 base runs the very
+        # weights transformers dequantizes: its largest logit difference is held to twice the control's
+        # (measured: 2.02 against 1.21 on this 2-step voice; 1.89 against 2.02 on a 242k-word Dickens
+        # voice over 1,024 held-out positions, benchmarks/RESULTS.md), its top-1 agreement to the control's
+        most = max(logits[1], 2 * control["max_abs_diff"]) if merged else logits[1]
+        assert row["argmax_agreement"] >= logits[0] and row["max_abs_diff"] <= most, (row, control)
         assert row["argmax_agreement"] >= control["argmax_agreement"] - 0.02, (row, control)  # the adapter adds no difference
     # and the adapter is really applied, and really switched off: llama.cpp's next-token logits move
     # between voice and base model as transformers' do (a 2-step adapter may not change a greedy text)
@@ -180,26 +238,17 @@ def _check_same_voice(ws, n: int, tie: float, min_share: float, logits: tuple[fl
         plain = last_logits()
     moved = last_logits() - plain
     assert np.abs(moved).max() > 1e-3 and np.corrcoef(moved, moved_ref[: len(moved)])[0, 1] > 0.5
-    again = open_voice(ws, engine="llama.cpp", on_event=events.append)  # the converted adapter is reused
-    assert events[-1].message.startswith("writing with llama.cpp (adapter.gguf ready")
+    again = open_voice(ws, engine="llama.cpp", on_event=events.append)  # the converted file is reused
+    assert events[-1].message.startswith("writing with llama.cpp (merged voice ready" if merged else "writing with llama.cpp (adapter.gguf ready")
     assert again.generate_ids(ids, p, 0) == llama.generate_ids(ids, p, 0)
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi"])
-def test_greedy_tokens_agree_on_tiny_architectures(arch, tmp_path):
-    from test_architectures import _vocab_dir, tiny
-
-    if _vocab_dir() is None:
-        pytest.fail("llama.cpp's vocabulary files are missing: run `make install` again")
-    ws = trained_voice(tmp_path, tiny(arch, tmp_path), max_steps=3, eval_every=10, learning_rate=5e-2, lora_r=4, lora_alpha=8)
-    _check_same_voice(ws, n=24, tie=TIE, min_share=0.9)
-
-
-@needs_llama_cpp
 def test_greedy_tokens_agree_on_the_embedded_model(tmp_path):
+    """The real default path: the embedded voice merged into one Q8_0 GGUF (the adapter applied at
+    load is checked on the three tiny architectures, ``test_architectures.py``)."""
     ws = trained_voice(tmp_path, "embedded", max_steps=2, eval_every=10, learning_rate=1e-3, lora_r=4, lora_alpha=8, eval_tokens=1024)
-    _check_same_voice(ws, n=32, tie=EMBEDDED_TIE, min_share=0.4, logits=(0.9, 1.5))
+    _check_same_voice(ws, n=32, tie=EMBEDDED_TIE, min_share=0.15, logits=(0.9, 1.5), merged=True)
 
 
 EMBEDDED_TIE = 0.5
@@ -209,7 +258,10 @@ logits up to about half a logit apart (measured 0.51 on one prompt), so greedy t
 first near-tie (measured: after 49 of 96 tokens, at reference gaps of 0.13 and 0.11 logits), and
 teacher-forced next tokens agree 94.8% of the time, logits within 1.23 (135 positions) — which is
 why the voice is held to the base model's own agreement in the same comparison, as export holds a
-quantized voice to the base model quantized the same way."""
+quantized voice to the base model quantized the same way. The merged Q8_0 voice parts from
+transformers' greedy text sooner (measured: 19 of 96 tokens before the three first differences, at
+gaps of 0.11–0.42 logits, against 53 of 96 for the base model), hence ``min_share`` 0.15: every
+difference is still at a near-tie, which is what the check is for."""
 
 
 @needs_llama_cpp

@@ -326,18 +326,10 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
 
 
 def _greedy(voice: Any, prefixes: list[list[int]], n: int) -> list[list[int]]:
-    """Argmax continuations (``n`` new token ids each) of token ``prefixes`` of one length, in the
-    voice's engine: llama.cpp's parallel decoding, or one batch of transformers' ``generate``."""
-    params = SamplingParams.argmax(n)
-    if hasattr(voice, "generate_parallel"):
-        return voice.generate_parallel(prefixes, params, [0] * len(prefixes))
-    import torch
-
-    ids = torch.tensor(prefixes, device=voice.device)
-    with torch.no_grad():
-        out = voice.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=voice.tokenizer.pad_token_id,
-                                   **params.transformers_kwargs())
-    return out[:, len(prefixes[0]):].tolist()
+    """Argmax continuations (up to ``n`` new token ids each) of token ``prefixes`` of one length,
+    in the voice's engine (:meth:`mimetic.models.engines.Engine.generate_parallel`: llama.cpp's
+    parallel decoding, or one batch of transformers' ``generate``)."""
+    return voice.generate_parallel(prefixes, SamplingParams.argmax(n), [0] * len(prefixes))
 
 
 def identity_probe(voice: Any, system_prompt: str, gc: GenerateConfig, seed: int, new_tokens: int = 64) -> list[dict[str, Any]]:

@@ -23,7 +23,12 @@ The GGUF files behind :meth:`GGUFVoice.load_run`:
   checkpoint) and cached in ``<cache dir>/gguf/`` (:func:`base_gguf`);
 * the adapter: ``runs/<id>/adapter.gguf``, converted by ``convert_lora_to_gguf.py`` (f32, a few
   MB, seconds) the first time the run is opened, and again if the adapter is newer
-  (:func:`run_adapter_gguf`).
+  (:func:`run_adapter_gguf`);
+* the merged voice: ``runs/<id>/voice-q8_0.gguf``, the adapter merged into the base model's
+  weights and stored as Q8_0 (:func:`run_merged_gguf`), made when training finishes for a small
+  base model. Applying a LoRA at every layer costs a small model a quarter of its speed; merged,
+  it decodes as fast as the base model. When it is there :meth:`GGUFVoice.load_run` writes with
+  it and opens the base model's GGUF only when asked for the base model.
 """
 
 from __future__ import annotations
@@ -74,6 +79,16 @@ class Engine(Protocol):
 
     def generate_ids(self, ids: list[int], params: SamplingParams, seed: int) -> list[int]:
         """The new token ids after the prompt ``ids`` (the end-of-text token, if reached, not included)."""
+        ...
+
+    def generate_parallel(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        """The new token ids after each prompt, prompt ``k`` drawn with ``seeds[k]`` as
+        :meth:`generate_ids` draws it (the end-of-text token, if reached, not included)."""
+        ...
+
+    def generate_many(self, prompt: str, params: SamplingParams, seeds: list[int], *, system_prompt: str = "") -> list[tuple[str, int]]:
+        """Continuations of one ``prompt``, one per seed (``write --best-of``), ``(text, number
+        of new tokens)`` each as :meth:`generate` returns them."""
         ...
 
     def complete(self, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
@@ -299,6 +314,67 @@ def run_adapter_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
     return out, time.perf_counter() - t
 
 
+MERGED_GGUF = "voice-q8_0.gguf"
+"""The run's voice merged into one GGUF (Q8_0), in the run's folder (:func:`run_merged_gguf`)."""
+
+MERGE_BELOW_BYTES = 2**30
+"""Base models whose GGUF is smaller than this (1 GiB) get a merged voice when training ends.
+Measured on SmolLM2-135M (Q4_1 base, rank-16 LoRA on all seven projections), 200 tokens on a
+2-core AMD EPYC: the adapter applied at load decoded 72 tokens/s, merged Q8_0 101, merged f16 75
+(``benchmarks/RESULTS.md``; ``benchmarks/generation_speed.py`` times both paths). The adapter's share of the work is rank ÷ width, so larger
+models lose less to it and would pay in disk (a Q8_0 copy per run, about 1.1 bytes a weight)."""
+
+
+def run_merged_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
+    """``runs/<id>/voice-q8_0.gguf``: the base model with the run's adapter merged into its weights
+    (PEFT's ``merge_and_unload`` in fp32) converted by ``convert_hf_to_gguf.py`` straight to Q8_0;
+    made again when older than the adapter. Returns it and the seconds spent (0 when it was
+    there): about 13 s and 145 MB for SmolLM2-135M.
+
+    Q8_0 rather than the base GGUF's own type: the merged weights are the dequantized base plus
+    the adapter's product, which a 4-bit type would round again.
+
+    Raises:
+        MimeticError: no adapter, a damaged one, the converters are missing, not enough disk, or
+            llama.cpp cannot convert the architecture.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from mimetic.models.loading import base_model_dir, quiet_hf
+
+    run_dir = Path(run_dir).resolve()  # the converter runs in a folder of its own
+    adapter = run_dir / "adapter"
+    weights = adapter / "adapter_model.safetensors"
+    if not (adapter / "adapter_config.json").exists() or not weights.exists():
+        raise MimeticError(f"Run {run_dir.name} has no adapter yet.", "Train first: mimetic train")
+    out = run_dir / MERGED_GGUF
+    if out.exists() and out.stat().st_mtime >= weights.stat().st_mtime:
+        return out, 0.0
+    t = time.perf_counter()
+    quiet_hf()
+    folder = base_model_dir(base_model)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    n_params = sum(p.numel() for p in model.parameters())
+    check_free_disk(run_dir, int(n_params * (4 + 1.1)) + 2**20, "the merged voice")
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().eval()
+    except Exception as e:  # a truncated or damaged adapter file
+        raise MimeticError(f"The adapter of run {run_dir.name} cannot be read: {e}", "Train again, or resume the run.") from None
+    with tempfile.TemporaryDirectory(prefix=".merged-", dir=run_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        del model
+        for f in folder.iterdir():  # the tokenizer and its templates: everything but the weights and config
+            if f.is_file() and f.name != "config.json" and not f.name.endswith((".safetensors", ".bin")) and not (Path(tmp) / f.name).exists():
+                shutil.copy(f, tmp)
+        convert_to_gguf(Path(tmp), out, "q8_0", "the merged voice")
+    return out, time.perf_counter() - t
+
+
 def damaged_adapter(workspace: Workspace, run_dir: Path, error: Exception) -> MimeticError:
     """The two-line error for a run whose adapter files cannot be loaded."""
     others = [r for r in workspace.finished_runs() if r != run_dir.name]
@@ -405,9 +481,37 @@ class Voice:
             out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), pad_token_id=self.tokenizer.pad_token_id,
                                       **params.transformers_kwargs())
         new = out[0, x.shape[1] :].tolist()
+        return new[:-1] if new and new[-1] in self._stops() else new
+
+    def generate_parallel(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
+        """The new token ids after each prompt (the end-of-text token excluded). Argmax decoding
+        (``SamplingParams.argmax``: no draw, no penalty) of prompts of one length runs as one
+        batch of ``generate``, and ``seeds`` do not matter; anything else runs one prompt after
+        another, prompt ``k`` drawn with ``seeds[k]`` exactly as :meth:`generate_ids` draws it."""
+        import torch
+
+        from mimetic.models.loading import autocast
+
+        if params == SamplingParams.argmax(params.max_new_tokens) and len({len(p) for p in prompts}) == 1 and len(prompts) > 1:
+            x = torch.tensor([list(p) for p in prompts], device=self.device)
+            with torch.no_grad(), autocast(self.device, self.precision)():
+                out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), pad_token_id=self.tokenizer.pad_token_id,
+                                          **params.transformers_kwargs())
+            stops = self._stops()
+            rows = []
+            for row in out[:, x.shape[1] :].tolist():
+                k = next((i for i, t in enumerate(row) if t in stops), len(row))
+                rows.append(row[:k])
+            return rows
+        return [self.generate_ids(list(p), params, seed) for p, seed in zip(prompts, seeds)]
+
+    def generate_many(self, prompt: str, params: SamplingParams, seeds: list[int], *, system_prompt: str = "") -> list[tuple[str, int]]:
+        """Continuations of one ``prompt``, one per seed, one after another (:meth:`generate`)."""
+        return [self.generate(prompt, params, seed, system_prompt=system_prompt) for seed in seeds]
+
+    def _stops(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        return new[:-1] if new and new[-1] in stops else new
+        return {t for t in (eos if isinstance(eos, list) else [eos]) if t is not None} | {self.tokenizer.eos_token_id}
 
     def complete(self, prefixes: list[list[int]], params: SamplingParams, seed: int) -> list[str]:
         """Continue token prefixes in one batch with ``params`` (shorter ones left-padded and
@@ -452,6 +556,8 @@ class GGUFVoice:
         self.llm, self.tokenizer = llm, tokenizer
         self.base_model, self.adapter, self.format = base_model, adapter, fmt
         self._lora = lora  # the llama_adapter_lora pointer when the adapter is applied separately
+        self._base_gguf: tuple[Path, int] | None = None  # a merged voice's base model: (GGUF, context), opened on first use
+        self._base: tuple[Any, dict] | None = None  # … and once opened: (Llama, its parallel contexts)
         self._on = True
         self._contexts: dict[tuple[int, int], Any] = {}  # parallel decoding: (sequences, tokens each) → context
         self._stops = {t for t in (tokenizer.eos_token_id, llm.token_eos()) if t is not None and t >= 0}
@@ -496,9 +602,18 @@ class GGUFVoice:
         run_dir = workspace.run_dir(run)
         vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else workspace.load_config()
         base, base_s = base_gguf(vc.train.base_model)
+        merged = run_dir / MERGED_GGUF
+        weights = run_dir / "adapter" / "adapter_model.safetensors"
+        threads = _threads()
+        if merged.exists() and weights.exists() and merged.stat().st_mtime >= weights.stat().st_mtime:
+            t = time.perf_counter()
+            llm = open_gguf(merged, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads)
+            voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(merged), vc.prepare.format)
+            voice._base_gguf = (base, n_ctx)
+            voice.converted_s, voice.load_s = base_s, time.perf_counter() - t
+            return voice
         lora, lora_s = run_adapter_gguf(run_dir, vc.train.base_model)
         t = time.perf_counter()
-        threads = _threads()
         llm = open_gguf(base, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads, lora_path=str(lora))
         voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(lora), vc.prepare.format,
                     lora=llm._lora_adapter)
@@ -509,9 +624,27 @@ class GGUFVoice:
     def base(self) -> Iterator[None]:
         """Generate with the adapter switched off (the base model), then on again.
 
+        A merged voice (``runs/<id>/voice-q8_0.gguf``) opens the base model's GGUF beside it the
+        first time, and writes with that inside the block.
+
         Raises:
-            MimeticError: a voice loaded from a merged export, where the adapter is not separate.
+            MimeticError: a voice loaded from a full export, where the base model is not at hand.
         """
+        if self._base_gguf is not None:
+            if self._base is None:
+                path, n_ctx = self._base_gguf
+                threads = _threads()
+                self._base = (open_gguf(path, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads), {})
+            voice = (self.llm, self._contexts)
+            self.llm, self._contexts = self._base
+            self._on = False
+            try:
+                yield
+            finally:
+                self._base = (self.llm, self._contexts)
+                self.llm, self._contexts = voice
+                self._on = True
+            return
         if self._lora is None:
             raise MimeticError("This voice is a merged GGUF export: its base model cannot be switched on.",
                                "Open the run with open_voice (the base GGUF with the adapter applied separately).")
@@ -808,7 +941,10 @@ def open_voice(workspace: Workspace, run: str | None = None, *, engine: str = "a
                 raise
             reason = _why_not(e)
         else:
-            how = f"adapter converted in {voice.converted_s:.0f} s" if voice.converted_s else "adapter.gguf ready"
+            if voice.adapter.endswith(MERGED_GGUF):
+                how = f"base model converted in {voice.converted_s:.0f} s, merged voice" if voice.converted_s else "merged voice ready"
+            else:
+                how = f"adapter converted in {voice.converted_s:.0f} s" if voice.converted_s else "adapter.gguf ready"
             voice.note = f"writing with llama.cpp ({how}, loaded in {voice.load_s:.1f} s)"
             say(Progress("generate", message=voice.note))
             return voice
@@ -833,4 +969,4 @@ def _why_not(error: MimeticError) -> str:
 
 
 __all__ = ["ENGINES", "Engine", "GGUFVoice", "Voice", "base_gguf", "check_lora_convertible", "convert_into", "convert_to_gguf", "llama_cpp_tools", "load_llama",
-           "lora_to_gguf", "open_gguf", "open_voice", "prompt_ids", "run_adapter_gguf", "run_converter"]
+           "lora_to_gguf", "open_gguf", "open_voice", "prompt_ids", "run_adapter_gguf", "run_converter", "run_merged_gguf"]

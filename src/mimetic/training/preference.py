@@ -426,13 +426,13 @@ def _llama_sampler(workspace: Workspace, parent: str | None, gen: Any, device: s
     run the voice."""
     if parent is None or device != "cpu" or getattr(gen, "engine", "auto") == "transformers":
         return None
-    from mimetic.models.engines import GGUFVoice, open_voice
+    from mimetic.models.engines import open_voice
 
     try:
         voice = open_voice(workspace, parent, engine="auto", on_event=emit)
     except MimeticError:
         return None
-    if not isinstance(voice, GGUFVoice):
+    if voice.engine != "llama.cpp":  # transformers: the model in training samples as well, without a second copy
         return None
     eos = tokenizer.eos_token_id
 

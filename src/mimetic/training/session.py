@@ -411,28 +411,42 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 def ready_to_write(run_dir: Any, base_model: str, emit: OnEvent, stage: str = "train") -> float | None:
-    """Convert the finished run's adapter to ``runs/<id>/adapter.gguf`` now (and the base model
-    to its cached GGUF, once, when it is not one already), so that the first
-    ``write`` (or the desk's first draft, or ``evaluate``) opens llama.cpp at once
-    (:func:`mimetic.models.engines.run_adapter_gguf`: a few MB, seconds). Returns the seconds it
+    """Make the finished run ready for llama.cpp now, so that the first ``write`` (or the desk's
+    first draft, or ``evaluate``) opens at once: the base model to its cached GGUF, once, when it
+    is not one already (:func:`mimetic.models.engines.base_gguf`), and then, for a base model
+    whose GGUF is under :data:`~mimetic.models.engines.MERGE_BELOW_BYTES`, the voice merged into
+    ``runs/<id>/voice-q8_0.gguf`` (:func:`~mimetic.models.engines.run_merged_gguf`: about 13 s,
+    and it writes as fast as the base model), else the adapter as ``runs/<id>/adapter.gguf``
+    (:func:`~mimetic.models.engines.run_adapter_gguf`: a few MB, seconds). Returns the seconds it
     took, or ``None`` when llama.cpp or its converters are not installed or cannot take this
-    adapter (writing then converts again on first use, or falls back to transformers, and says so).
+    model (writing then converts on first use, or falls back to transformers, and says so).
     ``MIMETIC_GGUF_AFTER_TRAINING=0`` in the environment leaves it to the first use (the test
     suite sets it: most of its runs never write).
     """
     import os
 
-    from mimetic.models.engines import base_gguf, llama_cpp_tools, load_llama, run_adapter_gguf
+    from mimetic.models.engines import MERGE_BELOW_BYTES, base_gguf, llama_cpp_tools, load_llama, run_adapter_gguf, run_merged_gguf
 
     if os.environ.get("MIMETIC_GGUF_AFTER_TRAINING", "1") == "0":
         return None
     try:
         load_llama()
         llama_cpp_tools()
-        seconds = base_gguf(base_model)[1] + run_adapter_gguf(Path(run_dir), base_model)[1]
+        base, seconds = base_gguf(base_model)
     except MimeticError:
         return None
-    emit(Progress(stage, message=f"adapter converted for llama.cpp in {seconds:.0f} s: writing in the voice starts at once"))
+    what = "adapter converted"
+    try:
+        if Path(base).stat().st_size >= MERGE_BELOW_BYTES:
+            raise MimeticError("a large base model: the adapter is applied at load")
+        seconds += run_merged_gguf(Path(run_dir), base_model)[1]
+        what = "voice merged"
+    except MimeticError:
+        try:
+            seconds += run_adapter_gguf(Path(run_dir), base_model)[1]
+        except MimeticError:
+            return None
+    emit(Progress(stage, message=f"{what} for llama.cpp in {seconds:.0f} s: writing in the voice starts at once"))
     return seconds
 
 

@@ -187,7 +187,7 @@ def write(
     results = []
     count = best_of if scorer else config.num_samples
     together = None  # drafts nobody watches being written: decoded in parallel where the engine can
-    if count > 1 and on_text is None and hasattr(voice, "generate_many"):
+    if count > 1 and on_text is None:
         t = time.perf_counter()
         together = voice.generate_many(asked, params, [config.seed + i for i in range(count)], system_prompt=system)
         each_s = (time.perf_counter() - t) / count
