@@ -103,7 +103,7 @@ def test_best_of_ranks_by_the_evaluations_discriminator_once_there_is_one(traine
     cfg = GenerateConfig(max_new_tokens=24, seed=5)
     with pytest.raises(MimeticError, match="not been evaluated"):
         write(trained, "The kettle", cfg, voice=voice, best_of=2, rank_by="discriminator")
-    assert write(trained, "The kettle", cfg, voice=voice, best_of=2)[0].writer_likeness is None  # auto: style until evaluated
+    assert write(trained, "The kettle", cfg, voice=voice, best_of=2)[0].writer_likeness is None  # style by default
     _, held = writer
     own = passages(held, 60)
     cache = trained.run_dir(None) / "evaluation" / "cache.json"
@@ -111,7 +111,8 @@ def test_best_of_ranks_by_the_evaluations_discriminator_once_there_is_one(traine
     cache.write_text(json.dumps({"samples": [{"writer": w, "voice": TELEGRAM[: 40 + 7 * i]} for i, w in enumerate(own[:8])]}))
     judge = discriminator(trained)
     assert judge.writer_likeness([own[-1]])[0] > 0.5 > judge.writer_likeness([TELEGRAM])[0]
-    ranked = write(trained, "The kettle", cfg, voice=voice, best_of=3)
+    assert write(trained, "The kettle", cfg, voice=voice, best_of=2)[0].writer_likeness is None  # still style: asked for by name
+    ranked = write(trained, "The kettle", cfg, voice=voice, best_of=3, rank_by="discriminator")
     likeness = [g.writer_likeness for g in ranked]
     assert likeness == sorted(likeness, reverse=True)
     assert likeness == pytest.approx([judge.writer_likeness([g.output])[0] for g in ranked])

@@ -430,7 +430,7 @@ def write(
     samples: Optional[int] = typer.Option(None, help="How many texts to write."),
     engine: Optional[str] = typer.Option(None, help="auto (the settings' default: llama.cpp with the run's adapter, else transformers), llama.cpp or transformers."),
     best_of: int = typer.Option(1, "--best-of", min=1, help="Draft N texts (seeds seed…seed+N-1) and rank them, the one that reads most like you first."),
-    rank_by: str = typer.Option("auto", help="How --best-of ranks drafts: discriminator (the classifier of your last evaluation: which draft it takes for yours), style (closeness of style features), auto (discriminator once the voice has been evaluated, else style)."),
+    rank_by: str = typer.Option("style", help="How --best-of ranks drafts: style (closeness of style features; the default) or discriminator (the classifier of your last evaluation: which draft it takes for yours)."),
     show_sources: bool = typer.Option(False, "--sources", help="After each text, the passages of your own writing nearest to it, and its longest verbatim overlap with them."),
 ) -> None:
     """Write in your voice, streamed to the terminal (or, with --best-of N, N drafts ranked).

@@ -117,7 +117,7 @@ def write(
     best_of: int = 1,
     mode: str | None = None,
     on_event: OnEvent | None = None,
-    rank_by: str = "auto",
+    rank_by: str = "style",
 ) -> list[Generation]:
     """Write ``config.num_samples`` texts in the voice from ``prompt`` (or a file's text), or
     draft ``best_of`` and rank them by closeness to the writer's style.
@@ -142,10 +142,14 @@ def write(
             best_of - 1``, in place of ``config.num_samples``), score each with the writer's
             :class:`~mimetic.text.stylometry.StyleProfile` (:func:`style_profile`, fitted on the
             training text), ``style_distance`` set, and rank them as ``rank_by`` says.
-        rank_by: ``discriminator`` (the draft the voice's :func:`discriminator` finds likeliest
-            to be the writer's first, ``writer_likeness`` set; needs ``mimetic evaluate`` once),
-            ``style`` (lowest ``style_distance`` first), or ``auto``: the discriminator when the
-            run has been evaluated, else style.
+        rank_by: ``style`` (lowest ``style_distance`` first: the default) or ``discriminator``
+            (the draft the voice's :func:`discriminator` finds likeliest to be the writer's
+            first, ``writer_likeness`` set; needs ``mimetic evaluate`` once). Measured on a
+            242k-word Dickens voice, 64 openings × 4 drafts, a fresh classifier as judge
+            (``benchmarks/best_of_ranking.py``): style kept the AUC (0.95, the first draft's
+            0.95) with fewer invented words (1.19 per 1,000 against 1.48), the discriminator
+            did not lower the AUC (0.96) and picked drafts with more (2.27) — so it is not the
+            default.
 
     Returns:
         The generations in seed order (``best_of`` 1), or ranked (``best_of`` > 1). All are
@@ -175,7 +179,7 @@ def write(
         raise MimeticError(f"Cannot draft best of {best_of} with {config.num_samples} samples.",
                            "Use --best-of N (N ≥ 2) to rank drafts, or --samples N for N texts in seed order, not both.")
     if rank_by not in RANKINGS:
-        raise MimeticError(f"Unknown ranking {rank_by!r}.", "Use --rank-by auto, discriminator or style.")
+        raise MimeticError(f"Unknown ranking {rank_by!r}.", "Use --rank-by style or discriminator.")
     scorer = style_profile(workspace, run_where(workspace, run)) if best_of > 1 else None
     judge = discriminator(workspace, run) if best_of > 1 and rank_by != "style" else None
     if rank_by == "discriminator" and best_of > 1 and judge is None:
@@ -211,7 +215,7 @@ def write(
     return sorted(results, key=lambda g: (g.style_distance, g.seed)) if scorer else results
 
 
-RANKINGS = ("auto", "discriminator", "style")
+RANKINGS = ("style", "discriminator")
 """How ``write --best-of`` ranks drafts (:func:`write`'s ``rank_by``)."""
 
 
