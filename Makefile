@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# Its vocabulary files (Qwen2, Llama 3, GPT-2 tokenizers, 15 MB) give the tests real tokenizers offline.
 	test -f $(LLAMA_SDIST) || $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(VENV)/src
 	$(BIN)/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$(LLAMA_CPP)')" 2>/dev/null \
-		|| { echo "Building llama.cpp for GGUF export (about 6 minutes, once)…"; \
+		|| { echo "Building llama.cpp for GGUF export (a few minutes, once)…"; \
 		     CMAKE_BUILD_PARALLEL_LEVEL=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2) CMAKE_ARGS="-DLLAVA_BUILD=OFF" \
 		     $(BIN)/python -m pip install --quiet -c constraints.txt $(LLAMA_SDIST) \
 		     || echo "WARNING: llama-cpp-python did not build; mimetic works, but cannot export GGUF files."; }
