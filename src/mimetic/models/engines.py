@@ -292,6 +292,20 @@ ADAPTER_GGUF = "adapter.gguf"
 """The run's adapter as a GGUF LoRA, in the run's folder (:func:`run_adapter_gguf`)."""
 
 
+def _run_adapter(run_dir: Path) -> Path:
+    """The run's adapter folder. Raises :class:`MimeticError` when the run has none yet."""
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").exists() or not (adapter / "adapter_model.safetensors").exists():
+        raise MimeticError(f"Run {run_dir.name} has no adapter yet.", "Train first: mimetic train")
+    return adapter
+
+
+def _up_to_date(out: Path, run_dir: Path) -> bool:
+    """Whether ``out``, made from the run's adapter, is there and not older than the adapter's weights."""
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    return out.exists() and weights.exists() and out.stat().st_mtime >= weights.stat().st_mtime
+
+
 def run_adapter_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
     """``runs/<id>/adapter.gguf``: the run's adapter as a GGUF LoRA (f32), converted when missing
     or older than the adapter; and the seconds spent converting (0 when it was there).
@@ -302,12 +316,9 @@ def run_adapter_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
     """
     from mimetic.models.loading import base_model_dir
 
-    adapter = run_dir / "adapter"
-    weights = adapter / "adapter_model.safetensors"
-    if not (adapter / "adapter_config.json").exists() or not weights.exists():
-        raise MimeticError(f"Run {run_dir.name} has no adapter yet.", "Train first: mimetic train")
+    adapter = _run_adapter(run_dir)
     out = run_dir / ADAPTER_GGUF
-    if out.exists() and out.stat().st_mtime >= weights.stat().st_mtime:
+    if _up_to_date(out, run_dir):
         return out, 0.0
     t = time.perf_counter()
     lora_to_gguf(adapter, base_model_dir(base_model), out, "f32")
@@ -321,8 +332,9 @@ MERGE_BELOW_BYTES = 2**30
 """Base models whose GGUF is smaller than this (1 GiB) get a merged voice when training ends.
 Measured on SmolLM2-135M (Q4_1 base, rank-16 LoRA on all seven projections), 200 tokens on a
 2-core AMD EPYC: the adapter applied at load decoded 72 tokens/s, merged Q8_0 101, merged f16 75
-(``benchmarks/RESULTS.md``; ``benchmarks/generation_speed.py`` times both paths). The adapter's share of the work is rank ÷ width, so larger
-models lose less to it and would pay in disk (a Q8_0 copy per run, about 1.1 bytes a weight)."""
+(``benchmarks/RESULTS.md``; ``benchmarks/generation_speed.py`` times both paths). The adapter's
+share of the work is rank ÷ width, so larger models lose less to it and would pay in disk (a Q8_0
+copy per run, about 1.1 bytes a weight)."""
 
 
 def run_merged_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
@@ -348,12 +360,9 @@ def run_merged_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
     from mimetic.models.loading import base_model_dir, quiet_hf
 
     run_dir = Path(run_dir).resolve()  # the converter runs in a folder of its own
-    adapter = run_dir / "adapter"
-    weights = adapter / "adapter_model.safetensors"
-    if not (adapter / "adapter_config.json").exists() or not weights.exists():
-        raise MimeticError(f"Run {run_dir.name} has no adapter yet.", "Train first: mimetic train")
+    adapter = _run_adapter(run_dir)
     out = run_dir / MERGED_GGUF
-    if out.exists() and out.stat().st_mtime >= weights.stat().st_mtime:
+    if _up_to_date(out, run_dir):
         return out, 0.0
     t = time.perf_counter()
     quiet_hf()
@@ -603,9 +612,8 @@ class GGUFVoice:
         vc = VoiceConfig.load(run_dir / "config.toml") if (run_dir / "config.toml").exists() else workspace.load_config()
         base, base_s = base_gguf(vc.train.base_model)
         merged = run_dir / MERGED_GGUF
-        weights = run_dir / "adapter" / "adapter_model.safetensors"
         threads = _threads()
-        if merged.exists() and weights.exists() and merged.stat().st_mtime >= weights.stat().st_mtime:
+        if _up_to_date(merged, run_dir):
             t = time.perf_counter()
             llm = open_gguf(merged, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads)
             voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(merged), vc.prepare.format)

@@ -435,15 +435,17 @@ def ready_to_write(run_dir: Any, base_model: str, emit: OnEvent, stage: str = "t
         base, seconds = base_gguf(base_model)
     except MimeticError:
         return None
-    what = "adapter converted"
-    try:
-        if Path(base).stat().st_size >= MERGE_BELOW_BYTES:
-            raise MimeticError("a large base model: the adapter is applied at load")
-        seconds += run_merged_gguf(Path(run_dir), base_model)[1]
-        what = "voice merged"
-    except MimeticError:
+    what = ""
+    if Path(base).stat().st_size < MERGE_BELOW_BYTES:  # a large base model keeps the adapter applied at load
+        try:
+            seconds += run_merged_gguf(Path(run_dir), base_model)[1]
+            what = "voice merged"
+        except MimeticError:
+            pass
+    if not what:
         try:
             seconds += run_adapter_gguf(Path(run_dir), base_model)[1]
+            what = "adapter converted"
         except MimeticError:
             return None
     emit(Progress(stage, message=f"{what} for llama.cpp in {seconds:.0f} s: writing in the voice starts at once"))
