@@ -22,6 +22,7 @@ ratios are llama.cpp (merged, and adapter) over transformers from this one run.
 
     .venv/bin/python benchmarks/generation_speed.py                    # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/generation_speed.py --sample-words 10000 --best-of 8
+    .venv/bin/python benchmarks/generation_speed.py --workspace DIR --parallel 8,16,24,32,48
 """
 
 from __future__ import annotations
@@ -126,6 +127,30 @@ def bench(ws: object, engine: str, tokens: int, best_of: int, sample_words: int)
     return row
 
 
+def parallel_sweep(ws: object, sizes: list[int], prompts: int, tokens: int) -> list[dict]:
+    """llama.cpp's batched decoding (the merged voice) by group size: ``prompts`` held-out openings
+    of 64 tokens, ``tokens`` new tokens each ([generate] sampling), sent in groups of each size in
+    ``sizes``; tokens/s per size (what :attr:`mimetic.models.engines.GGUFVoice.parallel` is set by)."""
+    from mimetic.core.config import VoiceConfig
+    from mimetic.corpus.prepare import load_split
+    from mimetic.models.engines import GGUFVoice, prompt_ids
+    from mimetic.models.sampling import SamplingParams
+
+    voice = GGUFVoice.load_run(ws)
+    held = load_split(ws, "held_out")
+    openings = [prompt_ids(voice.tokenizer, "completion", held[i % len(held)]["text"])[:64] for i in range(prompts)]
+    params = SamplingParams.from_config(VoiceConfig().generate, max_new_tokens=tokens)
+    out = []
+    for n in sizes:
+        t, made = time.perf_counter(), 0
+        for s in range(0, prompts, n):
+            group = openings[s : s + n]
+            made += sum(len(o) for o in voice.generate_parallel(group, params, list(range(s, s + len(group)))))
+        out.append({"parallel": n, "tokens": made, "seconds": time.perf_counter() - t})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/mimetic-genbench/voice"))
@@ -136,6 +161,7 @@ def main() -> None:
     ap.add_argument("--sample-words", type=int, default=1000, help="evaluate's samples: words from each model")
     ap.add_argument("--engines", default="merged,adapter,transformers")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--parallel", help="instead: llama.cpp's batched decoding by group size, e.g. 8,16,24,32,48")
     args = ap.parse_args()
 
     import torch
@@ -145,6 +171,12 @@ def main() -> None:
 
     quiet_hf()
     ws = make_voice(args.workspace, args.words, args.steps)
+    if args.parallel:
+        sweep = parallel_sweep(ws, [int(x) for x in args.parallel.split(",")], 48, 256)
+        print(f"\nCPU: {cpu_name()} · llama.cpp threads {_threads()} · 48 openings × 256 new tokens")
+        for r in sweep:
+            print(f"{r['parallel']:>3} at once: {r['tokens'] / r['seconds']:6.1f} tokens/s ({r['seconds']:.1f} s)")
+        return
     rows = []
     for e in args.engines.split(","):
         rows.append(bench(ws, e, args.tokens, args.best_of, args.sample_words))

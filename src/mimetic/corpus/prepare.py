@@ -33,6 +33,7 @@ from mimetic.core.config import PrepareConfig
 from mimetic.errors import MimeticError
 from mimetic.core.events import OnEvent, ignore
 from mimetic.corpus.ingest import count_words, load_corpus
+from mimetic.models.loading import bos_ids
 from mimetic.models.nll import IGNORE_INDEX
 from mimetic.core.records import DataMeta
 from mimetic.text.stylometry import SENTENCE_END as _SENTENCE
@@ -232,7 +233,8 @@ def encode_example(text: str, tokenizer: Any, config: PrepareConfig, unit: dict[
     Returns a dict with ``input_ids``, ``labels`` (``-100`` where no loss is taken: the chat
     prompt, or a brief, opening or paraphrase) and ``mode`` (:func:`example_mode`). In
     completion format the EOS token is appended only if the chunk ends its document, so the
-    model does not learn to stop mid-text. The ``brief`` and ``mixed`` formats need the chunk's
+    model does not learn to stop mid-text, and it starts with the beginning-of-sequence token
+    where the model expects one (:func:`mimetic.models.loading.bos_ids`; not a label). The ``brief`` and ``mixed`` formats need the chunk's
     ``brief`` (:func:`mimetic.corpus.briefs.make_briefs`).
     """
     mode = example_mode(text, config, brief)
@@ -240,7 +242,8 @@ def encode_example(text: str, tokenizer: Any, config: PrepareConfig, unit: dict[
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if ends_document and tokenizer.eos_token_id is not None:
             ids = ids + [tokenizer.eos_token_id]
-        return {"input_ids": ids, "labels": list(ids), "mode": mode}
+        bos = bos_ids(tokenizer)
+        return {"input_ids": bos + ids, "labels": [IGNORE_INDEX] * len(bos) + list(ids), "mode": mode}
     if config.format == "chat":
         user = _chat_request(unit)
     elif mode == "continue":

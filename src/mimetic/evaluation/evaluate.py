@@ -35,6 +35,10 @@
 
 The report is rendered by :mod:`mimetic.evaluation.report` from Jinja2 templates.
 
+The base model's held-out NLL is read from what training measured before its first step
+(``data/base_nll.json``) once a batch of it, measured again, agrees (:func:`held_out_nll`);
+samples are drawn in the engine's own group size (llama.cpp: 32 at once).
+
 Model work (NLL, sampling, extraction, calibration, the identity probe) is cached in ``evaluation/cache.json``, so re-running
 with other reference authors only redoes the analysis, which takes seconds
 (:func:`analyse`; see ``benchmarks/evaluate_speed.py``).
@@ -61,7 +65,7 @@ from mimetic.errors import MimeticError
 from mimetic.core.events import Artifact, OnEvent, Progress, ignore
 from mimetic.text.identity import QUESTIONS, score_probe, voice_system_prompt
 from mimetic.models.nll import IGNORE_INDEX, per_example_nll
-from mimetic.models.loading import autocast
+from mimetic.models.loading import autocast, bos_ids
 from mimetic.text.memorization import TrainingIndex, audit
 from mimetic.models.sampling import SamplingParams
 from mimetic.core.records import EvaluationMetrics
@@ -153,6 +157,7 @@ def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: 
     """``n`` held-out passages (evenly spread) cut into a ``prefix_tokens`` prefix and the writer's
     real continuation."""
     need = config.prefix_tokens + 32
+    bos = bos_ids(tokenizer)
     cands = []
     for i in range(len(rows)):
         ids = tokenizer(rows[i]["text"], add_special_tokens=False)["input_ids"]
@@ -170,7 +175,7 @@ def _continuation_prompts(rows: Any, tokenizer: Any, config: EvaluateConfig, n: 
         p = config.prefix_tokens
         out.append({
             "document": doc,
-            "prefix_ids": ids[:p],
+            "prefix_ids": bos + ids[:p],
             "prefix": tokenizer.decode(ids[:p]),
             "writer": tokenizer.decode(ids[p : p + config.new_tokens]),
         })
@@ -181,21 +186,28 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
                      base: bool = True) -> list[dict[str, Any]]:
     """Continuations of held-out passages by the base model and the voice, same seeds.
 
-    Generates batches of ``config.batch_size`` until each model has written
-    ``config.sample_words`` words. Returns one dict per passage: ``document``, ``prefix``,
-    ``writer`` (the real continuation), ``base`` (``""`` when ``base`` is false: the voice
-    only), ``voice``, ``seed``. The passages and seeds depend only on ``rows``, the tokenizer
-    and ``config``: two voices of one base model continue the same openings.
+    First the passages that should hold ``config.sample_words`` words (at ~0.7 words per new
+    token), in groups of the engine's ``parallel`` (llama.cpp decodes many at once) or of
+    ``config.batch_size`` (transformers' padded batch), then more in groups of
+    ``config.batch_size`` until each model has written ``config.sample_words`` words. Returns one
+    dict per passage: ``document``, ``prefix``, ``writer`` (the real continuation), ``base``
+    (``""`` when ``base`` is false: the voice only), ``voice``, ``seed``. The passages depend
+    only on ``rows``, the tokenizer and ``config``: two voices of one base model continue the
+    same openings (and, in one engine, draw with the same seeds).
     """
     per_sample = max(20, int(config.new_tokens * 0.7))  # ~0.75 words per token in English prose
     first = max(config.batch_size, math.ceil(config.sample_words / per_sample))
     first = math.ceil(first / config.batch_size) * config.batch_size
     prompts = _continuation_prompts(rows, voice.tokenizer, config, first * 2)
     params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
+    size = max(config.batch_size, voice.parallel)
+    groups = math.ceil(first / size)
+    bounds = [round(k * first / groups) for k in range(groups + 1)]  # the first passages in near-equal groups
+    bounds += list(range(first + config.batch_size, len(prompts) + config.batch_size, config.batch_size))
     samples: list[dict[str, Any]] = []
     b = 0
     while True:
-        batch = prompts[b * config.batch_size : (b + 1) * config.batch_size]
+        batch = prompts[bounds[b] : bounds[b + 1]] if b + 1 < len(bounds) else []
         if not batch:
             break
         seed = config.seed + b
@@ -313,8 +325,9 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
     result: dict[str, Any] = {"windows": len(windows), "prefix_tokens": prefix, "target_tokens": target}
     for name in ("base", "voice"):
         exact, match = 0, []
-        for k in range(0, len(windows), config.batch_size * 2):
-            chunk = windows[k : k + config.batch_size * 2]
+        size = max(config.batch_size * 2, voice.parallel)
+        for k in range(0, len(windows), size):
+            chunk = windows[k : k + size]
             with voice.base() if name == "base" else _nullcontext():
                 outs = _greedy(voice, [w[0] for w in chunk], target)
             for row, (_, want) in zip(outs, chunk):
@@ -354,7 +367,7 @@ def continuation_nll(voice: Any, prefixes: Sequence[str], texts: Sequence[str]) 
     token. The calibration figure of ``benchmarks/sampling_sweep.py`` (issue 33)."""
     rows = []
     for prefix, text in zip(prefixes, texts):
-        p = list(voice.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        p = bos_ids(voice.tokenizer) + list(voice.tokenizer(prefix, add_special_tokens=False)["input_ids"])
         cont = list(voice.tokenizer(text, add_special_tokens=False)["input_ids"])
         if cont:
             rows.append({"input_ids": p + cont, "labels": [IGNORE_INDEX] * len(p) + cont})
@@ -588,11 +601,37 @@ def analyse(
 # ------------------------------------------------------------------------------------ orchestration
 
 
-def held_out_nll(voice: Any, held_rows: Any, max_tokens: int = 0, status: Status = lambda _: None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+BASE_CHECK_ROWS = 8
+"""Held-out rows whose cached base-model NLL (training's ``data/base_nll.json``) evaluate measures
+again before trusting the rest (:func:`held_out_nll`): one batch."""
+
+BASE_CHECK_TOLERANCE = 2e-3
+"""Largest relative difference between the cached and re-measured base NLL of those rows for the
+cache to be used (bf16 autocast in another batch's padding moves a row's sum by ~1e-4; a
+different base model or weights by far more)."""
+
+
+def training_base_nll(workspace: Workspace, voice: Any, held_rows: Any) -> dict[int, tuple[float, int]]:
+    """The base model's summed NLL (nats) and labelled tokens of each held-out row, as training
+    measured them before its first step and keeps them (:class:`mimetic.training.sft.BaseNLLCache`,
+    ``data/base_nll.json``): row index → (sum, tokens); ``{}`` when training measured them for
+    another base model, compute precision or split."""
+    from mimetic.training.sft import BaseNLLCache
+
+    rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in held_rows]
+    return BaseNLLCache(workspace, voice.base_model, voice.precision, rows).rows
+
+
+def held_out_nll(voice: Any, held_rows: Any, max_tokens: int = 0, status: Status = lambda _: None,
+                 known_base: dict[int, tuple[float, int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Summed NLL (nats) of every held-out row under the base model and the voice, and its
-    labelled-token count: three arrays of shape ``(n,)``, ``n`` the rows kept. With
-    ``max_tokens`` (``[evaluate] max_held_out_tokens``), rows are kept in order until that many
-    tokens are reached (0: all)."""
+    labelled-token count: three arrays of shape ``(n,)``, ``n`` the rows kept; and how many of the
+    base model's sums came from ``known_base`` (:func:`training_base_nll`). With ``max_tokens``
+    (``[evaluate] max_held_out_tokens``), rows are kept in order until that many tokens are
+    reached (0: all).
+
+    The base model's known sums are used only after :data:`BASE_CHECK_ROWS` of them, measured
+    again, agree within :data:`BASE_CHECK_TOLERANCE`; otherwise every row is measured."""
     amp = autocast(voice.device, voice.precision)
     pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
     rows = held_rows
@@ -604,12 +643,25 @@ def held_out_nll(voice: Any, held_rows: Any, max_tokens: int = 0, status: Status
             keep.append(i)
             total += held_rows[i]["n_tokens"]
         rows = held_rows.select(keep)
-    status(f"held-out NLL: {len(rows)} passages, base model")
+    n = len(rows)
+    known = {i: v for i, v in (known_base or {}).items() if i < n}
+    base_sums, counts = np.zeros(n), np.zeros(n)
     with voice.base():
-        base_sums, counts = per_example_nll(voice.model, rows, pad, voice.device, amp)
-    status(f"held-out NLL: {len(rows)} passages, voice")
+        check = sorted(known)[:BASE_CHECK_ROWS] if len(known) > BASE_CHECK_ROWS else []
+        if check:
+            sums, _ = per_example_nll(voice.model, [rows[i] for i in check], pad, voice.device, amp)
+            cached = np.array([known[i][0] for i in check])
+            if abs(sums.sum() - cached.sum()) > BASE_CHECK_TOLERANCE * abs(cached.sum()):
+                known = {}  # measured another way than this evaluation measures: all again
+        for i, (a, b) in known.items():
+            base_sums[i], counts[i] = a, b
+        todo = [i for i in range(n) if i not in known]
+        status(f"held-out NLL: {n} passages, base model" + (f" ({n - len(todo)} measured by training)" if known else ""))
+        if todo:
+            base_sums[todo], counts[todo] = per_example_nll(voice.model, [rows[i] for i in todo], pad, voice.device, amp)
+    status(f"held-out NLL: {n} passages, voice")
     tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
-    return base_sums, tuned_sums, counts
+    return base_sums, tuned_sums, counts, len(known)
 
 
 def analyse_run(train_rows: Any, held_rows: Any, cache: dict[str, Any], config: EvaluateConfig, refs: dict[str, str],
@@ -696,7 +748,8 @@ def evaluate(
         gen = voice or open_voice(workspace, run_dir.name, engine=gc.engine, on_event=on_event)  # what samples
         voice = voice or (gen if gen.engine == "transformers" else Voice.load(workspace, run_dir.name))  # NLL, extraction
         t = time.perf_counter()
-        base_sums, tuned_sums, counts = held_out_nll(voice, held_rows, config.max_held_out_tokens, status)
+        base_sums, tuned_sums, counts, base_known = held_out_nll(voice, held_rows, config.max_held_out_tokens, status,
+                                                                 training_base_nll(workspace, voice, held_rows))
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
         modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
@@ -719,6 +772,7 @@ def evaluate(
             "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),
             "samples": samples, "free": free, "mode_samples": by_mode,
             "extraction": extraction, "timings": timings, "base_model": voice.base_model, "device": voice.device,
+            "base_nll_rows_from_training": base_known,
         }
         atomic_write_json(cache_path, cache)
     else:
@@ -727,7 +781,9 @@ def evaluate(
         status("calibration: the voice's NLL of its own samples and of your continuations")
         if voice is None or getattr(voice, "engine", "transformers") != "transformers":
             voice = Voice.load(workspace, run_dir.name)
+        t = time.perf_counter()
         cache["calibration"] = sample_calibration(voice, cache["samples"])
+        cache.setdefault("timings", {})["calibration_s"] = time.perf_counter() - t
         atomic_write_json(cache_path, cache)
     if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
         status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
@@ -741,6 +797,7 @@ def evaluate(
     groups = [f"{held_rows[i]['doc_id']}§{held_rows[i]['section']}" for i in range(len(cache["counts"]))]
     nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
                         groups, config.bootstrap, config.seed)
+    nll["base_rows_from_training"] = cache.get("base_nll_rows_from_training", 0)
     t = time.perf_counter()
     metrics, plots = analyse_run(train_rows, held_rows, cache, config, refs, status)
     free = cache.get("free", [])
@@ -831,5 +888,5 @@ def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list
 
 
 __all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test", "mode_samples", "mode_summary",
-           "continuation_nll", "sample_calibration", "style_map", "held_out_nll", "analyse_run",
+           "continuation_nll", "sample_calibration", "style_map", "held_out_nll", "training_base_nll", "analyse_run",
            "read_references", "render_report", "headline"]

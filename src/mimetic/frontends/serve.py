@@ -307,7 +307,7 @@ class Voices:
             except MimeticError as e:
                 raise BadRequest(400, f"{e.message} {e.hint}", "prompt") from None
         elif text is not None:
-            return list(tokenizer(text, add_special_tokens=False)["input_ids"]), text
+            return prompt_ids(tokenizer, "completion", text), text
         assert messages is not None
         if m.format in ("brief", "mixed"):
             users = [i for i, x in enumerate(messages) if x["role"] == "user"]

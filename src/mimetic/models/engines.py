@@ -62,6 +62,8 @@ class Engine(Protocol):
         adapter: what was added to the base model (the adapter folder, or the GGUF file).
         format: ``completion``, ``chat``, ``brief`` or ``mixed``, as the voice was trained (see
             :func:`prompt_ids`).
+        parallel: how many prompts the engine decodes best at once (:meth:`complete`,
+            :meth:`generate_parallel`); callers with many prompts send them in groups this size.
     """
 
     tokenizer: Any
@@ -69,6 +71,7 @@ class Engine(Protocol):
     adapter: str | None
     format: str
     engine: str
+    parallel: int
 
     def generate(
         self, prompt: str, params: SamplingParams, seed: int, on_text: Callable[[str], None] | None = None, *, system_prompt: str = ""
@@ -101,14 +104,17 @@ class Engine(Protocol):
 
 
 def prompt_ids(tokenizer: Any, fmt: str, prompt: str, system_prompt: str = "") -> list[int]:
-    """Token ids of ``prompt`` as the voice was trained: plain text for a ``completion`` voice,
+    """Token ids of ``prompt`` as the voice was trained: plain text for a ``completion`` voice
+    (after the beginning-of-sequence token where the model expects one: :func:`mimetic.models.loading.bos_ids`),
     the chat template with a generation prompt (and the system prompt, if any) for the others
     (``chat``, ``brief``, ``mixed``; the mode's marker is already in ``prompt``, see
     :func:`mimetic.corpus.briefs.request`)."""
     if fmt != "completion":
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
         return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    from mimetic.models.loading import bos_ids
+
+    return bos_ids(tokenizer) + list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 def load_llama() -> Any:
@@ -402,6 +408,9 @@ class Voice:
     """
 
     engine = "transformers"
+    parallel = 8
+    """Prompts :meth:`complete` pads into one batch best: evaluate's long-standing batch size
+    (``[evaluate] batch_size``); larger batches were not measured faster on a CPU."""
     note = ""  # what open_voice said when it chose this engine
 
     def __init__(self, model: Any, tokenizer: Any, base_model: str, adapter: str | None, fmt: str, device: str, precision: str):
@@ -560,6 +569,10 @@ class GGUFVoice:
     """
 
     engine = "llama.cpp"
+    parallel = 32
+    """Sequences :meth:`generate_parallel` decodes best at once: 48 evaluation openings × 256 tokens
+    of the merged Dickens voice on a 2-core AMD EPYC decoded at 211 tokens/s eight at a time, 239 by
+    16, 249 by 24, 267 by 32, 261 by 48 (``benchmarks/generation_speed.py --parallel``, RESULTS.md)."""
 
     def __init__(self, llm: Any, tokenizer: Any, base_model: str, adapter: str, fmt: str, lora: Any = None):
         self.llm, self.tokenizer = llm, tokenizer

@@ -268,6 +268,19 @@ def load_tokenizer(name: str) -> Any:
     return tok
 
 
+def bos_ids(tokenizer: Any) -> list[int]:
+    """``[bos_token_id]`` when ``tokenizer`` starts every text with its beginning-of-sequence token
+    by default (Gemma, Llama 3, Mistral: their models were trained on sequences that begin with
+    it), else ``[]`` (SmolLM2, Qwen2, Phi-2). Text that mimetic tokenizes itself (completion
+    examples, prompts, openings) starts with these ids. Without it Gemma 3 270M's NLL of a
+    Dickens passage is 5.21 nats/token instead of 3.77 (400 tokens, measured in issue 33's work)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    ids = tokenizer("a")["input_ids"]
+    return [bos] if ids and ids[0] == bos else []
+
+
 def pick_device(requested: str = "auto") -> str:
     """``cuda`` if available, else ``mps`` (Apple), else ``cpu``; or check the requested one.
 
