@@ -206,23 +206,26 @@ def test_evaluate_end_to_end_writes_report_and_reuses_samples(trained, tmp_path)
     assert "Nearest in your writing to the voice's text: <b>" in page and ", paragraph " in page
 
 
-def test_held_out_nll_takes_the_base_model_rows_training_measured_after_checking_them(trained, monkeypatch):
+def test_held_out_nll_reads_what_training_measured_after_checking_it(trained, monkeypatch):
     from mimetic.corpus.prepare import load_split
     from mimetic.evaluation import evaluate as ev
     from mimetic.models.engines import Voice
 
-    monkeypatch.setattr(ev, "BASE_CHECK_ROWS", 1)  # the tiny voice's split has only a few rows
-    voice, held = Voice.load(trained), load_split(trained, "held_out")
-    known = ev.training_base_nll(trained, voice, held)
-    assert len(known) == len(held) >= 2  # training measured every row before its first step
-    fresh_base, fresh_voice, counts, used = ev.held_out_nll(voice, held)
-    assert used == 0
-    base, tuned, counts2, used = ev.held_out_nll(voice, held, known_base=known)
-    assert used == len(held) and np.allclose(base, fresh_base, rtol=1e-3) and np.array_equal(counts, counts2)
-    assert np.array_equal(tuned, fresh_voice) and not np.allclose(tuned, base)
-    wrong = {i: (a * 1.01, b) for i, (a, b) in known.items()}  # measured another way: not used
-    base, _, _, used = ev.held_out_nll(voice, held, known_base=wrong)
-    assert used == 0 and np.allclose(base, fresh_base, rtol=1e-6)
+    monkeypatch.setattr(ev, "CHECK_ROWS", 1)  # the tiny voice's split has only a few rows
+    voice, held, run_dir = Voice.load(trained), load_split(trained, "held_out"), trained.run_dir()
+    base_known, voice_known = ev.training_nll(trained, run_dir, voice, held)
+    assert len(base_known) == len(voice_known) == len(held) >= 2  # before the first step, and the kept adapter at the end
+    fresh_base, fresh_voice, counts, read = ev.held_out_nll(voice, held)
+    assert read == (0, 0)
+    base, tuned, counts2, read = ev.held_out_nll(voice, held, known=(base_known, voice_known))
+    assert read == (len(held), len(held)) and np.array_equal(counts, counts2)
+    assert np.allclose(base, fresh_base, rtol=1e-3) and np.allclose(tuned, fresh_voice, rtol=1e-3)
+    assert not np.allclose(tuned, base, rtol=1e-3)
+    wrong = {i: (a * 1.01, b) for i, (a, b) in base_known.items()}  # measured another way: not read
+    base, tuned, _, read = ev.held_out_nll(voice, held, known=(wrong, voice_known))
+    assert read == (0, len(held)) and np.allclose(base, fresh_base, rtol=1e-6)
+    (run_dir / "adapter" / "adapter_model.safetensors").touch()  # an adapter written after the record
+    assert ev.training_nll(trained, run_dir, voice, held)[1] == {}
 
 
 def test_evaluate_bad_references_is_a_clear_error(trained, tmp_path):

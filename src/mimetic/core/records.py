@@ -336,7 +336,7 @@ class EvaluationMetrics(Record):
         evaluated_at: local time, ISO 8601 with offset.
         config, generate: the ``[evaluate]`` and ``[generate]`` settings used.
         nll: held-out NLL: ``base``/``voice`` → ``{nll, ppl, ci}``, ``drop`` → ``{value, ci}``,
-            ``base_rows_from_training``: how many rows' base-model NLL training had measured.
+            ``rows_from_training``: ``{"base", "voice"}``, how many rows' NLL was read from training's record.
         words: word counts of each text compared.
         stylometry: distances, spread (how varied each group's sets are, see
             :func:`mimetic.evaluation.evaluate.spread_summary`), attribution, candidates, MFW settings.

@@ -35,8 +35,9 @@
 
 The report is rendered by :mod:`mimetic.evaluation.report` from Jinja2 templates.
 
-The base model's held-out NLL is read from what training measured before its first step
-(``data/base_nll.json``) once a batch of it, measured again, agrees (:func:`held_out_nll`);
+The base model's and the voice's held-out NLL are read from what training measured (before its
+first step, ``data/base_nll.json``; at its end, ``runs/<id>/held_out_nll.json``) once a batch of
+each, measured again, agrees (:func:`held_out_nll`);
 samples are drawn in the engine's own group size (llama.cpp: 32 at once).
 
 Model work (NLL, sampling, extraction, calibration, the identity probe) is cached in ``evaluation/cache.json``, so re-running
@@ -601,37 +602,65 @@ def analyse(
 # ------------------------------------------------------------------------------------ orchestration
 
 
-BASE_CHECK_ROWS = 8
-"""Held-out rows whose cached base-model NLL (training's ``data/base_nll.json``) evaluate measures
-again before trusting the rest (:func:`held_out_nll`): one batch."""
+CHECK_ROWS = 8
+"""Held-out rows whose NLL as training recorded it (base model or voice) evaluate measures again
+before reading the rest (:func:`held_out_nll`): one batch."""
 
-BASE_CHECK_TOLERANCE = 2e-3
-"""Largest relative difference between the cached and re-measured base NLL of those rows for the
-cache to be used (bf16 autocast in another batch's padding moves a row's sum by ~1e-4; a
-different base model or weights by far more)."""
+CHECK_TOLERANCE = 2e-3
+"""Largest relative difference between the recorded and re-measured NLL of those rows for the
+record to be read (bf16 autocast in another batch's padding moves a row's sum by ~1e-4; other
+weights by far more)."""
 
 
-def training_base_nll(workspace: Workspace, voice: Any, held_rows: Any) -> dict[int, tuple[float, int]]:
-    """The base model's summed NLL (nats) and labelled tokens of each held-out row, as training
-    measured them before its first step and keeps them (:class:`mimetic.training.sft.BaseNLLCache`,
-    ``data/base_nll.json``): row index → (sum, tokens); ``{}`` when training measured them for
-    another base model, compute precision or split."""
-    from mimetic.training.sft import BaseNLLCache
+def training_nll(workspace: Workspace, run_dir: Path, voice: Any, held_rows: Any) -> tuple[dict[int, tuple[float, int]], dict[int, tuple[float, int]]]:
+    """The base model's and the voice's summed NLL (nats) and labelled tokens of each held-out
+    row, as training measured them — the base model before its first step
+    (:class:`mimetic.training.sft.BaseNLLCache`, ``data/base_nll.json``), the kept adapter at its
+    end (:func:`mimetic.training.sft.read_voice_nll`, ``runs/<id>/held_out_nll.json``): two
+    dicts row index → (sum, tokens), each ``{}`` when training measured another base model,
+    compute precision, split or adapter."""
+    from mimetic.training.sft import BaseNLLCache, read_voice_nll
 
     rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in held_rows]
-    return BaseNLLCache(workspace, voice.base_model, voice.precision, rows).rows
+    return (BaseNLLCache(workspace, voice.base_model, voice.precision, rows).rows,
+            read_voice_nll(workspace, run_dir, voice.base_model, voice.precision, rows))
+
+
+def _known_sums(model: Any, rows: Any, known: dict[int, tuple[float, int]], pad: int, voice: Any,
+                amp: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Summed NLL and tokens of every row under ``model`` as it is now: the ``known`` rows read
+    once :data:`CHECK_ROWS` of them, measured again, agree within
+    :data:`CHECK_TOLERANCE` (else all measured), the others measured; and how many were read."""
+    n = len(rows)
+    known = {i: v for i, v in known.items() if i < n}
+    check = sorted(known)[:CHECK_ROWS] if len(known) > CHECK_ROWS else []
+    if check:
+        sums, _ = per_example_nll(model, [rows[i] for i in check], pad, voice.device, amp)
+        cached = np.array([known[i][0] for i in check])
+        if abs(sums.sum() - cached.sum()) > CHECK_TOLERANCE * abs(cached.sum()):
+            check, known = [], {}  # measured another way than this evaluation measures: all again
+    else:
+        known = {}
+    out, counts = np.zeros(n), np.zeros(n)
+    for i, (a, b) in known.items():
+        out[i], counts[i] = a, b
+    todo = [i for i in range(n) if i not in known]
+    if todo:
+        out[todo], counts[todo] = per_example_nll(model, [rows[i] for i in todo], pad, voice.device, amp)
+    return out, counts, len(known)
 
 
 def held_out_nll(voice: Any, held_rows: Any, max_tokens: int = 0, status: Status = lambda _: None,
-                 known_base: dict[int, tuple[float, int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                 known: tuple[dict[int, tuple[float, int]], dict[int, tuple[float, int]]] = ({}, {})
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
     """Summed NLL (nats) of every held-out row under the base model and the voice, and its
     labelled-token count: three arrays of shape ``(n,)``, ``n`` the rows kept; and how many of the
-    base model's sums came from ``known_base`` (:func:`training_base_nll`). With ``max_tokens``
-    (``[evaluate] max_held_out_tokens``), rows are kept in order until that many tokens are
-    reached (0: all).
+    base model's and of the voice's sums were read from ``known`` (what training measured:
+    :func:`training_nll`) rather than measured. With ``max_tokens`` (``[evaluate]
+    max_held_out_tokens``), rows are kept in order until that many tokens are reached (0: all).
 
-    The base model's known sums are used only after :data:`BASE_CHECK_ROWS` of them, measured
-    again, agree within :data:`BASE_CHECK_TOLERANCE`; otherwise every row is measured."""
+    Known sums are used only after :data:`CHECK_ROWS` of them, measured again, agree within
+    :data:`CHECK_TOLERANCE`; otherwise every row is measured."""
     amp = autocast(voice.device, voice.precision)
     pad = voice.tokenizer.pad_token_id if voice.tokenizer.pad_token_id is not None else voice.tokenizer.eos_token_id
     rows = held_rows
@@ -644,24 +673,12 @@ def held_out_nll(voice: Any, held_rows: Any, max_tokens: int = 0, status: Status
             total += held_rows[i]["n_tokens"]
         rows = held_rows.select(keep)
     n = len(rows)
-    known = {i: v for i, v in (known_base or {}).items() if i < n}
-    base_sums, counts = np.zeros(n), np.zeros(n)
+    status(f"held-out NLL: {n} passages, base model" + (" (checking what training measured)" if known[0] else ""))
     with voice.base():
-        check = sorted(known)[:BASE_CHECK_ROWS] if len(known) > BASE_CHECK_ROWS else []
-        if check:
-            sums, _ = per_example_nll(voice.model, [rows[i] for i in check], pad, voice.device, amp)
-            cached = np.array([known[i][0] for i in check])
-            if abs(sums.sum() - cached.sum()) > BASE_CHECK_TOLERANCE * abs(cached.sum()):
-                known = {}  # measured another way than this evaluation measures: all again
-        for i, (a, b) in known.items():
-            base_sums[i], counts[i] = a, b
-        todo = [i for i in range(n) if i not in known]
-        status(f"held-out NLL: {n} passages, base model" + (f" ({n - len(todo)} measured by training)" if known else ""))
-        if todo:
-            base_sums[todo], counts[todo] = per_example_nll(voice.model, [rows[i] for i in todo], pad, voice.device, amp)
-    status(f"held-out NLL: {n} passages, voice")
-    tuned_sums, _ = per_example_nll(voice.model, rows, pad, voice.device, amp)
-    return base_sums, tuned_sums, counts, len(known)
+        base_sums, counts, base_read = _known_sums(voice.model, rows, known[0], pad, voice, amp)
+    status(f"held-out NLL: {n} passages, voice" + (" (checking what training measured)" if known[1] else ""))
+    tuned_sums, _, voice_read = _known_sums(voice.model, rows, known[1], pad, voice, amp)
+    return base_sums, tuned_sums, counts, (base_read, voice_read)
 
 
 def analyse_run(train_rows: Any, held_rows: Any, cache: dict[str, Any], config: EvaluateConfig, refs: dict[str, str],
@@ -748,8 +765,8 @@ def evaluate(
         gen = voice or open_voice(workspace, run_dir.name, engine=gc.engine, on_event=on_event)  # what samples
         voice = voice or (gen if gen.engine == "transformers" else Voice.load(workspace, run_dir.name))  # NLL, extraction
         t = time.perf_counter()
-        base_sums, tuned_sums, counts, base_known = held_out_nll(voice, held_rows, config.max_held_out_tokens, status,
-                                                                 training_base_nll(workspace, voice, held_rows))
+        base_sums, tuned_sums, counts, read = held_out_nll(voice, held_rows, config.max_held_out_tokens, status,
+                                                           training_nll(workspace, run_dir, voice, held_rows))
         timings["nll_s"] = time.perf_counter() - t
         t = time.perf_counter()
         modes_taught = FORMAT_MODES[voice.format] if voice.format in ("brief", "mixed") else ()
@@ -772,7 +789,7 @@ def evaluate(
             "key": key, "base_sums": base_sums.tolist(), "tuned_sums": tuned_sums.tolist(), "counts": counts.tolist(),
             "samples": samples, "free": free, "mode_samples": by_mode,
             "extraction": extraction, "timings": timings, "base_model": voice.base_model, "device": voice.device,
-            "base_nll_rows_from_training": base_known,
+            "nll_rows_from_training": {"base": read[0], "voice": read[1]},
         }
         atomic_write_json(cache_path, cache)
     else:
@@ -797,7 +814,7 @@ def evaluate(
     groups = [f"{held_rows[i]['doc_id']}§{held_rows[i]['section']}" for i in range(len(cache["counts"]))]
     nll = bootstrap_nll(np.array(cache["base_sums"]), np.array(cache["tuned_sums"]), np.array(cache["counts"]),
                         groups, config.bootstrap, config.seed)
-    nll["base_rows_from_training"] = cache.get("base_nll_rows_from_training", 0)
+    nll["rows_from_training"] = cache.get("nll_rows_from_training", {"base": 0, "voice": 0})
     t = time.perf_counter()
     metrics, plots = analyse_run(train_rows, held_rows, cache, config, refs, status)
     free = cache.get("free", [])
@@ -888,5 +905,5 @@ def _sample_sources(workspace: Workspace, samples: list[dict[str, Any]]) -> list
 
 
 __all__ = ["evaluate", "analyse", "Evaluation", "bootstrap_nll", "per_example_nll", "generate_samples", "extraction_test", "mode_samples", "mode_summary",
-           "continuation_nll", "sample_calibration", "style_map", "held_out_nll", "training_base_nll", "analyse_run",
+           "continuation_nll", "sample_calibration", "style_map", "held_out_nll", "training_nll", "analyse_run",
            "read_references", "render_report", "headline"]

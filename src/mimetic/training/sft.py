@@ -583,8 +583,9 @@ class HeldOut:
         rows: the whole split; ``eval_rows`` / ``rest_rows``: the subset and the rest of the
             measured set. ``subset_tokens``, ``measured_tokens``, ``tokens``: tokens in the subset,
             the measured set and the whole split; ``whole``: the measured set is the whole split.
-        subset_sums: step → (summed NLL, tokens) of that step's evaluation. ``cache``: the base
-            model's cached NLL. ``base_measured``: the base model's NLL on the measured set.
+        subset_sums: step → (summed NLL, tokens) of that step's evaluation; ``subset_rows``: step →
+            row → (summed NLL, tokens). ``cache``: the base model's cached NLL. ``base_measured``:
+            the base model's NLL on the measured set.
     """
 
     def __init__(self, workspace: Workspace, session: Session, rows: list[dict[str, Any]], pad: int):
@@ -612,6 +613,7 @@ class HeldOut:
         self.whole = len(sample) == len(rows)
         self.full_ratio = self.measured_tokens / max(1, self.subset_tokens)
         self.subset_sums: dict[int, tuple[float, int]] = {}
+        self.subset_rows: dict[int, dict[int, tuple[float, int]]] = {}
         self.base_measured: float | None = self.cache.full if self.whole else self.cache.mean(sample)
 
     def _speed(self) -> float:
@@ -682,8 +684,10 @@ class HeldOut:
         return float(total), int(n)
 
     def evaluate(self, step: int) -> float:
-        """The held-out NLL (nats/token) of the subset at ``step``: :func:`fit`'s score."""
-        self.subset_sums[step] = self.sums(self.eval_rows)
+        """The held-out NLL (nats/token) of the subset at ``step``: :func:`fit`'s score. Each row's
+        sum is kept (:attr:`subset_rows`) for the record of the kept adapter (:func:`_final_evaluation`)."""
+        self.subset_rows[step] = self.row_sums(self.subset_idx)
+        self.subset_sums[step] = _totals(self.subset_rows[step])
         return self.subset_sums[step][0] / max(1, self.subset_sums[step][1])
 
     def final_cost(self, run: Run) -> float:
@@ -729,12 +733,47 @@ class HeldOut:
         sub = cache.sums(self.subset_idx)
         if sub is not None:
             self.subset_sums[0] = sub
+            self.subset_rows[0] = {i: cache.rows[i] for i in self.subset_idx}
             base_sub = sub[0] / max(1, sub[1])
         st.base_nll = st.best_nll = st.last_nll = base_sub
         emit(Metric("train", 0, {"held_out_nll": st.base_nll, "held_out_ppl": math.exp(st.base_nll),
                                  "base_nll_whole": cache.full, "base_nll_measured": self.base_measured,
                                  "held_out_tokens_measured": self.measured_tokens, "held_out_tokens": self.tokens,
                                  "eval_s": spent, "cached": not need, "peak_rss_mb": peak_rss_mb()}))
+
+
+def _totals(rows: dict[int, tuple[float, int]]) -> tuple[float, int]:
+    return sum(a for a, _ in rows.values()), sum(b for _, b in rows.values())
+
+
+VOICE_NLL = "held_out_nll.json"
+"""``runs/<id>/held_out_nll.json``: the kept adapter's summed NLL and tokens per held-out row, as
+the end of training measured them (:func:`_final_evaluation`), so ``mimetic evaluate`` need not
+measure them again (:func:`read_voice_nll`)."""
+
+
+def write_voice_nll(run: Run, held: "HeldOut", rows: dict[int, tuple[float, int]]) -> None:
+    """Record the kept adapter's per-row held-out NLL (:data:`VOICE_NLL`), keyed like the base
+    model's cache (base model, precision, every row), with the adapter's step."""
+    atomic_write_json(run.dir / VOICE_NLL, {"key": held.cache.whole_key, "step": run.state.best_step,
+                                            "rows": {str(i): [a, b] for i, (a, b) in sorted(rows.items())}})
+
+
+def read_voice_nll(workspace: Workspace, run_dir: Path, base_model: str, precision: str,
+                   held_rows: list[dict[str, Any]]) -> dict[int, tuple[float, int]]:
+    """The run's kept adapter's summed NLL (nats) and tokens per held-out row from
+    :data:`VOICE_NLL`: row → (sum, tokens); ``{}`` when there is none, it was measured for
+    other rows, another base model or precision, or the adapter was written after it."""
+    path, weights = Path(run_dir) / VOICE_NLL, Path(run_dir) / "adapter" / "adapter_model.safetensors"
+    try:
+        if not path.exists() or not weights.exists() or path.stat().st_mtime < weights.stat().st_mtime:
+            return {}
+        data = json.loads(path.read_text())
+        if data.get("key") != BaseNLLCache(workspace, base_model, precision, held_rows).whole_key:
+            return {}
+        return {int(k): (float(v[0]), int(v[1])) for k, v in data["rows"].items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):  # damaged: measured again
+        return {}
 
 
 class BaseNLLCache:
@@ -834,35 +873,41 @@ def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -
     t = time.perf_counter()
     peft_model = session.peft_model
 
-    def measured(sub: tuple[float, int] | None) -> float:  # the current weights on the measured set
-        sub = sub or held.sums(held.eval_rows)
-        rest = held.sums(held.rest_rows) if held.rest_rows else (0.0, 0)
-        return (sub[0] + rest[0]) / max(1, sub[1] + rest[1])
+    rest_idx = [i for i in held.sample_idx if i not in set(held.subset_idx)]
 
-    final_sub = held.subset_sums.get(st.step)  # None after early stopping: the final model was not scored
-    final_nll = None if final_sub is None else final_sub[0] / max(1, final_sub[1])
+    def measured(sub: dict[int, tuple[float, int]] | None) -> tuple[float, dict[int, tuple[float, int]]]:
+        """The current weights on the measured set: NLL, and each row's sums (the subset's given)."""
+        rows = {**(sub if sub is not None else held.row_sums(held.subset_idx)), **(held.row_sums(rest_idx) if rest_idx else {})}
+        total, n = _totals(rows)
+        return total / max(1, n), rows
+
+    final_sub = held.subset_rows.get(st.step)  # None after early stopping: the final model was not scored
+    final_nll = None if final_sub is None else held.subset_sums[st.step][0] / max(1, held.subset_sums[st.step][1])
     if final_nll is not None and st.best_step != st.step and final_nll <= st.best_nll + config.min_delta:
         session.save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
         st.best_step, st.best_nll = st.step, final_nll
+    kept: dict[int, tuple[float, int]] | None = None  # the kept adapter's rows, when all were measured
     if st.best_step == st.step:
-        best_full = measured(final_sub)
+        best_full, kept = measured(final_sub)
     elif not held.rest_rows:  # the subset is the measured set: the kept adapter's score is already on it
-        best_full = st.best_nll
+        best_full, kept = st.best_nll, held.subset_rows.get(st.best_step)
     else:  # the kept adapter is an earlier one, better on the subset: the measured set decides
         current = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
         dist.wait()  # the main process has finished writing the adapter
         set_peft_model_state_dict(peft_model, load_file(str(run.dir / "adapter" / "adapter_model.safetensors")))
-        best_full = measured(held.subset_sums.get(st.best_step))
+        best_full, kept = measured(held.subset_rows.get(st.best_step))
         set_peft_model_state_dict(peft_model, current)
         if final_nll is not None:
-            final_full = measured(final_sub)
+            final_full, final_rows = measured(final_sub)
             if final_full < best_full - config.min_delta:  # the measured set prefers the final model
                 session.save_adapter(run)
-                st.best_step, best_full = st.step, final_full
+                st.best_step, best_full, kept = st.step, final_full, final_rows
+    if kept is not None and dist.main:
+        write_voice_nll(run, held, kept)
     base_full = held.base_measured
     if base_full is None:  # a resumed run whose cache was removed
         with peft_model.disable_adapter():
-            base_full = measured(None)
+            base_full = measured(None)[0]
         if held.whole and dist.main:
             held.cache.full = base_full
             held.cache.save()
