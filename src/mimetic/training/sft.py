@@ -873,7 +873,8 @@ def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -
     t = time.perf_counter()
     peft_model = session.peft_model
 
-    rest_idx = [i for i in held.sample_idx if i not in set(held.subset_idx)]
+    chosen = set(held.subset_idx)
+    rest_idx = [i for i in held.sample_idx if i not in chosen]  # held.rest_rows' indices
 
     def measured(sub: dict[int, tuple[float, int]] | None) -> tuple[float, dict[int, tuple[float, int]]]:
         """The current weights on the measured set: NLL, and each row's sums (the subset's given)."""
