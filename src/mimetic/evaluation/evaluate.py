@@ -707,6 +707,20 @@ def analyse_run(train_rows: Any, held_rows: Any, cache: dict[str, Any], config: 
     return metrics, plots
 
 
+def _add_calibration(workspace: Workspace, run_dir: Path, voice: Any, cache: dict[str, Any], cache_path: Path,
+                     status: Status) -> Any:
+    """Measure the calibration NLLs (:func:`sample_calibration`, in transformers) of the cached
+    samples into ``cache`` with their time, and save it; returns the transformers voice used."""
+    status("calibration: the voice's NLL of its own samples and of your continuations")
+    if voice is None or getattr(voice, "engine", "transformers") != "transformers":
+        voice = Voice.load(workspace, run_dir.name)
+    t = time.perf_counter()
+    cache["calibration"] = sample_calibration(voice, cache["samples"])
+    cache.setdefault("timings", {})["calibration_s"] = time.perf_counter() - t
+    atomic_write_json(cache_path, cache)
+    return voice
+
+
 def _cache_key(run_dir: Path, config: EvaluateConfig, gc: GenerateConfig, prompts: list[str]) -> str:
     adapter = run_dir / "adapter" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns if adapter.exists() else 0
@@ -795,13 +809,7 @@ def evaluate(
     else:
         status("reusing the samples and NLL from the last evaluation of this run")
     if "calibration" not in cache and not cache.get("mode_samples"):
-        status("calibration: the voice's NLL of its own samples and of your continuations")
-        if voice is None or getattr(voice, "engine", "transformers") != "transformers":
-            voice = Voice.load(workspace, run_dir.name)
-        t = time.perf_counter()
-        cache["calibration"] = sample_calibration(voice, cache["samples"])
-        cache.setdefault("timings", {})["calibration_s"] = time.perf_counter() - t
-        atomic_write_json(cache_path, cache)
+        voice = _add_calibration(workspace, run_dir, voice, cache, cache_path, status)
     if run_vc.prepare.format == "chat" and "identity_probe" not in cache:
         status(f"identity probe: {len(QUESTIONS)} questions about who the voice is")
         t = time.perf_counter()
