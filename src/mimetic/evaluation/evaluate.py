@@ -324,9 +324,9 @@ def extraction_test(voice: Any, rows: Any, config: EvaluateConfig, prefix: int =
         s = rng.randint(first, len(ids) - prefix - target)
         windows.append((ids[s : s + prefix], ids[s + prefix : s + prefix + target]))
     result: dict[str, Any] = {"windows": len(windows), "prefix_tokens": prefix, "target_tokens": target}
+    size = max(config.batch_size * 2, voice.parallel)
     for name in ("base", "voice"):
         exact, match = 0, []
-        size = max(config.batch_size * 2, voice.parallel)
         for k in range(0, len(windows), size):
             chunk = windows[k : k + size]
             with voice.base() if name == "base" else _nullcontext():
@@ -366,9 +366,9 @@ def continuation_nll(voice: Any, prefixes: Sequence[str], texts: Sequence[str]) 
     ``prefixes`` (tokenized again from the text, so a token or two at the seam may differ from
     the ids the sample was drawn from); only the text's tokens count. ``None`` when no text has a
     token. The calibration figure of ``benchmarks/sampling_sweep.py`` (issue 33)."""
-    rows = []
+    rows, bos = [], bos_ids(voice.tokenizer)
     for prefix, text in zip(prefixes, texts):
-        p = bos_ids(voice.tokenizer) + list(voice.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        p = bos + list(voice.tokenizer(prefix, add_special_tokens=False)["input_ids"])
         cont = list(voice.tokenizer(text, add_special_tokens=False)["input_ids"])
         if cont:
             rows.append({"input_ids": p + cont, "labels": [IGNORE_INDEX] * len(p) + cont})
@@ -622,8 +622,8 @@ def training_nll(workspace: Workspace, run_dir: Path, voice: Any, held_rows: Any
     from mimetic.training.sft import BaseNLLCache, read_voice_nll
 
     rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in held_rows]
-    return (BaseNLLCache(workspace, voice.base_model, voice.precision, rows).rows,
-            read_voice_nll(workspace, run_dir, voice.base_model, voice.precision, rows))
+    cache = BaseNLLCache(workspace, voice.base_model, voice.precision, rows)
+    return cache.rows, read_voice_nll(run_dir, cache.whole_key)
 
 
 def _known_sums(model: Any, rows: Any, known: dict[int, tuple[float, int]], pad: int, voice: Any,
@@ -633,12 +633,12 @@ def _known_sums(model: Any, rows: Any, known: dict[int, tuple[float, int]], pad:
     :data:`CHECK_TOLERANCE` (else all measured), the others measured; and how many were read."""
     n = len(rows)
     known = {i: v for i, v in known.items() if i < n}
-    check = sorted(known)[:CHECK_ROWS] if len(known) > CHECK_ROWS else []
-    if check:
+    if len(known) > CHECK_ROWS:
+        check = sorted(known)[:CHECK_ROWS]
         sums, _ = per_example_nll(model, [rows[i] for i in check], pad, voice.device, amp)
-        cached = np.array([known[i][0] for i in check])
-        if abs(sums.sum() - cached.sum()) > CHECK_TOLERANCE * abs(cached.sum()):
-            check, known = [], {}  # measured another way than this evaluation measures: all again
+        cached = sum(known[i][0] for i in check)
+        if abs(sums.sum() - cached) > CHECK_TOLERANCE * abs(cached):
+            known = {}  # measured another way than this evaluation measures: all again
     else:
         known = {}
     out, counts = np.zeros(n), np.zeros(n)

@@ -306,7 +306,7 @@ def _run_adapter(run_dir: Path) -> Path:
     return adapter
 
 
-def _up_to_date(out: Path, run_dir: Path) -> bool:
+def made_from_current_adapter(out: Path, run_dir: Path) -> bool:
     """Whether ``out``, made from the run's adapter, is there and not older than the adapter's weights."""
     weights = run_dir / "adapter" / "adapter_model.safetensors"
     return out.exists() and weights.exists() and out.stat().st_mtime >= weights.stat().st_mtime
@@ -324,7 +324,7 @@ def run_adapter_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
 
     adapter = _run_adapter(run_dir)
     out = run_dir / ADAPTER_GGUF
-    if _up_to_date(out, run_dir):
+    if made_from_current_adapter(out, run_dir):
         return out, 0.0
     t = time.perf_counter()
     lora_to_gguf(adapter, base_model_dir(base_model), out, "f32")
@@ -368,7 +368,7 @@ def run_merged_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
     run_dir = Path(run_dir).resolve()  # the converter runs in a folder of its own
     adapter = _run_adapter(run_dir)
     out = run_dir / MERGED_GGUF
-    if _up_to_date(out, run_dir):
+    if made_from_current_adapter(out, run_dir):
         return out, 0.0
     t = time.perf_counter()
     quiet_hf()
@@ -626,7 +626,7 @@ class GGUFVoice:
         base, base_s = base_gguf(vc.train.base_model)
         merged = run_dir / MERGED_GGUF
         threads = _threads()
-        if _up_to_date(merged, run_dir):
+        if made_from_current_adapter(merged, run_dir):
             t = time.perf_counter()
             llm = open_gguf(merged, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads)
             voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(merged), vc.prepare.format)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 from mimetic.core.config import TrainConfig, default_learning_rate, replace
 from mimetic.core.events import Artifact, Finished, Metric, MetricsFile, OnEvent, Progress, Warning, fan_out
 from mimetic.core.records import RunSummary, TrainOutcome
+from mimetic.models.engines import made_from_current_adapter
 from mimetic.models.loading import autocast as _autocast_factory
 from mimetic.models.nll import IGNORE_INDEX, collate, evaluate_nll, nll_sums, per_example_nll, token_nll_sum  # noqa: F401 - nll_sums: API
 from mimetic.training.loop import Run, RuntimeOptions, TimeBudget, lr_lambda, peak_rss_mb, with_runtime  # noqa: F401 - lr_lambda: API
@@ -583,8 +584,7 @@ class HeldOut:
         rows: the whole split; ``eval_rows`` / ``rest_rows``: the subset and the rest of the
             measured set. ``subset_tokens``, ``measured_tokens``, ``tokens``: tokens in the subset,
             the measured set and the whole split; ``whole``: the measured set is the whole split.
-        subset_sums: step → (summed NLL, tokens) of that step's evaluation; ``subset_rows``: step →
-            row → (summed NLL, tokens). ``cache``: the base model's cached NLL. ``base_measured``:
+        subset_rows: step → row → (summed NLL, tokens) of that step's evaluation. ``cache``: the base model's cached NLL. ``base_measured``:
             the base model's NLL on the measured set.
     """
 
@@ -612,7 +612,6 @@ class HeldOut:
         self.tokens = sum(len(r["input_ids"]) for r in rows)
         self.whole = len(sample) == len(rows)
         self.full_ratio = self.measured_tokens / max(1, self.subset_tokens)
-        self.subset_sums: dict[int, tuple[float, int]] = {}
         self.subset_rows: dict[int, dict[int, tuple[float, int]]] = {}
         self.base_measured: float | None = self.cache.full if self.whole else self.cache.mean(sample)
 
@@ -687,8 +686,7 @@ class HeldOut:
         """The held-out NLL (nats/token) of the subset at ``step``: :func:`fit`'s score. Each row's
         sum is kept (:attr:`subset_rows`) for the record of the kept adapter (:func:`_final_evaluation`)."""
         self.subset_rows[step] = self.row_sums(self.subset_idx)
-        self.subset_sums[step] = _totals(self.subset_rows[step])
-        return self.subset_sums[step][0] / max(1, self.subset_sums[step][1])
+        return _mean(self.subset_rows[step])
 
     def final_cost(self, run: Run) -> float:
         """Seconds the end of the run will take to evaluate: the subset and the rest of the measured
@@ -732,7 +730,6 @@ class HeldOut:
             st.last_eval_s = self.subset_tokens / self.probe_speed if self.probe_speed else 0.0
         sub = cache.sums(self.subset_idx)
         if sub is not None:
-            self.subset_sums[0] = sub
             self.subset_rows[0] = {i: cache.rows[i] for i in self.subset_idx}
             base_sub = sub[0] / max(1, sub[1])
         st.base_nll = st.best_nll = st.last_nll = base_sub
@@ -742,8 +739,9 @@ class HeldOut:
                                  "eval_s": spent, "cached": not need, "peak_rss_mb": peak_rss_mb()}))
 
 
-def _totals(rows: dict[int, tuple[float, int]]) -> tuple[float, int]:
-    return sum(a for a, _ in rows.values()), sum(b for _, b in rows.values())
+def _mean(rows: dict[int, tuple[float, int]]) -> float:
+    """NLL (nats/token) of rows given as row → (summed NLL, tokens)."""
+    return sum(a for a, _ in rows.values()) / max(1, sum(b for _, b in rows.values()))
 
 
 VOICE_NLL = "held_out_nll.json"
@@ -759,17 +757,17 @@ def write_voice_nll(run: Run, held: "HeldOut", rows: dict[int, tuple[float, int]
                                             "rows": {str(i): [a, b] for i, (a, b) in sorted(rows.items())}})
 
 
-def read_voice_nll(workspace: Workspace, run_dir: Path, base_model: str, precision: str,
-                   held_rows: list[dict[str, Any]]) -> dict[int, tuple[float, int]]:
+def read_voice_nll(run_dir: Path, key: str) -> dict[int, tuple[float, int]]:
     """The run's kept adapter's summed NLL (nats) and tokens per held-out row from
-    :data:`VOICE_NLL`: row → (sum, tokens); ``{}`` when there is none, it was measured for
-    other rows, another base model or precision, or the adapter was written after it."""
-    path, weights = Path(run_dir) / VOICE_NLL, Path(run_dir) / "adapter" / "adapter_model.safetensors"
+    :data:`VOICE_NLL`: row → (sum, tokens); ``{}`` when there is none, it was measured under
+    another ``key`` (:attr:`BaseNLLCache.whole_key`: other rows, base model or precision), or the
+    adapter was written after it (:func:`mimetic.models.engines.made_from_current_adapter`)."""
+    path = Path(run_dir) / VOICE_NLL
     try:
-        if not path.exists() or not weights.exists() or path.stat().st_mtime < weights.stat().st_mtime:
+        if not made_from_current_adapter(path, Path(run_dir)):
             return {}
         data = json.loads(path.read_text())
-        if data.get("key") != BaseNLLCache(workspace, base_model, precision, held_rows).whole_key:
+        if data.get("key") != key:
             return {}
         return {int(k): (float(v[0]), int(v[1])) for k, v in data["rows"].items()}
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):  # damaged: measured again
@@ -879,11 +877,10 @@ def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -
     def measured(sub: dict[int, tuple[float, int]] | None) -> tuple[float, dict[int, tuple[float, int]]]:
         """The current weights on the measured set: NLL, and each row's sums (the subset's given)."""
         rows = {**(sub if sub is not None else held.row_sums(held.subset_idx)), **(held.row_sums(rest_idx) if rest_idx else {})}
-        total, n = _totals(rows)
-        return total / max(1, n), rows
+        return _mean(rows), rows
 
     final_sub = held.subset_rows.get(st.step)  # None after early stopping: the final model was not scored
-    final_nll = None if final_sub is None else held.subset_sums[st.step][0] / max(1, held.subset_sums[st.step][1])
+    final_nll = None if final_sub is None else _mean(final_sub)
     if final_nll is not None and st.best_step != st.step and final_nll <= st.best_nll + config.min_delta:
         session.save_adapter(run)  # as good as the kept adapter on the subset: keep the final model
         st.best_step, st.best_nll = st.step, final_nll
