@@ -23,6 +23,7 @@ ratios are llama.cpp (merged, and adapter) over transformers from this one run.
     .venv/bin/python benchmarks/generation_speed.py                    # about 5 minutes on 2 cores
     .venv/bin/python benchmarks/generation_speed.py --sample-words 10000 --best-of 8
     .venv/bin/python benchmarks/generation_speed.py --workspace DIR --parallel 8,16,24,32,48
+    .venv/bin/python benchmarks/generation_speed.py --workspace DIR --base-types
 """
 
 from __future__ import annotations
@@ -142,12 +143,40 @@ def parallel_sweep(ws: object, sizes: list[int], prompts: int, tokens: int) -> l
     params = SamplingParams.from_config(VoiceConfig().generate, max_new_tokens=tokens)
     out = []
     for n in sizes:
-        t, made = time.perf_counter(), 0
-        for s in range(0, prompts, n):
-            group = openings[s : s + n]
-            made += sum(len(o) for o in voice.generate_parallel(group, params, list(range(s, s + len(group)))))
+        voice.parallel = n  # slots: all the openings in one call, a slot refilled as a passage ends
+        t = time.perf_counter()
+        made = sum(len(o) for o in voice.generate_parallel(openings, params, list(range(prompts))))
         out.append({"parallel": n, "tokens": made, "seconds": time.perf_counter() - t})
         print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def base_types(ws: object, prompts: int, tokens: int, repeats: int = 2) -> list[dict]:
+    """The base model beside a merged voice (evaluate's and ``compare``'s base-model side) in
+    llama.cpp from two files, timed in turn ``repeats`` times: the embedded GGUF as it ships
+    (Q4_1) and its Q8_0 copy (:data:`mimetic.models.engines.BASE_BESIDE_MERGED`); ``prompts``
+    held-out openings of 64 tokens, ``tokens`` new tokens each, all in one call."""
+    from mimetic.core.config import VoiceConfig
+    from mimetic.corpus.prepare import load_split
+    from mimetic.models.engines import BASE_BESIDE_MERGED, GGUFVoice, _threads, base_gguf, open_gguf, prompt_ids
+    from mimetic.models.loading import load_tokenizer
+    from mimetic.models.sampling import SamplingParams
+
+    name = ws.load_config().train.base_model
+    tokenizer = load_tokenizer(name)
+    files = {"as shipped": base_gguf(name)[0], BASE_BESIDE_MERGED: base_gguf(name, BASE_BESIDE_MERGED)[0]}
+    held = load_split(ws, "held_out")
+    openings = [prompt_ids(tokenizer, "completion", held[i % len(held)]["text"])[:64] for i in range(prompts)]
+    params = SamplingParams.from_config(VoiceConfig().generate, max_new_tokens=tokens)
+    voices = {k: GGUFVoice(open_gguf(f, n_ctx=4096, verbose=False, n_threads=_threads(), n_threads_batch=_threads()), tokenizer,
+                           name, str(f), "completion") for k, f in files.items()}
+    out = []
+    for r in range(repeats):
+        for k, voice in voices.items():
+            t = time.perf_counter()
+            made = sum(len(o) for o in voice.generate_parallel(openings, params, list(range(prompts))))
+            out.append({"base": k, "file": Path(voice.adapter).name, "repeat": r, "tokens": made, "seconds": time.perf_counter() - t})
+            print(json.dumps(out[-1]), flush=True)
     return out
 
 
@@ -161,7 +190,8 @@ def main() -> None:
     ap.add_argument("--sample-words", type=int, default=1000, help="evaluate's samples: words from each model")
     ap.add_argument("--engines", default="merged,adapter,transformers")
     ap.add_argument("--json", type=Path, help="also write the rows here")
-    ap.add_argument("--parallel", help="instead: llama.cpp's batched decoding by group size, e.g. 8,16,24,32,48")
+    ap.add_argument("--parallel", help="instead: llama.cpp's batched decoding by slots, e.g. 8,16,24,32,48")
+    ap.add_argument("--base-types", action="store_true", help="instead: the base model's GGUF as shipped against its Q8_0 copy")
     args = ap.parse_args()
 
     import torch
@@ -173,9 +203,15 @@ def main() -> None:
     ws = make_voice(args.workspace, args.words, args.steps)
     if args.parallel:
         sweep = parallel_sweep(ws, [int(x) for x in args.parallel.split(",")], 48, 256)
-        print(f"\nCPU: {cpu_name()} · llama.cpp threads {_threads()} · 48 openings × 256 new tokens")
+        print(f"\nCPU: {cpu_name()} · llama.cpp threads {_threads()} · 48 openings × 256 new tokens, one call")
         for r in sweep:
             print(f"{r['parallel']:>3} at once: {r['tokens'] / r['seconds']:6.1f} tokens/s ({r['seconds']:.1f} s)")
+        return
+    if args.base_types:
+        rows = base_types(ws, 56, 256)
+        print(f"\nCPU: {cpu_name()} · llama.cpp threads {_threads()} · 56 openings × 256 new tokens, one call")
+        for r in rows:
+            print(f"{r['base']:<11} {r['file']:<44} {r['tokens'] / r['seconds']:6.1f} tokens/s ({r['seconds']:.1f} s)")
         return
     rows = []
     for e in args.engines.split(","):

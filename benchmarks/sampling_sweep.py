@@ -20,6 +20,10 @@ llama.cpp with the run's adapter), and each draw is measured as ``evaluate`` mea
     .venv/bin/python benchmarks/sampling_sweep.py WORKSPACE REFERENCES \\
         '{"t1.2": {"temperature": 1.2}, "t1.0 min-p 0.05": {"temperature": 1.0, "min_p": 0.05}}' --draws 2
 
+A variant may also set ``[evaluate]`` fields: ``{"opening 256": {"prefix_tokens": 256}}`` cuts the
+same passages after a longer opening (the continuity lever: does the voice keep the people of a
+longer opening?); the writer's continuations are then cut there too.
+
 One JSON line per draw on stdout, then a Markdown table of the means over draws (±: half the range
 of the draws). RESULTS.md has the tables by hand.
 """
@@ -29,7 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +80,7 @@ def main() -> None:
     ap.add_argument("variants", help='JSON: {"name": {generate setting: value, ...}, ...}')
     ap.add_argument("--openings", type=int, default=64)
     ap.add_argument("--draws", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=16, help="openings decoded in parallel")
+    ap.add_argument("--batch", type=int, default=256, help="openings per call (llama.cpp keeps its slots full within a call)")
     ap.add_argument("--no-calibration", action="store_true", help="skip the transformers NLL pass")
     ap.add_argument("--engine", default="auto")
     a = ap.parse_args()
@@ -91,11 +95,15 @@ def main() -> None:
     training = _doc_texts(train_rows)
     held = "\n\n".join(t for _, t in _doc_texts(held_rows))
     table = []
+    evaluate_keys = {f.name for f in fields(config)}
     for name, settings in json.loads(a.variants).items():
-        params = SamplingParams.from_config(replace(vc.generate, **settings), max_new_tokens=config.new_tokens)
+        gen = {k: v for k, v in settings.items() if k not in evaluate_keys}
+        cut = replace(config, **{k: v for k, v in settings.items() if k in evaluate_keys})  # e.g. a longer opening
+        params = SamplingParams.from_config(replace(vc.generate, **gen), max_new_tokens=cut.new_tokens)
+        these = prompts if cut == config else _continuation_prompts(held_rows, voice.tokenizer, cut, a.openings)
         rows = []
         for draw in range(a.draws):
-            row = run_variant(voice, tvoice, prompts, params, draw, a.batch, training, held, config, refs)
+            row = run_variant(voice, tvoice, these, params, draw, a.batch, training, held, cut, refs)
             rows.append(row)
             print(json.dumps({"workspace": str(a.workspace), "variant": name, "draw": draw, "settings": settings, **row}), flush=True)
         table.append((name, rows))

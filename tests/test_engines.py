@@ -140,6 +140,24 @@ def test_both_engines_decode_many_prompts_as_they_decode_one(tiny_voice):
         assert len(many) == 2 and many[0] == voice.generate("The kettle", drawn, 1), voice.engine
 
 
+def test_llama_cpp_gives_a_slot_to_the_next_prompt_when_a_passage_ends(tiny_voice):
+    """More prompts than llama.cpp's slots, some of which stop early: each prompt still gets the
+    tokens ``generate_ids`` draws for it alone with its seed (a slot whose passage ended is cleared
+    and taken by the next prompt; idle slots below a busy one are fed filler without disturbing it)."""
+    from mimetic.models.engines import open_voice
+
+    if not has_llama_cpp():
+        pytest.skip("llama-cpp-python is not installed")
+    voice = open_voice(tiny_voice, engine="llama.cpp", on_event=lambda e: None)
+    drawn = SamplingParams(temperature=1.0, max_new_tokens=12)
+    prompts = [[5 + k, 6, 7, 8, 9][: 2 + k % 4] for k in range(6)]
+    voice._stops = voice._stops | {voice.generate_ids(prompts[0], drawn, 10)[3]}  # a token drawn early now ends passages
+    voice.parallel = 2
+    want = [voice.generate_ids(p, drawn, 10 + k) for k, p in enumerate(prompts)]
+    assert any(len(w) < 12 for w in want) and any(len(w) == 12 for w in want)
+    assert voice.generate_parallel(prompts, drawn, [10 + k for k in range(6)]) == want
+
+
 def test_forced_transformers_says_so(tiny_voice):
     from mimetic.models.engines import Voice, open_voice
 

@@ -188,8 +188,8 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
     """Continuations of held-out passages by the base model and the voice, same seeds.
 
     First the passages that should hold ``config.sample_words`` words (at ~0.7 words per new
-    token), in groups of the engine's ``parallel`` (llama.cpp decodes many at once) or of
-    ``config.batch_size`` (transformers' padded batch), then more in groups of
+    token), all in one call in llama.cpp (:meth:`mimetic.models.engines.GGUFVoice.generate_parallel`
+    keeps its slots full) or in groups of ``config.batch_size`` (transformers' padded batch), then more in groups of
     ``config.batch_size`` until each model has written ``config.sample_words`` words. Returns one
     dict per passage: ``document``, ``prefix``, ``writer`` (the real continuation), ``base``
     (``""`` when ``base`` is false: the voice only), ``voice``, ``seed``. The passages depend
@@ -201,7 +201,8 @@ def generate_samples(voice: Any, rows: Any, config: EvaluateConfig, gc: Generate
     first = math.ceil(first / config.batch_size) * config.batch_size
     prompts = _continuation_prompts(rows, voice.tokenizer, config, first * 2)
     params = SamplingParams.from_config(gc, max_new_tokens=config.new_tokens)
-    size = max(config.batch_size, voice.parallel)
+    # llama.cpp takes them all at once (its slots refilled as passages end); transformers in padded batches
+    size = first if voice.engine == "llama.cpp" else max(config.batch_size, voice.parallel)
     groups = math.ceil(first / size)
     bounds = [round(k * first / groups) for k in range(groups + 1)]  # the first passages in near-equal groups
     bounds += list(range(first + config.batch_size, len(prompts) + config.batch_size, config.batch_size))

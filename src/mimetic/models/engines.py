@@ -260,14 +260,16 @@ def lora_to_gguf(adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f
     return out
 
 
-def base_gguf(name: str) -> tuple[Path, float]:
+def base_gguf(name: str, outtype: str | None = None) -> tuple[Path, float]:
     """The base model ``name`` as a GGUF file llama.cpp can run, and the seconds spent converting it
     (0 when nothing was converted).
 
     A ``.gguf`` base model (the embedded SmolLM2 is one) is used as it is. Any other is converted
     once by ``convert_hf_to_gguf.py`` — f16, or bf16 when its checkpoint is bf16 — and cached in
     ``<cache dir>/gguf/`` (:func:`mimetic.models.loading.cache_dir`), keyed by its folder, weights'
-    sizes and times.
+    sizes and times. ``outtype`` (e.g. ``"q8_0"``) asks for that type instead, converted from the
+    weights transformers loads (a GGUF base model's dequantized copy), whatever the source: the
+    base model beside a merged voice (:data:`BASE_BESIDE_MERGED`).
 
     Raises:
         MimeticError: the model cannot be found, the converters are missing, not enough disk, or
@@ -276,11 +278,11 @@ def base_gguf(name: str) -> tuple[Path, float]:
     from mimetic.models.loading import base_model_dir, cache_dir, resolve
 
     src = resolve(name)
-    if src.kind == "gguf":
+    if src.kind == "gguf" and outtype is None:
         return Path(src.location), 0.0
     folder = base_model_dir(name).resolve()
     cfg = json.loads((folder / "config.json").read_text())
-    outtype = "bf16" if (cfg.get("torch_dtype") or cfg.get("dtype")) == "bfloat16" else "f16"
+    outtype = outtype or ("bf16" if (cfg.get("torch_dtype") or cfg.get("dtype")) == "bfloat16" else "f16")
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + [folder / "config.json"]
     stamp = "|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in weights)
     key = hashlib.sha256(f"{folder}|{stamp}".encode()).hexdigest()[:12]
@@ -333,6 +335,13 @@ def run_adapter_gguf(run_dir: Path, base_model: str) -> tuple[Path, float]:
 
 MERGED_GGUF = "voice-q8_0.gguf"
 """The run's voice merged into one GGUF (Q8_0), in the run's folder (:func:`run_merged_gguf`)."""
+
+BASE_BESIDE_MERGED = "q8_0"
+"""The type of the base model's GGUF that writes beside a merged voice (``compare``, evaluation's
+base-model samples), converted once from the weights transformers loads: the voice's own type, so
+that both sides are the same weights at the same precision, and 1.6× the embedded Q4_1 file's
+tokens/s in llama.cpp's batched decoding (56 evaluation openings × 256 tokens on a 2-core AMD EPYC:
+220–231 tokens/s against 139–146 in the same run, ``benchmarks/generation_speed.py --parallel``)."""
 
 MERGE_BELOW_BYTES = 2**30
 """Base models whose GGUF is smaller than this (1 GiB) get a merged voice when training ends.
@@ -578,7 +587,7 @@ class GGUFVoice:
         self.llm, self.tokenizer = llm, tokenizer
         self.base_model, self.adapter, self.format = base_model, adapter, fmt
         self._lora = lora  # the llama_adapter_lora pointer when the adapter is applied separately
-        self._base_gguf: tuple[Path, int] | None = None  # a merged voice's base model: (GGUF, context), opened on first use
+        self._base_gguf: tuple[str, int] | None = None  # a merged voice's base model: (name, context), opened on first use
         self._base: tuple[Any, dict] | None = None  # … and once opened: (Llama, its parallel contexts)
         self._on = True
         self._contexts: dict[tuple[int, int], Any] = {}  # parallel decoding: (sequences, tokens each) → context
@@ -630,7 +639,7 @@ class GGUFVoice:
             t = time.perf_counter()
             llm = open_gguf(merged, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads)
             voice = cls(llm, load_tokenizer(vc.train.base_model), vc.train.base_model, str(merged), vc.prepare.format)
-            voice._base_gguf = (base, n_ctx)
+            voice._base_gguf = (vc.train.base_model, n_ctx)
             voice.converted_s, voice.load_s = base_s, time.perf_counter() - t
             return voice
         lora, lora_s = run_adapter_gguf(run_dir, vc.train.base_model)
@@ -646,14 +655,16 @@ class GGUFVoice:
         """Generate with the adapter switched off (the base model), then on again.
 
         A merged voice (``runs/<id>/voice-q8_0.gguf``) opens the base model's GGUF beside it the
-        first time, and writes with that inside the block.
+        first time (:data:`BASE_BESIDE_MERGED`, converted once per machine: about 10 s for
+        SmolLM2-135M), and writes with that inside the block.
 
         Raises:
             MimeticError: a voice loaded from a full export, where the base model is not at hand.
         """
         if self._base_gguf is not None:
             if self._base is None:
-                path, n_ctx = self._base_gguf
+                name, n_ctx = self._base_gguf
+                path = base_gguf(name, BASE_BESIDE_MERGED)[0]
                 threads = _threads()
                 self._base = (open_gguf(path, n_ctx=n_ctx, verbose=False, n_threads=threads, n_threads_batch=threads), {})
             voice = (self.llm, self._contexts)
@@ -760,9 +771,13 @@ class GGUFVoice:
 
     def generate_parallel(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[list[int]]:
         """Continue several token prompts at once (llama.cpp's batched decoding: one forward pass
-        per step for all the sequences still writing); prompt ``k`` is sampled with ``seeds[k]``
-        exactly as :meth:`generate_ids` samples it (the same tokens for the same seed, up to the
-        rounding of batched matmuls). Returns the new ids of each, the end-of-text token excluded.
+        per step for every sequence writing); prompt ``k`` is sampled with ``seeds[k]`` exactly as
+        :meth:`generate_ids` samples it (the same tokens for the same seed, up to the rounding of
+        batched matmuls). Returns the new ids of each, the end-of-text token excluded.
+
+        At most :attr:`parallel` prompts write at once, each in a slot of its own (a KV stream);
+        when one ends, the next prompt takes its slot (continuous batching), so passages that stop
+        early leave no slot idle while prompts wait.
 
         Raises:
             MimeticError: a prompt and ``params.max_new_tokens`` do not fit the context.
@@ -777,47 +792,64 @@ class GGUFVoice:
         if longest > self.llm.n_ctx():
             raise MimeticError(f"A prompt and {params.max_new_tokens} new tokens do not fit llama.cpp's context of "
                                f"{self.llm.n_ctx()} tokens.", "Shorten the prompts or ask for fewer new tokens.")
-        ctx = self._parallel_context(n, longest)
+        slots = min(n, self.parallel)
+        ctx = self._parallel_context(slots, longest)
         ctx.kv_cache_clear()
         vocab = self.llm._model.vocab
-        samplers = [self._sampler(params, seed, list(p)) for p, seed in zip(prompts, seeds)]
-        batch = LlamaBatch(n_tokens=max(512, n), embd=0, n_seq_max=1, verbose=False)
+        size = max(512, slots)
+        batch = LlamaBatch(n_tokens=size, embd=0, n_seq_max=1, verbose=False)
         b = batch.batch
-        first: dict[int, int] = {}  # sequence → its first new token
-        for k, p in enumerate(prompts):  # each prompt in chunks of the batch size, its last token's logits kept
-            for start in range(0, len(p), 512):
-                chunk = p[start : start + 512]
-                b.n_tokens = len(chunk)
-                for i, tok in enumerate(chunk):
-                    b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, start + i, 1, False
-                    b.seq_id[i][0] = k
-                b.logits[len(chunk) - 1] = True
-                ctx.decode(batch)
-            first[k] = samplers[k].sample(ctx, -1)  # sampled now: the next decode overwrites the logits
         outs: list[list[int]] = [[] for _ in prompts]
-        live: list[int] = []
-        for k, tok in first.items():
+        samplers: dict[int, Any] = {}
+        waiting = iter(range(n))
+        held: list[int | None] = [None] * slots  # the prompt writing in each slot; None: idle
+        nxt = [0] * slots  # the position the slot's next token takes in its KV stream
+
+        def writes_on(k: int, tok: int) -> bool:
+            """Keep prompt ``k``'s new token ``tok``; whether it goes on writing."""
             if tok in self._stops or llama_cpp.llama_vocab_is_eog(vocab, tok):
-                continue
+                return False
             outs[k].append(tok)
-            if len(outs[k]) < params.max_new_tokens:
-                live.append(k)
-        while live:
-            b.n_tokens = len(live)
-            for i, k in enumerate(live):
-                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = outs[k][-1], len(prompts[k]) + len(outs[k]) - 1, 1, True
-                b.seq_id[i][0] = k
+            return len(outs[k]) < params.max_new_tokens
+
+        def start(j: int) -> None:
+            """The next waiting prompt into slot ``j``: its tokens decoded, its first new one drawn."""
+            ctx.kv_cache_seq_rm(j, -1, -1)
+            held[j], nxt[j] = None, 0
+            for k in waiting:
+                p = prompts[k]
+                samplers[k] = self._sampler(params, seeds[k], list(p))
+                for at in range(0, len(p), size):  # in chunks of the batch's size, the last token's logits kept
+                    chunk = p[at : at + size]
+                    b.n_tokens = len(chunk)
+                    for i, tok in enumerate(chunk):
+                        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, at + i, 1, i == len(chunk) - 1
+                        b.seq_id[i][0] = j
+                    ctx.decode(batch)
+                if writes_on(k, samplers[k].sample(ctx, -1)):  # drawn now: the next decode overwrites the logits
+                    held[j], nxt[j] = k, len(p)
+                    return
+                ctx.kv_cache_seq_rm(j, -1, -1)
+
+        for j in range(slots):
+            start(j)
+        while any(k is not None for k in held):
+            # llama.cpp splits a step whose sequences are not 0..m-1 into one pass per run of
+            # consecutive ids (each slot is a KV stream of its own), which made a thinning batch twice
+            # as slow per step: idle slots below the last busy one are fed a filler token (no logits)
+            # so that every step is one pass.
+            top = max(j for j, k in enumerate(held) if k is not None) + 1
+            b.n_tokens = top
+            for j in range(top):
+                k = held[j]
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = outs[k][-1] if k is not None else 0, nxt[j], 1, k is not None
+                b.seq_id[j][0] = j
+                nxt[j] += 1
             ctx.decode(batch)
-            still = []
-            for i, k in enumerate(live):
-                tok = samplers[k].sample(ctx, i)
-                if tok in self._stops or llama_cpp.llama_vocab_is_eog(vocab, tok):
-                    continue
-                outs[k].append(tok)
-                if len(outs[k]) < params.max_new_tokens:
-                    still.append(k)
-            live = still
-        for smp in samplers:
+            ended = [j for j in range(top) if held[j] is not None and not writes_on(held[j], samplers[held[j]].sample(ctx, j))]
+            for j in ended:  # after every slot has drawn: starting a prompt overwrites the step's logits
+                start(j)
+        for smp in samplers.values():
             smp.close()
         batch.close()
         return outs
@@ -989,5 +1021,5 @@ def _why_not(error: MimeticError) -> str:
     return "llama.cpp could not open this voice (" + text[:80] + ")"
 
 
-__all__ = ["ENGINES", "Engine", "GGUFVoice", "Voice", "base_gguf", "check_lora_convertible", "convert_into", "convert_to_gguf", "llama_cpp_tools", "load_llama",
+__all__ = ["BASE_BESIDE_MERGED", "ENGINES", "Engine", "GGUFVoice", "Voice", "base_gguf", "check_lora_convertible", "convert_into", "convert_to_gguf", "llama_cpp_tools", "load_llama",
            "lora_to_gguf", "open_gguf", "open_voice", "prompt_ids", "run_adapter_gguf", "run_converter", "run_merged_gguf"]

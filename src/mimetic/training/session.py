@@ -416,7 +416,8 @@ def ready_to_write(run_dir: Any, base_model: str, emit: OnEvent, stage: str = "t
     is not one already (:func:`mimetic.models.engines.base_gguf`), and then, for a base model
     whose GGUF is under :data:`~mimetic.models.engines.MERGE_BELOW_BYTES`, the voice merged into
     ``runs/<id>/voice-q8_0.gguf`` (:func:`~mimetic.models.engines.run_merged_gguf`: about 13 s,
-    and it writes as fast as the base model), else the adapter as ``runs/<id>/adapter.gguf``
+    and it writes as fast as the base model) with the base model's own Q8_0 copy beside it (once
+    per machine, :data:`~mimetic.models.engines.BASE_BESIDE_MERGED`), else the adapter as ``runs/<id>/adapter.gguf``
     (:func:`~mimetic.models.engines.run_adapter_gguf`: a few MB, seconds). Returns the seconds it
     took, or ``None`` when llama.cpp or its converters are not installed or cannot take this
     model (writing then converts on first use, or falls back to transformers, and says so).
@@ -425,7 +426,7 @@ def ready_to_write(run_dir: Any, base_model: str, emit: OnEvent, stage: str = "t
     """
     import os
 
-    from mimetic.models.engines import MERGE_BELOW_BYTES, base_gguf, llama_cpp_tools, load_llama, run_adapter_gguf, run_merged_gguf
+    from mimetic.models.engines import BASE_BESIDE_MERGED, MERGE_BELOW_BYTES, base_gguf, llama_cpp_tools, load_llama, run_adapter_gguf, run_merged_gguf
 
     if os.environ.get("MIMETIC_GGUF_AFTER_TRAINING", "1") == "0":
         return None
@@ -439,6 +440,7 @@ def ready_to_write(run_dir: Any, base_model: str, emit: OnEvent, stage: str = "t
     if Path(base).stat().st_size < MERGE_BELOW_BYTES:  # a large base model keeps the adapter applied at load
         try:
             seconds += run_merged_gguf(Path(run_dir), base_model)[1]
+            seconds += base_gguf(base_model, BASE_BESIDE_MERGED)[1]  # once per machine: the base model beside it
             what = "voice merged"
         except MimeticError:
             pass
