@@ -697,7 +697,7 @@ def voice(
     console.print(f"Side by side: {r.compare.html}")
     console.print(f"[bold green]Done[/] in {(time.perf_counter() - started) / 60:.1f} min. Try: "
                   f'mimetic write "Your opening words" --workspace {r.workspace.root}\n'
-                  f"Measure the voice (style, what a reader sees, memorization, names; about 5 minutes on 2 CPU cores): mimetic evaluate --workspace {r.workspace.root}")
+                  f"Measure the voice (style, what a reader sees, memorization, names; about 4 minutes on 2 CPU cores): mimetic evaluate --workspace {r.workspace.root}")
 
 
 @app.command()

@@ -579,9 +579,10 @@ class GGUFVoice:
 
     engine = "llama.cpp"
     parallel = 32
-    """Sequences :meth:`generate_parallel` decodes best at once: 48 evaluation openings × 256 tokens
-    of the merged Dickens voice on a 2-core AMD EPYC (bf16 matmul peak 331 GFLOP/s that day) decoded at 211 tokens/s eight at a time, 239 by
-    16, 249 by 24, 267 by 32, 261 by 48 (``benchmarks/generation_speed.py --parallel``, RESULTS.md)."""
+    """Slots: the sequences :meth:`generate_parallel` decodes at once (more prompts wait for a slot).
+    48 evaluation openings × 256 tokens of the merged Dickens voice on a 2-core AMD EPYC (bf16
+    matmul peak 331 GFLOP/s that day) decoded at 211 tokens/s eight at a time, 239 by 16, 249 by 24,
+    267 by 32, 261 by 48 (``benchmarks/generation_speed.py --parallel``, RESULTS.md)."""
 
     def __init__(self, llm: Any, tokenizer: Any, base_model: str, adapter: str, fmt: str, lora: Any = None):
         self.llm, self.tokenizer = llm, tokenizer
