@@ -341,7 +341,7 @@ BASE_BESIDE_MERGED = "q8_0"
 base-model samples), converted once from the weights transformers loads: the voice's own type, so
 that both sides are the same weights at the same precision, and 1.6× the embedded Q4_1 file's
 tokens/s in llama.cpp's batched decoding (56 evaluation openings × 256 tokens on a 2-core AMD EPYC:
-220–231 tokens/s against 139–146 in the same run; ``benchmarks/generation_speed.py --base-types``)."""
+224–246 tokens/s against 150–156 in the same run; ``benchmarks/generation_speed.py --base-types``)."""
 
 MERGE_BELOW_BYTES = 2**30
 """Base models whose GGUF is smaller than this (1 GiB) get a merged voice when training ends.
