@@ -797,7 +797,7 @@ class GGUFVoice:
         ctx = self._parallel_context(slots, longest)
         ctx.kv_cache_clear()
         vocab = self.llm._model.vocab
-        size = max(512, slots)
+        size = llama_cpp.llama_n_batch(ctx.ctx)  # the most tokens one decode of this context takes
         batch = LlamaBatch(n_tokens=size, embd=0, n_seq_max=1, verbose=False)
         b = batch.batch
         outs: list[list[int]] = [[] for _ in prompts]

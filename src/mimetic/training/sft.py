@@ -582,7 +582,7 @@ class HeldOut:
 
     Attributes:
         rows: the whole split; ``eval_rows`` / ``rest_rows``: the subset and the rest of the
-            measured set. ``subset_tokens``, ``measured_tokens``, ``tokens``: tokens in the subset,
+            measured set (``subset_idx`` / ``rest_idx``: their indices in ``rows``). ``subset_tokens``, ``measured_tokens``, ``tokens``: tokens in the subset,
             the measured set and the whole split; ``whole``: the measured set is the whole split.
         subset_rows: step → row → (summed NLL, tokens) of that step's evaluation. ``cache``: the base model's cached NLL. ``base_measured``:
             the base model's NLL on the measured set.
@@ -606,7 +606,8 @@ class HeldOut:
         chosen = set(subset)
         self.subset_idx, self.sample_idx = subset, sample
         self.eval_rows = [rows[i] for i in subset]
-        self.rest_rows = [rows[i] for i in sample if i not in chosen]
+        self.rest_idx = [i for i in sample if i not in chosen]
+        self.rest_rows = [rows[i] for i in self.rest_idx]
         self.subset_tokens = sum(len(r["input_ids"]) for r in self.eval_rows)
         self.measured_tokens = sum(len(rows[i]["input_ids"]) for i in sample)
         self.tokens = sum(len(r["input_ids"]) for r in rows)
@@ -871,12 +872,10 @@ def _final_evaluation(run: Run, session: Session, held: HeldOut, stopped: str) -
     t = time.perf_counter()
     peft_model = session.peft_model
 
-    chosen = set(held.subset_idx)
-    rest_idx = [i for i in held.sample_idx if i not in chosen]  # held.rest_rows' indices
-
     def measured(sub: dict[int, tuple[float, int]] | None) -> tuple[float, dict[int, tuple[float, int]]]:
         """The current weights on the measured set: NLL, and each row's sums (the subset's given)."""
-        rows = {**(sub if sub is not None else held.row_sums(held.subset_idx)), **(held.row_sums(rest_idx) if rest_idx else {})}
+        rest = held.row_sums(held.rest_idx) if held.rest_idx else {}
+        rows = {**(sub if sub is not None else held.row_sums(held.subset_idx)), **rest}
         return _mean(rows), rows
 
     final_sub = held.subset_rows.get(st.step)  # None after early stopping: the final model was not scored
