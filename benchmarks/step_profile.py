@@ -24,7 +24,8 @@ VARIANTS = {
     "fp32 weights, no dropout, full logits": (dict(base_weights="fp32", lora_dropout=0.0), False),
     "fp32 weights, no dropout, fused loss": (dict(base_weights="fp32", lora_dropout=0.0), True),
     "bf16 weights, no dropout, fused loss, flash attention (session 8 default)": (dict(base_weights="bf16", lora_dropout=0.0, attention="sdpa"), True),
-    "bf16 weights, no dropout, fused loss, matmul attention (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
+    "bf16 weights, no dropout, fused loss, matmul attention, PEFT's LoRA forward (previous default)": (dict(base_weights="bf16", lora_dropout=0.0, lora="peft"), True),
+    "bf16 weights, no dropout, fused loss, matmul attention, LoRA fused (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
     "bf16 weights, dropout 0.05, fused loss": (dict(base_weights="bf16", lora_dropout=0.05), True),
     # attention kernels (transformers' attn_implementation: "sdpa" is PyTorch's SDPA, its flash
     # kernel on a CPU; "sdpa-math" is SDPA restricted to its math backend; without "attention",
@@ -78,12 +79,16 @@ def main() -> None:
             continue
         changes = dict(changes)
         attention = changes.pop("attention", "default")
+        lora_forward = changes.pop("lora", "fused")
         cfg = replace(TrainConfig(base_model="embedded"), **changes)
         torch.manual_seed(0)
         model, params = lora_model(cfg, "cpu", precision)
         if attention != "default":  # else mimetic's choice (mimetic.models.attention on a bf16 CPU)
             model.base_model.model.config._attn_implementation = "eager" if attention == "eager" else "sdpa"
         attentions[name] = attention
+        if lora_forward == "peft":  # PEFT's own LoRA forward instead of mimetic.models.lora's fused step
+            for module in model.modules():
+                module.__dict__.pop("forward", None)
         opt = torch.optim.AdamW(params, lr=1e-5)
         models[name] = (model, params, opt, fused)
     n_params = sum(p.numel() for p in next(iter(models.values()))[0].parameters())

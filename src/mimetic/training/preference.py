@@ -365,12 +365,14 @@ def _policy(adapter: Path, config: Any, device: str, precision: str) -> tuple[An
 
     from mimetic.models.attention import use_for_training
     from mimetic.models.loading import load_model, skip_lora_input_casts
+    from mimetic.models.lora import fuse
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
     use_for_training(model, device, precision)  # generation (cache, left padding) falls back to SDPA by itself
     lora = LoraConfig.from_pretrained(str(adapter))
     lora.lora_dropout, lora.inference_mode = 0.0, False
     model = skip_lora_input_casts(PeftModel.from_pretrained(model, str(adapter), is_trainable=True, config=lora), precision)
+    fuse(model)  # the training forward only: the reference's log-probabilities and sampling (eval mode) keep PEFT's
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()

@@ -127,12 +127,14 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     LoRA weights are kept in fp32 whatever the compute precision; under bf16 / fp16 autocast
     their input is not cast to fp32 first (:func:`mimetic.models.loading.skip_lora_input_casts`). On a
     CPU in bf16 attention runs as plain matmuls (:mod:`mimetic.models.attention`, 1.8× PyTorch's CPU
-    flash kernel there), unless the run is compiled.
+    flash kernel there), and each LoRA layer's training forward is one fused step
+    (:mod:`mimetic.models.lora`), unless the run is compiled.
     """
     from peft import LoraConfig, get_peft_model
 
     from mimetic.models.attention import use_for_training
     from mimetic.models.loading import load_model, skip_lora_input_casts
+    from mimetic.models.lora import fuse
 
     model = load_model(config.base_model, device, precision, config.load_in_4bit, config.base_weights)
     if config.load_in_4bit:
@@ -150,6 +152,7 @@ def lora_model(config: TrainConfig, device: str, precision: str) -> tuple[Any, l
     model = skip_lora_input_casts(get_peft_model(model, lora), precision)
     if not config.compile:  # torch.compile keeps PyTorch's own kernels (the path it was measured on)
         use_for_training(model, device, precision)
+        fuse(model)
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights in fp32, whatever the compute precision
