@@ -24,8 +24,9 @@ VARIANTS = {
     "fp32 weights, no dropout, full logits": (dict(base_weights="fp32", lora_dropout=0.0), False),
     "fp32 weights, no dropout, fused loss": (dict(base_weights="fp32", lora_dropout=0.0), True),
     "bf16 weights, no dropout, fused loss, flash attention (session 8 default)": (dict(base_weights="bf16", lora_dropout=0.0, attention="sdpa"), True),
-    "bf16 weights, no dropout, fused loss, matmul attention, PEFT's LoRA forward (previous default)": (dict(base_weights="bf16", lora_dropout=0.0, lora="peft"), True),
-    "bf16 weights, no dropout, fused loss, matmul attention, LoRA fused (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
+    "bf16 weights, no dropout, fused loss, matmul attention, PEFT's LoRA forward, one query block (previous default)": (dict(base_weights="bf16", lora_dropout=0.0, lora="peft", blocks=1), True),
+    "bf16 weights, no dropout, fused loss, matmul attention, LoRA fused, one query block": (dict(base_weights="bf16", lora_dropout=0.0, blocks=1), True),
+    "bf16 weights, no dropout, fused loss, matmul attention, LoRA fused, 4 query blocks (new default)": (dict(base_weights="bf16", lora_dropout=0.0), True),
     "bf16 weights, dropout 0.05, fused loss": (dict(base_weights="bf16", lora_dropout=0.05), True),
     # attention kernels (transformers' attn_implementation: "sdpa" is PyTorch's SDPA, its flash
     # kernel on a CPU; "sdpa-math" is SDPA restricted to its math backend; without "attention",
@@ -51,6 +52,7 @@ def main() -> None:
 
     from mimetic.core.config import TrainConfig, replace
     from mimetic.models.loading import autocast, load_tokenizer, pick_precision
+    from mimetic.models import attention as attention_module
     from mimetic.models import nll
     from mimetic.models.nll import collate
     from mimetic.training.sft import lora_model
@@ -74,12 +76,14 @@ def main() -> None:
     tokens = int(batch["attention_mask"].sum())
     models = {}
     attentions: dict[str, str] = {}
+    query_blocks: dict[str, int] = {}  # mimetic.models.attention's query blocks per variant
     for name, (changes, fused) in VARIANTS.items():
         if args.only and args.only not in name:
             continue
         changes = dict(changes)
         attention = changes.pop("attention", "default")
         lora_forward = changes.pop("lora", "fused")
+        query_blocks[name] = changes.pop("blocks", attention_module.BLOCKS)
         cfg = replace(TrainConfig(base_model="embedded"), **changes)
         torch.manual_seed(0)
         model, params = lora_model(cfg, "cpu", precision)
@@ -105,6 +109,7 @@ def main() -> None:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         kernel = sdpa_kernel(SDPBackend.MATH) if attentions[name] == "sdpa-math" else nullcontext()
+        attention_module.BLOCKS = query_blocks[name]
         t = time.perf_counter()
         with kernel:
             s, c = nll.token_nll_sum(model, batch, "cpu", amp)

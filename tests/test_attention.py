@@ -25,9 +25,11 @@ def _reference(q, k, v, grad_out):
     return out, q64.grad, k64.grad, v64.grad
 
 
+@pytest.mark.parametrize("t", [33, 301])  # one query block, and four uneven ones
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 4e-2)])
-def test_causal_attention_matches_sdpa_in_value_and_gradient(dtype, tol):
-    q, k, v = _qkv(dtype)
+def test_causal_attention_matches_sdpa_in_value_and_gradient(dtype, tol, t):
+    assert len(attention.blocks_for(t)) == (1 if t < attention.BLOCK_FROM else attention.BLOCKS)
+    q, k, v = _qkv(dtype, t=t)
     grad_out = torch.randn(q.shape).to(dtype)
     out = attention.causal_attention(q, k, v, q.shape[-1] ** -0.5)
     out.backward(grad_out)
