@@ -23,7 +23,7 @@ Causal attention wastes half of a full score matrix on keys a query may not see.
 scored against the keys up to its last position only — 5/8 of the arithmetic and of the stored
 probabilities at four blocks (the block skipping of flash attention, Dao et al. 2022, at the
 coarsest grain that keeps the matmuls large); the key and value gradients are summed over the
-blocks in fp32. A 4 × 512 SmolLM2 step took 1.02–1.09× less time than with one block, in three
+blocks in fp32. A 4 × 512 SmolLM2 step ran 1.02–1.09× as fast as with one block, in three
 runs of ``benchmarks/step_profile.py``.
 
 Grouped-query attention needs no copies: the query heads that share a key/value head are

@@ -8,11 +8,12 @@ arithmetic fits in three matmuls forward (``h = x·Aᵀ``; ``y = x·Wᵀ``; ``y 
 place, :func:`torch.addmm`) and five backward, accumulating in place — the fusion of
 Hu et al. 2021's ``h = W₀x + BAx`` (section 4.1) that every LoRA kernel library does on GPUs.
 
-On the project's 2-core AMD EPYC (bf16 matmul peak 394–416 GFLOP/s that day) a 4 × 512
-SmolLM2-135M step took 1.01–1.05× less time than with PEFT's forward, in three runs of
+On the project's 2-core AMD EPYC (bf16 matmul peak 373–416 GFLOP/s that day) a 4 × 512
+SmolLM2-135M step ran 1.01–1.05× as fast as with PEFT's forward, in four runs of
 ``benchmarks/step_profile.py`` (the two interleaved in one process; figures in
-``benchmarks/RESULTS.md``): the adapter's own small matmuls, not the elementwise passes, are now
-most of what LoRA adds to a layer (16–43% over the frozen layer's matmuls alone). The
+``benchmarks/RESULTS.md``). What LoRA still adds to a layer (16–43% over the frozen layer's
+matmuls alone, in a micro-benchmark of SmolLM2's shapes) is about half the adapter's own
+rank-16 matmuls, which no fusion removes. The
 gradients equal PEFT's in fp32, and in bf16 are as close to the fp32 ones as PEFT's own
 (``tests/test_lora_fused.py``). Only the training forward changes: the
 adapter's weights, their names and PEFT's saving and merging are untouched, and a layer this
