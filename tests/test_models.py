@@ -61,15 +61,19 @@ def test_lora_layers_take_their_input_in_the_compute_precision(tiny_model):
     with torch.no_grad():
         for p in params:
             p.normal_(0, 0.05)  # a non-zero adapter, so its path changes the output
+    ids = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.no_grad(), autocast("cpu", "bf16")():
+        fused = model(input_ids=ids).logits.float()  # training mode: mimetic.models.lora's fused step
+    model.eval()  # PEFT's own forward (generation, NLL)
     seen = []
     hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
              for name, m in model.named_modules() if name.endswith("lora_A.default")]
-    ids = torch.randint(0, model.config.vocab_size, (2, 16))
     with torch.no_grad(), autocast("cpu", "bf16")():
         fast = model(input_ids=ids).logits.float()
     for h in hooks:
         h.remove()
     assert seen and set(seen) == {torch.bfloat16}
+    assert torch.allclose(fused, fast, atol=2e-2, rtol=2e-2)
     for m in model.modules():
         if hasattr(m, "cast_input_dtype_enabled"):
             m.cast_input_dtype_enabled = True  # PEFT's default: the input cast to the fp32 adapter
