@@ -23,17 +23,14 @@ adapter, 4-bit or non-``Linear`` base layers) keeps PEFT's forward.
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
-_FUNCTION: Any = None
 
-
+@functools.cache
 def _function() -> Any:
     """The autograd function, built on first use so that importing this module needs no torch."""
-    global _FUNCTION
-    if _FUNCTION is not None:
-        return _FUNCTION
     import torch
 
     class FusedLoRALinear(torch.autograd.Function):
@@ -72,8 +69,7 @@ def _function() -> Any:
                 grad_b = torch.mm(g2.t(), h).to(ctx.b_dtype).mul_(ctx.scaling)
             return grad_x, None, None, grad_a, grad_b, None, None
 
-    _FUNCTION = FusedLoRALinear
-    return _FUNCTION
+    return FusedLoRALinear
 
 
 def _covered(module: Any) -> bool:
