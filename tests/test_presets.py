@@ -158,3 +158,26 @@ def test_fp16_training_scales_the_loss_and_keeps_the_scaler_in_the_checkpoint(tm
     assert state["grad_scaler"]["scale"] > 1 and state["grad_scaler"]["_growth_tracker"] == 4  # four unskipped steps
     summary = json.loads((run / "summary.json").read_text())
     assert summary["precision"] == "fp16" and summary["best_nll"] < summary["base_nll"]
+
+
+@pytest.mark.parametrize("bf16_s, fp32_s, faster, most_bf16_calls", [(0.6, 0.0, False, 1), (0.0, 0.01, True, 12)])
+def test_the_cpu_bf16_probe_stops_timing_bf16_once_it_cannot_win(monkeypatch, bf16_s, fp32_s, faster, most_bf16_calls):
+    """On a CPU without bf16 instructions one probe matmul took 0.74 s (50× fp32): the probe
+    gives up on bf16 after its first call instead of timing twelve (9 s a process)."""
+    import time
+
+    import torch
+
+    import mimetic.models.loading as models
+
+    calls = {torch.bfloat16: 0, torch.float32: 0}
+
+    def matmul(a, b):  # a stand-in CPU: each dtype's matmul takes the given time
+        calls[a.dtype] += 1
+        time.sleep(bf16_s if a.dtype == torch.bfloat16 else fp32_s)
+        return a
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    monkeypatch.setattr(models, "_BF16_FASTER", None)
+    assert models.cpu_bf16_is_faster() is faster
+    assert calls[torch.float32] == 12 and 1 <= calls[torch.bfloat16] <= most_bf16_calls
