@@ -55,10 +55,8 @@ def test_a_bf16_training_model_on_cpu_uses_it_with_the_same_loss_and_gradients(t
     model, params = lora_model(cfg, "cpu", "bf16")
     config = model.get_base_model().config
     assert config._attn_implementation == attention.NAME
-    for faster in (False, True):  # fp32: the kernel measured faster here
-        monkeypatch.setattr(attention, "faster_than_sdpa", lambda *a, **k: faster)
-        fp32_model, _ = lora_model(cfg, "cpu", "fp32")
-        assert fp32_model.get_base_model().config._attn_implementation == (attention.NAME if faster else "sdpa")
+    fp32_model, _ = lora_model(cfg, "cpu", "fp32")
+    assert fp32_model.get_base_model().config._attn_implementation == "sdpa"  # fp32: the flash kernel is faster
     with torch.no_grad():
         for p in params:
             p.normal_(0, 0.05)
@@ -110,14 +108,8 @@ def test_anything_but_plain_causal_attention_goes_to_sdpa(monkeypatch):
         assert torch.equal(out, ref)
     monkeypatch.setattr(attention, "MAX_SCORE_BYTES", 2 * 2 * 6 * 33 * 33 - 1)  # one byte short
     attention.attention_forward(module, q, k, v, None)
-    attention.attention_forward(module, q.half(), k.half(), v.half(), None)  # fp16: 2 bytes a score, too
+    attention.attention_forward(module, q.float(), k.float(), v.float(), None)  # fp32: not this kernel
     assert len(calls) == 1
-    monkeypatch.setattr(attention, "MAX_SCORE_BYTES", 4 * 2 * 6 * 33 * 33 - 1)  # fp32: 4 bytes a score
-    attention.attention_forward(module, q.float(), k.float(), v.float(), None)
-    assert len(calls) == 1
-    monkeypatch.setattr(attention, "MAX_SCORE_BYTES", 4 * 2 * 6 * 33 * 33)  # fits: fp32 runs it too
-    attention.attention_forward(module, q.float(), k.float(), v.float(), None)
-    assert len(calls) == 2
 
 
 def test_right_padded_rows_lose_nothing_without_an_attention_mask(tiny_model):
@@ -135,31 +127,3 @@ def test_right_padded_rows_lose_nothing_without_an_attention_mask(tiny_model):
             n = len(row["input_ids"]) - 1
             assert torch.equal(mask[i, :n], alone_mask[0, :n]) and not mask[i, n:].any()
             assert torch.allclose(together[i, :n], alone[0, :n], atol=1e-5)
-
-
-def test_in_fp32_the_faster_of_the_two_kernels_is_measured_once_per_shape(monkeypatch):
-    import time
-
-    monkeypatch.setattr(attention, "_FASTER", {})
-    timed = []
-    real = attention.causal_attention
-
-    def slow(q, k, v, scale):  # a CPU where this kernel loses by 20 ms a call
-        timed.append(q.shape)
-        time.sleep(0.02)
-        return real(q, k, v, scale)
-
-    monkeypatch.setattr(attention, "causal_attention", slow)
-    assert attention.faster_than_sdpa(4, 2, 16, "float32", length=64) is False
-    assert len(timed) == 4 and timed[0] == (1, 4, 64, 16)  # a warm-up and three timed runs
-    assert attention.faster_than_sdpa(4, 2, 16, "float32", length=64) is False and len(timed) == 4  # cached
-    monkeypatch.setattr(attention, "causal_attention", real)
-    monkeypatch.setattr(attention, "_FASTER", {})
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def slow_sdpa(*a, **k):
-        time.sleep(0.02)
-        return sdpa(*a, **k)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", slow_sdpa)
-    assert attention.faster_than_sdpa(4, 2, 16, "float32", length=64) is True

@@ -8,12 +8,10 @@ own bookkeeping, not by the matmuls, so bf16 does not help it. Written as four b
 and a softmax (the "standard attention" of Dao et al. 2022, section 2.2, with its backward
 pass), the same layer takes 24 ms in bf16, and its gradients are closer to an fp64 reference
 than the flash kernel's (max error 0.023 against 0.12 on random inputs;
-``benchmarks/step_profile.py`` and ``tests/test_attention.py``). It is used wherever the
-compute precision is bf16 or fp16. In fp32 which one is faster depends on the CPU: on that
-AVX-512 EPYC one block of it took 86 ms (the flash kernel 48), on an AVX2-only AMD EPYC (Zen 3,
-where the probe picks fp32: :func:`mimetic.models.loading.cpu_bf16_is_faster`) a whole 4 × 512
-step ran 1.07× as fast with it in four query blocks as with the flash kernel. So in fp32 the two
-are timed once per process on one layer's shapes (:func:`faster_than_sdpa`) and the faster kept.
+``benchmarks/step_profile.py`` and ``tests/test_attention.py``). In fp32 it is slower (86 ms:
+the score matrix is twice the bytes and fp32 matmuls a quarter the speed), so it is used only
+where the compute precision is bf16 or fp16 — which the CPU probe picks only where the CPU has
+fast bf16 (:func:`mimetic.models.loading.cpu_bf16_is_faster`).
 
 What it costs: the softmax probabilities are kept for the backward pass, ``batch × heads ×
 length²`` values in bf16 per layer (19 MB for SmolLM2 at 4 × 512; 0.57 GB over its 30 layers),
@@ -51,7 +49,6 @@ BLOCKS = 4
 _CHANGES_SCORES = ("softcap", "sliding_window", "position_bias", "s_aux", "sinks")
 
 _REGISTERED = False
-_FASTER: dict[tuple[int, int, int, str], bool] = {}  # (heads, kv heads, head dim, dtype) → measured
 _CAUSAL: dict[tuple[int, int, str, str], Any] = {}  # (start, end, dtype, device) → causal bias
 
 
@@ -74,62 +71,19 @@ def use_for_training(model: Any, device: str, precision: str) -> bool:
     """Switch ``model`` (a transformers model, or a PEFT model around one) to this attention
     when it trains on a CPU in bf16 or fp16 and uses SDPA now; returns whether it did.
 
-    In fp32 it switches only where :func:`faster_than_sdpa` measures this attention faster on the
-    model's head shapes. Only models that train are switched (LoRA training and polish's policy). When a switched
+    Only models that train are switched (LoRA training and polish's policy). When a switched
     model generates, its cached and left-padded calls are not plain causal attention and go to
     SDPA by themselves (:func:`attention_forward`). The switch is not saved with an adapter
     (transformers does not write ``_attn_implementation`` into a config file)."""
-    if device != "cpu" or precision not in ("bf16", "fp16", "fp32"):
+    if device != "cpu" or precision not in ("bf16", "fp16"):
         return False
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(lm, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
-    if precision == "fp32":
-        heads = getattr(config, "num_attention_heads", None)
-        head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
-        if not heads or not head_dim or not faster_than_sdpa(heads, getattr(config, "num_key_value_heads", None) or heads,
-                                                             head_dim, "float32"):
-            return False
     register()
     config._attn_implementation = NAME
     return True
-
-
-def faster_than_sdpa(heads: int, kv_heads: int, head_dim: int, dtype_name: str, length: int = 512,
-                     repeats: int = 3) -> bool:
-    """Whether :func:`causal_attention` runs forward and backward faster than PyTorch's SDPA
-    (its CPU flash kernel) on one ``(1, heads, length, head_dim)`` sequence here; measured once
-    per process and shape (the best of ``repeats`` interleaved runs of each after a warm-up: about
-    0.2 s for SmolLM2's 9 heads of 64 at 512 tokens).
-
-    ``length`` 512: mimetic's default example length (``PrepareConfig.max_tokens``)."""
-    key = (heads, kv_heads, head_dim, dtype_name)
-    if key not in _FASTER:
-        import time
-
-        import torch
-        import torch.nn.functional as F
-
-        dtype = getattr(torch, dtype_name)
-        g = torch.Generator().manual_seed(0)
-        q, k, v = [torch.randn(1, n, length, head_dim, generator=g, dtype=dtype).requires_grad_()
-                   for n in (heads, kv_heads, kv_heads)]
-        grad = torch.randn(1, heads, length, head_dim, generator=g, dtype=dtype)
-        group = heads // kv_heads
-        runs = {
-            "mine": lambda: causal_attention(q, k, v, head_dim**-0.5),
-            "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=group > 1),
-        }
-        best = {name: float("inf") for name in runs}
-        for i in range(repeats + 1):
-            for name, run in runs.items():
-                t = time.perf_counter()
-                run().backward(grad)
-                if i:  # the first of each: a warm-up
-                    best[name] = min(best[name], time.perf_counter() - t)
-        _FASTER[key] = best["mine"] < best["sdpa"]
-    return _FASTER[key]
 
 
 def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
@@ -140,7 +94,7 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
 
     :func:`causal_attention` runs when the call is plain causal self-attention over the whole
     sequence (no mask — transformers passes none for a batch without padding — no cache offset,
-    no dropout, nothing in :data:`_CHANGES_SCORES`, bf16/fp16/fp32 on a CPU, scores within
+    no dropout, nothing in :data:`_CHANGES_SCORES`, bf16/fp16 on a CPU, scores within
     :data:`MAX_SCORE_BYTES`); anything else goes to transformers' SDPA function unchanged."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -150,9 +104,8 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
         attention_mask is None and causal and t > 1 and key.shape[2] == t and h % key.shape[1] == 0
         and (dropout == 0.0 or not module.training) and all(kwargs.get(k) is None for k in _CHANGES_SCORES)
         and query.device.type == "cpu"
-        and query.dtype == key.dtype == value.dtype
-        and str(query.dtype) in ("torch.bfloat16", "torch.float16", "torch.float32")
-        and query.element_size() * b * h * t * t <= MAX_SCORE_BYTES
+        and query.dtype == key.dtype == value.dtype and str(query.dtype) in ("torch.bfloat16", "torch.float16")
+        and 2 * b * h * t * t <= MAX_SCORE_BYTES
     )
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
