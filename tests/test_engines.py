@@ -232,7 +232,13 @@ def _check_same_voice(ws, n: int, tie: float, min_share: float, logits: tuple[fl
         # voice over 1,024 held-out positions, benchmarks/RESULTS.md), its top-1 agreement to the control's
         most = max(logits[1], 2 * control["max_abs_diff"]) if merged else logits[1]
         assert row["argmax_agreement"] >= logits[0] and row["max_abs_diff"] <= most, (row, control)
-        assert row["argmax_agreement"] >= control["argmax_agreement"] - 0.02, (row, control)  # the adapter adds no difference
+        # the adapter adds no difference: within 2 points of the control's agreement when applied at
+        # load; a merged voice's extra Q8_0 rounding moves near-ties, and on an AVX2-only AMD EPYC
+        # (llama.cpp's AVX2 kernels) it agreed on 125 of 135 positions against the control's 129 —
+        # 3 points, within the noise of 135 positions (one standard error of the difference: 2.9
+        # points) — so a merged voice is held to 5 points
+        margin = 0.05 if merged else 0.02
+        assert row["argmax_agreement"] >= control["argmax_agreement"] - margin, (row, control)
     # and the adapter is really applied, and really switched off: llama.cpp's next-token logits move
     # between voice and base model as transformers' do (a 2-step adapter may not change a greedy text)
     import numpy as np
