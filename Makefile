@@ -62,7 +62,7 @@ voice: $(STAMP)
 		$(if $(PRESET),--preset "$(PRESET)") $(if $(BASE_MODEL),--base-model "$(BASE_MODEL)")
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n logical --dist worksteal
 
 # the desk: every stage in a local web page, on http://127.0.0.1:8765
 app: $(STAMP)

@@ -7,6 +7,7 @@ model here and on tiny random Llama / Qwen2 / Phi models from their real configu
 from __future__ import annotations
 
 import builtins
+import os
 import sys
 from pathlib import Path
 
@@ -327,3 +328,21 @@ def test_llama_cpp_threads_leave_out_the_cpus_others_keep_busy_now(monkeypatch):
     assert _threads() == 3
     monkeypatch.delenv("MIMETIC_LLAMA_THREADS")
     assert 1 <= _threads() <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_thread_counts_follow_the_cpus_this_process_may_use(monkeypatch):
+    """A process held to one CPU (``taskset``, a cpuset, a pinned test worker) gives llama.cpp
+    and each training process one thread, not the machine's count."""
+    from mimetic.models.engines import _threads
+    from mimetic.models.hardware import usable_cpus
+
+    monkeypatch.delenv("MIMETIC_LLAMA_THREADS", raising=False)
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert usable_cpus() == 1
+        assert _threads() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cpus() == len(allowed)

@@ -357,8 +357,6 @@ class LlamaSource:
     the chat template stored in the GGUF, temperature 0)."""
 
     def __init__(self, path: str, name: str | None = None, n_ctx: int = 4096):
-        import os
-
         try:
             import llama_cpp
         except ImportError as e:
@@ -366,7 +364,9 @@ class LlamaSource:
                                "Run `make install`, or use --brief-model extractive.") from e
         self.name = name or Path(path).name
         try:
-            self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, n_threads=os.cpu_count() or 1)
+            from mimetic.models.hardware import usable_cpus
+
+            self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, n_threads=usable_cpus())
         except Exception as e:  # noqa: BLE001 - llama.cpp raises ValueError on unreadable files
             raise MimeticError(f"llama.cpp cannot load {path} ({type(e).__name__}).", "Give a GGUF instruct model.") from None
         self.n_ctx = n_ctx

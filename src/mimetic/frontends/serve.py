@@ -46,7 +46,6 @@ from __future__ import annotations
 import collections
 import ipaddress
 import json
-import os
 import random
 import threading
 import time
@@ -60,6 +59,7 @@ from fastapi import Request  # at module level: FastAPI reads the routes' annota
 from mimetic.corpus.briefs import MARKERS, default_mode, request
 from mimetic.core.config import GenerateConfig, VoiceConfig
 from mimetic.models.engines import load_llama, prompt_ids
+from mimetic.models.hardware import usable_cpus
 from mimetic.errors import MimeticError
 from mimetic.text.identity import voice_system_prompt
 from mimetic.core.workspace import Workspace
@@ -294,7 +294,7 @@ class Voices:
                 self._loaded.pop(idle).llm.close()
             llama_cpp = load_llama()
             llm = llama_cpp.Llama(model_path=str(m.gguf), n_ctx=self.config.context, verbose=False,
-                                  n_threads=self.config.threads or os.cpu_count() or 1)
+                                  n_threads=self.config.threads or usable_cpus())
             got = self._loaded[m.gguf] = _Loaded(llm, load_tokenizer(m.base_model))
             return got
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mimetic.core.atomic import swap_in
+from mimetic.models.hardware import usable_cpus
 from mimetic.errors import MimeticError
 
 
@@ -190,7 +191,7 @@ def relaunch(processes: int, config_file: Path | None, argv: list[str]) -> int:
         if processes > 1:
             cmd += ["--num_processes", str(processes)]
     else:
-        threads = max(1, (os.cpu_count() or 1) // processes)
+        threads = max(1, usable_cpus() // processes)
         cmd += ["--multi_gpu", "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--num_cpu_threads_per_process", str(threads)]
     proc = subprocess.Popen(cmd + ["-m", "mimetic", *args], stderr=subprocess.PIPE, text=True, errors="replace")

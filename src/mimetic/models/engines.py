@@ -905,10 +905,9 @@ def _threads() -> int:
     """
     if os.environ.get("MIMETIC_LLAMA_THREADS"):
         return max(1, int(os.environ["MIMETIC_LLAMA_THREADS"]))
-    try:
-        usable = max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS
-        usable = os.cpu_count() or 1
+    from mimetic.models.hardware import usable_cpus
+
+    usable = usable_cpus()
     busy = _busy_cpus()
     return max(1, min(usable, round(usable - busy + 0.3)))
 

@@ -93,6 +93,17 @@ class Hardware:
                 f"{self.peak_gflops:,.0f} GFLOP/s measured in {self.precision}")
 
 
+def usable_cpus() -> int:
+    """How many CPUs this process may run on: its CPU affinity (``taskset``, a container's cpuset,
+    a test worker pinned to one core), not the machine's count (``os.cpu_count``); at least 1.
+    The thread count given to llama.cpp and to each training process: more threads than usable
+    CPUs make their spinning threads wait on each other."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS has no sched_getaffinity
+        return os.cpu_count() or 1
+
+
 def matmul_gflops(device: str, dtype_name: str, n: int = 2048, repeats: int = 5, warmup: int = 3) -> float:
     """Best rate of ``repeats`` (n×n)·(n×n) matmuls on ``device`` in ``dtype_name``, GFLOP/s
     (2n³ FLOPs each), after ``warmup`` untimed ones: the first matmuls of a process ran at half
@@ -144,7 +155,7 @@ def probe(device: str = "auto") -> Hardware:
         return _PROBED[device]
     precision = pick_precision(device)
     dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[precision]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cpus()
     four_bit = False
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)

@@ -41,6 +41,7 @@ from typing import Any
 from mimetic.corpus.briefs import MARKERS
 from mimetic.core.config import EMBEDDED_MODEL, ExportConfig, GenerateConfig, VoiceConfig
 from mimetic.models.engines import check_lora_convertible, convert_to_gguf, llama_cpp_tools, load_llama, lora_to_gguf, open_gguf
+from mimetic.models.hardware import usable_cpus
 from mimetic.errors import MimeticError
 from mimetic.core.events import OnEvent, Progress, ignore
 from mimetic.text.identity import voice_system_prompt
@@ -76,7 +77,7 @@ def quantize(src: Path, out: Path, qtype: str) -> None:
     ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M}[qtype]
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
-    params.nthread = os.cpu_count() or 1
+    params.nthread = usable_cpus()
     tmp = out.with_name(f".{out.name}.partial")
     from llama_cpp._utils import suppress_stdout_stderr
 
@@ -114,7 +115,7 @@ def compare_logits(gguf: Path, reference: Any, token_lists: list[list[int]], lor
     import torch
 
     n_ctx = max(len(t) for t in token_lists) + 8
-    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "logits_all": True, "verbose": False, "n_threads": os.cpu_count() or 1, "seed": 0}
+    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "logits_all": True, "verbose": False, "n_threads": usable_cpus(), "seed": 0}
     if lora is not None:
         kwargs["lora_path"] = str(lora)
     t = time.perf_counter()
