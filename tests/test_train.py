@@ -153,6 +153,10 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     for batches in (grouped, plain):
         assert len(batches) == 251 and sorted(i for b in batches for i in b) == list(range(1001))
         assert max(lengths[i] for i in batches[0]) == max(lengths)  # the memory peak comes first
+    # nine rows, one block: the row left over is the shortest, so the first step is a full batch
+    # (the plan measures the largest step there, not the longest row alone)
+    nine = epoch_batches([100, 500, 300, 200, 400, 50, 450, 350, 250], TrainConfig(batch_size=4), 0)
+    assert nine[0] == [7, 4, 6, 1] and [5] in nine and len(nine) == 3
     assert grouped == epoch_batches(lengths, TrainConfig(batch_size=4), 0)  # reproducible: exact resume
     assert grouped != epoch_batches(lengths, TrainConfig(batch_size=4), 1)  # reshuffled every epoch
     assert padding_share(lengths, grouped) < 0.08 < 0.3 < padding_share(lengths, plain)  # rounding up adds about 5%
