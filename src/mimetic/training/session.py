@@ -373,9 +373,9 @@ def epoch_batches(lengths: list[int], config: TrainConfig, epoch: int) -> list[l
     rows of similar length share a batch, so little of each batch is padding (the
     ``group_by_length`` sampler of HF ``Trainer`` works the same way). A block whose rows do not
     fill whole batches leaves its short batch at its short end: the batch holding the longest
-    row is a full one, so the first step — where the run's plan measures peak memory and speed —
-    sees the epoch's largest batch, not one long row alone (which measured a quarter of the
-    memory and 67 tokens/s on a 2-core EPYC against 377 for a full batch). The number of
+    row is a full one, so the first step — where the run's plan measures peak memory —
+    sees the epoch's largest batch, not one long row alone (on 12 steps of Doyle the plan's
+    peak memory was then 12% under the run's, now 2%: ``benchmarks/RESULTS.md``). The number of
     batches is ``ceil(len(lengths) / batch_size)`` either way, and the batch holding the longest
     row comes first (:func:`longest_first`).
     """
