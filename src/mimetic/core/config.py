@@ -168,7 +168,8 @@ class TrainConfig:
     are stored in (``auto``: bf16 when the compute precision is bf16, else fp32; ``bf16``
     forces it and implies bf16 compute); ``compile`` runs the training forward and
     backward through ``torch.compile`` (inductor, ``dynamic=True``, its cache in the user cache
-    directory): the first step compiles for minutes on a CPU, so it pays off only for long runs.
+    directory): on a CPU the first step compiles for minutes and the compiled steps measured
+    0.7× the plain ones (SmolLM2-135M, 2-core EPYC, ``benchmarks/RESULTS.md``), so it is off.
 
     Evaluation: every ``eval_every`` steps on a fixed, seeded subset of about ``eval_tokens``
     held-out tokens (the same passages every time, so the curve compares like with like; 4,096

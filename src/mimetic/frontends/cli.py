@@ -319,7 +319,7 @@ def train(
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack whole examples into full rows (less padding)."),
     plan_only: bool = typer.Option(False, "--plan", help="Only predict memory and time from a short warm-up, then stop."),
     base_weights: Optional[str] = typer.Option(None, help="Store the frozen base weights as fp32 or bf16 (half the memory; bf16 compute)."),
-    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training steps: minutes to compile, faster after; for long runs."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training steps: minutes to compile; measured slower after on a CPU."),
     preset: Optional[str] = typer.Option(None, help="A setup for your hardware (see `mimetic presets`); prepare with the same preset first."),
     from_feedback: bool = typer.Option(False, "--from-feedback", help="Learn from your marks (mimetic rate) on top of the latest run: the same as mimetic polish --from-feedback."),
     processes: int = typer.Option(1, min=1, help="Train with this many processes through accelerate (GPUs, or CPU sockets); each takes --batch-size examples per step."),
