@@ -19,16 +19,18 @@ def _pin_this_worker() -> None:
     workers' torch, OpenMP and llama.cpp threads do not spin on each other's cores. Done at
     import, before torch is, so OpenMP sizes its thread pool to the share."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+    if not worker.startswith("gw"):
+        return
+    # xdist sets COLUMNS=80 in its workers, and rich fixes a Console's width from COLUMNS when the
+    # console is made (the CLI's, at import): the tests that give CliRunner a wide COLUMNS would
+    # then read tables cut to 80 columns, as they never are when run one after another
+    os.environ.pop("COLUMNS", None)
+    if count < 2 or not hasattr(os, "sched_setaffinity"):
         return
     cpus = sorted(os.sched_getaffinity(0))
     share = cpus[int(worker[2:]) % count :: count] if len(cpus) >= count else cpus
     os.sched_setaffinity(0, share)
     os.environ["OMP_NUM_THREADS"] = str(len(share))
-    # xdist sets COLUMNS=80 in its workers, and rich fixes a Console's width from COLUMNS when the
-    # console is made (the CLI's, at import): the tests that give CliRunner a wide COLUMNS would
-    # then read tables cut to 80 columns, as they never are when run one after another
-    os.environ.pop("COLUMNS", None)
 
 
 _pin_this_worker()
