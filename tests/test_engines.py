@@ -310,7 +310,6 @@ def test_sampling_in_llama_cpp_is_seeded_and_streams(tiny_voice):
 def test_llama_cpp_threads_leave_out_the_cpus_others_keep_busy_now(monkeypatch):
     """Counted over a fraction of a second, not from the 1-minute load average (which still holds
     this process's own training of a minute ago)."""
-    import os
     import subprocess
 
     from mimetic.models.engines import _busy_cpus, _threads

@@ -45,6 +45,7 @@ from typing import Callable, Iterable, Protocol
 
 from mimetic.errors import MimeticError
 from mimetic.core.events import OnEvent, Progress, ignore
+from mimetic.models.hardware import usable_cpus
 from mimetic.text.stylometry import FUNCTION_WORDS, SENTENCE_END, proper_names, words
 
 MODES = ("write", "continue", "rewrite")
@@ -364,8 +365,6 @@ class LlamaSource:
                                "Run `make install`, or use --brief-model extractive.") from e
         self.name = name or Path(path).name
         try:
-            from mimetic.models.hardware import usable_cpus
-
             self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, n_threads=usable_cpus())
         except Exception as e:  # noqa: BLE001 - llama.cpp raises ValueError on unreadable files
             raise MimeticError(f"llama.cpp cannot load {path} ({type(e).__name__}).", "Give a GGUF instruct model.") from None

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator, Protocol
 from mimetic.core.config import VoiceConfig
 from mimetic.core.events import OnEvent, Progress, Warning
 from mimetic.errors import MimeticError
+from mimetic.models.hardware import usable_cpus
 from mimetic.models.sampling import SamplingParams
 from mimetic.core.workspace import Workspace, check_free_disk
 
@@ -905,8 +906,6 @@ def _threads() -> int:
     """
     if os.environ.get("MIMETIC_LLAMA_THREADS"):
         return max(1, int(os.environ["MIMETIC_LLAMA_THREADS"]))
-    from mimetic.models.hardware import usable_cpus
-
     usable = usable_cpus()
     busy = _busy_cpus()
     return max(1, min(usable, round(usable - busy + 0.3)))
