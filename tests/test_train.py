@@ -162,6 +162,27 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     assert padding_share(lengths, grouped) < 0.08 < 0.3 < padding_share(lengths, plain)  # rounding up adds about 5%
 
 
+def test_adamw_is_the_fused_kernel_on_a_cpu_and_makes_the_same_update():
+    from mimetic.training.session import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(16, 24), torch.randn(24, 16)]
+    grads = [torch.randn_like(w) for w in weights]
+    fused = [torch.nn.Parameter(w.clone()) for w in weights]
+    plain = [torch.nn.Parameter(w.clone()) for w in weights]
+    opt = adamw(fused, 1e-2, 0.01)
+    ref = torch.optim.AdamW(plain, lr=1e-2, weight_decay=0.01, foreach=False)
+    assert opt.param_groups[0]["fused"] is True  # one kernel for every tensor, not a loop of ops
+    for _ in range(3):
+        for ps, o in ((fused, opt), (plain, ref)):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            o.step()
+    for a, b, w in zip(fused, plain, weights):
+        assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a.detach(), w)
+    ref.load_state_dict(opt.state_dict())  # a checkpoint of one loads into the other
+
+
 def test_batch_lengths_are_rounded_to_few_shapes_with_little_padding():
     from mimetic.models.nll import collate, padded_length
 

@@ -205,6 +205,23 @@ def compiled(model: Any) -> Any:
     return torch.compile(model, dynamic=True)
 
 
+def adamw(params: list[Any], learning_rate: float, weight_decay: float) -> Any:
+    """AdamW (Loshchilov & Hutter 2019; betas 0.9 / 0.999, eps 1e-8: PyTorch's and HF's defaults)
+    with PyTorch's fused kernel where the parameters' device has one (CPU, CUDA, MPS): one pass
+    over all of them instead of PyTorch's CPU default, a loop of about ten operations per
+    tensor. On the 2-core AMD EPYC, for the 420 LoRA tensors (4.9M weights) of SmolLM2-135M at
+    rank 16, a step took 7.4–7.8 ms against 24.7–24.8 ms (``benchmarks/RESULTS.md``). The same
+    update, the same state (a checkpoint of either loads into the other). Elsewhere PyTorch's
+    default implementation."""
+    import torch
+
+    kwargs = dict(lr=learning_rate, weight_decay=weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
+        return torch.optim.AdamW(params, **kwargs)
+
+
 def pad_id(tokenizer: Any) -> int:
     """The token id batches are padded with: the tokenizer's pad token, else 0."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -258,7 +275,7 @@ class Session:
         ckpt = run.checkpoint or {}
         if "lora" in ckpt:
             set_peft_model_state_dict(model, ckpt["lora"])
-        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+        optimizer = adamw(params, learning_rate, config.weight_decay)
         model, optimizer = dist.prepare(model, optimizer)
         step_model = compiled(model) if compile else model  # training steps only; evaluation runs eagerly
         self.model = model
