@@ -127,3 +127,58 @@ def test_right_padded_rows_lose_nothing_without_an_attention_mask(tiny_model):
             n = len(row["input_ids"]) - 1
             assert torch.equal(mask[i, :n], alone_mask[0, :n]) and not mask[i, n:].any()
             assert torch.allclose(together[i, :n], alone[0, :n], atol=1e-5)
+
+
+def test_segments_are_read_from_position_ids_that_restart_at_zero():
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 6, 7, 8]])
+    assert attention.segments_of(pos, 2, 9) == [[(0, 3), (3, 5), (5, 9)], [(0, 9)]]
+    for bad in ([[1, 2, 3]], [[0, 1, 3]], [[0, 0, 2]]):  # not examples counted up from 0
+        assert attention.segments_of(torch.tensor(bad), 1, 3) is None
+    assert attention.segments_of(None, 1, 3) is None and attention.segments_of(pos, 1, 9) is None
+
+
+def test_packed_examples_have_their_padded_batchs_loss_and_gradients_attending_one_by_one(tiny_model, monkeypatch):
+    from transformers.integrations import sdpa_attention
+
+    from mimetic.training.sft import lora_model, pack
+
+    model, params = lora_model(TrainConfig(base_model=tiny_model, lora_r=4, lora_alpha=8, lora_dropout=0.0), "cpu", "bf16")
+    assert model.get_base_model().config._attn_implementation == attention.NAME
+    model.train()
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0, 0.05)
+    g = torch.Generator().manual_seed(3)
+    rows = [{"input_ids": ids, "labels": ids} for ids in (torch.randint(0, 500, (n,), generator=g).tolist() for n in (300, 31, 48))]
+    packed = pack(rows, 384)
+    assert [len(r["input_ids"]) for r in packed] == [379]  # one row: 300, 48 and 31 tokens
+    padded, flat = collate(rows, 0), collate(packed, 0)
+    assert flat["input_ids"].shape == (1, 384) and padded["input_ids"].numel() == 3 * 320  # 5 positions of padding, not 581
+    amp = autocast("cpu", "bf16")
+    calls = _count_calls(monkeypatch)
+    sdpa_calls = []
+    inner = sdpa_attention.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda *a, **k: sdpa_calls.append(1) or inner(*a, **k))
+
+    def run(batch):
+        for p in params:
+            p.grad = None
+        losses, mask = token_losses(model, batch, "cpu", amp)
+        (losses.sum() / mask.sum()).backward()
+        return losses.detach()[mask], [p.grad.clone() for p in params]
+
+    mine, mine_grads = run(flat)
+    assert len(calls) == 2 * 4 and not sdpa_calls  # each layer: the three examples and the padding, one by one
+    theirs, their_grads = run(padded)
+    assert mine.shape == theirs.shape == (sum(len(r["input_ids"]) - 1 for r in rows),)
+    # the same tokens predicted from the same context (pack() puts the longest first, then 48, then 31)
+    mine = torch.cat([mine[:299], mine[299 + 47 :], mine[299 : 299 + 47]])
+    assert torch.allclose(mine, theirs, atol=3e-2, rtol=3e-2)
+    for a, b in zip(mine_grads, their_grads):
+        assert torch.allclose(a, b, atol=5e-2, rtol=5e-2)
+    model.eval()  # not training: SDPA with transformers' block-diagonal mask, the same losses
+    with torch.no_grad():
+        evaluated, _ = token_losses(model, flat, "cpu", amp)
+    evaluated = evaluated[flat["labels"][:, 1:] != IGNORE_INDEX]
+    evaluated = torch.cat([evaluated[:299], evaluated[299 + 47 :], evaluated[299 : 299 + 47]])
+    assert sdpa_calls and torch.allclose(evaluated, theirs, atol=3e-2, rtol=3e-2)

@@ -95,23 +95,73 @@ def attention_forward(module: Any, query: Any, key: Any, value: Any, attention_m
     :func:`causal_attention` runs when the call is plain causal self-attention over the whole
     sequence (no mask — transformers passes none for a batch without padding — no cache offset,
     no dropout, nothing in :data:`_CHANGES_SCORES`, bf16/fp16 on a CPU, scores within
-    :data:`MAX_SCORE_BYTES`); anything else goes to transformers' SDPA function unchanged."""
+    :data:`MAX_SCORE_BYTES`), and in training for rows of packed examples too: position ids
+    that restart at 0 for each example (:func:`segments_of`) make transformers build a
+    block-diagonal causal mask, and each example then runs as its own causal attention, the
+    masked-out blocks never computed. Anything else goes to transformers' SDPA function
+    unchanged."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     b, h, t, _ = query.shape
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    # packed rows (training only): the mask transformers built from restarting position ids is
+    # block-diagonal causal, so each example is its own plain causal attention
+    segments = segments_of(kwargs.get("position_ids"), b, t) if attention_mask is not None and module.training else None
+    score_values = h * (b * t * t if segments is None else sum((e - s) ** 2 for row in segments for s, e in row))
     plain = (
-        attention_mask is None and causal and t > 1 and key.shape[2] == t and h % key.shape[1] == 0
+        (attention_mask is None or segments is not None) and causal and t > 1 and key.shape[2] == t
+        and h % key.shape[1] == 0
         and (dropout == 0.0 or not module.training) and all(kwargs.get(k) is None for k in _CHANGES_SCORES)
         and query.device.type == "cpu"
         and query.dtype == key.dtype == value.dtype and str(query.dtype) in ("torch.bfloat16", "torch.float16")
-        and 2 * b * h * t * t <= MAX_SCORE_BYTES
+        and 2 * score_values <= MAX_SCORE_BYTES
     )
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    out = causal_attention(query, key, value, query.shape[-1] ** -0.5 if scaling is None else scaling)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if segments is None:
+        out = causal_attention(query, key, value, scale)
+    else:
+        import torch
+
+        out = torch.stack([
+            torch.cat([causal_attention(query[i : i + 1, :, s:e], key[i : i + 1, :, s:e], value[i : i + 1, :, s:e], scale)
+                       for s, e in row], dim=2)[0]
+            for i, row in enumerate(segments)
+        ])
     return out.transpose(1, 2).contiguous(), None
+
+
+_SEGMENTS: list[Any] = [None, None]  # the last position ids seen and their segments (every layer asks)
+
+
+def segments_of(position_ids: Any, b: int, t: int) -> list[list[tuple[int, int]]] | None:
+    """The examples packed into each row, ``[[(start, end), …] per row]``, from position ids that
+    restart at 0 for every example and count up by one within it (as
+    :func:`mimetic.training.sft.pack` writes them); ``None``
+    when ``position_ids`` is missing, of another shape, or not of that form. Computed once per
+    forward pass: the layers share one position-id tensor."""
+    import torch
+
+    if position_ids is None or tuple(position_ids.shape) != (b, t):
+        return None
+    if _SEGMENTS[0] is position_ids:
+        return _SEGMENTS[1]
+    out: list[list[tuple[int, int]]] | None = []
+    for row in position_ids:
+        starts = (row == 0).nonzero().flatten().tolist()
+        if not starts or starts[0] != 0:
+            out = None
+            break
+        bounds = starts + [t]
+        expected = torch.cat([torch.arange(e - s, device=row.device) for s, e in zip(bounds, bounds[1:])])
+        if not torch.equal(row, expected):
+            out = None
+            break
+        out.append(list(zip(bounds, bounds[1:])))
+    _SEGMENTS[:] = [position_ids, out]
+    return out
 
 
 def causal_attention(query: Any, key: Any, value: Any, scale: float) -> Any:
