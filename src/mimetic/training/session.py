@@ -266,7 +266,6 @@ class Session:
     def __init__(self, run: Run, compute: Compute, model: Any, params: list[Any], *, learning_rate: float, stage: str,
                  emit: OnEvent, should_stop: Callable[[Run], bool] | None = None, compile: bool = False,
                  extra_state: Callable[[], dict[str, Any]] = dict):
-        import torch
         from peft import set_peft_model_state_dict
 
         self.run, self.compute, self.stage, self.emit = run, compute, stage, emit
